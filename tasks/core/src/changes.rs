@@ -1,0 +1,152 @@
+//! Deciding what the assets branch must do (ARCHITECTURE.md section 5). Pure functions.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::aws::cloudtrail::ApiEvent;
+use crate::aws::state::RuntimeState;
+use crate::model::{AssetChunk, SyncMode};
+
+/// CloudTrail keeps 90 days of events; a watermark older than this (a day of margin) cannot be
+/// caught up incrementally.
+pub const CLOUDTRAIL_HISTORY: Duration = Duration::from_secs(89 * 86_400);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AssetPlan {
+    /// List everything, reconcile, and move the watermark to `position`.
+    Full { position: i64 },
+    /// Read CloudTrail over `[start, end)`.
+    Incremental { start: i64, end: i64 },
+    /// The window is still inside the delivery buffer; nothing to read yet.
+    UpToDate,
+}
+
+/// Full when asked, on a first run, when the watermark fell out of CloudTrail's history or
+/// when the reconcile interval elapsed; incremental otherwise.
+pub fn plan_assets(mode: SyncMode, state: &RuntimeState, now: i64, buffer: Duration, reconcile: Duration) -> AssetPlan {
+    let end = now - buffer.as_secs() as i64;
+    let full_due = match (state.assets_watermark, state.assets_full_sync_at) {
+        (Some(watermark), Some(full_at)) => {
+            watermark < now - CLOUDTRAIL_HISTORY.as_secs() as i64 || now - full_at >= reconcile.as_secs() as i64
+        }
+        _ => true,
+    };
+    match (mode, full_due, state.assets_watermark) {
+        (SyncMode::Full, _, _) | (_, true, _) => AssetPlan::Full { position: end },
+        (SyncMode::Auto, false, Some(start)) if start < end => AssetPlan::Incremental { start, end },
+        _ => AssetPlan::UpToDate,
+    }
+}
+
+/// REST API ids that the write events touched. Deleted APIs are included: re-reading them is
+/// how deletions are found.
+pub fn touched_rest_apis(events: &[ApiEvent]) -> BTreeSet<String> {
+    let mut ids = BTreeSet::new();
+    for event in events {
+        let request = &event.request_parameters;
+        if let Some(id) = request.get("restApiId").and_then(Value::as_str) {
+            ids.insert(id.to_owned());
+        }
+        // Tagging names the resource by ARN: arn:aws:apigateway:<region>::/restapis/<id>[/stages/<stage>]
+        for key in ["resourceArn", "resource_arn"] {
+            if let Some(id) = request.get(key).and_then(Value::as_str).and_then(rest_api_id_of_arn) {
+                ids.insert(id.to_owned());
+            }
+        }
+        // A created or imported API is only named in the response.
+        if matches!(event.name.as_str(), "CreateRestApi" | "ImportRestApi") {
+            if let Some(id) = event.response_elements.get("id").and_then(Value::as_str) {
+                ids.insert(id.to_owned());
+            }
+        }
+    }
+    ids
+}
+
+fn rest_api_id_of_arn(arn: &str) -> Option<&str> {
+    let rest = arn.split_once("/restapis/")?.1;
+    let id = rest.split('/').next()?;
+    (!id.is_empty()).then_some(id)
+}
+
+/// Splits one runtime's work into chunks of at most `size` items, upserts first.
+pub fn chunk_assets(runtime_id: &str, stage: &str, upserts: Vec<String>, deletes: Vec<String>, size: usize) -> Vec<AssetChunk> {
+    let mut chunks = Vec::new();
+    let mut current = AssetChunk { runtime_id: runtime_id.to_owned(), stage: stage.to_owned(), upserts: vec![], deletes: vec![] };
+    let items = upserts.into_iter().map(|id| (true, id)).chain(deletes.into_iter().map(|id| (false, id)));
+    for (is_upsert, id) in items {
+        if current.upserts.len() + current.deletes.len() == size {
+            let next = AssetChunk { runtime_id: runtime_id.to_owned(), stage: stage.to_owned(), upserts: vec![], deletes: vec![] };
+            chunks.push(std::mem::replace(&mut current, next));
+        }
+        if is_upsert { current.upserts.push(id) } else { current.deletes.push(id) }
+    }
+    if !current.upserts.is_empty() || !current.deletes.is_empty() {
+        chunks.push(current);
+    }
+    chunks
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    const DAY: i64 = 86_400;
+    const BUFFER: Duration = Duration::from_secs(300);
+    const RECONCILE: Duration = Duration::from_secs(86_400);
+
+    fn state(watermark: Option<i64>, full_at: Option<i64>) -> RuntimeState {
+        RuntimeState { assets_watermark: watermark, assets_full_sync_at: full_at, ..RuntimeState::default() }
+    }
+
+    #[test]
+    fn the_plan_follows_mode_watermark_age_and_reconcile_interval() {
+        let now = 200 * DAY;
+        let end = now - 300;
+        let cases = [
+            (SyncMode::Auto, state(None, None), AssetPlan::Full { position: end }),
+            (SyncMode::Full, state(Some(now - 600), Some(now - 600)), AssetPlan::Full { position: end }),
+            (SyncMode::Auto, state(Some(now - 600), Some(now - 3600)), AssetPlan::Incremental { start: now - 600, end }),
+            (SyncMode::Auto, state(Some(now - 600), Some(now - DAY)), AssetPlan::Full { position: end }),
+            (SyncMode::Auto, state(Some(now - 95 * DAY), Some(now - 3600)), AssetPlan::Full { position: end }),
+            (SyncMode::Auto, state(Some(end), Some(now - 3600)), AssetPlan::UpToDate),
+        ];
+        for (mode, state, expected) in cases {
+            assert_eq!(plan_assets(mode, &state, now, BUFFER, RECONCILE), expected, "{mode:?} {state:?}");
+        }
+    }
+
+    fn event(name: &str, request: Value, response: Value) -> ApiEvent {
+        ApiEvent { name: name.into(), request_parameters: request, response_elements: response }
+    }
+
+    #[test]
+    fn events_name_the_rest_apis_they_touched() {
+        let events = [
+            event("CreateDeployment", json!({"restApiId": "aaa", "stageName": "prod"}), Value::Null),
+            event("CreateRestApi", json!({"name": "new"}), json!({"id": "bbb"})),
+            event("TagResource", json!({"resourceArn": "arn:aws:apigateway:eu-west-1::/restapis/ccc/stages/prod"}), Value::Null),
+            event("DeleteRestApi", json!({"restApiId": "ddd"}), Value::Null),
+            event("CreateApi", json!({"name": "http-api"}), json!({"apiId": "v2only"})),
+        ];
+        let ids: Vec<_> = touched_rest_apis(&events).into_iter().collect();
+        assert_eq!(ids, vec!["aaa", "bbb", "ccc", "ddd"]);
+    }
+
+    #[test]
+    fn chunks_hold_at_most_size_items_and_lose_none() {
+        let upserts: Vec<String> = (0..7).map(|i| format!("u{i}")).collect();
+        let deletes: Vec<String> = (0..4).map(|i| format!("d{i}")).collect();
+        let chunks = chunk_assets("rt", "prod", upserts.clone(), deletes.clone(), 5);
+        assert_eq!(chunks.len(), 3);
+        assert!(chunks.iter().all(|c| c.upserts.len() + c.deletes.len() <= 5));
+        let all_upserts: Vec<_> = chunks.iter().flat_map(|c| c.upserts.clone()).collect();
+        let all_deletes: Vec<_> = chunks.iter().flat_map(|c| c.deletes.clone()).collect();
+        assert_eq!((all_upserts, all_deletes), (upserts, deletes));
+        assert!(chunk_assets("rt", "prod", vec![], vec![], 5).is_empty());
+    }
+}

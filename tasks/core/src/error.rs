@@ -1,0 +1,138 @@
+//! The one error type of the agent and its single conversion into a Lambda `Diagnostic`.
+//!
+//! The `errorType` strings are a contract with `statemachine/agent.asl.json`: its `Retry` and
+//! `Catch` blocks match on them. Renaming a variant's type is a breaking change of the workflow.
+
+use lambda_runtime::Diagnostic;
+use thiserror::Error;
+
+// Clone: a cold-start error is kept and answered to every invocation of the container.
+#[derive(Debug, Clone, Error)]
+pub enum AgentError {
+    /// A setting is missing or malformed; names the environment variable.
+    #[error("invalid configuration {variable}: {reason}")]
+    InvalidConfig { variable: &'static str, reason: String },
+
+    /// The task input does not match its contract, or the control plane rejected a request (400).
+    #[error("invalid input: {message}{}", details_suffix(.details))]
+    InvalidInput { message: String, details: Vec<String> },
+
+    /// The control plane refused our credentials (401/403). Retrying cannot help.
+    #[error("control plane refused the credentials: {0}")]
+    Unauthorized(String),
+
+    /// The control plane is down, slow or overloaded (5xx, timeouts, connection errors).
+    #[error("control plane unavailable: {0}")]
+    ControlPlaneUnavailable(String),
+
+    /// The control plane answered a status this agent does not expect (404, 409, ...).
+    #[error("control plane rejected the request: {0}")]
+    ControlPlaneRejected(String),
+
+    /// AWS or the control plane asked us to slow down (429, ThrottlingException).
+    #[error("throttled: {0}")]
+    Throttled(String),
+
+    /// An AWS API could not be reached or failed on its side (5xx, timeout, dispatch failure).
+    #[error("AWS unavailable: {0}")]
+    AwsUnavailable(String),
+
+    /// The function's role may not call an AWS API it needs.
+    #[error("AWS access denied: {0}")]
+    AwsAccessDenied(String),
+
+    /// An AWS API rejected the request for a reason retrying cannot fix.
+    #[error("AWS request failed: {0}")]
+    AwsRequestFailed(String),
+
+    /// A full reconciliation would delete APIs on the strength of an empty AWS listing.
+    #[error(
+        "refusing to delete {count} API(s) from runtime {runtime_id}: API Gateway listed no deployed API \
+         for its stage (set ALLOW_EMPTY_LISTING_DELETES=true to allow)"
+    )]
+    UnsafeDeletion { runtime_id: String, count: usize },
+}
+
+fn details_suffix(details: &[String]) -> String {
+    if details.is_empty() { String::new() } else { format!(" ({})", details.join("; ")) }
+}
+
+impl AgentError {
+    /// The stable `errorType` that Step Functions matches on.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            Self::InvalidConfig { .. } => "InvalidConfig",
+            Self::InvalidInput { .. } => "InvalidInput",
+            Self::Unauthorized(_) => "Unauthorized",
+            Self::ControlPlaneUnavailable(_) => "ControlPlaneUnavailable",
+            Self::ControlPlaneRejected(_) => "ControlPlaneRejected",
+            Self::Throttled(_) => "Throttled",
+            Self::AwsUnavailable(_) => "AwsUnavailable",
+            Self::AwsAccessDenied(_) => "AwsAccessDenied",
+            Self::AwsRequestFailed(_) => "AwsRequestFailed",
+            Self::UnsafeDeletion { .. } => "UnsafeDeletion",
+        }
+    }
+
+    /// Whether the state machine retries this error (kept in step with the ASL `Retry` lists).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::ControlPlaneUnavailable(_) | Self::Throttled(_) | Self::AwsUnavailable(_))
+    }
+
+    pub fn invalid_input(message: impl Into<String>) -> Self {
+        Self::InvalidInput { message: message.into(), details: Vec::new() }
+    }
+}
+
+impl From<AgentError> for Diagnostic {
+    fn from(error: AgentError) -> Self {
+        Diagnostic { error_type: error.error_type().to_owned(), error_message: error.to_string() }
+    }
+}
+
+pub type Result<T, E = AgentError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_variant_maps_to_its_stable_error_type_and_retry_class() {
+        let cases = [
+            (AgentError::InvalidConfig { variable: "APICP_URL", reason: "missing".into() }, "InvalidConfig", false),
+            (AgentError::invalid_input("bad"), "InvalidInput", false),
+            (AgentError::Unauthorized("401".into()), "Unauthorized", false),
+            (AgentError::ControlPlaneUnavailable("503".into()), "ControlPlaneUnavailable", true),
+            (AgentError::ControlPlaneRejected("404".into()), "ControlPlaneRejected", false),
+            (AgentError::Throttled("429".into()), "Throttled", true),
+            (AgentError::AwsUnavailable("timeout".into()), "AwsUnavailable", true),
+            (AgentError::AwsAccessDenied("denied".into()), "AwsAccessDenied", false),
+            (AgentError::AwsRequestFailed("bad".into()), "AwsRequestFailed", false),
+            (AgentError::UnsafeDeletion { runtime_id: "r".into(), count: 3 }, "UnsafeDeletion", false),
+        ];
+        for (error, expected_type, retryable) in cases {
+            assert_eq!(error.is_retryable(), retryable, "{expected_type}");
+            let diagnostic = Diagnostic::from(error);
+            assert_eq!(diagnostic.error_type, expected_type);
+            assert!(!diagnostic.error_message.is_empty());
+        }
+    }
+
+    #[test]
+    fn invalid_input_message_carries_the_services_error_details() {
+        let error = AgentError::InvalidInput {
+            message: "POST /v2/runtimes answered 400".into(),
+            details: vec!["name: maximum 50 characters".into(), "tags[0]: no whitespace".into()],
+        };
+        assert_eq!(
+            Diagnostic::from(error).error_message,
+            "invalid input: POST /v2/runtimes answered 400 (name: maximum 50 characters; tags[0]: no whitespace)"
+        );
+    }
+
+    #[test]
+    fn config_error_names_the_variable() {
+        let error = AgentError::InvalidConfig { variable: "STATE_TABLE", reason: "is required".into() };
+        assert!(error.to_string().contains("STATE_TABLE"));
+    }
+}

@@ -1,0 +1,18 @@
+//! `ack-watermark`: commits a branch's watermarks. The workflow reaches it only after every
+//! publish of the branch succeeded; the conditional write keeps each watermark monotonic.
+
+use crate::aws::state::StateStore;
+use crate::error::Result;
+use crate::model::{AckInput, AckOutput, AckedWatermark};
+
+pub async fn ack_watermark(input: AckInput, state: &impl StateStore, now: i64) -> Result<AckOutput> {
+    let mut acked = Vec::with_capacity(input.watermarks.len());
+    for update in input.watermarks {
+        let advanced = state.advance_watermark(&update.stage, input.kind, update.position, update.full_sync_at, now).await?;
+        if !advanced {
+            tracing::info!(stage = update.stage, position = update.position, "watermark already at or past position");
+        }
+        acked.push(AckedWatermark { stage: update.stage, position: update.position, advanced });
+    }
+    Ok(AckOutput { kind: input.kind, watermarks: acked })
+}

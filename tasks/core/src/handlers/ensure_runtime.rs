@@ -1,0 +1,74 @@
+//! `ensure-runtime`: one control plane runtime per federated stage, registered once, and a
+//! heartbeat for each on every run.
+
+use crate::aws::apigateway::ApiGateway;
+use crate::aws::state::StateStore;
+use crate::config::{Config, StageSelection, is_valid_stage_name};
+use crate::control_plane::ControlPlane;
+use crate::control_plane::types::Heartbeat;
+use crate::error::{AgentError, Result};
+use crate::mapping::{StageLocation, runtime_id, runtime_registration};
+use crate::model::{ExecutionInput, RuntimeRef, RuntimesReady};
+
+pub struct EnsureRuntime<'a, G, C, S> {
+    pub config: &'a Config,
+    pub account: &'a str,
+    pub region: &'a str,
+    pub gateway: &'a G,
+    pub control_plane: &'a C,
+    pub state: &'a S,
+}
+
+impl<G: ApiGateway, C: ControlPlane, S: StateStore> EnsureRuntime<'_, G, C, S> {
+    pub async fn run(&self, input: ExecutionInput, now: i64) -> Result<RuntimesReady> {
+        let stages = self.stages(input.stages).await?;
+        if stages.is_empty() {
+            tracing::warn!("no stage to federate: no deployed stage found or configured");
+        }
+        let mut runtimes = Vec::with_capacity(stages.len());
+        let mut runtime_type_checked = false;
+        for stage in stages {
+            let location = StageLocation { account: self.account, region: self.region, stage: &stage };
+            let wanted_id = runtime_id(&self.config.control_plane.runtime_id_template, location);
+            let state = self.state.load(&stage).await?;
+            let runtime_id = match state.registered_id.filter(|_| state.registered_as.as_deref() == Some(&wanted_id)) {
+                Some(id) => id,
+                None => {
+                    if !runtime_type_checked {
+                        self.control_plane.ensure_runtime_type(&self.config.control_plane.runtime_type).await?;
+                        runtime_type_checked = true;
+                    }
+                    let registration = runtime_registration(&self.config.control_plane, location);
+                    let id = self.control_plane.register_runtime(&registration).await?;
+                    self.state.record_registration(&stage, &wanted_id, &id, now).await?;
+                    tracing::info!(stage, runtime_id = id, "runtime registered");
+                    id
+                }
+            };
+            runtimes.push(RuntimeRef { runtime_id, stage });
+        }
+        let heartbeats: Vec<Heartbeat> = runtimes
+            .iter()
+            .map(|r| Heartbeat { runtime_id: r.runtime_id.clone(), created: now * 1000, active: 1 })
+            .collect();
+        self.control_plane.send_heartbeats(&heartbeats).await?;
+        Ok(RuntimesReady { mode: input.mode, runtimes })
+    }
+
+    /// The execution's stages, else the configured ones; `*` means every stage with a deployment.
+    async fn stages(&self, requested: Option<Vec<String>>) -> Result<Vec<String>> {
+        let mut stages = match (requested, &self.config.stages) {
+            (Some(requested), _) => {
+                if let Some(bad) = requested.iter().find(|s| !is_valid_stage_name(s)) {
+                    return Err(AgentError::invalid_input(format!("execution input stages: {bad:?} is not a stage name")));
+                }
+                requested
+            }
+            (None, StageSelection::Named(names)) => names.clone(),
+            (None, StageSelection::All) => super::deployments_by_stage(self.gateway).await?.into_keys().collect(),
+        };
+        stages.sort();
+        stages.dedup();
+        Ok(stages)
+    }
+}

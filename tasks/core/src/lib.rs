@@ -1,0 +1,19 @@
+//! The library of the Amazon API Gateway -> webMethods API Control Plane agent.
+//!
+//! - [`handlers`]: the five tasks of the state machine, over small traits;
+//! - [`aws`] and [`control_plane`]: one module per external system, each a trait and an adapter;
+//! - [`mapping`], [`changes`], [`metrics`]: the rules, as pure functions;
+//! - [`model`]: the JSON contracts between tasks; [`config`]; [`error`]: the one error enum.
+
+pub mod aws;
+pub mod bootstrap;
+pub mod changes;
+pub mod config;
+pub mod control_plane;
+pub mod error;
+pub mod handlers;
+pub mod mapping;
+pub mod metrics;
+pub mod model;
+
+pub use error::{AgentError, Result};

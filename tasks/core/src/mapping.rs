@@ -1,0 +1,226 @@
+//! How Amazon API Gateway maps onto the control plane (ARCHITECTURE.md section 2). Pure functions.
+//!
+//! | API Gateway                          | control plane                         |
+//! |--------------------------------------|---------------------------------------|
+//! | stage (account, region, stage name)  | runtime, id `<account>_<region>_<stage>` |
+//! | REST API deployed to the stage       | API `<restApiId>_<stage>`, type REST   |
+//! | deployment active on the stage       | `version`; the REST API id is `versionSetId` |
+//! | API tags merged with stage tags      | `tags` as `key:value`, the stage wins  |
+//! | `info.title` of the export, else name| `name`                                 |
+
+use std::collections::BTreeMap;
+
+use crate::aws::apigateway::{RestApi, Stage};
+use crate::config::ControlPlaneConfig;
+use crate::control_plane::types::{ApiDocument, ApiStatus, ApiType, Runtime, RuntimeCapacity};
+
+/// Limits of the control plane contract (strict OpenAPI `maxLength`s).
+pub const RUNTIME_ID_MAX: usize = 50;
+pub const RUNTIME_NAME_MAX: usize = 50;
+pub const RUNTIME_DESCRIPTION_MAX: usize = 300;
+pub const RUNTIME_REGION_MAX: usize = 50;
+pub const API_NAME_MAX: usize = 1024;
+pub const API_DESCRIPTION_MAX: usize = 8191;
+
+/// Where a runtime lives in AWS.
+#[derive(Debug, Clone, Copy)]
+pub struct StageLocation<'a> {
+    pub account: &'a str,
+    pub region: &'a str,
+    pub stage: &'a str,
+}
+
+impl StageLocation<'_> {
+    fn render(&self, template: &str) -> String {
+        template.replace("{account}", self.account).replace("{region}", self.region).replace("{stage}", self.stage)
+    }
+}
+
+/// The runtime's id: the rendered template, limited to the contract's 50 characters. A longer
+/// id keeps its head and ends in a hash of the whole, so distinct stages never collide.
+pub fn runtime_id(template: &str, location: StageLocation<'_>) -> String {
+    let id: String = location
+        .render(template)
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' })
+        .collect();
+    if id.len() <= RUNTIME_ID_MAX {
+        return id;
+    }
+    let suffix = format!("-{:016x}", fnv1a(id.as_bytes()));
+    format!("{}{suffix}", &id[..RUNTIME_ID_MAX - suffix.len()])
+}
+
+/// FNV-1a: a stable hash (std's `DefaultHasher` may change between Rust releases).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// The registration body of the runtime for a stage.
+pub fn runtime_registration(config: &ControlPlaneConfig, location: StageLocation<'_>) -> Runtime {
+    Runtime {
+        id: Some(runtime_id(&config.runtime_id_template, location)),
+        name: truncate(&location.render(&config.runtime_name_template), RUNTIME_NAME_MAX),
+        description: Some(truncate(&location.render(&config.runtime_description_template), RUNTIME_DESCRIPTION_MAX)),
+        tags: config.runtime_tags.clone(),
+        runtime_type: config.runtime_type.clone(),
+        deployment_type: "PUBLIC_CLOUD".into(),
+        region: Some(truncate(location.region, RUNTIME_REGION_MAX)),
+        location: config.runtime_location.clone(),
+        heartbeat_interval: Some(config.heartbeat_interval.as_secs()),
+        capacity: config.runtime_capacity.as_ref().map(|c| RuntimeCapacity { value: c.value, unit: c.unit.clone() }),
+    }
+}
+
+/// The control plane id of a REST API published into a stage's runtime.
+pub fn published_api_id(rest_api_id: &str, stage: &str) -> String {
+    format!("{rest_api_id}_{stage}")
+}
+
+/// `key:value` tags of the API merged with those of the stage; the stage's value wins.
+pub fn merged_tags(api: &BTreeMap<String, String>, stage: &BTreeMap<String, String>) -> Vec<String> {
+    let mut merged = api.clone();
+    merged.extend(stage.iter().map(|(k, v)| (k.clone(), v.clone())));
+    merged.into_iter().map(|(k, v)| format!("{k}:{v}")).collect()
+}
+
+/// The control plane document of a REST API deployed to a stage.
+pub fn rest_api_document(api: &RestApi, stage: &Stage, region: &str, export_title: Option<&str>) -> ApiDocument {
+    let name = export_title.filter(|t| !t.trim().is_empty()).unwrap_or(&api.name);
+    let name = if name.trim().is_empty() { api.id.as_str() } else { name };
+    let mut attributes = BTreeMap::from([
+        ("awsApiId".to_owned(), api.id.clone()),
+        ("awsApiType".to_owned(), "REST".to_owned()),
+        ("stage".to_owned(), stage.name.clone()),
+        ("invokeUrl".to_owned(), format!("https://{}.execute-api.{region}.amazonaws.com/{}", api.id, stage.name)),
+    ]);
+    if !api.endpoint_types.is_empty() {
+        attributes.insert("endpointType".to_owned(), api.endpoint_types.join(","));
+    }
+    ApiDocument {
+        id: published_api_id(&api.id, &stage.name),
+        name: truncate(name, API_NAME_MAX),
+        description: api.description.as_deref().filter(|d| !d.is_empty()).map(|d| truncate(d, API_DESCRIPTION_MAX)),
+        tags: merged_tags(&api.tags, &stage.tags),
+        api_type: ApiType::Rest,
+        status: Some(ApiStatus::Active),
+        version: stage.deployment_id.clone(),
+        version_set_id: Some(api.id.clone()),
+        runtime_api_id: Some(api.id.clone()),
+        attributes,
+    }
+}
+
+/// At most `max` characters, cut on a character boundary.
+pub fn truncate(text: &str, max: usize) -> String {
+    text.chars().take(max).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::CredentialSource;
+
+    fn location(stage: &str) -> StageLocation<'_> {
+        StageLocation { account: "111122223333", region: "eu-west-1", stage }
+    }
+
+    fn tags(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    fn pets_api() -> RestApi {
+        RestApi {
+            id: "a1b2c3d4e5".into(),
+            name: "pets".into(),
+            description: Some("Pet store".into()),
+            tags: tags(&[("team", "core"), ("env", "shared")]),
+            endpoint_types: vec!["REGIONAL".into()],
+        }
+    }
+
+    fn prod_stage() -> Stage {
+        Stage { name: "prod".into(), deployment_id: Some("dep123".into()), tags: tags(&[("env", "production")]) }
+    }
+
+    #[test]
+    fn runtime_ids_follow_the_template_and_respect_the_limit() {
+        let cases = [
+            ("{account}_{region}_{stage}", "prod", "111122223333_eu-west-1_prod"),
+            ("{stage}", "dev", "dev"),
+            ("aws {stage}/{region}", "qa", "aws_qa_eu-west-1"),
+        ];
+        for (template, stage, expected) in cases {
+            assert_eq!(runtime_id(template, location(stage)), expected);
+        }
+        let long_a = runtime_id("{account}_{region}_{stage}", location(&"a".repeat(100)));
+        let long_b = runtime_id("{account}_{region}_{stage}", location(&format!("{}b", "a".repeat(99))));
+        assert_eq!(long_a.len(), RUNTIME_ID_MAX);
+        assert_eq!(long_b.len(), RUNTIME_ID_MAX);
+        assert_ne!(long_a, long_b, "long stage names must not collide");
+        assert_eq!(long_a, runtime_id("{account}_{region}_{stage}", location(&"a".repeat(100))), "stable");
+    }
+
+    #[test]
+    fn stage_tags_win_over_api_tags() {
+        assert_eq!(merged_tags(&pets_api().tags, &prod_stage().tags), vec!["env:production", "team:core"]);
+    }
+
+    #[test]
+    fn rest_api_maps_to_a_versioned_document_of_the_stage_runtime() {
+        let document = rest_api_document(&pets_api(), &prod_stage(), "eu-west-1", Some("Pet Store API"));
+        assert_eq!(document.id, "a1b2c3d4e5_prod");
+        assert_eq!(document.name, "Pet Store API");
+        assert_eq!(document.version.as_deref(), Some("dep123"));
+        assert_eq!(document.version_set_id.as_deref(), Some("a1b2c3d4e5"));
+        assert_eq!(document.api_type, ApiType::Rest);
+        assert_eq!(document.tags, vec!["env:production", "team:core"]);
+        assert_eq!(
+            document.attributes["invokeUrl"],
+            "https://a1b2c3d4e5.execute-api.eu-west-1.amazonaws.com/prod"
+        );
+    }
+
+    #[test]
+    fn name_falls_back_to_the_api_name_then_the_id() {
+        let cases = [(Some("  "), "pets", "pets"), (None, "pets", "pets"), (None, "", "a1b2c3d4e5")];
+        for (title, api_name, expected) in cases {
+            let api = RestApi { name: api_name.into(), ..pets_api() };
+            assert_eq!(rest_api_document(&api, &prod_stage(), "eu-west-1", title).name, expected);
+        }
+    }
+
+    #[test]
+    fn oversized_texts_are_cut_to_the_contract_limits() {
+        let api = RestApi { name: "n".repeat(2000), description: Some("é".repeat(9000)), ..pets_api() };
+        let document = rest_api_document(&api, &prod_stage(), "eu-west-1", None);
+        assert_eq!(document.name.chars().count(), API_NAME_MAX);
+        assert_eq!(document.description.unwrap().chars().count(), API_DESCRIPTION_MAX);
+    }
+
+    #[test]
+    fn registration_renders_name_and_description_within_limits() {
+        let config = ControlPlaneConfig {
+            url: "https://apicp".into(),
+            credentials: CredentialSource::Inline { username: "u".into(), password: "p".into() },
+            ca_bundle: None,
+            timeout: Duration::from_secs(1),
+            runtime_type: "AWS_API_GATEWAY".into(),
+            runtime_id_template: "{account}_{region}_{stage}".into(),
+            runtime_name_template: "{stage} ({region} {account})".into(),
+            runtime_description_template: "Stage {stage}".into(),
+            runtime_location: Some("Dublin".into()),
+            runtime_tags: vec!["aws".into()],
+            runtime_capacity: None,
+            heartbeat_interval: Duration::from_secs(60),
+        };
+        let runtime = runtime_registration(&config, location("prod"));
+        assert_eq!(runtime.id.as_deref(), Some("111122223333_eu-west-1_prod"));
+        assert_eq!(runtime.name, "prod (eu-west-1 111122223333)");
+        assert_eq!(runtime.deployment_type, "PUBLIC_CLOUD");
+        let long = runtime_registration(&config, location(&"s".repeat(80)));
+        assert_eq!(long.name.chars().count(), RUNTIME_NAME_MAX);
+    }
+}

@@ -1,0 +1,173 @@
+//! Inputs and outputs of the five tasks: the JSON documents that flow through the state machine.
+//! Every document stays far below Step Functions' 256 KiB payload limit (see `chunking`).
+
+use serde::{Deserialize, Serialize};
+
+use crate::control_plane::types::{AgentMetricsModel, ApiDocument};
+
+/// Which branch of the workflow a task serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Assets,
+    Metrics,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncMode {
+    /// Incremental from the watermark, full when one is due.
+    #[default]
+    Auto,
+    /// Full reconciliation now.
+    Full,
+}
+
+/// The execution input: `{}` on schedule, `{"mode":"full"}` by hand, optionally `stages`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecutionInput {
+    #[serde(default)]
+    pub mode: SyncMode,
+    /// Overrides the configured stages for this execution.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stages: Option<Vec<String>>,
+}
+
+/// One federated stage, i.e. one control plane runtime.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RuntimeRef {
+    /// The id the runtime has in the control plane.
+    pub runtime_id: String,
+    pub stage: String,
+}
+
+/// Output of `ensure-runtime`, input of both branches.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RuntimesReady {
+    pub mode: SyncMode,
+    pub runtimes: Vec<RuntimeRef>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ListChangesInput {
+    pub kind: Kind,
+    pub mode: SyncMode,
+    pub runtimes: Vec<RuntimeRef>,
+}
+
+/// A unit of work of one Map iteration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Chunk {
+    Assets(AssetChunk),
+    Metrics(MetricsWindow),
+}
+
+/// APIs of one runtime to publish (REST API ids) or remove (control plane API ids).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AssetChunk {
+    pub runtime_id: String,
+    pub stage: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub upserts: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deletes: Vec<String>,
+}
+
+/// One aligned metrics window `[start, end)` (epoch seconds) of one runtime.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricsWindow {
+    pub runtime_id: String,
+    pub stage: String,
+    pub start: i64,
+    pub end: i64,
+}
+
+/// A watermark to commit once every publish of the run succeeded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WatermarkUpdate {
+    pub stage: String,
+    /// Epoch seconds: everything before it has been published.
+    pub position: i64,
+    /// Set when this position closes a full reconciliation (epoch seconds of its start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub full_sync_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChangeSummary {
+    pub full_runtimes: usize,
+    pub incremental_runtimes: usize,
+    pub upserts: usize,
+    pub deletes: usize,
+    pub windows: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListChangesOutput {
+    pub kind: Kind,
+    pub chunks: Vec<Chunk>,
+    pub watermarks: Vec<WatermarkUpdate>,
+    pub summary: ChangeSummary,
+}
+
+/// Output of `transform`, input of `publish`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Batch {
+    #[serde(rename_all = "camelCase")]
+    Assets {
+        runtime_id: String,
+        upserts: Vec<ApiDocument>,
+        deletes: Vec<String>,
+        /// What did not fit in this batch's payload budget; the workflow loops on it.
+        next: Option<AssetChunk>,
+    },
+    #[serde(rename_all = "camelCase")]
+    Metrics { runtime_id: String, metrics: AgentMetricsModel },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PublishOutput {
+    pub kind: Kind,
+    pub runtime_id: String,
+    pub created: usize,
+    pub updated: usize,
+    pub deleted: usize,
+    pub metrics_sent: usize,
+    /// The chunk to transform next (the rest of an oversized chunk), or null.
+    pub next: Option<Chunk>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AckInput {
+    pub kind: Kind,
+    pub watermarks: Vec<WatermarkUpdate>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AckedWatermark {
+    pub stage: String,
+    pub position: i64,
+    /// False when the stored watermark was already at or past `position`.
+    pub advanced: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AckOutput {
+    pub kind: Kind,
+    pub watermarks: Vec<AckedWatermark>,
+}

@@ -1,0 +1,46 @@
+//! `ensure-runtime` Lambda: registers one control plane runtime per stage and sends heartbeats.
+
+use agent_core::aws::{apigateway::SdkApiGateway, identity, state::DynamoStateStore};
+use agent_core::bootstrap::{self, now};
+use agent_core::config::Config;
+use agent_core::control_plane::HttpControlPlane;
+use agent_core::handlers::ensure_runtime::EnsureRuntime;
+
+struct Dependencies {
+    config: Config,
+    account: String,
+    region: String,
+    gateway: SdkApiGateway,
+    control_plane: HttpControlPlane,
+    state: DynamoStateStore,
+}
+
+async fn dependencies() -> agent_core::Result<Dependencies> {
+    let config = Config::from_env()?;
+    let aws = bootstrap::aws_config().await;
+    Ok(Dependencies {
+        account: identity::account_id(&aws_sdk_sts::Client::new(&aws)).await?,
+        region: bootstrap::region(&aws)?,
+        gateway: SdkApiGateway::new(aws_sdk_apigateway::Client::new(&aws)),
+        control_plane: bootstrap::control_plane(&config, &aws).await?,
+        state: DynamoStateStore::new(aws_sdk_dynamodb::Client::new(&aws), &config.state_table),
+        config,
+    })
+}
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    bootstrap::init_tracing();
+    bootstrap::serve(dependencies().await, |input, deps| async move {
+        let task = EnsureRuntime {
+            config: &deps.config,
+            account: &deps.account,
+            region: &deps.region,
+            gateway: &deps.gateway,
+            control_plane: &deps.control_plane,
+            state: &deps.state,
+        };
+        task.run(input, now()).await
+    })
+    .await
+}

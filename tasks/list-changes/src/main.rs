@@ -1,0 +1,43 @@
+//! `list-changes` Lambda: decides what a branch publishes this run, in chunks.
+
+use agent_core::aws::{apigateway::SdkApiGateway, cloudtrail::CloudTrailFeed, state::DynamoStateStore};
+use agent_core::bootstrap::{self, now};
+use agent_core::config::Config;
+use agent_core::control_plane::HttpControlPlane;
+use agent_core::handlers::list_changes::ListChanges;
+
+struct Dependencies {
+    config: Config,
+    gateway: SdkApiGateway,
+    control_plane: HttpControlPlane,
+    state: DynamoStateStore,
+    feed: CloudTrailFeed,
+}
+
+async fn dependencies() -> agent_core::Result<Dependencies> {
+    let config = Config::from_env()?;
+    let aws = bootstrap::aws_config().await;
+    Ok(Dependencies {
+        gateway: SdkApiGateway::new(aws_sdk_apigateway::Client::new(&aws)),
+        control_plane: bootstrap::control_plane(&config, &aws).await?,
+        state: DynamoStateStore::new(aws_sdk_dynamodb::Client::new(&aws), &config.state_table),
+        feed: CloudTrailFeed::new(aws_sdk_cloudtrail::Client::new(&aws)),
+        config,
+    })
+}
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    bootstrap::init_tracing();
+    bootstrap::serve(dependencies().await, |input, deps| async move {
+        let task = ListChanges {
+            config: &deps.config,
+            gateway: &deps.gateway,
+            control_plane: &deps.control_plane,
+            state: &deps.state,
+            feed: &deps.feed,
+        };
+        task.run(input, now()).await
+    })
+    .await
+}

@@ -1,0 +1,34 @@
+//! `transform` Lambda: turns a chunk into control plane documents, reading AWS's current state.
+
+use agent_core::aws::{apigateway::SdkApiGateway, cloudwatch::CloudWatchMetrics};
+use agent_core::bootstrap::{self, now};
+use agent_core::handlers::transform::Transform;
+use agent_core::model::Chunk;
+
+struct Dependencies {
+    region: String,
+    gateway: SdkApiGateway,
+    metrics: CloudWatchMetrics,
+}
+
+async fn dependencies() -> agent_core::Result<Dependencies> {
+    let aws = bootstrap::aws_config().await;
+    Ok(Dependencies {
+        region: bootstrap::region(&aws)?,
+        gateway: SdkApiGateway::new(aws_sdk_apigateway::Client::new(&aws)),
+        metrics: CloudWatchMetrics::new(aws_sdk_cloudwatch::Client::new(&aws)),
+    })
+}
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    bootstrap::init_tracing();
+    bootstrap::serve(dependencies().await, |chunk: Chunk, deps| async move {
+        let task = Transform { region: &deps.region, gateway: &deps.gateway, metrics: &deps.metrics };
+        match chunk {
+            Chunk::Assets(chunk) => task.assets(chunk).await,
+            Chunk::Metrics(window) => task.metrics(window, now()).await,
+        }
+    })
+    .await
+}

@@ -1,0 +1,665 @@
+"""Strict in-memory fake of webMethods API Control Plane (APICP).
+
+Test support only, not product code. It serves the slice of APICP the agent talks to (runtime
+registration, runtime types, API documents, heartbeats, metrics) and validates every request
+against the vendor's OpenAPI documents in `shared/apicp-openapi/strict/`, so a request the real
+service would reject is rejected here too, with an `ErrorMessage` body naming the bad field.
+
+Usable in-process (`FakeControlPlane(...).start()`) or as a process:
+
+    python fake_apicp.py --host 127.0.0.1 --port 8081 --username agent --password secret
+
+Hooks under `/_fake/` (no authentication) let tests inject faults and inspect state:
+`POST /_fake/faults`, `GET /_fake/state`, `GET /_fake/requests`, `POST /_fake/reset`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import copy
+import functools
+import hmac
+import json
+import os
+import re
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import yaml
+from openapi_core import OpenAPI
+from openapi_core.datatypes import RequestParameters
+from openapi_core.templating.media_types.exceptions import MediaTypeNotFound
+from openapi_core.validation.request.exceptions import ParameterValidationError
+from openapi_core.validation.schemas.exceptions import InvalidSchemaValue
+from werkzeug.datastructures import Headers
+
+SPEC_NAMES = ("runtime-management", "runtime-type", "api-management", "runtime-metrics")
+DEFAULT_PAGE_SIZE = 20
+
+Response = tuple[int, Any]  # (status, JSON payload or None for an empty body)
+
+
+def spec_dir() -> Path:
+    """The strict OpenAPI documents: $APICP_OPENAPI_DIR, else `shared/` beside the repository."""
+    override = os.environ.get("APICP_OPENAPI_DIR")
+    if override:
+        return Path(override)
+    repo = Path(__file__).resolve().parents[2]
+    return repo.parent / "shared" / "apicp-openapi" / "strict"
+
+
+@dataclass(frozen=True)
+class _Spec:
+    openapi: OpenAPI
+    base_path: str  # path part of the document's `servers` URL
+    paths: frozenset[str]
+
+
+@functools.lru_cache(maxsize=None)
+def _load_specs(directory: Path) -> dict[str, _Spec]:
+    """Parses each document once per process; the YAML is large (base64 icons in examples)."""
+    specs = {}
+    for name in SPEC_NAMES:
+        document = yaml.safe_load((directory / f"{name}.yaml").read_text())
+        # The server URL is templated ('{protocol}://{hostname}:{port}/api/...'); drop the braces
+        # so urlsplit can find the path.
+        server_url = re.sub(r"[{}]", "", document["servers"][0]["url"])
+        specs[name] = _Spec(
+            openapi=OpenAPI.from_dict(document),
+            base_path=urlsplit(server_url).path.rstrip("/"),
+            paths=frozenset(document["paths"]),
+        )
+    return specs
+
+
+def _errors(*messages: str) -> dict:
+    return {"errorDetails": list(messages)}
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _field(root: str, parts) -> str:
+    """Renders a jsonschema error path such as ['tags', 0] as 'tags[0]'."""
+    text = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts).lstrip(".")
+    return text if text and not text.startswith("[") else root + text
+
+
+def _describe(error: Exception) -> list[str]:
+    """Readable messages for one openapi-core validation error, naming the offending field."""
+    if isinstance(error, ParameterValidationError):
+        root = f"{error.location} parameter {error.name}"
+    else:
+        root = "body"
+    cause = error.__cause__
+    if isinstance(cause, MediaTypeNotFound):
+        return [
+            f"Content-Type {cause.mimetype!r} is not supported, use one of {cause.availableMimetypes}"
+        ]
+    if isinstance(cause, InvalidSchemaValue):
+        return [f"{_field(root, e.absolute_path)}: {e.message}" for e in cause.schema_errors]
+    if isinstance(error, ParameterValidationError) and cause is not None:
+        return [f"{root}: {cause}"]
+    return [str(error)]
+
+
+@dataclass
+class _OpenAPIRequest:
+    """Adapter implementing openapi-core's Request protocol."""
+
+    host_url: str
+    path: str
+    method: str
+    parameters: RequestParameters
+    content_type: str
+    body: bytes | None
+
+
+@dataclass(frozen=True)
+class _Route:
+    method: str
+    pattern: re.Pattern
+    spec: str
+    handler: Callable[[_Call], Response]
+
+
+@dataclass(frozen=True)
+class _Call:
+    """What a route handler gets once authentication and validation have passed."""
+
+    path: dict[str, str]
+    query: dict[str, Any]  # unmarshalled by openapi-core, so page/size are ints
+    body: Any
+
+
+@dataclass
+class _Fault:
+    method: str | None
+    path: re.Pattern
+    status: int
+    remaining: int
+    delay_ms: int
+
+
+def _paged(items: list, query: dict) -> list:
+    # The service treats a missing, zero or negative page/size as its default.
+    page = max(query.get("page", 1), 1)
+    size = query.get("size", DEFAULT_PAGE_SIZE)
+    size = size if size >= 1 else DEFAULT_PAGE_SIZE
+    return items[(page - 1) * size : page * size]
+
+
+class FakeControlPlane:
+    """In-memory APICP. All state is guarded by one lock; handlers never block while holding it."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        username: str = "agent",
+        password: str = "secret",
+        runtime_types: tuple[str, ...] | list[str] = (),
+        log_requests: bool = False,
+    ):
+        self._specs = _load_specs(spec_dir())
+        self._credentials = f"{username}:{password}".encode()
+        self._owner = {"name": username, "type": "USER"}
+        self._log_requests = log_requests
+        self._lock = threading.Lock()
+        self._routes = self._build_routes()
+        now = _now_ms()
+        self._preloaded_types = {}
+        for name in runtime_types:
+            runtime_type = self._new_runtime_type({"name": name}, now)
+            self._preloaded_types[runtime_type["id"]] = runtime_type
+        self.reset()
+        self._server = ThreadingHTTPServer((host, port), _handler_class(self))
+        self._thread: threading.Thread | None = None
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> "FakeControlPlane":
+        # A short poll interval makes stop() return promptly instead of after up to 0.5 s.
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        self._server.serve_forever()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join()
+
+    def __enter__(self) -> "FakeControlPlane":
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    # --- test hooks (also served under /_fake/) ----------------------------------------------
+
+    def add_fault(
+        self,
+        path: str,
+        method: str | None = None,
+        status: int = 503,
+        count: int = 1,
+        delay_ms: int = 0,
+    ) -> None:
+        """The next `count` product requests whose path matches the regex `path` (re.search) and,
+        if given, `method` wait `delay_ms`, then answer `status` (0: carry on normally)."""
+        fault = _Fault(
+            method.upper() if method else None, re.compile(path), status, count, delay_ms
+        )
+        with self._lock:
+            self._faults.append(fault)
+
+    def state(self) -> dict:
+        with self._lock:
+            return copy.deepcopy(
+                {
+                    "runtimeTypes": list(self._runtime_types.values()),
+                    "runtimes": self._runtimes,
+                    "apis": {
+                        runtime_id: {api_id: api["apiDocument"] for api_id, api in apis.items()}
+                        for runtime_id, apis in self._apis.items()
+                    },
+                    "heartbeats": self._heartbeats,
+                    "metrics": self._metrics,
+                }
+            )
+
+    def requests(self) -> list[dict]:
+        """Every product request handled: {method, path, query ({name: [values]}), status}."""
+        with self._lock:
+            return copy.deepcopy(self._requests)
+
+    def reset(self) -> None:
+        """Forgets everything except the runtime types given to the constructor."""
+        with self._lock:
+            self._runtime_types = dict(self._preloaded_types)
+            self._runtimes: dict[str, dict] = {}
+            self._apis: dict[str, dict[str, dict]] = {}
+            self._heartbeats: list[dict] = []
+            self._metrics: list[dict] = []
+            self._requests: list[dict] = []
+            self._faults: list[_Fault] = []
+
+    # --- request pipeline --------------------------------------------------------------------
+
+    def _build_routes(self) -> list[_Route]:
+        table = [
+            ("runtime-management", "POST", "/v2/runtimes", self._register_runtime),
+            ("runtime-management", "GET", "/v2/runtimes", self._list_runtimes),
+            ("runtime-management", "GET", "/v2/runtimes/{id}", self._get_runtime),
+            ("runtime-management", "PUT", "/v2/runtimes/{id}", self._update_runtime),
+            ("runtime-type", "GET", "/runtimes/types", self._list_runtime_types),
+            ("runtime-type", "POST", "/runtimes/types", self._create_runtime_type),
+            ("api-management", "GET", "/runtimes/{runtimeId}/apis", self._list_apis),
+            ("api-management", "POST", "/runtimes/{runtimeId}/apis", self._create_api),
+            ("api-management", "GET", "/runtimes/{runtimeId}/apis/{apiId}", self._get_api),
+            ("api-management", "PUT", "/runtimes/{runtimeId}/apis/{apiId}", self._update_api),
+            ("api-management", "DELETE", "/runtimes/{runtimeId}/apis/{apiId}", self._delete_api),
+            (
+                "runtime-metrics",
+                "POST",
+                "/api/engine/v2/runtimes/heartbeats/bulk",
+                self._bulk_heartbeats,
+            ),
+            ("runtime-metrics", "POST", "/api/engine/v2/runtimes/heartbeat", self._heartbeat),
+            (
+                "runtime-metrics",
+                "POST",
+                "/api/engine/v2/runtimes/{runtime_id}/metrics",
+                self._store_metrics,
+            ),
+        ]
+        routes = []
+        for spec_name, method, template, handler in table:
+            spec = self._specs[spec_name]
+            # Fail at construction, not mid-test, if the documents stop defining a served path.
+            if template not in spec.paths:
+                raise ValueError(f"{spec_name}.yaml does not define {template}")
+            regex = re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(spec.base_path + template))
+            routes.append(_Route(method, re.compile(regex), spec_name, handler))
+        return routes
+
+    def _dispatch(self, request: BaseHTTPRequestHandler) -> None:
+        url = urlsplit(request.path)
+        length = int(request.headers.get("Content-Length") or 0)
+        raw_body = request.rfile.read(length) if length else b""
+        extra_headers = {}
+        if url.path.startswith("/_fake/"):
+            status, payload = self._hook(request.command, url.path, raw_body)
+        else:
+            status, payload = self._product(request, url.path, url.query, raw_body)
+            if status == 401:
+                extra_headers["WWW-Authenticate"] = 'Basic realm="fake-apicp"'
+            with self._lock:
+                self._requests.append(
+                    {
+                        "method": request.command,
+                        "path": url.path,
+                        "query": parse_qs(url.query, keep_blank_values=True),
+                        "status": status,
+                    }
+                )
+        _send(request, status, payload, extra_headers)
+
+    def _product(self, request, path: str, query: str, raw_body: bytes) -> Response:
+        method = request.command
+        fault = self._take_fault(method, path)
+        if fault is not None:
+            time.sleep(fault.delay_ms / 1000)
+            if fault.status:
+                return fault.status, _errors("injected fault")
+        if not self._authorized(request.headers.get("Authorization")):
+            return 401, None
+        route, path_params = self._match(method, path)
+        if route is None:
+            return 404, _errors(f"No route for {method} {path}")
+        # Spring's @RequestBody is required by default, whatever the documents say.
+        if method in ("POST", "PUT") and not raw_body:
+            return 400, _errors("Required request body is missing")
+        headers = Headers(list(request.headers.items()))  # case-insensitive, as HTTP is
+        result = self._specs[route.spec].openapi.unmarshal_request(
+            _OpenAPIRequest(
+                host_url=self.url,
+                path=path,
+                method=method.lower(),
+                parameters=RequestParameters(
+                    query=_query_mapping(query), header=headers, cookie={}
+                ),
+                content_type=(headers.get("Content-Type") or "").lower(),
+                body=raw_body or None,
+            )
+        )
+        if result.errors:
+            status = (
+                415
+                if any(isinstance(e.__cause__, MediaTypeNotFound) for e in result.errors)
+                else 400
+            )
+            return status, _errors(*(m for e in result.errors for m in _describe(e)))
+        body = json.loads(raw_body) if raw_body else None
+        return route.handler(_Call(path_params, dict(result.parameters.query), body))
+
+    def _authorized(self, header: str | None) -> bool:
+        scheme, _, encoded = (header or "").partition(" ")
+        if scheme.lower() != "basic":
+            return False
+        try:
+            credentials = base64.b64decode(encoded.strip(), validate=True)
+        except binascii.Error:
+            return False
+        return hmac.compare_digest(credentials, self._credentials)
+
+    def _match(self, method: str, path: str) -> tuple[_Route | None, dict[str, str]]:
+        for route in self._routes:
+            found = route.pattern.fullmatch(path)
+            if found and route.method == method:
+                return route, {k: unquote(v) for k, v in found.groupdict().items()}
+        return None, {}
+
+    def _take_fault(self, method: str, path: str) -> _Fault | None:
+        with self._lock:
+            for fault in self._faults:
+                if fault.method in (None, method) and fault.path.search(path):
+                    fault.remaining -= 1
+                    if fault.remaining <= 0:
+                        self._faults.remove(fault)
+                    return fault
+        return None
+
+    def _hook(self, method: str, path: str, raw_body: bytes) -> Response:
+        if (method, path) == ("GET", "/_fake/state"):
+            return 200, self.state()
+        if (method, path) == ("GET", "/_fake/requests"):
+            return 200, self.requests()
+        if (method, path) == ("POST", "/_fake/reset"):
+            self.reset()
+            return 200, None
+        if (method, path) == ("POST", "/_fake/faults"):
+            try:
+                spec = json.loads(raw_body)
+                self.add_fault(
+                    path=spec["path"],
+                    method=spec.get("method"),
+                    status=int(spec.get("status", 503)),
+                    count=int(spec.get("count", 1)),
+                    delay_ms=int(spec.get("delay_ms", 0)),
+                )
+            except (ValueError, TypeError, KeyError, re.error) as error:
+                return 400, _errors(f"bad fault: {error!r}")
+            return 201, None
+        return 404, _errors(f"No test hook {method} {path}")
+
+    # --- runtimes ----------------------------------------------------------------------------
+
+    def _register_runtime(self, call: _Call) -> Response:
+        runtime = call.body
+        with self._lock:
+            if not self._runtime_type_exists(runtime["type"]):
+                return 400, _errors(f"type: runtime type {runtime['type']!r} does not exist")
+            existing = self._runtimes.get(runtime.get("id")) or next(
+                (r for r in self._runtimes.values() if r["name"] == runtime["name"]), None
+            )
+            if existing is not None:
+                return 409, existing
+            now = _now_ms()
+            stored = {
+                **runtime,
+                "id": runtime.get("id") or str(uuid.uuid4()),
+                "created": now,
+                "lastModified": now,
+                "owner": self._owner,
+            }
+            self._runtimes[stored["id"]] = stored
+            return 201, stored
+
+    def _list_runtimes(self, call: _Call) -> Response:
+        with self._lock:
+            return 200, _paged(list(self._runtimes.values()), call.query)
+
+    def _get_runtime(self, call: _Call) -> Response:
+        with self._lock:
+            runtime = self._runtimes.get(call.path["id"])
+        if runtime is None:
+            return 404, _errors(f"Runtime with Id {call.path['id']} not found")
+        return 200, runtime
+
+    def _update_runtime(self, call: _Call) -> Response:
+        runtime_id = call.path["id"]
+        with self._lock:
+            current = self._runtimes.get(runtime_id)
+            if current is None:
+                return 404, _errors(f"Runtime with Id {runtime_id} not found")
+            if not self._runtime_type_exists(call.body["type"]):
+                return 400, _errors(f"type: runtime type {call.body['type']!r} does not exist")
+            stored = {
+                **call.body,
+                "id": runtime_id,
+                "created": current["created"],
+                "lastModified": _now_ms(),
+                "owner": current["owner"],
+            }
+            self._runtimes[runtime_id] = stored
+            return 200, stored
+
+    def _runtime_type_exists(self, name: str) -> bool:
+        return any(t["name"] == name for t in self._runtime_types.values())
+
+    # --- runtime types -----------------------------------------------------------------------
+
+    def _new_runtime_type(self, body: dict, now: int) -> dict:
+        return {
+            **body,
+            "id": str(uuid.uuid4()),
+            "created": now,
+            "lastModified": now,
+            "owner": self._owner,
+        }
+
+    def _list_runtime_types(self, call: _Call) -> Response:
+        with self._lock:
+            return 200, _paged(list(self._runtime_types.values()), call.query)
+
+    def _create_runtime_type(self, call: _Call) -> Response:
+        with self._lock:
+            # The document lists no 409 for this operation, so a duplicate is a plain 400.
+            if self._runtime_type_exists(call.body["name"]):
+                return 400, _errors(f"name: runtime type {call.body['name']!r} already exists")
+            runtime_type = self._new_runtime_type(call.body, _now_ms())
+            self._runtime_types[runtime_type["id"]] = runtime_type
+            return 201, runtime_type
+
+    # --- APIs --------------------------------------------------------------------------------
+
+    def _runtime_apis(self, runtime_id: str) -> dict[str, dict] | None:
+        """The runtime's APIs (caller holds the lock), or None if the runtime is unknown."""
+        if runtime_id not in self._runtimes:
+            return None
+        return self._apis.setdefault(runtime_id, {})
+
+    def _list_apis(self, call: _Call) -> Response:
+        runtime_id = call.path["runtimeId"]
+        with self._lock:
+            apis = self._runtime_apis(runtime_id)
+            if apis is None:
+                return 404, _errors(f"Runtime with Id {runtime_id} not found")
+            documents = [apis[api_id]["apiDocument"] for api_id in sorted(apis)]
+        return 200, _paged(documents, call.query)
+
+    def _create_api(self, call: _Call) -> Response:
+        runtime_id = call.path["runtimeId"]
+        document = {**call.body, "id": call.body.get("id") or str(uuid.uuid4())}
+        with self._lock:
+            apis = self._runtime_apis(runtime_id)
+            if apis is None:
+                return 404, _errors(f"Runtime with Id {runtime_id} not found")
+            if document["id"] in apis:
+                return 409, _errors(
+                    f"API with Id {document['id']} already exist for Runtime with Id {runtime_id}"
+                )
+            now = _now_ms()
+            api = {
+                "id": str(uuid.uuid4()),
+                "apiId": document["id"],
+                "runtimeId": runtime_id,
+                "created": now,
+                "lastModified": now,
+                "owner": self._owner,
+                "apiDocument": document,
+            }
+            apis[document["id"]] = api
+            return 201, api
+
+    def _get_api(self, call: _Call) -> Response:
+        with self._lock:
+            api = (self._runtime_apis(call.path["runtimeId"]) or {}).get(call.path["apiId"])
+        if api is None:
+            return 404, self._api_not_found(call)
+        return 200, api
+
+    def _update_api(self, call: _Call) -> Response:
+        api_id = call.path["apiId"]
+        with self._lock:
+            apis = self._runtime_apis(call.path["runtimeId"]) or {}
+            if api_id not in apis:
+                return 404, self._api_not_found(call)
+            api = {
+                **apis[api_id],
+                "lastModified": _now_ms(),
+                "apiDocument": {**call.body, "id": api_id},
+            }
+            apis[api_id] = api
+            return 200, api
+
+    def _delete_api(self, call: _Call) -> Response:
+        with self._lock:
+            apis = self._runtime_apis(call.path["runtimeId"]) or {}
+            if apis.pop(call.path["apiId"], None) is None:
+                return 404, self._api_not_found(call)
+        return 200, None
+
+    @staticmethod
+    def _api_not_found(call: _Call) -> dict:
+        return _errors(
+            f"API with Id {call.path['apiId']} not found in Runtime with Id {call.path['runtimeId']}"
+        )
+
+    # --- heartbeats and metrics --------------------------------------------------------------
+
+    def _record_heartbeats(self, heartbeats: list[dict]) -> Response | None:
+        """Records all heartbeats, or none and a 400 if one names an unregistered runtime."""
+        with self._lock:
+            unknown = [h["runtimeId"] for h in heartbeats if h["runtimeId"] not in self._runtimes]
+            if unknown:
+                return 400, _errors(*(f"runtimeId: runtime {r} is not registered" for r in unknown))
+            received_at = _now_ms()
+            self._heartbeats.extend(
+                {
+                    "runtimeId": h["runtimeId"],
+                    "created": h["created"],
+                    "active": h.get("active"),
+                    "receivedAt": received_at,
+                }
+                for h in heartbeats
+            )
+        return None
+
+    def _bulk_heartbeats(self, call: _Call) -> Response:
+        return self._record_heartbeats(call.body) or (200, call.body)
+
+    def _heartbeat(self, call: _Call) -> Response:
+        return self._record_heartbeats([call.body]) or (200, call.body)
+
+    def _store_metrics(self, call: _Call) -> Response:
+        runtime_id = call.path["runtime_id"]
+        with self._lock:
+            if runtime_id not in self._runtimes:
+                return 404, _errors(f"Runtime with Id {runtime_id} not found")
+            self._metrics.append(
+                {"runtimeId": runtime_id, "body": call.body, "receivedAt": _now_ms()}
+            )
+        return 202, None
+
+
+def _query_mapping(query: str) -> dict:
+    """Single values as strings, repeated ones as lists, which is what openapi-core expects."""
+    parsed = parse_qs(query, keep_blank_values=True)
+    return {name: values[0] if len(values) == 1 else values for name, values in parsed.items()}
+
+
+def _send(request: BaseHTTPRequestHandler, status: int, payload: Any, headers: dict) -> None:
+    data = b"" if payload is None else json.dumps(payload).encode()
+    request.send_response(status)
+    if payload is not None:
+        request.send_header("Content-Type", "application/json")
+    request.send_header("Content-Length", str(len(data)))
+    for name, value in headers.items():
+        request.send_header(name, value)
+    request.end_headers()
+    request.wfile.write(data)
+
+
+def _handler_class(fake: FakeControlPlane) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as the agent's HTTP client expects
+        # Headers and body go out in separate writes; without this, Nagle and delayed ACKs
+        # add ~40 ms to every keep-alive request.
+        disable_nagle_algorithm = True
+
+        def do_GET(self):
+            fake._dispatch(self)
+
+        do_POST = do_PUT = do_DELETE = do_PATCH = do_GET
+
+        def log_message(self, format, *args):
+            if fake._log_requests:
+                super().log_message(format, *args)
+
+    return Handler
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8081)
+    parser.add_argument("--username", default="agent")
+    parser.add_argument("--password", default="secret")
+    parser.add_argument(
+        "--runtime-type", action="append", default=[], help="runtime type to preload (repeatable)"
+    )
+    args = parser.parse_args()
+    fake = FakeControlPlane(
+        args.host, args.port, args.username, args.password, args.runtime_type, log_requests=True
+    )
+    print(f"fake APICP listening on {fake.url}", flush=True)
+    try:
+        fake.serve_forever()
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()
