@@ -79,13 +79,8 @@ where
     let dependencies = dependencies.map(Arc::new);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let call = dependencies.clone().and_then(|deps| Ok(handler(parse_input(event.payload)?, deps)));
-        async move {
-            let result = call?.await;
-            if let Err(error) = &result {
-                tracing::error!(error_type = error.error_type(), %error, "task failed");
-            }
-            result
-        }
+        // The runtime logs a failed invocation itself; no second log line here.
+        async move { call?.await }
     }))
     .await
 }

@@ -1,0 +1,100 @@
+"""Makes `cargo lambda watch` answer like the AWS Lambda Invoke API (test support, not product).
+
+`cargo lambda watch` differs from Lambda in two ways that matter to Step Functions: it rejects
+function ARNs (404), and it answers a function error with HTTP 500 instead of HTTP 200 plus the
+`X-Amz-Function-Error` header. The interpreter's Lambda client then sees a transport failure
+rather than the function's `errorType`. This proxy accepts ARNs and reshapes error answers, so
+`Retry`/`Catch` match on our Rust error types exactly as on AWS.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+INVOKE_PATH = re.compile(r"^/2015-03-31/functions/(?P<function>[^/]+)/invocations$")
+
+
+def function_name(name_or_arn: str) -> str:
+    """`arn:aws:lambda:<region>:<account>:function:<name>[:<qualifier>]` or a plain name -> name."""
+    name = urllib.parse.unquote(name_or_arn)
+    if name.startswith("arn:"):
+        parts = name.split(":")
+        return parts[6] if len(parts) > 6 else name
+    return name.split(":")[0]
+
+
+class LambdaAdapter:
+    def __init__(self, watch_url: str, host: str = "127.0.0.1", port: int = 0, timeout: float = 600):
+        self.watch_url = watch_url.rstrip("/")
+        self.timeout = timeout
+        adapter = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):  # the runner prints state transitions; keep quiet
+                pass
+
+            def do_POST(self):
+                match = INVOKE_PATH.match(self.path.split("?")[0])
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if not match:
+                    return self._answer(404, {"Type": "User", "message": f"unknown path {self.path}"},
+                                        {"x-amzn-ErrorType": "ResourceNotFoundException"})
+                status, payload = adapter.invoke(function_name(match["function"]), body)
+                if status == 200:
+                    return self._answer(200, payload, {"X-Amz-Executed-Version": "$LATEST"})
+                if status == 500 and isinstance(payload, dict) and "errorType" in payload:
+                    return self._answer(200, payload, {"X-Amz-Function-Error": "Unhandled",
+                                                       "X-Amz-Executed-Version": "$LATEST"})
+                if status == 404:
+                    return self._answer(404, {"Type": "User", "message": f"Function not found: {match['function']}"},
+                                        {"x-amzn-ErrorType": "ResourceNotFoundException"})
+                return self._answer(502, {"Type": "Service", "message": f"emulator answered {status}: {payload}"},
+                                    {"x-amzn-ErrorType": "ServiceException"})
+
+            def _answer(self, status, payload, headers):
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.end_headers()
+                self.wfile.write(data)
+
+        self._server = ThreadingHTTPServer((host, port), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://{host}:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def invoke(self, function: str, body: bytes):
+        request = urllib.request.Request(
+            f"{self.watch_url}/2015-03-31/functions/{function}/invocations",
+            data=body or b"{}", method="POST", headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                return response.status, _json(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, _json(error.read())
+
+    def start(self) -> "LambdaAdapter":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def _json(data: bytes):
+    try:
+        return json.loads(data or b"null")
+    except ValueError:
+        return data.decode(errors="replace")

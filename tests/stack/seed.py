@@ -1,0 +1,76 @@
+"""Demo and test data for moto: REST APIs deployed to stages, with tags, and their metrics."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from stack import REGION, boto
+
+# name -> (API tags, {stage: stage tags})
+DEMO_APIS = {
+    "pets": ({"team": "core", "env": "shared"}, {"prod": {"env": "production"}, "dev": {"env": "development"}}),
+    "orders": ({"team": "shop"}, {"prod": {"env": "production"}}),
+    "inventory": ({"team": "warehouse"}, {"dev": {}}),
+}
+
+# (Count, 4XXError, 5XXError, Latency ms, IntegrationLatency ms) per minute, per API.
+DEMO_TRAFFIC = {"pets": (40, 3, 1, 120.0, 90.0), "orders": (10, 0, 2, 300.0, 250.0), "inventory": (5, 1, 0, 50.0, 20.0)}
+
+
+@dataclass
+class SeededApi:
+    id: str
+    name: str
+    tags: dict[str, str]
+    stages: dict[str, str] = field(default_factory=dict)  # stage -> deployment id
+
+
+def create_rest_api(endpoint: str, name: str, tags: dict[str, str], stages: dict[str, dict[str, str]],
+                    description: str | None = None) -> SeededApi:
+    """A REST API with one mock GET method, deployed to each stage (with the stage's tags)."""
+    apigw = boto("apigateway", endpoint)
+    api = apigw.create_rest_api(name=name, description=description or f"{name} API", tags=tags)
+    root = next(r["id"] for r in apigw.get_resources(restApiId=api["id"])["items"] if r["path"] == "/")
+    apigw.put_method(restApiId=api["id"], resourceId=root, httpMethod="GET", authorizationType="NONE")
+    apigw.put_integration(restApiId=api["id"], resourceId=root, httpMethod="GET", type="MOCK")
+    seeded = SeededApi(id=api["id"], name=name, tags=tags)
+    for stage, stage_tags in stages.items():
+        deployment = apigw.create_deployment(restApiId=api["id"])
+        apigw.create_stage(restApiId=api["id"], stageName=stage, deploymentId=deployment["id"], tags=stage_tags)
+        seeded.stages[stage] = deployment["id"]
+    return seeded
+
+
+def put_traffic(endpoint: str, api_name: str, stage: str, minutes: list[int],
+                traffic: tuple[float, float, float, float, float]) -> None:
+    """One datapoint per metric and minute (epoch seconds), as API Gateway publishes them."""
+    count, client_errors, server_errors, latency, integration_latency = traffic
+    values = {"Count": count, "4XXError": client_errors, "5XXError": server_errors, "Latency": latency,
+              "IntegrationLatency": integration_latency}
+    dimensions = [{"Name": "ApiName", "Value": api_name}, {"Name": "Stage", "Value": stage}]
+    data = [{"MetricName": metric, "Dimensions": dimensions, "Value": value, "Unit": "Count",
+             "Timestamp": datetime.fromtimestamp(minute, tz=timezone.utc)}
+            for minute in minutes for metric, value in values.items()]
+    cloudwatch = boto("cloudwatch", endpoint)
+    for start in range(0, len(data), 500):
+        cloudwatch.put_metric_data(Namespace="AWS/ApiGateway", MetricData=data[start:start + 500])
+
+
+def recent_minutes(count: int, now: float | None = None) -> list[int]:
+    """The last `count` whole minutes before now."""
+    current = int((now or time.time()) // 60 * 60)
+    return [current - 60 * i for i in range(1, count + 1)]
+
+
+def demo(endpoint: str) -> dict[str, SeededApi]:
+    apis = {name: create_rest_api(endpoint, name, tags, stages) for name, (tags, stages) in DEMO_APIS.items()}
+    minutes = recent_minutes(30)
+    for name, (_, stages) in DEMO_APIS.items():
+        for stage in stages:
+            put_traffic(endpoint, name, stage, minutes, DEMO_TRAFFIC[name])
+    return apis
+
+
+__all__ = ["REGION", "SeededApi", "create_rest_api", "demo", "put_traffic", "recent_minutes"]

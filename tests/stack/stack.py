@@ -1,0 +1,219 @@
+"""The embedded local stack: one execution of the real state machine on this machine.
+
+Test support and the README's local run, not product code. It wires:
+
+    aws-local-stepfunctions (statemachine/agent.asl.json, unmodified but for the ARNs)
+      -> lambda_adapter (Lambda Invoke API semantics)
+        -> cargo lambda watch (the five Rust binaries)
+          -> moto server (API Gateway, CloudWatch, DynamoDB, STS), fake CloudTrail, fake APICP
+
+Whatever the environment already configures is used instead of the embedded part: real AWS when
+`AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID` or `AWS_PROFILE` is set, a real control plane when
+`APICP_URL` is set. Run one execution:
+
+    python tests/stack/stack.py run [--input '{"mode":"full"}']
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from fake_apicp import FakeControlPlane  # noqa: E402
+from fake_cloudtrail import FakeCloudTrail  # noqa: E402
+from lambda_adapter import LambdaAdapter  # noqa: E402
+
+REPO = HERE.parents[1]
+DEFINITION = REPO / "statemachine" / "agent.asl.json"
+NODE = HERE / "node_modules" / ".bin" / "node"
+RUNNER = HERE / "run-execution.mjs"
+REGION = "us-east-1"
+STATE_TABLE = "apicp-agent-state"
+APICP_USER, APICP_PASSWORD = "agent", "local-secret"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(check, what: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{what} did not come up within {timeout:.0f} s")
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+@dataclass
+class ExecutionReport:
+    status: str
+    output: dict | list | None
+    error: str | None
+    cause: str | None
+    states: list[dict]
+    printed: str
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == "SUCCEEDED"
+
+    def count(self, name: str, status: str) -> int:
+        return sum(1 for s in self.states if s["name"] == name and s["status"] == status)
+
+
+@dataclass
+class EmbeddedStack:
+    """Starts what the environment does not provide; `stop()` ends all of it."""
+
+    function_env: dict[str, str] = field(default_factory=dict)
+    log_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="agent-stack-")))
+    moto_url: str | None = None
+    apicp: FakeControlPlane | None = None
+    cloudtrail: FakeCloudTrail | None = None
+    _processes: list[subprocess.Popen] = field(default_factory=list)
+    _adapter: LambdaAdapter | None = None
+
+    def start(self, overrides: dict[str, str] | None = None) -> "EmbeddedStack":
+        env = {"AWS_REGION": os.environ.get("AWS_REGION", REGION), "AWS_LAMBDA_LOG_LEVEL": "info"}
+        if not any(os.environ.get(v) for v in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_PROFILE")):
+            self.moto_url = self._start_moto()
+            self.cloudtrail = FakeCloudTrail(rate_per_second=2).start()
+            env.update({
+                "AWS_ENDPOINT_URL": self.moto_url,
+                "AWS_ENDPOINT_URL_CLOUDTRAIL": self.cloudtrail.url,
+                "AWS_ACCESS_KEY_ID": "testing",
+                "AWS_SECRET_ACCESS_KEY": "testing",
+                "STATE_TABLE": STATE_TABLE,
+            })
+            create_state_table(self.moto_url)
+        if not os.environ.get("APICP_URL"):
+            self.apicp = FakeControlPlane(username=APICP_USER, password=APICP_PASSWORD).start()
+            env.update({"APICP_URL": self.apicp.url, "APICP_USERNAME": APICP_USER, "APICP_PASSWORD": APICP_PASSWORD})
+        env.update(overrides or {})
+        self.function_env = env
+        self._start_functions()
+        return self
+
+    def _start_moto(self) -> str:
+        port = free_port()
+        # The moto of this interpreter's environment (the venv), not whatever is first on PATH.
+        moto = str(Path(sys.executable).parent / "moto_server")
+        self._spawn([moto, "-H", "127.0.0.1", "-p", str(port)], "moto.log", os.environ.copy())
+        wait_until(lambda: port_open(port), "moto server", 60)
+        return f"http://127.0.0.1:{port}"
+
+    def _start_functions(self) -> None:
+        # Build first: `cargo lambda watch` would otherwise compile on the first invocation,
+        # inside the state's timeout.
+        subprocess.run(["cargo", "build", "--workspace", "--bins", "--quiet"], cwd=REPO, check=True)
+        port = free_port()
+        env = {**os.environ, **self.function_env}
+        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+        self._spawn(["cargo", "lambda", "watch", "-A", "127.0.0.1", "-P", str(port), "--ignore-changes",
+                     "--concurrency", "4"], "functions.log", env)
+        wait_until(lambda: port_open(port), "cargo lambda watch", 120)
+        self._adapter = LambdaAdapter(f"http://127.0.0.1:{port}").start()
+
+    def _spawn(self, command: list[str], log_name: str, env: dict) -> None:
+        log = open(self.log_dir / log_name, "ab")
+        self._processes.append(subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                                start_new_session=True))
+
+    def run(self, execution_input: dict | None = None, echo: bool = False) -> ExecutionReport:
+        report_path = self.log_dir / f"execution-{time.time_ns()}.json"
+        env = {**os.environ, "AWS_ENDPOINT_URL_LAMBDA": self._adapter.url,
+               "AWS_REGION": self.function_env["AWS_REGION"]}
+        completed = subprocess.run(
+            [str(NODE), str(RUNNER), "--definition", str(DEFINITION), "--input", json.dumps(execution_input or {}),
+             "--report", str(report_path)],
+            cwd=REPO, env=env, capture_output=not echo, text=True)
+        report = json.loads(report_path.read_text())
+        return ExecutionReport(status=report["status"], output=report.get("output"), error=report.get("error"),
+                               cause=report.get("cause"), states=report["states"],
+                               printed=completed.stdout or "")
+
+    def stop(self) -> None:
+        if self._adapter:
+            self._adapter.stop()
+        for process in self._processes:
+            try:
+                os.killpg(process.pid, signal.SIGTERM)
+                process.wait(timeout=10)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                os.killpg(process.pid, signal.SIGKILL)
+        for fake in (self.apicp, self.cloudtrail):
+            if fake:
+                fake.stop()
+
+
+def boto(service: str, endpoint: str):
+    import boto3
+    from botocore.config import Config
+
+    # moto cannot read gzip-compressed PutMetricData bodies.
+    return boto3.client(service, endpoint_url=endpoint, region_name=REGION, aws_access_key_id="testing",
+                        aws_secret_access_key="testing", config=Config(disable_request_compression=True))
+
+
+def create_state_table(endpoint: str) -> None:
+    dynamodb = boto("dynamodb", endpoint)
+    dynamodb.create_table(TableName=STATE_TABLE, BillingMode="PAY_PER_REQUEST",
+                          AttributeDefinitions=[{"AttributeName": "stage", "AttributeType": "S"}],
+                          KeySchema=[{"AttributeName": "stage", "KeyType": "HASH"}])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run one execution of the state machine")
+    run.add_argument("--input", default="{}", help='execution input, e.g. \'{"mode":"full"}\'')
+    args = parser.parse_args()
+
+    stack = EmbeddedStack()
+    try:
+        stack.start()
+        if stack.moto_url:
+            import seed
+
+            seed.demo(stack.moto_url)
+            print(f"embedded stack: moto {stack.moto_url}, seeded with demo APIs (logs in {stack.log_dir})")
+        if stack.apicp:
+            print(f"embedded control plane fake at {stack.apicp.url}")
+        report = stack.run(json.loads(args.input), echo=True)
+        if stack.apicp:
+            state = stack.apicp.state()
+            print("\ncontrol plane now holds:")
+            for runtime_id, apis in state["apis"].items():
+                print(f"  runtime {runtime_id}: " + ", ".join(f"{a['name']} ({a.get('version')})" for a in apis.values()))
+            print(f"  heartbeats: {len(state['heartbeats'])}, metrics reports: {len(state['metrics'])}")
+        return 0 if report.succeeded else 1
+    finally:
+        stack.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
