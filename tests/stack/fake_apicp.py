@@ -233,6 +233,11 @@ class FakeControlPlane:
         with self._lock:
             self._faults.append(fault)
 
+    def set_credentials(self, username: str, password: str) -> None:
+        """Rotates the accepted credentials, as an administrator would on the real service."""
+        with self._lock:
+            self._credentials = f"{username}:{password}".encode()
+
     def state(self) -> dict:
         with self._lock:
             return copy.deepcopy(

@@ -1,0 +1,188 @@
+"""End-to-end: the real state machine file, run by aws-local-stepfunctions, invoking the five
+Rust Lambdas under cargo lambda watch, against moto and the strict control-plane fake."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from seed import create_rest_api, put_traffic, recent_minutes
+from stack import boto
+
+ACCOUNT, REGION = "123456789012", "us-east-1"
+PROD, DEV = f"{ACCOUNT}_{REGION}_prod", f"{ACCOUNT}_{REGION}_dev"
+INTERVAL, BUFFER = 300, 180
+
+# name -> (API tags, {stage: stage tags}); "draft" has no stage, so nothing deploys it.
+APIS = {
+    "pets": ({"team": "core", "env": "shared"}, {"prod": {"env": "production"}, "dev": {"env": "development"}}),
+    "orders": ({"team": "shop"}, {"prod": {"env": "production"}}),
+    "inventory": ({"team": "warehouse"}, {"dev": {}}),
+    "draft": ({"team": "core"}, {}),
+}
+# (Count, 4XXError, 5XXError, Latency, IntegrationLatency) per minute.
+TRAFFIC = {"pets": (40, 3, 1, 120.0, 90.0), "orders": (10, 0, 2, 300.0, 250.0), "inventory": (5, 1, 0, 50.0, 20.0)}
+
+
+def seed(stack):
+    apis = {name: create_rest_api(stack.moto_url, name, tags, stages) for name, (tags, stages) in APIS.items()}
+    minutes = recent_minutes(45)
+    for name, (_, stages) in APIS.items():
+        for stage in stages:
+            put_traffic(stack.moto_url, name, stage, minutes, TRAFFIC[name])
+    return apis
+
+
+def latest_window_end(now: float) -> int:
+    return int((now - BUFFER) // INTERVAL * INTERVAL)
+
+
+def published(stack) -> dict[str, dict[str, dict]]:
+    return stack.apicp.state()["apis"]
+
+
+def requests_to(stack, method: str, path_end: str) -> int:
+    return sum(1 for r in stack.apicp.requests() if r["method"] == method and r["path"].endswith(path_end))
+
+
+def test_two_runs_federate_every_deployed_rest_api_once_and_advance_the_watermarks(clean, state_table):
+    stack = clean
+    apis = seed(stack)
+    # A metrics backlog of four windows: each run sends two.
+    backlog_start = latest_window_end(time.time()) - 4 * INTERVAL
+    for stage in ("prod", "dev"):
+        state_table.put_metrics_watermark(stage, backlog_start)
+
+    first = stack.run()
+    assert first.succeeded, first.printed
+
+    state = stack.apicp.state()
+    assert set(state["runtimes"]) == {PROD, DEV}
+    assert {r["name"] for r in state["runtimes"].values()} == {"prod (us-east-1 123456789012)", "dev (us-east-1 123456789012)"}
+    pets, orders, inventory = apis["pets"], apis["orders"], apis["inventory"]
+    assert set(published(stack)[PROD]) == {f"{pets.id}_prod", f"{orders.id}_prod"}
+    assert set(published(stack)[DEV]) == {f"{pets.id}_dev", f"{inventory.id}_dev"}
+    pets_prod = published(stack)[PROD][f"{pets.id}_prod"]
+    assert pets_prod["name"] == "pets"
+    assert pets_prod["type"] == "REST"
+    assert pets_prod["version"] == pets.stages["prod"]
+    assert pets_prod["versionSetId"] == pets.id
+    assert pets_prod["tags"] == ["env:production", "team:core"]
+    assert published(stack)[DEV][f"{pets.id}_dev"]["tags"] == ["env:development", "team:core"]
+    assert published(stack)[DEV][f"{inventory.id}_dev"]["version"] == inventory.stages["dev"]
+    assert len(state["heartbeats"]) == 2
+
+    # Metrics: two 5-minute windows per runtime, five 1-minute datapoints each.
+    prod_reports = sorted((m["body"] for m in state["metrics"] if m["runtimeId"] == PROD), key=lambda b: b["timestamp"])
+    assert [r["timestamp"] for r in prod_reports] == [(backlog_start + INTERVAL) * 1000, (backlog_start + 2 * INTERVAL) * 1000]
+    runtime_totals = prod_reports[0]["runtimeTransactionMetrics"]
+    assert runtime_totals["apiMetrics"]["transactionCount"] == 5 * (40 + 10)
+    assert runtime_totals["apiMetrics"]["averageLatency"] == pytest.approx((120 * 40 + 300 * 10) / 50)
+    assert runtime_totals["apiMetrics"]["averageBackendResponseTime"] == pytest.approx((90 * 40 + 250 * 10) / 50)
+    assert runtime_totals["metricsByStatusCode"]["4xx"]["transactionCount"] == 5 * 3
+    assert runtime_totals["metricsByStatusCode"]["5xx"]["transactionCount"] == 5 * 3
+    assert runtime_totals["metricsByStatusCode"]["2xx"]["transactionCount"] == 5 * 50 - 30
+    per_api = {m["apiId"]: m for m in prod_reports[0]["apiTransactionMetricsList"]}
+    assert set(per_api) == {f"{pets.id}_prod", f"{orders.id}_prod"}
+    assert per_api[f"{orders.id}_prod"]["apiMetrics"]["transactionCount"] == 50
+    assert per_api[f"{orders.id}_prod"]["apiVersion"] == orders.stages["prod"]
+
+    prod_after_first = state_table.item("prod")
+    assert prod_after_first["registeredId"] == PROD
+    assert prod_after_first["metricsWatermark"] == backlog_start + 2 * INTERVAL
+    assert abs(prod_after_first["assetsWatermark"] - (time.time() - 300)) < 120
+    assert prod_after_first["assetsFullSyncAt"] >= prod_after_first["assetsWatermark"]
+
+    time.sleep(1.5)  # the assets window must end later than the first run's
+    second = stack.run()
+    assert second.succeeded, second.printed
+
+    state = stack.apicp.state()
+    assert requests_to(stack, "POST", "/v2/runtimes") == 2, "runtimes are registered once"
+    assert set(state["runtimes"]) == {PROD, DEV}
+    assert set(published(stack)[PROD]) == {f"{pets.id}_prod", f"{orders.id}_prod"}, "no duplicate APIs"
+    assert set(published(stack)[DEV]) == {f"{pets.id}_dev", f"{inventory.id}_dev"}
+    assert len(state["heartbeats"]) == 4, "heartbeats are sent on every run"
+    assert second.output["assets"]["summary"]["incrementalRuntimes"] == 2
+    assert stack.cloudtrail.requests(), "the incremental run reads CloudTrail"
+
+    prod_after_second = state_table.item("prod")
+    assert prod_after_second["assetsWatermark"] > prod_after_first["assetsWatermark"]
+    assert prod_after_second["metricsWatermark"] == backlog_start + 4 * INTERVAL
+    assert prod_after_second["assetsFullSyncAt"] == prod_after_first["assetsFullSyncAt"]
+
+
+def test_incremental_run_publishes_created_and_removes_deleted_apis(clean, state_table):
+    stack = clean
+    apis = seed(stack)
+    assert stack.run().succeeded
+
+    watermark = state_table.item("prod")["assetsWatermark"]
+    payments = create_rest_api(stack.moto_url, "payments", {"team": "pay"}, {"prod": {}})
+    boto("apigateway", stack.moto_url).delete_rest_api(restApiId=apis["orders"].id)
+    stack.cloudtrail.add_event("CreateRestApi", eventTime=watermark + 1, responseElements={"id": payments.id})
+    stack.cloudtrail.add_event("CreateDeployment", eventTime=watermark + 1,
+                               requestParameters={"restApiId": payments.id, "stageName": "prod"})
+    stack.cloudtrail.add_event("DeleteRestApi", eventTime=watermark + 1, requestParameters={"restApiId": apis["orders"].id})
+    stack.cloudtrail.add_event("GetRestApis", eventTime=watermark + 1, readOnly=True)
+    time.sleep(2)
+
+    run = stack.run()
+    assert run.succeeded, run.printed
+    assert set(published(stack)[PROD]) == {f"{apis['pets'].id}_prod", f"{payments.id}_prod"}
+    assert run.output["assets"]["summary"] == {
+        "fullRuntimes": 0, "incrementalRuntimes": 2, "upserts": 1, "deletes": 3, "windows": 0,
+    }
+
+
+def test_transient_control_plane_errors_are_retried_by_the_state_machine(clean, state_table):
+    stack = clean
+    apis = seed(stack)
+    stack.apicp.add_fault(r"/apis/", method="PUT", status=503, count=2)
+
+    run = stack.run()
+
+    assert run.succeeded, run.printed
+    assert run.count("AssetsPublish", "RETRIED") == 2
+    assert set(published(stack)[PROD]) == {f"{apis['pets'].id}_prod", f"{apis['orders'].id}_prod"}
+    assert "assetsWatermark" in state_table.item("prod")
+
+
+def test_a_failed_publish_leaves_the_assets_watermark_and_keeps_metrics_progress(clean, state_table):
+    stack = clean
+    apis = seed(stack)
+    assert stack.run().succeeded
+    before = state_table.item("prod")
+
+    payments = create_rest_api(stack.moto_url, "payments", {"team": "pay"}, {"prod": {}})
+    stack.cloudtrail.add_event("CreateDeployment", eventTime=before["assetsWatermark"] + 1,
+                               requestParameters={"restApiId": payments.id, "stageName": "prod"})
+    stack.apicp.add_fault(r"/apis", method="PUT", status=503, count=1000)
+    # Let a new metrics window come due so the metrics branch has progress to keep.
+    state_table.put_metrics_watermark("prod", before["metricsWatermark"] - INTERVAL)
+    time.sleep(2)
+
+    run = stack.run()
+
+    assert not run.succeeded
+    assert run.error == "ControlPlaneUnavailable", run.printed
+    assert run.count("AssetsPublish", "RETRIED") == 4, "retried up to MaxAttempts before giving up"
+    after = state_table.item("prod")
+    assert after["assetsWatermark"] == before["assetsWatermark"], "no watermark past unpublished data"
+    assert after["metricsWatermark"] == before["metricsWatermark"], "the metrics branch still acked its window"
+    assert f"{payments.id}_prod" not in published(stack)[PROD]
+    assert set(published(stack)[PROD]) == {f"{apis['pets'].id}_prod", f"{apis['orders'].id}_prod"}
+
+
+def test_wrong_control_plane_credentials_fail_fast_with_unauthorized(clean):
+    stack = clean
+    seed(stack)
+    stack.apicp.set_credentials("agent", "rotated-elsewhere")
+    try:
+        run = stack.run()
+    finally:
+        stack.apicp.set_credentials("agent", "local-secret")
+    assert not run.succeeded
+    assert run.error == "Unauthorized"
+    assert run.count("EnsureRuntime", "RETRIED") == 0, "a refused credential is not retried"
