@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import sys
 import urllib.request
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "stack"))
-
-from stack import STATE_TABLE, EmbeddedStack, boto, create_state_table  # noqa: E402
+from stack import STATE_TABLE, EmbeddedStack, boto, create_state_table
 
 # Two 5-minute metric windows per run, so a backlog shows bounded catch-up across runs.
 FUNCTION_SETTINGS = {

@@ -1,0 +1,206 @@
+//! The control plane client against the strict fake (`tests/stack/fake_apicp.py`), which
+//! validates every request against the published OpenAPI contract.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use agent_core::control_plane::types::{
+    AgentMetricsModel, ApiDocument, ApiMetrics, ApiStatus, ApiType, Heartbeat, Runtime, RuntimeTransactionMetrics,
+};
+use agent_core::control_plane::{ControlPlane, Credentials, HttpControlPlane, Upserted};
+use serde_json::{Value, json};
+
+const USER: &str = "agent";
+const PASSWORD: &str = "fake-secret";
+
+/// A fake control plane process, ended on drop.
+struct Fake {
+    child: Child,
+    url: String,
+}
+
+impl Fake {
+    fn start() -> Self {
+        let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let python = std::env::var_os("AGENT_TEST_PYTHON")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| repo.join(".local/venv/bin/python"));
+        assert!(python.exists(), "{} is missing: run `make setup` first", python.display());
+        let mut child = Command::new(python)
+            .arg(repo.join("tests/stack/fake_apicp.py"))
+            .args(["--port", "0", "--username", USER, "--password", PASSWORD])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the fake control plane");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let url = line.trim().rsplit(' ').next().unwrap().to_owned();
+        assert!(url.starts_with("http://"), "unexpected banner: {line}");
+        Self { child, url }
+    }
+
+    fn client(&self, password: &str, timeout: Duration) -> HttpControlPlane {
+        let credentials = Credentials { username: USER.into(), password: password.into() };
+        HttpControlPlane::new(&self.url, credentials, timeout, None).unwrap()
+    }
+
+    /// The fake's test hooks under `/_fake/` (no authentication).
+    async fn hook(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let mut request = reqwest::Client::new().request(method, format!("{}/_fake/{path}", self.url));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send().await.unwrap().json().await.unwrap_or(Value::Null)
+    }
+
+    async fn state(&self) -> Value {
+        self.hook(reqwest::Method::GET, "state", None).await
+    }
+
+    async fn fault(&self, method: &str, path: &str, status: u16, delay_ms: u64) {
+        let fault = json!({"method": method, "path": path, "status": status, "count": 1, "delay_ms": delay_ms});
+        self.hook(reqwest::Method::POST, "faults", Some(fault)).await;
+    }
+}
+
+impl Drop for Fake {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn runtime(name: &str) -> Runtime {
+    Runtime {
+        id: Some(format!("111122223333_eu-west-1_{name}")),
+        name: name.into(),
+        description: Some("test runtime".into()),
+        tags: vec!["aws".into()],
+        runtime_type: "AWS_API_GATEWAY".into(),
+        deployment_type: "PUBLIC_CLOUD".into(),
+        region: Some("eu-west-1".into()),
+        location: None,
+        heartbeat_interval: Some(60),
+        capacity: None,
+    }
+}
+
+fn document(id: &str, name: &str) -> ApiDocument {
+    ApiDocument {
+        id: id.into(),
+        name: name.into(),
+        description: None,
+        tags: vec!["team:core".into()],
+        api_type: ApiType::Rest,
+        status: Some(ApiStatus::Active),
+        version: Some("dep1".into()),
+        version_set_id: Some("api1".into()),
+        runtime_api_id: Some("api1".into()),
+        attributes: Default::default(),
+    }
+}
+
+async fn registered(fake: &Fake, name: &str) -> (HttpControlPlane, String) {
+    let client = fake.client(PASSWORD, Duration::from_secs(5));
+    client.ensure_runtime_type("AWS_API_GATEWAY").await.unwrap();
+    let id = client.register_runtime(&runtime(name)).await.unwrap();
+    (client, id)
+}
+
+#[tokio::test]
+async fn registration_answers_the_same_runtime_on_201_and_409() {
+    let fake = Fake::start();
+    let client = fake.client(PASSWORD, Duration::from_secs(5));
+    client.ensure_runtime_type("AWS_API_GATEWAY").await.unwrap();
+    client.ensure_runtime_type("AWS_API_GATEWAY").await.unwrap();
+    let first = client.register_runtime(&runtime("prod")).await.unwrap();
+    let again = client.register_runtime(&runtime("prod")).await.unwrap();
+    assert_eq!(first, "111122223333_eu-west-1_prod");
+    assert_eq!(again, first);
+    let state = fake.state().await;
+    assert_eq!(state["runtimes"].as_object().unwrap().len(), 1);
+    assert_eq!(state["runtimeTypes"].as_array().unwrap().len(), 1, "the type is created once");
+}
+
+#[tokio::test]
+async fn a_request_outside_the_contract_is_invalid_input_with_the_services_details() {
+    let fake = Fake::start();
+    let (client, _) = registered(&fake, "prod").await;
+    let mut too_long = runtime("dev");
+    too_long.name = "n".repeat(51);
+    let error = client.register_runtime(&too_long).await.unwrap_err();
+    assert_eq!(error.error_type(), "InvalidInput");
+    assert!(error.to_string().contains("name"), "{error}");
+}
+
+#[tokio::test]
+async fn wrong_credentials_are_unauthorized_and_never_echoed() {
+    let fake = Fake::start();
+    let client = fake.client("wrong-password", Duration::from_secs(5));
+    let error = client.register_runtime(&runtime("prod")).await.unwrap_err();
+    assert_eq!(error.error_type(), "Unauthorized");
+    assert!(!error.to_string().contains("wrong-password"));
+}
+
+#[tokio::test]
+async fn upsert_creates_then_updates_and_delete_is_idempotent() {
+    let fake = Fake::start();
+    let (client, runtime_id) = registered(&fake, "prod").await;
+    assert_eq!(client.upsert_api(&runtime_id, &document("api1_prod", "pets")).await.unwrap(), Upserted::Created);
+    assert_eq!(client.upsert_api(&runtime_id, &document("api1_prod", "pets v2")).await.unwrap(), Upserted::Updated);
+    let state = fake.state().await;
+    assert_eq!(state["apis"][&runtime_id]["api1_prod"]["name"], "pets v2");
+    assert!(client.delete_api(&runtime_id, "api1_prod").await.unwrap());
+    assert!(!client.delete_api(&runtime_id, "api1_prod").await.unwrap(), "already gone is not an error");
+}
+
+#[tokio::test]
+async fn listing_follows_every_page() {
+    let fake = Fake::start();
+    let (client, runtime_id) = registered(&fake, "prod").await;
+    for i in 0..520 {
+        client.upsert_api(&runtime_id, &document(&format!("api{i:04}_prod"), "pets")).await.unwrap();
+    }
+    let mut ids = client.list_api_ids(&runtime_id).await.unwrap();
+    ids.sort();
+    let expected: Vec<String> = (0..520).map(|i| format!("api{i:04}_prod")).collect();
+    assert_eq!(ids, expected);
+}
+
+#[tokio::test]
+async fn heartbeats_and_metrics_are_accepted_for_registered_runtimes_only() {
+    let fake = Fake::start();
+    let (client, runtime_id) = registered(&fake, "prod").await;
+    client.send_heartbeats(&[Heartbeat { runtime_id: runtime_id.clone(), created: 1_700_000_000_000, active: 1 }]).await.unwrap();
+    let metrics = AgentMetricsModel {
+        timestamp: 1_700_000_000_000,
+        runtime_transaction_metrics: RuntimeTransactionMetrics {
+            api_metrics: ApiMetrics { transaction_count: 3.0, ..ApiMetrics::default() },
+            metrics_by_status_code: Default::default(),
+        },
+        api_transaction_metrics_list: vec![],
+    };
+    client.send_metrics(&runtime_id, &metrics).await.unwrap();
+    let state = fake.state().await;
+    assert_eq!(state["heartbeats"].as_array().unwrap().len(), 1);
+    assert_eq!(state["metrics"][0]["body"]["runtimeTransactionMetrics"]["apiMetrics"]["transactionCount"], 3.0);
+    let unknown = Heartbeat { runtime_id: "nobody".into(), created: 1, active: 1 };
+    assert_eq!(client.send_heartbeats(&[unknown]).await.unwrap_err().error_type(), "InvalidInput");
+}
+
+#[tokio::test]
+async fn server_errors_throttling_and_timeouts_are_retryable() {
+    let fake = Fake::start();
+    let (_, runtime_id) = registered(&fake, "prod").await;
+    let client = fake.client(PASSWORD, Duration::from_millis(500));
+    let cases = [(503, 0, "ControlPlaneUnavailable"), (429, 0, "Throttled"), (0, 1500, "ControlPlaneUnavailable")];
+    for (status, delay_ms, expected) in cases {
+        fake.fault("PUT", "/apis/", status, delay_ms).await;
+        let error = client.upsert_api(&runtime_id, &document("api1_prod", "pets")).await.unwrap_err();
+        assert_eq!(error.error_type(), expected, "status {status} delay {delay_ms}");
+        assert!(error.is_retryable());
+    }
+}
