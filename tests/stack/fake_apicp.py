@@ -28,7 +28,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -39,6 +39,7 @@ from openapi_core.datatypes import RequestParameters
 from openapi_core.templating.media_types.exceptions import MediaTypeNotFound
 from openapi_core.validation.request.exceptions import ParameterValidationError
 from openapi_core.validation.schemas.exceptions import InvalidSchemaValue
+from local_server import LocalServer
 from werkzeug.datastructures import Headers
 
 SPEC_NAMES = ("runtime-management", "runtime-type", "api-management", "runtime-metrics")
@@ -158,7 +159,7 @@ def _paged(items: list, query: dict) -> list:
     return items[(page - 1) * size : page * size]
 
 
-class FakeControlPlane:
+class FakeControlPlane(LocalServer):
     """In-memory APICP. All state is guarded by one lock; handlers never block while holding it."""
 
     def __init__(
@@ -182,38 +183,7 @@ class FakeControlPlane:
             runtime_type = self._new_runtime_type({"name": name}, now)
             self._preloaded_types[runtime_type["id"]] = runtime_type
         self.reset()
-        self._server = ThreadingHTTPServer((host, port), _handler_class(self))
-        self._thread: threading.Thread | None = None
-
-    # --- lifecycle ---------------------------------------------------------------------------
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def start(self) -> "FakeControlPlane":
-        # A short poll interval makes stop() return promptly instead of after up to 0.5 s.
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def serve_forever(self) -> None:
-        self._server.serve_forever()
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join()
-
-    def __enter__(self) -> "FakeControlPlane":
-        return self.start()
-
-    def __exit__(self, *exc_info) -> None:
-        self.stop()
+        self._serve(host, port, _handler_class(self))
 
     # --- test hooks (also served under /_fake/) ----------------------------------------------
 

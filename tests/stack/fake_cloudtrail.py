@@ -26,9 +26,11 @@ import threading
 import time
 import uuid
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import urlsplit
+
+from local_server import LocalServer
 
 LOOKUP_EVENTS = "CloudTrail_20131101.LookupEvents"
 ACCEPTED_TARGETS = (LOOKUP_EVENTS, f"com.amazonaws.cloudtrail.v20131101.{LOOKUP_EVENTS}")
@@ -72,7 +74,7 @@ def _iso8601(epoch_seconds: float) -> str:
     return datetime.fromtimestamp(epoch_seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-class FakeCloudTrail:
+class FakeCloudTrail(LocalServer):
     """In-memory CloudTrail. All state is guarded by one lock."""
 
     def __init__(
@@ -91,38 +93,7 @@ class FakeCloudTrail:
         self._lock = threading.Lock()
         self._sequence = itertools.count()  # tie-breaker for events with equal EventTime
         self.reset()
-        self._server = ThreadingHTTPServer((host, port), _handler_class(self))
-        self._thread: threading.Thread | None = None
-
-    # --- lifecycle ---------------------------------------------------------------------------
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def start(self) -> "FakeCloudTrail":
-        # A short poll interval makes stop() return promptly instead of after up to 0.5 s.
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def serve_forever(self) -> None:
-        self._server.serve_forever()
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join()
-
-    def __enter__(self) -> "FakeCloudTrail":
-        return self.start()
-
-    def __exit__(self, *exc_info) -> None:
-        self.stop()
+        self._serve(host, port, _handler_class(self))
 
     # --- test hooks (also served under /_fake/) ----------------------------------------------
 

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import urllib.error
 import urllib.parse
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from local_server import LocalServer
 
 INVOKE_PATH = re.compile(r"^/2015-03-31/functions/(?P<function>[^/]+)/invocations$")
 
@@ -29,7 +30,7 @@ def function_name(name_or_arn: str) -> str:
     return name.split(":")[0]
 
 
-class LambdaAdapter:
+class LambdaAdapter(LocalServer):
     def __init__(self, watch_url: str, host: str = "127.0.0.1", port: int = 0, timeout: float = 600):
         self.watch_url = watch_url.rstrip("/")
         self.timeout = timeout
@@ -69,10 +70,7 @@ class LambdaAdapter:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self._server = ThreadingHTTPServer((host, port), Handler)
-        self._server.daemon_threads = True
-        self.url = f"http://{host}:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._serve(host, port, Handler)
 
     def invoke(self, function: str, body: bytes):
         request = urllib.request.Request(
@@ -83,14 +81,6 @@ class LambdaAdapter:
                 return response.status, _json(response.read())
         except urllib.error.HTTPError as error:
             return error.code, _json(error.read())
-
-    def start(self) -> "LambdaAdapter":
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
 
 
 def _json(data: bytes):

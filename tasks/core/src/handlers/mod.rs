@@ -27,3 +27,6 @@ pub(crate) async fn deployments_by_stage(gateway: &impl ApiGateway) -> Result<BT
     }
     Ok(by_stage)
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,305 @@
+//! Handler tests over in-memory stand-ins of the adapters' traits: the rules that need no
+//! network, at sizes the end-to-end tests cannot reach quickly (10,000 APIs).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Mutex;
+
+use super::ack_watermark::ack_watermark;
+use super::ensure_runtime::EnsureRuntime;
+use super::list_changes::ListChanges;
+use super::transform::{BATCH_BUDGET_BYTES, Transform};
+use crate::aws::apigateway::{ApiGateway, RestApi, Stage};
+use crate::aws::cloudtrail::{ApiEvent, ChangeFeed};
+use crate::aws::cloudwatch::MetricSource;
+use crate::aws::state::{RuntimeState, StateStore};
+use crate::config::Config;
+use crate::control_plane::types::{AgentMetricsModel, ApiDocument, Heartbeat, Runtime};
+use crate::control_plane::{ControlPlane, Upserted};
+use crate::error::{AgentError, Result};
+use crate::metrics::ApiSeries;
+use crate::model::{
+    AckInput, AssetChunk, Batch, Chunk, ExecutionInput, Kind, ListChangesInput, RuntimeRef, SyncMode, WatermarkUpdate,
+};
+
+/// Step Functions' payload limit, with the margin ARCHITECTURE.md asks for.
+const OUTPUT_LIMIT: usize = 200 * 1024;
+const NOW: i64 = 1_800_000_000;
+
+#[derive(Default)]
+struct Gateway {
+    apis: Vec<RestApi>,
+    stages: HashMap<String, Vec<Stage>>,
+}
+
+impl Gateway {
+    fn with_apis(count: usize, stages: &[&str], description: &str) -> Self {
+        let mut gateway = Self::default();
+        for i in 0..count {
+            let id = format!("{i:010}");
+            gateway.apis.push(RestApi {
+                id: id.clone(),
+                name: format!("api-{i}"),
+                description: Some(description.to_owned()),
+                tags: BTreeMap::from([("team".into(), "core".into())]),
+                endpoint_types: vec!["REGIONAL".into()],
+            });
+            let deployed = stages
+                .iter()
+                .map(|s| Stage { name: (*s).into(), deployment_id: Some(format!("d{i}")), tags: BTreeMap::new() })
+                .collect();
+            gateway.stages.insert(id, deployed);
+        }
+        gateway
+    }
+}
+
+impl ApiGateway for Gateway {
+    async fn list_rest_apis(&self) -> Result<Vec<RestApi>> {
+        Ok(self.apis.clone())
+    }
+    async fn get_rest_api(&self, api_id: &str) -> Result<Option<RestApi>> {
+        Ok(self.apis.iter().find(|a| a.id == api_id).cloned())
+    }
+    async fn get_stages(&self, api_id: &str) -> Result<Vec<Stage>> {
+        Ok(self.stages.get(api_id).cloned().unwrap_or_default())
+    }
+    async fn export_title(&self, _: &str, _: &str) -> Result<Option<String>> {
+        Ok(None)
+    }
+}
+
+#[derive(Default)]
+struct Plane {
+    registrations: Mutex<Vec<String>>,
+    heartbeats: Mutex<Vec<Heartbeat>>,
+    held: BTreeMap<String, Vec<String>>,
+}
+
+impl ControlPlane for Plane {
+    async fn ensure_runtime_type(&self, _: &str) -> Result<()> {
+        Ok(())
+    }
+    async fn register_runtime(&self, runtime: &Runtime) -> Result<String> {
+        self.registrations.lock().unwrap().push(runtime.name.clone());
+        Ok(runtime.id.clone().unwrap())
+    }
+    async fn send_heartbeats(&self, heartbeats: &[Heartbeat]) -> Result<()> {
+        self.heartbeats.lock().unwrap().extend_from_slice(heartbeats);
+        Ok(())
+    }
+    async fn list_api_ids(&self, runtime_id: &str) -> Result<Vec<String>> {
+        Ok(self.held.get(runtime_id).cloned().unwrap_or_default())
+    }
+    async fn upsert_api(&self, _: &str, _: &ApiDocument) -> Result<Upserted> {
+        Ok(Upserted::Created)
+    }
+    async fn delete_api(&self, _: &str, _: &str) -> Result<bool> {
+        Ok(true)
+    }
+    async fn send_metrics(&self, _: &str, _: &AgentMetricsModel) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Emulates the conditional writes of the DynamoDB store.
+#[derive(Default)]
+struct Memory(Mutex<HashMap<String, RuntimeState>>);
+
+impl StateStore for Memory {
+    async fn load(&self, stage: &str) -> Result<RuntimeState> {
+        Ok(self.0.lock().unwrap().get(stage).cloned().unwrap_or_default())
+    }
+    async fn record_registration(&self, stage: &str, registered_as: &str, registered_id: &str, _: i64) -> Result<()> {
+        let mut items = self.0.lock().unwrap();
+        let item = items.entry(stage.to_owned()).or_default();
+        item.registered_as = Some(registered_as.to_owned());
+        item.registered_id = Some(registered_id.to_owned());
+        Ok(())
+    }
+    async fn advance_watermark(&self, stage: &str, kind: Kind, position: i64, full: Option<i64>, _: i64) -> Result<bool> {
+        let mut items = self.0.lock().unwrap();
+        let item = items.entry(stage.to_owned()).or_default();
+        let current = match kind {
+            Kind::Assets => &mut item.assets_watermark,
+            Kind::Metrics => &mut item.metrics_watermark,
+        };
+        if current.is_some_and(|c| c >= position) {
+            return Ok(false);
+        }
+        *current = Some(position);
+        if full.is_some() {
+            item.assets_full_sync_at = full;
+        }
+        Ok(true)
+    }
+}
+
+struct NoEvents;
+
+impl ChangeFeed for NoEvents {
+    async fn write_events(&self, _: i64, _: i64) -> Result<Vec<ApiEvent>> {
+        Ok(Vec::new())
+    }
+}
+
+struct NoTraffic;
+
+impl MetricSource for NoTraffic {
+    async fn apis_with_traffic(&self, _: &str, _: i64, _: i64) -> Result<BTreeSet<String>> {
+        Ok(BTreeSet::new())
+    }
+    async fn rest_api_series(&self, _: &str, _: &[String], _: i64, _: i64) -> Result<BTreeMap<String, ApiSeries>> {
+        Ok(BTreeMap::new())
+    }
+}
+
+fn config(extra: &[(&'static str, &'static str)]) -> Config {
+    let mut values = HashMap::from([
+        ("APICP_URL", "https://apicp.example.com"),
+        ("APICP_USERNAME", "agent"),
+        ("APICP_PASSWORD", "pw"),
+        ("STATE_TABLE", "state"),
+    ]);
+    values.extend(extra.iter().copied());
+    Config::from_map(&values).unwrap()
+}
+
+fn runtime(stage: &str) -> RuntimeRef {
+    RuntimeRef { runtime_id: format!("rt_{stage}"), stage: stage.into() }
+}
+
+fn json_len(value: &impl serde::Serialize) -> usize {
+    serde_json::to_vec(value).unwrap().len()
+}
+
+#[tokio::test]
+async fn a_full_listing_of_10000_apis_stays_far_below_the_payload_limit() {
+    let config = config(&[]);
+    let gateway = Gateway::with_apis(10_000, &["prod"], "an API");
+    let task = ListChanges { config: &config, gateway: &gateway, control_plane: &Plane::default(), state: &Memory::default(), feed: &NoEvents };
+    let input = ListChangesInput { kind: Kind::Assets, mode: SyncMode::Full, runtimes: vec![runtime("prod")] };
+
+    let output = task.run(input, NOW).await.unwrap();
+
+    assert!(json_len(&output) < OUTPUT_LIMIT, "{} bytes", json_len(&output));
+    assert_eq!(output.chunks.len(), 100, "chunks of CHUNK_SIZE keep the Map's history bounded");
+    let listed: BTreeSet<String> = output
+        .chunks
+        .iter()
+        .flat_map(|c| match c {
+            Chunk::Assets(chunk) => chunk.upserts.clone(),
+            Chunk::Metrics(_) => vec![],
+        })
+        .collect();
+    assert_eq!(listed.len(), 10_000, "every API exactly once");
+    assert_eq!(output.watermarks, vec![WatermarkUpdate { stage: "prod".into(), position: NOW - 300, full_sync_at: Some(NOW) }]);
+}
+
+#[tokio::test]
+async fn a_batch_of_large_documents_is_split_under_the_budget_and_loses_none() {
+    let gateway = Gateway::with_apis(500, &["prod"], &"d".repeat(8191));
+    let task = Transform { region: "eu-west-1", gateway: &gateway, metrics: &NoTraffic };
+    let mut chunk = Some(AssetChunk {
+        runtime_id: "rt_prod".into(),
+        stage: "prod".into(),
+        upserts: gateway.apis.iter().map(|a| a.id.clone()).collect(),
+        deletes: vec!["gone_prod".into()],
+    });
+    let (mut published, mut deleted, mut batches) = (0, 0, 0);
+    while let Some(current) = chunk.take() {
+        let batch = task.assets(current).await.unwrap();
+        assert!(json_len(&batch) < OUTPUT_LIMIT, "batch of {} bytes", json_len(&batch));
+        let Batch::Assets { upserts, deletes, next, .. } = batch else { panic!("assets batch expected") };
+        assert!(upserts.iter().map(json_len).sum::<usize>() <= BATCH_BUDGET_BYTES);
+        published += upserts.len();
+        deleted += deletes.len();
+        batches += 1;
+        chunk = next;
+    }
+    assert_eq!((published, deleted), (500, 1));
+    assert!(batches > 1, "500 documents of 8 KiB do not fit one payload");
+}
+
+#[tokio::test]
+async fn an_empty_listing_never_empties_a_runtime_unless_allowed() {
+    let gateway = Gateway::default();
+    let plane = Plane { held: BTreeMap::from([("rt_prod".into(), vec!["a_prod".into(), "b_prod".into()])]), ..Plane::default() };
+    let input = ListChangesInput { kind: Kind::Assets, mode: SyncMode::Full, runtimes: vec![runtime("prod")] };
+
+    let guarded = config(&[]);
+    let task = ListChanges { config: &guarded, gateway: &gateway, control_plane: &plane, state: &Memory::default(), feed: &NoEvents };
+    let error = task.run(input.clone(), NOW).await.unwrap_err();
+    assert!(matches!(error, AgentError::UnsafeDeletion { count: 2, .. }), "{error}");
+
+    let allowed = config(&[("ALLOW_EMPTY_LISTING_DELETES", "true")]);
+    let task = ListChanges { config: &allowed, gateway: &gateway, control_plane: &plane, state: &Memory::default(), feed: &NoEvents };
+    let output = task.run(input, NOW).await.unwrap();
+    assert_eq!(output.summary.deletes, 2);
+}
+
+#[tokio::test]
+async fn a_full_sync_removes_only_what_aws_no_longer_deploys() {
+    let config = config(&[]);
+    let gateway = Gateway::with_apis(2, &["prod"], "x");
+    let plane = Plane {
+        held: BTreeMap::from([("rt_prod".into(), vec!["0000000000_prod".into(), "retired_prod".into()])]),
+        ..Plane::default()
+    };
+    let task = ListChanges { config: &config, gateway: &gateway, control_plane: &plane, state: &Memory::default(), feed: &NoEvents };
+    let input = ListChangesInput { kind: Kind::Assets, mode: SyncMode::Auto, runtimes: vec![runtime("prod")] };
+    let output = task.run(input, NOW).await.unwrap();
+    let Chunk::Assets(chunk) = &output.chunks[0] else { panic!("assets chunk expected") };
+    assert_eq!(chunk.upserts, vec!["0000000000", "0000000001"]);
+    assert_eq!(chunk.deletes, vec!["retired_prod"]);
+}
+
+#[tokio::test]
+async fn runtimes_are_registered_once_and_heartbeat_on_every_run() {
+    let config = config(&[]);
+    let gateway = Gateway::with_apis(3, &["prod", "dev"], "x");
+    let (plane, state) = (Plane::default(), Memory::default());
+    let task = EnsureRuntime { config: &config, account: "111122223333", region: "eu-west-1", gateway: &gateway, control_plane: &plane, state: &state };
+
+    let first = task.run(ExecutionInput::default(), NOW).await.unwrap();
+    let second = task.run(ExecutionInput::default(), NOW + 60).await.unwrap();
+
+    assert_eq!(first, second);
+    let stages: Vec<_> = first.runtimes.iter().map(|r| r.stage.as_str()).collect();
+    assert_eq!(stages, vec!["dev", "prod"]);
+    assert_eq!(plane.registrations.lock().unwrap().len(), 2);
+    assert_eq!(plane.heartbeats.lock().unwrap().len(), 4);
+}
+
+#[tokio::test]
+async fn requested_stages_override_the_configuration_and_are_validated() {
+    let config = config(&[("STAGES", "prod,dev")]);
+    let gateway = Gateway::default();
+    let (plane, state) = (Plane::default(), Memory::default());
+    let task = EnsureRuntime { config: &config, account: "111122223333", region: "eu-west-1", gateway: &gateway, control_plane: &plane, state: &state };
+
+    let only_dev = ExecutionInput { mode: SyncMode::Full, stages: Some(vec!["dev".into()]) };
+    let ready = task.run(only_dev, NOW).await.unwrap();
+    assert_eq!(ready.runtimes, vec![RuntimeRef { runtime_id: "111122223333_eu-west-1_dev".into(), stage: "dev".into() }]);
+    assert_eq!(ready.mode, SyncMode::Full);
+
+    let bad = ExecutionInput { mode: SyncMode::Auto, stages: Some(vec!["dev stage".into()]) };
+    assert_eq!(task.run(bad, NOW).await.unwrap_err().error_type(), "InvalidInput");
+}
+
+#[tokio::test]
+async fn watermarks_only_move_forward() {
+    let state = Memory::default();
+    let ack = |position| AckInput { kind: Kind::Metrics, watermarks: vec![WatermarkUpdate { stage: "prod".into(), position, full_sync_at: None }] };
+    assert!(ack_watermark(ack(600), &state, NOW).await.unwrap().watermarks[0].advanced);
+    assert!(!ack_watermark(ack(300), &state, NOW).await.unwrap().watermarks[0].advanced, "a replay never moves it back");
+    assert!(!ack_watermark(ack(600), &state, NOW).await.unwrap().watermarks[0].advanced);
+    assert_eq!(state.load("prod").await.unwrap().metrics_watermark, Some(600));
+}
+
+#[test]
+fn task_inputs_reject_unknown_fields() {
+    let typo = serde_json::json!({"mdoe": "full"});
+    let error = crate::bootstrap::parse_input::<ExecutionInput>(typo).unwrap_err();
+    assert_eq!(error.error_type(), "InvalidInput");
+    assert!(error.to_string().contains("mdoe"), "{error}");
+}
