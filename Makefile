@@ -13,7 +13,7 @@ INPUT        ?= {}
 help:
 	@echo "make setup   install the local stack (Python venv, Node 22, interpreter, validator)"
 	@echo "make run     run one execution of the state machine locally; INPUT='{\"mode\":\"full\"}' for a full sync"
-	@echo "make test    validate the ASL, run the Rust tests and the end-to-end tests"
+	@echo "make test    validate the ASL, check format and lints, run the Rust tests and the end-to-end tests"
 
 setup: $(VENV)/.installed $(STACK)/node_modules/.installed
 
@@ -32,6 +32,8 @@ run: setup
 
 test: setup
 	$(NODE) $(STACK)/node_modules/.bin/asl-validator --json-path statemachine/agent.asl.json
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets --quiet -- -D warnings
 	cargo test --workspace
 	cd tests && ../$(PYTHON) -m pytest -q
 

@@ -56,10 +56,10 @@ pub fn touched_rest_apis(events: &[ApiEvent]) -> BTreeSet<String> {
             }
         }
         // A created or imported API is only named in the response.
-        if matches!(event.name.as_str(), "CreateRestApi" | "ImportRestApi") {
-            if let Some(id) = event.response_elements.get("id").and_then(Value::as_str) {
-                ids.insert(id.to_owned());
-            }
+        if matches!(event.name.as_str(), "CreateRestApi" | "ImportRestApi")
+            && let Some(id) = event.response_elements.get("id").and_then(Value::as_str)
+        {
+            ids.insert(id.to_owned());
         }
     }
     ids
@@ -72,13 +72,25 @@ fn rest_api_id_of_arn(arn: &str) -> Option<&str> {
 }
 
 /// Splits one runtime's work into chunks of at most `size` items, upserts first.
-pub fn chunk_assets(runtime_id: &str, stage: &str, upserts: Vec<String>, deletes: Vec<String>, size: usize) -> Vec<AssetChunk> {
+pub fn chunk_assets(
+    runtime_id: &str,
+    stage: &str,
+    upserts: Vec<String>,
+    deletes: Vec<String>,
+    size: usize,
+) -> Vec<AssetChunk> {
     let mut chunks = Vec::new();
-    let mut current = AssetChunk { runtime_id: runtime_id.to_owned(), stage: stage.to_owned(), upserts: vec![], deletes: vec![] };
+    let mut current =
+        AssetChunk { runtime_id: runtime_id.to_owned(), stage: stage.to_owned(), upserts: vec![], deletes: vec![] };
     let items = upserts.into_iter().map(|id| (true, id)).chain(deletes.into_iter().map(|id| (false, id)));
     for (is_upsert, id) in items {
         if current.upserts.len() + current.deletes.len() == size {
-            let next = AssetChunk { runtime_id: runtime_id.to_owned(), stage: stage.to_owned(), upserts: vec![], deletes: vec![] };
+            let next = AssetChunk {
+                runtime_id: runtime_id.to_owned(),
+                stage: stage.to_owned(),
+                upserts: vec![],
+                deletes: vec![],
+            };
             chunks.push(std::mem::replace(&mut current, next));
         }
         if is_upsert { current.upserts.push(id) } else { current.deletes.push(id) }
@@ -110,7 +122,11 @@ mod tests {
         let cases = [
             (SyncMode::Auto, state(None, None), AssetPlan::Full { position: end }),
             (SyncMode::Full, state(Some(now - 600), Some(now - 600)), AssetPlan::Full { position: end }),
-            (SyncMode::Auto, state(Some(now - 600), Some(now - 3600)), AssetPlan::Incremental { start: now - 600, end }),
+            (
+                SyncMode::Auto,
+                state(Some(now - 600), Some(now - 3600)),
+                AssetPlan::Incremental { start: now - 600, end },
+            ),
             (SyncMode::Auto, state(Some(now - 600), Some(now - DAY)), AssetPlan::Full { position: end }),
             (SyncMode::Auto, state(Some(now - 95 * DAY), Some(now - 3600)), AssetPlan::Full { position: end }),
             (SyncMode::Auto, state(Some(end), Some(now - 3600)), AssetPlan::UpToDate),
@@ -129,7 +145,11 @@ mod tests {
         let events = [
             event("CreateDeployment", json!({"restApiId": "aaa", "stageName": "prod"}), Value::Null),
             event("CreateRestApi", json!({"name": "new"}), json!({"id": "bbb"})),
-            event("TagResource", json!({"resourceArn": "arn:aws:apigateway:eu-west-1::/restapis/ccc/stages/prod"}), Value::Null),
+            event(
+                "TagResource",
+                json!({"resourceArn": "arn:aws:apigateway:eu-west-1::/restapis/ccc/stages/prod"}),
+                Value::Null,
+            ),
             event("DeleteRestApi", json!({"restApiId": "ddd"}), Value::Null),
             event("CreateApi", json!({"name": "http-api"}), json!({"apiId": "v2only"})),
         ];

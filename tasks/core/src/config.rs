@@ -114,7 +114,10 @@ impl Config {
         }
         let runtime_tags = env.list("RUNTIME_TAGS");
         if let Some(tag) = runtime_tags.iter().find(|t| t.len() > 50 || t.chars().any(char::is_whitespace)) {
-            return Err(invalid("RUNTIME_TAGS", &format!("tag {tag:?} must be at most 50 characters without whitespace")));
+            return Err(invalid(
+                "RUNTIME_TAGS",
+                &format!("tag {tag:?} must be at most 50 characters without whitespace"),
+            ));
         }
         Ok(Self {
             control_plane: ControlPlaneConfig {
@@ -129,9 +132,9 @@ impl Config {
                 runtime_name_template: env
                     .optional("RUNTIME_NAME_TEMPLATE")
                     .unwrap_or_else(|| "{stage} ({region} {account})".into()),
-                runtime_description_template: env.optional("RUNTIME_DESCRIPTION_TEMPLATE").unwrap_or_else(|| {
-                    "Amazon API Gateway stage {stage} in {region}, account {account}".into()
-                }),
+                runtime_description_template: env
+                    .optional("RUNTIME_DESCRIPTION_TEMPLATE")
+                    .unwrap_or_else(|| "Amazon API Gateway stage {stage} in {region}, account {account}".into()),
                 runtime_location: env.optional("RUNTIME_LOCATION"),
                 runtime_tags,
                 runtime_capacity: env.optional("RUNTIME_CAPACITY").map(|v| parse_capacity(&v)).transpose()?,
@@ -214,13 +217,15 @@ pub fn is_valid_stage_name(name: &str) -> bool {
 
 /// `<value> <unit>`, e.g. `10000 per second`, with a unit the control plane accepts.
 fn parse_capacity(value: &str) -> Result<Capacity> {
-    const UNITS: [&str; 7] =
-        ["per second", "per minute", "per hour", "per day", "per week", "per month", "per year"];
+    const UNITS: [&str; 7] = ["per second", "per minute", "per hour", "per day", "per week", "per month", "per year"];
     let (number, unit) = value.split_once(' ').unwrap_or((value, ""));
     let unit = unit.trim();
     match (number.parse::<u64>(), UNITS.contains(&unit)) {
         (Ok(value), true) => Ok(Capacity { value, unit: unit.to_owned() }),
-        _ => Err(invalid("RUNTIME_CAPACITY", &format!("{value:?} must look like \"10000 per second\" (units: {})", UNITS.join(", ")))),
+        _ => Err(invalid(
+            "RUNTIME_CAPACITY",
+            &format!("{value:?} must look like \"10000 per second\" (units: {})", UNITS.join(", ")),
+        )),
     }
 }
 
@@ -291,9 +296,6 @@ mod tests {
     #[test]
     fn stage_lists_and_capacity_parse() {
         assert_eq!(parse_stages(" prod , dev ").unwrap(), StageSelection::Named(vec!["prod".into(), "dev".into()]));
-        assert_eq!(
-            parse_capacity("10000 per second").unwrap(),
-            Capacity { value: 10_000, unit: "per second".into() }
-        );
+        assert_eq!(parse_capacity("10000 per second").unwrap(), Capacity { value: 10_000, unit: "per second".into() });
     }
 }

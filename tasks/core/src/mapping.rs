@@ -177,10 +177,7 @@ mod tests {
         assert_eq!(document.version_set_id.as_deref(), Some("a1b2c3d4e5"));
         assert_eq!(document.api_type, ApiType::Rest);
         assert_eq!(document.tags, vec!["env:production", "team:core"]);
-        assert_eq!(
-            document.attributes["invokeUrl"],
-            "https://a1b2c3d4e5.execute-api.eu-west-1.amazonaws.com/prod"
-        );
+        assert_eq!(document.attributes["invokeUrl"], "https://a1b2c3d4e5.execute-api.eu-west-1.amazonaws.com/prod");
     }
 
     #[test]

@@ -50,12 +50,30 @@ impl WeightedMean {
         })
     }
 
+    fn value(self) -> Option<f64> {
+        (self.weight > 0.0).then(|| self.weighted_sum / self.weight)
+    }
+}
+
+impl std::ops::Add for WeightedMean {
+    type Output = Self;
+
     fn add(self, other: Self) -> Self {
         Self { weighted_sum: self.weighted_sum + other.weighted_sum, weight: self.weight + other.weight }
     }
+}
 
-    fn value(self) -> Option<f64> {
-        (self.weight > 0.0).then(|| self.weighted_sum / self.weight)
+impl std::ops::Add for Totals {
+    type Output = Self;
+
+    fn add(self, other: Self) -> Self {
+        Self {
+            count: self.count + other.count,
+            client_errors: self.client_errors + other.client_errors,
+            server_errors: self.server_errors + other.server_errors,
+            latency: self.latency + other.latency,
+            integration_latency: self.integration_latency + other.integration_latency,
+        }
     }
 }
 
@@ -67,16 +85,6 @@ impl Totals {
             server_errors: series.server_errors.values().sum(),
             latency: WeightedMean::of(&series.latency, &series.count),
             integration_latency: WeightedMean::of(&series.integration_latency, &series.count),
-        }
-    }
-
-    pub fn add(self, other: Self) -> Self {
-        Self {
-            count: self.count + other.count,
-            client_errors: self.client_errors + other.client_errors,
-            server_errors: self.server_errors + other.server_errors,
-            latency: self.latency.add(other.latency),
-            integration_latency: self.integration_latency.add(other.integration_latency),
         }
     }
 
@@ -116,7 +124,7 @@ pub fn metrics_model(window_end: i64, apis: &[(ApiIdentity, ApiSeries)]) -> Agen
     let mut per_api = Vec::new();
     for (api, series) in apis {
         let totals = Totals::of(series);
-        runtime = runtime.add(totals);
+        runtime = runtime + totals;
         if totals.count > 0.0 {
             per_api.push(ApiTransactionMetrics {
                 api_id: api.id.clone(),
@@ -140,7 +148,13 @@ pub fn metrics_model(window_end: i64, apis: &[(ApiIdentity, ApiSeries)]) -> Agen
 /// The windows `[start, end)` to send now: aligned to `interval`, ending no later than
 /// `now - buffer`, starting at the watermark (or with the latest window on a first run), at most
 /// `max_windows` of them so a long outage catches up in bounded steps.
-pub fn due_windows(watermark: Option<i64>, now: i64, interval: i64, buffer: i64, max_windows: usize) -> Vec<(i64, i64)> {
+pub fn due_windows(
+    watermark: Option<i64>,
+    now: i64,
+    interval: i64,
+    buffer: i64,
+    max_windows: usize,
+) -> Vec<(i64, i64)> {
     let latest_end = (now - buffer).div_euclid(interval) * interval;
     let mut start = watermark.unwrap_or(latest_end - interval);
     let mut windows = Vec::new();
@@ -190,17 +204,11 @@ mod tests {
 
     #[test]
     fn runtime_totals_sum_apis_and_quiet_apis_are_left_out() {
-        let busy = ApiSeries {
-            count: series(&[(0, 5.0)]),
-            latency: series(&[(0, 50.0)]),
-            ..ApiSeries::default()
-        };
-        let also_busy = ApiSeries {
-            count: series(&[(0, 15.0)]),
-            latency: series(&[(0, 10.0)]),
-            ..ApiSeries::default()
-        };
-        let model = metrics_model(600, &[(api("a"), busy), (api("b"), also_busy), (api("quiet"), ApiSeries::default())]);
+        let busy = ApiSeries { count: series(&[(0, 5.0)]), latency: series(&[(0, 50.0)]), ..ApiSeries::default() };
+        let also_busy =
+            ApiSeries { count: series(&[(0, 15.0)]), latency: series(&[(0, 10.0)]), ..ApiSeries::default() };
+        let model =
+            metrics_model(600, &[(api("a"), busy), (api("b"), also_busy), (api("quiet"), ApiSeries::default())]);
         assert_eq!(model.timestamp, 600_000);
         assert_eq!(model.api_transaction_metrics_list.len(), 2);
         let runtime = &model.runtime_transaction_metrics.api_metrics;
@@ -222,11 +230,10 @@ mod tests {
         let now = 10 * 3600 + 17 * 60 + 30;
         let ten = 10 * 3600 + 10 * 60;
         assert_eq!(due_windows(None, now, 300, 180, 12), vec![(ten - 300, ten)]);
-        assert_eq!(due_windows(Some(ten - 900), now, 300, 180, 12), vec![
-            (ten - 900, ten - 600),
-            (ten - 600, ten - 300),
-            (ten - 300, ten)
-        ]);
+        assert_eq!(
+            due_windows(Some(ten - 900), now, 300, 180, 12),
+            vec![(ten - 900, ten - 600), (ten - 600, ten - 300), (ten - 300, ten)]
+        );
         assert_eq!(due_windows(Some(ten - 900), now, 300, 180, 2).len(), 2, "catch-up is bounded");
         assert!(due_windows(Some(ten), now, 300, 180, 12).is_empty(), "nothing due yet");
         assert_eq!(due_windows(Some(ten - 420), now, 300, 180, 12), vec![(ten - 420, ten - 300), (ten - 300, ten)]);

@@ -174,7 +174,10 @@ async fn listing_follows_every_page() {
 async fn heartbeats_and_metrics_are_accepted_for_registered_runtimes_only() {
     let fake = Fake::start();
     let (client, runtime_id) = registered(&fake, "prod").await;
-    client.send_heartbeats(&[Heartbeat { runtime_id: runtime_id.clone(), created: 1_700_000_000_000, active: 1 }]).await.unwrap();
+    client
+        .send_heartbeats(&[Heartbeat { runtime_id: runtime_id.clone(), created: 1_700_000_000_000, active: 1 }])
+        .await
+        .unwrap();
     let metrics = AgentMetricsModel {
         timestamp: 1_700_000_000_000,
         runtime_transaction_metrics: RuntimeTransactionMetrics {

@@ -8,7 +8,9 @@ use std::future::Future;
 
 use aws_sdk_cloudwatch::Client;
 use aws_sdk_cloudwatch::primitives::DateTime;
-use aws_sdk_cloudwatch::types::{Dimension, DimensionFilter, Metric, MetricDataQuery, MetricStat, RecentlyActive, ScanBy};
+use aws_sdk_cloudwatch::types::{
+    Dimension, DimensionFilter, Metric, MetricDataQuery, MetricStat, RecentlyActive, ScanBy,
+};
 
 use super::sdk_error;
 use crate::error::Result;
@@ -31,7 +33,12 @@ const REST_METRICS: [(&str, &str); 5] = [
 
 pub trait MetricSource: Send + Sync {
     /// Names of the REST APIs that have a `Count` metric on the stage (i.e. had traffic).
-    fn apis_with_traffic(&self, stage: &str, since: i64, now: i64) -> impl Future<Output = Result<BTreeSet<String>>> + Send;
+    fn apis_with_traffic(
+        &self,
+        stage: &str,
+        since: i64,
+        now: i64,
+    ) -> impl Future<Output = Result<BTreeSet<String>>> + Send;
     /// 1-minute datapoints of each API on the stage over `[start, end)` (epoch seconds).
     fn rest_api_series(
         &self,
@@ -72,10 +79,10 @@ impl MetricSource for CloudWatchMetrics {
             for metric in page.metrics() {
                 // Per-method metrics (detailed metrics) carry more dimensions; count each API once.
                 let dimensions = metric.dimensions();
-                if dimensions.len() == 2 {
-                    if let Some(name) = dimensions.iter().find(|d| d.name() == Some("ApiName")).and_then(|d| d.value()) {
-                        names.insert(name.to_owned());
-                    }
+                if dimensions.len() == 2
+                    && let Some(name) = dimensions.iter().find(|d| d.name() == Some("ApiName")).and_then(|d| d.value())
+                {
+                    names.insert(name.to_owned());
                 }
             }
             match page.next_token() {

@@ -59,7 +59,12 @@ pub struct HttpControlPlane {
 
 impl HttpControlPlane {
     /// `ca_bundle_pem` adds trusted roots (for a private CA); verification is never turned off.
-    pub fn new(base_url: &str, credentials: Credentials, timeout: Duration, ca_bundle_pem: Option<&[u8]>) -> Result<Self> {
+    pub fn new(
+        base_url: &str,
+        credentials: Credentials,
+        timeout: Duration,
+        ca_bundle_pem: Option<&[u8]>,
+    ) -> Result<Self> {
         let invalid = |reason: String| AgentError::InvalidConfig { variable: "APICP_URL", reason };
         let base = Url::parse(&format!("{}/", base_url.trim_end_matches('/'))).map_err(|e| invalid(e.to_string()))?;
         if !base.username().is_empty() || base.password().is_some() {
@@ -177,7 +182,9 @@ impl ControlPlane for HttpControlPlane {
         let mut page = 1;
         loop {
             let mut url = self.url(&["api", "assetcatalog", "v1", "runtimes", "types"]);
-            url.query_pairs_mut().append_pair("page", &page.to_string()).append_pair("size", &TYPE_PAGE_SIZE.to_string());
+            url.query_pairs_mut()
+                .append_pair("page", &page.to_string())
+                .append_pair("size", &TYPE_PAGE_SIZE.to_string());
             let types: Vec<RuntimeType> = self.get_json(url).await?;
             if types.iter().any(|t| t.name == name) {
                 return Ok(());
@@ -214,7 +221,9 @@ impl ControlPlane for HttpControlPlane {
         let mut seen = HashSet::new();
         for page in 1.. {
             let mut url = self.url(&["api", "assetcatalog", "v1", "runtimes", runtime_id, "apis"]);
-            url.query_pairs_mut().append_pair("page", &page.to_string()).append_pair("size", &API_PAGE_SIZE.to_string());
+            url.query_pairs_mut()
+                .append_pair("page", &page.to_string())
+                .append_pair("size", &API_PAGE_SIZE.to_string());
             let path = url.path().to_owned();
             let apis: Vec<ListedApi> = self.get_json(url).await?;
             let full_page = apis.len() == API_PAGE_SIZE;
@@ -311,7 +320,8 @@ mod tests {
     fn path_segments_are_escaped() {
         let credentials = Credentials { username: "u".into(), password: "p".into() };
         let client =
-            HttpControlPlane::new("https://apicp.example.com/base/", credentials, Duration::from_secs(1), None).unwrap();
+            HttpControlPlane::new("https://apicp.example.com/base/", credentials, Duration::from_secs(1), None)
+                .unwrap();
         let url = client.url(&["api", "runtimes", "a/b c", "apis"]);
         assert_eq!(url.as_str(), "https://apicp.example.com/base/api/runtimes/a%2Fb%20c/apis");
     }

@@ -8,7 +8,8 @@ use crate::model::{AckInput, AckOutput, AckedWatermark};
 pub async fn ack_watermark(input: AckInput, state: &impl StateStore, now: i64) -> Result<AckOutput> {
     let mut acked = Vec::with_capacity(input.watermarks.len());
     for update in input.watermarks {
-        let advanced = state.advance_watermark(&update.stage, input.kind, update.position, update.full_sync_at, now).await?;
+        let advanced =
+            state.advance_watermark(&update.stage, input.kind, update.position, update.full_sync_at, now).await?;
         if !advanced {
             tracing::info!(stage = update.stage, position = update.position, "watermark already at or past position");
         }

@@ -60,7 +60,9 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore> EnsureRuntime<'_, G, C, S> {
         let mut stages = match (requested, &self.config.stages) {
             (Some(requested), _) => {
                 if let Some(bad) = requested.iter().find(|s| !is_valid_stage_name(s)) {
-                    return Err(AgentError::invalid_input(format!("execution input stages: {bad:?} is not a stage name")));
+                    return Err(AgentError::invalid_input(format!(
+                        "execution input stages: {bad:?} is not a stage name"
+                    )));
                 }
                 requested
             }

@@ -1,6 +1,7 @@
 //! `list-changes`: what a branch must publish this run, in chunks, and the watermarks to commit
 //! once it is published.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::aws::apigateway::{ApiGateway, Stage};
@@ -33,7 +34,12 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed> ListChanges<'
     }
 
     async fn assets(&self, input: ListChangesInput, now: i64) -> Result<ListChangesOutput> {
-        let mut output = ListChangesOutput { kind: Kind::Assets, chunks: vec![], watermarks: vec![], summary: ChangeSummary::default() };
+        let mut output = ListChangesOutput {
+            kind: Kind::Assets,
+            chunks: vec![],
+            watermarks: vec![],
+            summary: ChangeSummary::default(),
+        };
         // Shared across runtimes: one listing of the account, one CloudTrail read per window,
         // one GetStages per touched API.
         let mut deployments: Option<BTreeMap<String, Vec<String>>> = None;
@@ -49,24 +55,27 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed> ListChanges<'
                     if deployments.is_none() {
                         deployments = Some(super::deployments_by_stage(self.gateway).await?);
                     }
-                    let deployed = deployments.as_ref().and_then(|d| d.get(&runtime.stage)).cloned().unwrap_or_default();
+                    let deployed =
+                        deployments.as_ref().and_then(|d| d.get(&runtime.stage)).cloned().unwrap_or_default();
                     let deletes = self.stale_apis(runtime, &deployed).await?;
                     output.summary.full_runtimes += 1;
-                    (deployed, deletes, WatermarkUpdate { stage: runtime.stage.clone(), position, full_sync_at: Some(now) })
+                    (
+                        deployed,
+                        deletes,
+                        WatermarkUpdate { stage: runtime.stage.clone(), position, full_sync_at: Some(now) },
+                    )
                 }
                 AssetPlan::Incremental { start, end } => {
-                    if !events_by_window.contains_key(&(start, end)) {
-                        let events = self.feed.write_events(start, end).await?;
-                        events_by_window.insert((start, end), touched_rest_apis(&events));
+                    if let Entry::Vacant(entry) = events_by_window.entry((start, end)) {
+                        entry.insert(touched_rest_apis(&self.feed.write_events(start, end).await?));
                     }
                     let (mut upserts, mut deletes) = (vec![], vec![]);
                     for api_id in &events_by_window[&(start, end)] {
-                        if !stages_by_api.contains_key(api_id) {
-                            stages_by_api.insert(api_id.clone(), self.gateway.get_stages(api_id).await?);
+                        if let Entry::Vacant(entry) = stages_by_api.entry(api_id.clone()) {
+                            entry.insert(self.gateway.get_stages(api_id).await?);
                         }
-                        let deployed = stages_by_api[api_id]
-                            .iter()
-                            .any(|s| s.name == runtime.stage && s.deployment_id.is_some());
+                        let deployed =
+                            stages_by_api[api_id].iter().any(|s| s.name == runtime.stage && s.deployment_id.is_some());
                         if deployed {
                             upserts.push(api_id.clone());
                         } else {
@@ -75,7 +84,11 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed> ListChanges<'
                         }
                     }
                     output.summary.incremental_runtimes += 1;
-                    (upserts, deletes, WatermarkUpdate { stage: runtime.stage.clone(), position: end, full_sync_at: None })
+                    (
+                        upserts,
+                        deletes,
+                        WatermarkUpdate { stage: runtime.stage.clone(), position: end, full_sync_at: None },
+                    )
                 }
             };
             output.summary.upserts += upserts.len();
@@ -108,7 +121,12 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed> ListChanges<'
     }
 
     async fn metrics(&self, input: ListChangesInput, now: i64) -> Result<ListChangesOutput> {
-        let mut output = ListChangesOutput { kind: Kind::Metrics, chunks: vec![], watermarks: vec![], summary: ChangeSummary::default() };
+        let mut output = ListChangesOutput {
+            kind: Kind::Metrics,
+            chunks: vec![],
+            watermarks: vec![],
+            summary: ChangeSummary::default(),
+        };
         for runtime in &input.runtimes {
             let state = self.state.load(&runtime.stage).await?;
             let windows = due_windows(
@@ -121,9 +139,18 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed> ListChanges<'
             let Some(&(_, last_end)) = windows.last() else { continue };
             output.summary.windows += windows.len();
             output.chunks.extend(windows.into_iter().map(|(start, end)| {
-                Chunk::Metrics(MetricsWindow { runtime_id: runtime.runtime_id.clone(), stage: runtime.stage.clone(), start, end })
+                Chunk::Metrics(MetricsWindow {
+                    runtime_id: runtime.runtime_id.clone(),
+                    stage: runtime.stage.clone(),
+                    start,
+                    end,
+                })
             }));
-            output.watermarks.push(WatermarkUpdate { stage: runtime.stage.clone(), position: last_end, full_sync_at: None });
+            output.watermarks.push(WatermarkUpdate {
+                stage: runtime.stage.clone(),
+                position: last_end,
+                full_sync_at: None,
+            });
         }
         Ok(output)
     }

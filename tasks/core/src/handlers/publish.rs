@@ -34,7 +34,15 @@ pub async fn publish(batch: Batch, control_plane: &impl ControlPlane) -> Result<
         Batch::Metrics { runtime_id, metrics } => {
             control_plane.send_metrics(&runtime_id, &metrics).await?;
             tracing::info!(runtime_id, timestamp = metrics.timestamp, "metrics sent");
-            Ok(PublishOutput { kind: Kind::Metrics, runtime_id, created: 0, updated: 0, deleted: 0, metrics_sent: 1, next: None })
+            Ok(PublishOutput {
+                kind: Kind::Metrics,
+                runtime_id,
+                created: 0,
+                updated: 0,
+                deleted: 0,
+                metrics_sent: 1,
+                next: None,
+            })
         }
     }
 }

@@ -116,7 +116,14 @@ impl StateStore for Memory {
         item.registered_id = Some(registered_id.to_owned());
         Ok(())
     }
-    async fn advance_watermark(&self, stage: &str, kind: Kind, position: i64, full: Option<i64>, _: i64) -> Result<bool> {
+    async fn advance_watermark(
+        &self,
+        stage: &str,
+        kind: Kind,
+        position: i64,
+        full: Option<i64>,
+        _: i64,
+    ) -> Result<bool> {
         let mut items = self.0.lock().unwrap();
         let item = items.entry(stage.to_owned()).or_default();
         let current = match kind {
@@ -176,7 +183,13 @@ fn json_len(value: &impl serde::Serialize) -> usize {
 async fn a_full_listing_of_10000_apis_stays_far_below_the_payload_limit() {
     let config = config(&[]);
     let gateway = Gateway::with_apis(10_000, &["prod"], "an API");
-    let task = ListChanges { config: &config, gateway: &gateway, control_plane: &Plane::default(), state: &Memory::default(), feed: &NoEvents };
+    let task = ListChanges {
+        config: &config,
+        gateway: &gateway,
+        control_plane: &Plane::default(),
+        state: &Memory::default(),
+        feed: &NoEvents,
+    };
     let input = ListChangesInput { kind: Kind::Assets, mode: SyncMode::Full, runtimes: vec![runtime("prod")] };
 
     let output = task.run(input, NOW).await.unwrap();
@@ -192,7 +205,10 @@ async fn a_full_listing_of_10000_apis_stays_far_below_the_payload_limit() {
         })
         .collect();
     assert_eq!(listed.len(), 10_000, "every API exactly once");
-    assert_eq!(output.watermarks, vec![WatermarkUpdate { stage: "prod".into(), position: NOW - 300, full_sync_at: Some(NOW) }]);
+    assert_eq!(
+        output.watermarks,
+        vec![WatermarkUpdate { stage: "prod".into(), position: NOW - 300, full_sync_at: Some(NOW) }]
+    );
 }
 
 #[tokio::test]
@@ -223,16 +239,31 @@ async fn a_batch_of_large_documents_is_split_under_the_budget_and_loses_none() {
 #[tokio::test]
 async fn an_empty_listing_never_empties_a_runtime_unless_allowed() {
     let gateway = Gateway::default();
-    let plane = Plane { held: BTreeMap::from([("rt_prod".into(), vec!["a_prod".into(), "b_prod".into()])]), ..Plane::default() };
+    let plane = Plane {
+        held: BTreeMap::from([("rt_prod".into(), vec!["a_prod".into(), "b_prod".into()])]),
+        ..Plane::default()
+    };
     let input = ListChangesInput { kind: Kind::Assets, mode: SyncMode::Full, runtimes: vec![runtime("prod")] };
 
     let guarded = config(&[]);
-    let task = ListChanges { config: &guarded, gateway: &gateway, control_plane: &plane, state: &Memory::default(), feed: &NoEvents };
+    let task = ListChanges {
+        config: &guarded,
+        gateway: &gateway,
+        control_plane: &plane,
+        state: &Memory::default(),
+        feed: &NoEvents,
+    };
     let error = task.run(input.clone(), NOW).await.unwrap_err();
     assert!(matches!(error, AgentError::UnsafeDeletion { count: 2, .. }), "{error}");
 
     let allowed = config(&[("ALLOW_EMPTY_LISTING_DELETES", "true")]);
-    let task = ListChanges { config: &allowed, gateway: &gateway, control_plane: &plane, state: &Memory::default(), feed: &NoEvents };
+    let task = ListChanges {
+        config: &allowed,
+        gateway: &gateway,
+        control_plane: &plane,
+        state: &Memory::default(),
+        feed: &NoEvents,
+    };
     let output = task.run(input, NOW).await.unwrap();
     assert_eq!(output.summary.deletes, 2);
 }
@@ -245,7 +276,13 @@ async fn a_full_sync_removes_only_what_aws_no_longer_deploys() {
         held: BTreeMap::from([("rt_prod".into(), vec!["0000000000_prod".into(), "retired_prod".into()])]),
         ..Plane::default()
     };
-    let task = ListChanges { config: &config, gateway: &gateway, control_plane: &plane, state: &Memory::default(), feed: &NoEvents };
+    let task = ListChanges {
+        config: &config,
+        gateway: &gateway,
+        control_plane: &plane,
+        state: &Memory::default(),
+        feed: &NoEvents,
+    };
     let input = ListChangesInput { kind: Kind::Assets, mode: SyncMode::Auto, runtimes: vec![runtime("prod")] };
     let output = task.run(input, NOW).await.unwrap();
     let Chunk::Assets(chunk) = &output.chunks[0] else { panic!("assets chunk expected") };
@@ -258,7 +295,14 @@ async fn runtimes_are_registered_once_and_heartbeat_on_every_run() {
     let config = config(&[]);
     let gateway = Gateway::with_apis(3, &["prod", "dev"], "x");
     let (plane, state) = (Plane::default(), Memory::default());
-    let task = EnsureRuntime { config: &config, account: "111122223333", region: "eu-west-1", gateway: &gateway, control_plane: &plane, state: &state };
+    let task = EnsureRuntime {
+        config: &config,
+        account: "111122223333",
+        region: "eu-west-1",
+        gateway: &gateway,
+        control_plane: &plane,
+        state: &state,
+    };
 
     let first = task.run(ExecutionInput::default(), NOW).await.unwrap();
     let second = task.run(ExecutionInput::default(), NOW + 60).await.unwrap();
@@ -275,11 +319,21 @@ async fn requested_stages_override_the_configuration_and_are_validated() {
     let config = config(&[("STAGES", "prod,dev")]);
     let gateway = Gateway::default();
     let (plane, state) = (Plane::default(), Memory::default());
-    let task = EnsureRuntime { config: &config, account: "111122223333", region: "eu-west-1", gateway: &gateway, control_plane: &plane, state: &state };
+    let task = EnsureRuntime {
+        config: &config,
+        account: "111122223333",
+        region: "eu-west-1",
+        gateway: &gateway,
+        control_plane: &plane,
+        state: &state,
+    };
 
     let only_dev = ExecutionInput { mode: SyncMode::Full, stages: Some(vec!["dev".into()]) };
     let ready = task.run(only_dev, NOW).await.unwrap();
-    assert_eq!(ready.runtimes, vec![RuntimeRef { runtime_id: "111122223333_eu-west-1_dev".into(), stage: "dev".into() }]);
+    assert_eq!(
+        ready.runtimes,
+        vec![RuntimeRef { runtime_id: "111122223333_eu-west-1_dev".into(), stage: "dev".into() }]
+    );
     assert_eq!(ready.mode, SyncMode::Full);
 
     let bad = ExecutionInput { mode: SyncMode::Auto, stages: Some(vec!["dev stage".into()]) };
@@ -289,9 +343,15 @@ async fn requested_stages_override_the_configuration_and_are_validated() {
 #[tokio::test]
 async fn watermarks_only_move_forward() {
     let state = Memory::default();
-    let ack = |position| AckInput { kind: Kind::Metrics, watermarks: vec![WatermarkUpdate { stage: "prod".into(), position, full_sync_at: None }] };
+    let ack = |position| AckInput {
+        kind: Kind::Metrics,
+        watermarks: vec![WatermarkUpdate { stage: "prod".into(), position, full_sync_at: None }],
+    };
     assert!(ack_watermark(ack(600), &state, NOW).await.unwrap().watermarks[0].advanced);
-    assert!(!ack_watermark(ack(300), &state, NOW).await.unwrap().watermarks[0].advanced, "a replay never moves it back");
+    assert!(
+        !ack_watermark(ack(300), &state, NOW).await.unwrap().watermarks[0].advanced,
+        "a replay never moves it back"
+    );
     assert!(!ack_watermark(ack(600), &state, NOW).await.unwrap().watermarks[0].advanced);
     assert_eq!(state.load("prod").await.unwrap().metrics_watermark, Some(600));
 }

@@ -39,7 +39,12 @@ impl<G: ApiGateway, M: MetricSource> Transform<'_, G, M> {
             if !upserts.is_empty() && used + size > BATCH_BUDGET_BYTES {
                 let mut rest = vec![api_id];
                 rest.extend(pending);
-                next = Some(AssetChunk { runtime_id: chunk.runtime_id.clone(), stage: chunk.stage.clone(), upserts: rest, deletes: vec![] });
+                next = Some(AssetChunk {
+                    runtime_id: chunk.runtime_id.clone(),
+                    stage: chunk.stage.clone(),
+                    upserts: rest,
+                    deletes: vec![],
+                });
                 break;
             }
             used += size;
@@ -69,17 +74,21 @@ impl<G: ApiGateway, M: MetricSource> Transform<'_, G, M> {
                 }
                 let stages = self.gateway.get_stages(&api.id).await?;
                 if let Some(stage) = stages.iter().find(|s| s.name == window.stage && s.deployment_id.is_some()) {
-                    apis.insert(api.name.clone(), ApiIdentity {
-                        id: published_api_id(&api.id, &window.stage),
-                        name: api.name.clone(),
-                        version: stage.deployment_id.clone(),
-                    });
+                    apis.insert(
+                        api.name.clone(),
+                        ApiIdentity {
+                            id: published_api_id(&api.id, &window.stage),
+                            name: api.name.clone(),
+                            version: stage.deployment_id.clone(),
+                        },
+                    );
                 }
             }
         }
         let names: Vec<String> = apis.keys().cloned().collect();
         let mut series = self.metrics.rest_api_series(&window.stage, &names, window.start, window.end).await?;
-        let measured: Vec<_> = apis.into_iter().map(|(name, api)| (api, series.remove(&name).unwrap_or_default())).collect();
+        let measured: Vec<_> =
+            apis.into_iter().map(|(name, api)| (api, series.remove(&name).unwrap_or_default())).collect();
         Ok(Batch::Metrics { runtime_id: window.runtime_id, metrics: metrics_model(window.end, &measured) })
     }
 }
