@@ -4,18 +4,26 @@ VENV         := .local/venv
 PYTHON       := $(VENV)/bin/python
 STACK        := tests/stack
 NODE         := $(STACK)/node_modules/.bin/node
+CDK_BIN      := $(CURDIR)/cdk/node_modules/.bin
+LAMBDA_TARGET := aarch64-unknown-linux-gnu
+# `cdk synth` needs no account: any URL satisfies the stack's required setting.
+SYNTH_CONTEXT := -c controlPlaneUrl=https://apicp.example.com
+# The CDK CLI must not phone home from CI (notices, telemetry, version check).
+export CDK_DISABLE_CLI_TELEMETRY := true
+export CDK_DISABLE_VERSION_CHECK := true
 # The venv first on PATH: `cargo lambda` and moto come from there.
 export PATH  := $(CURDIR)/$(VENV)/bin:$(PATH)
 INPUT        ?= {}
 
-.PHONY: help setup run test clean
+.PHONY: help setup run test lambdas cdk-check deploy clean
 
 help:
 	@echo "make setup   install the local stack (Python venv, Node 22, interpreter, validator)"
 	@echo "make run     run one execution of the state machine locally; INPUT='{\"mode\":\"full\"}' for a full sync"
-	@echo "make test    validate the ASL, check format and lints, run the Rust tests and the end-to-end tests"
+	@echo "make test    validate the ASL, check format and lints, run the Rust tests, the end-to-end tests and the CDK checks"
+	@echo "make deploy  build the arm64 functions and cdk deploy (pass CONTEXT='-c controlPlaneUrl=https://...')"
 
-setup: $(VENV)/.installed $(STACK)/node_modules/.installed
+setup: $(VENV)/.installed $(STACK)/node_modules/.installed cdk/node_modules/.installed
 
 $(VENV)/.installed: tests/requirements.txt
 	python3 -m venv $(VENV)
@@ -27,6 +35,10 @@ $(STACK)/node_modules/.installed: $(STACK)/package.json $(STACK)/package-lock.js
 	$(NODE) --version
 	touch $@
 
+cdk/node_modules/.installed: cdk/package.json cdk/package-lock.json
+	cd cdk && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
 run: setup
 	$(PYTHON) $(STACK)/stack.py run --input '$(INPUT)'
 
@@ -36,6 +48,22 @@ test: setup
 	cargo clippy --workspace --all-targets --quiet -- -D warnings
 	cargo test --workspace
 	cd tests && ../$(PYTHON) -m pytest -q
+	$(MAKE) --no-print-directory cdk-check
+
+# The deployable functions: target/lambda/<name>/bootstrap, built once, reused by synth and deploy.
+lambdas: $(VENV)/.installed
+	@rustup target list --installed | grep -qx $(LAMBDA_TARGET) || rustup target add $(LAMBDA_TARGET)
+	cargo lambda build --release --arm64 --quiet
+
+# Types, template assertions and cdk-nag (node --test), then an offline synth linted by cfn-lint.
+cdk-check: setup lambdas
+	cd cdk && PATH=$(CDK_BIN):$$PATH tsc --noEmit
+	cd cdk && PATH=$(CDK_BIN):$$PATH node --test test/*.test.ts
+	cd cdk && PATH=$(CDK_BIN):$$PATH cdk synth --quiet --no-notices $(SYNTH_CONTEXT) > /dev/null
+	$(VENV)/bin/cfn-lint cdk/cdk.out/ApiGatewayApicpAgent.template.json -i W3005
+
+deploy: setup lambdas
+	cd cdk && PATH=$(CDK_BIN):$$PATH cdk deploy --no-notices $(CONTEXT)
 
 clean:
-	rm -rf .local $(STACK)/node_modules
+	rm -rf .local $(STACK)/node_modules cdk/node_modules cdk/cdk.out

@@ -3,7 +3,8 @@
 //! - [`handlers`]: the five tasks of the state machine, over small traits;
 //! - [`aws`] and [`control_plane`]: one module per external system, each a trait and an adapter;
 //! - [`mapping`], [`changes`], [`metrics`]: the rules, as pure functions;
-//! - [`model`]: the JSON contracts between tasks; [`config`]; [`error`]: the one error enum.
+//! - [`model`]: the JSON contracts between tasks; [`config`]; [`error`]: the one error enum;
+//! - [`telemetry`]: the agent's own metrics (sync lag).
 
 pub mod aws;
 pub mod bootstrap;
@@ -15,5 +16,6 @@ pub mod handlers;
 pub mod mapping;
 pub mod metrics;
 pub mod model;
+pub mod telemetry;
 
 pub use error::{AgentError, Result};

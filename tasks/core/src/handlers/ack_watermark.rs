@@ -4,8 +4,10 @@
 use crate::aws::state::StateStore;
 use crate::error::Result;
 use crate::model::{AckInput, AckOutput, AckedWatermark};
+use crate::telemetry;
 
 pub async fn ack_watermark(input: AckInput, state: &impl StateStore, now: i64) -> Result<AckOutput> {
+    let newest = input.watermarks.iter().map(|w| w.position).max();
     let mut acked = Vec::with_capacity(input.watermarks.len());
     for update in input.watermarks {
         let advanced =
@@ -14,6 +16,9 @@ pub async fn ack_watermark(input: AckInput, state: &impl StateStore, now: i64) -
             tracing::info!(stage = update.stage, position = update.position, "watermark already at or past position");
         }
         acked.push(AckedWatermark { stage: update.stage, position: update.position, advanced });
+    }
+    if let Some(newest) = newest {
+        telemetry::emit(&telemetry::sync_lag_record(input.kind, now - newest, now));
     }
     Ok(AckOutput { kind: input.kind, watermarks: acked })
 }

@@ -1,0 +1,19 @@
+// `cdk deploy -c controlPlaneUrl=https://...`: the agent stack, checked by cdk-nag at synth.
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import { App, Validations } from 'aws-cdk-lib';
+import { AwsSolutionsChecks } from 'cdk-nag';
+
+import { AgentStack } from '../lib/agent-stack.ts';
+import { settingsFromContext } from '../lib/settings.ts';
+
+const repo = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const app = new App();
+new AgentStack(app, app.node.tryGetContext('stackName') ?? 'ApiGatewayApicpAgent', {
+  description: 'Federates Amazon API Gateway into webMethods API Control Plane',
+  settings: settingsFromContext((key) => app.node.tryGetContext(key)),
+  lambdaAssetsDir: join(repo, 'target', 'lambda'),
+  definitionFile: join(repo, 'statemachine', 'agent.asl.json'),
+});
+Validations.of(app).addPlugins(new AwsSolutionsChecks(app));

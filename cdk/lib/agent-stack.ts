@@ -1,0 +1,269 @@
+// The agent in one stack: five Rust functions (arm64, provided.al2023) behind aliases, the state
+// machine from statemachine/agent.asl.json, its schedule, the state table, the control plane
+// secret, and alarms. Every role holds only the actions its function calls.
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+import { Aws, CfnOutput, Duration, RemovalPolicy, Stack, type StackProps, Validations } from 'aws-cdk-lib';
+import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
+import * as cloudwatchActions from 'aws-cdk-lib/aws-cloudwatch-actions';
+import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
+import * as iam from 'aws-cdk-lib/aws-iam';
+import * as lambda from 'aws-cdk-lib/aws-lambda';
+import * as logs from 'aws-cdk-lib/aws-logs';
+import * as scheduler from 'aws-cdk-lib/aws-scheduler';
+import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
+import * as sns from 'aws-cdk-lib/aws-sns';
+import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
+import type { Construct } from 'constructs';
+
+import { type AgentSettings, functionEnvironment } from './settings.ts';
+
+export interface AgentStackProps extends StackProps {
+  readonly settings: AgentSettings;
+  /** `cargo lambda build --release --arm64` output: one folder per function holding `bootstrap`. */
+  readonly lambdaAssetsDir: string;
+  /** The Amazon States Language file, deployed as it is with its `${...}` placeholders filled. */
+  readonly definitionFile: string;
+}
+
+/** The functions, by the placeholder that names them in the ASL file. */
+const FUNCTIONS = {
+  EnsureRuntimeFunctionArn: { binary: 'ensure-runtime', timeout: Duration.minutes(2) },
+  ListChangesFunctionArn: { binary: 'list-changes', timeout: Duration.minutes(5) },
+  TransformFunctionArn: { binary: 'transform', timeout: Duration.minutes(5) },
+  PublishFunctionArn: { binary: 'publish', timeout: Duration.minutes(5) },
+  AckWatermarkFunctionArn: { binary: 'ack-watermark', timeout: Duration.minutes(1) },
+} as const;
+type Placeholder = keyof typeof FUNCTIONS;
+
+/** Namespace of the metrics the agent publishes itself (embedded metric format). */
+export const METRICS_NAMESPACE = 'ApiGatewayApicpAgent';
+
+export class AgentStack extends Stack {
+  readonly stateMachine: sfn.StateMachine;
+  readonly table: dynamodb.Table;
+
+  constructor(scope: Construct, id: string, props: AgentStackProps) {
+    super(scope, id, props);
+    const { settings } = props;
+
+    this.table = new dynamodb.Table(this, 'StateTable', {
+      partitionKey: { name: 'stage', type: dynamodb.AttributeType.STRING },
+      billingMode: dynamodb.BillingMode.PAY_PER_REQUEST,
+      pointInTimeRecoverySpecification: { pointInTimeRecoveryEnabled: true },
+      deletionProtection: true,
+      removalPolicy: RemovalPolicy.RETAIN,
+    });
+
+    const secret = settings.controlPlaneSecretArn
+      ? secretsmanager.Secret.fromSecretCompleteArn(this, 'ControlPlaneSecret', settings.controlPlaneSecretArn)
+      : new secretsmanager.Secret(this, 'ControlPlaneSecret', {
+          description: 'webMethods API Control Plane credentials of the API Gateway agent: {"username","password"}',
+          generateSecretString: {
+            secretStringTemplate: JSON.stringify({ username: 'apigateway-agent' }),
+            generateStringKey: 'password',
+            excludePunctuation: true,
+          },
+        });
+    if (!settings.controlPlaneSecretArn) {
+      Validations.of(secret).acknowledge({
+        id: 'AwsSolutions-SMG4',
+        reason: 'The control plane issues these credentials; they are rotated there and then written into this secret.',
+      });
+    }
+
+    const environment = { ...functionEnvironment(settings), STATE_TABLE: this.table.tableName, APICP_SECRET_ARN: secret.secretArn };
+    const aliases = {} as Record<Placeholder, lambda.Alias>;
+    const roles = {} as Record<Placeholder, iam.Role>;
+    for (const [placeholder, spec] of Object.entries(FUNCTIONS) as [Placeholder, (typeof FUNCTIONS)[Placeholder]][]) {
+      const name = pascal(spec.binary);
+      const logGroup = new logs.LogGroup(this, `${name}Logs`, {
+        retention: settings.logRetention,
+        removalPolicy: RemovalPolicy.DESTROY,
+      });
+      // One role per function, without managed policies: its own log group and X-Ray only.
+      const role = new iam.Role(this, `${name}Role`, {
+        assumedBy: new iam.ServicePrincipal('lambda.amazonaws.com'),
+        description: `${spec.binary} task of the API Gateway agent`,
+      });
+      role.addToPolicy(
+        new iam.PolicyStatement({
+          actions: ['logs:CreateLogStream', 'logs:PutLogEvents'],
+          resources: [logGroup.logGroupArn],
+        }),
+      );
+      const fn = new lambda.Function(this, name, {
+        description: `API Gateway agent: ${spec.binary}`,
+        runtime: lambda.Runtime.PROVIDED_AL2023,
+        architecture: lambda.Architecture.ARM_64,
+        handler: 'bootstrap',
+        code: lambda.Code.fromAsset(join(props.lambdaAssetsDir, spec.binary)),
+        memorySize: settings.functionMemoryMb,
+        timeout: spec.timeout,
+        role,
+        logGroup,
+        loggingFormat: lambda.LoggingFormat.JSON,
+        tracing: lambda.Tracing.ACTIVE,
+        environment,
+      });
+      aliases[placeholder] = new lambda.Alias(this, `${name}Live`, { aliasName: 'live', version: fn.currentVersion });
+      roles[placeholder] = role;
+    }
+
+    // What each task calls, and nothing else.
+    const restApis = [
+      `arn:${Aws.PARTITION}:apigateway:${Aws.REGION}::/restapis`,
+      `arn:${Aws.PARTITION}:apigateway:${Aws.REGION}::/restapis/*`,
+    ];
+    const readApiGateway = new iam.PolicyStatement({ actions: ['apigateway:GET'], resources: restApis });
+    for (const placeholder of ['EnsureRuntimeFunctionArn', 'ListChangesFunctionArn', 'TransformFunctionArn'] as const) {
+      roles[placeholder].addToPolicy(readApiGateway);
+    }
+    for (const placeholder of ['EnsureRuntimeFunctionArn', 'ListChangesFunctionArn', 'PublishFunctionArn'] as const) {
+      secret.grantRead(roles[placeholder]);
+    }
+    roles.EnsureRuntimeFunctionArn.addToPolicy(
+      new iam.PolicyStatement({ actions: ['dynamodb:GetItem', 'dynamodb:UpdateItem'], resources: [this.table.tableArn] }),
+    );
+    roles.ListChangesFunctionArn.addToPolicy(
+      new iam.PolicyStatement({ actions: ['dynamodb:GetItem'], resources: [this.table.tableArn] }),
+    );
+    roles.AckWatermarkFunctionArn.addToPolicy(
+      new iam.PolicyStatement({ actions: ['dynamodb:UpdateItem'], resources: [this.table.tableArn] }),
+    );
+    // LookupEvents, GetMetricData and ListMetrics support no resource-level permissions.
+    roles.ListChangesFunctionArn.addToPolicy(
+      new iam.PolicyStatement({ actions: ['cloudtrail:LookupEvents'], resources: ['*'] }),
+    );
+    roles.TransformFunctionArn.addToPolicy(
+      new iam.PolicyStatement({ actions: ['cloudwatch:GetMetricData', 'cloudwatch:ListMetrics'], resources: ['*'] }),
+    );
+    for (const role of Object.values(roles)) {
+      Validations.of(role).acknowledge({
+        id: 'AwsSolutions-IAM5[Resource::*]',
+        reason:
+          'Only actions without resource-level permissions use "*": X-Ray trace upload, cloudtrail:LookupEvents, ' +
+          'cloudwatch:GetMetricData and cloudwatch:ListMetrics.',
+      });
+      Validations.of(role).acknowledge({
+        id: `AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:apigateway:<AWS::Region>::/restapis/*]`,
+        reason: 'The agent federates every REST API of the account and region, so it reads them all (GET only).',
+      });
+    }
+
+    const workflowLogs = new logs.LogGroup(this, 'WorkflowLogs', {
+      retention: settings.logRetention,
+      removalPolicy: RemovalPolicy.DESTROY,
+    });
+    const definitionSubstitutions = Object.fromEntries(
+      Object.entries(aliases).map(([placeholder, alias]) => [placeholder, alias.functionArn]),
+    );
+    this.stateMachine = new sfn.StateMachine(this, 'Workflow', {
+      comment: 'Federates Amazon API Gateway into webMethods API Control Plane',
+      definitionBody: sfn.DefinitionBody.fromString(readFileSync(props.definitionFile, 'utf8')),
+      definitionSubstitutions,
+      stateMachineType: settings.express ? sfn.StateMachineType.EXPRESS : sfn.StateMachineType.STANDARD,
+      logs: { destination: workflowLogs, level: sfn.LogLevel.ALL, includeExecutionData: true },
+      tracingEnabled: true,
+    });
+    for (const alias of Object.values(aliases)) {
+      alias.grantInvoke(this.stateMachine);
+    }
+    Validations.of(this.stateMachine).acknowledge({
+      id: 'AwsSolutions-IAM5[Resource::*]',
+      reason: 'Log delivery and X-Ray actions that Step Functions needs support no resource-level permissions.',
+    });
+    Validations.of(this.stateMachine).acknowledge({
+      id: 'AwsSolutions-IAM5[Resource::<EnsureRuntimeLive*>:*]',
+      reason: 'grantInvoke also allows the qualified ARNs of the alias; the alias is still the only function reachable.',
+    });
+
+    // The schedule may only start this state machine.
+    const scheduleRole = new iam.Role(this, 'ScheduleRole', {
+      assumedBy: new iam.ServicePrincipal('scheduler.amazonaws.com', {
+        conditions: { StringEquals: { 'aws:SourceAccount': Aws.ACCOUNT_ID } },
+      }),
+      description: 'Starts executions of the API Gateway agent workflow',
+    });
+    this.stateMachine.grantStartExecution(scheduleRole);
+    new scheduler.CfnSchedule(this, 'Schedule', {
+      description: 'Runs the API Gateway agent workflow',
+      scheduleExpression: rateExpression(settings.scheduleRate),
+      flexibleTimeWindow: { mode: 'OFF' },
+      state: settings.scheduleEnabled ? 'ENABLED' : 'DISABLED',
+      target: {
+        arn: this.stateMachine.stateMachineArn,
+        roleArn: scheduleRole.roleArn,
+        input: '{}',
+        // A missed run is caught up by the next one: the watermarks make runs cumulative.
+        retryPolicy: { maximumRetryAttempts: 0 },
+      },
+    });
+
+    this.addAlarms(settings);
+
+    new CfnOutput(this, 'StateMachineArn', { value: this.stateMachine.stateMachineArn });
+    new CfnOutput(this, 'StateTableName', { value: this.table.tableName });
+    new CfnOutput(this, 'ControlPlaneSecretArn', { value: secret.secretArn });
+  }
+
+  private addAlarms(settings: AgentSettings): void {
+    const topic = settings.alarmTopicArn ? sns.Topic.fromTopicArn(this, 'AlarmTopic', settings.alarmTopicArn) : undefined;
+    const period = Duration.minutes(5);
+    const syncLag = (kind: string) =>
+      new cloudwatch.Metric({
+        namespace: METRICS_NAMESPACE,
+        metricName: 'SyncLagSeconds',
+        dimensionsMap: { Kind: kind },
+        statistic: 'Minimum',
+        period: Duration.minutes(15),
+      });
+    const alarms = [
+      new cloudwatch.Alarm(this, 'ExecutionsFailedAlarm', {
+        alarmDescription: 'An execution of the API Gateway agent failed; its error names the cause.',
+        metric: this.stateMachine.metricFailed({ period, statistic: 'Sum' }),
+        threshold: 1,
+        evaluationPeriods: 1,
+        comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+        treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+      }),
+      new cloudwatch.Alarm(this, 'ExecutionsTimedOutAlarm', {
+        alarmDescription: 'An execution of the API Gateway agent timed out.',
+        metric: this.stateMachine.metricTimedOut({ period, statistic: 'Sum' }),
+        threshold: 1,
+        evaluationPeriods: 1,
+        comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+        treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+      }),
+      // The newest acked watermark of each branch; no ack at all counts as lagging.
+      ...['assets', 'metrics'].map(
+        (kind) =>
+          new cloudwatch.Alarm(this, `${pascal(kind)}SyncLagAlarm`, {
+            alarmDescription: `The ${kind} the control plane shows are more than ${settings.syncLagThreshold.toMinutes()} minutes old.`,
+            metric: syncLag(kind),
+            threshold: settings.syncLagThreshold.toSeconds(),
+            evaluationPeriods: 1,
+            comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            treatMissingData: cloudwatch.TreatMissingData.BREACHING,
+          }),
+      ),
+    ];
+    if (topic) {
+      for (const alarm of alarms) {
+        alarm.addAlarmAction(new cloudwatchActions.SnsAction(topic));
+        alarm.addOkAction(new cloudwatchActions.SnsAction(topic));
+      }
+    }
+  }
+}
+
+function pascal(kebab: string): string {
+  return kebab.replace(/(^|-)(\w)/g, (_, __, c: string) => c.toUpperCase());
+}
+
+/** EventBridge Scheduler wants `rate(1 minute)` but `rate(5 minutes)`. */
+export function rateExpression(rate: Duration): string {
+  const minutes = rate.toMinutes();
+  return minutes === 1 ? 'rate(1 minute)' : `rate(${minutes} minutes)`;
+}

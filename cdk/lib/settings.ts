@@ -1,0 +1,170 @@
+// The deployment's settings: typed props of the stack, each also readable from CDK context
+// (`cdk deploy -c controlPlaneUrl=https://...`). They become the functions' environment, which
+// the Rust side validates again at cold start (tasks/core/src/config.rs).
+import { Duration } from 'aws-cdk-lib';
+import { RetentionDays } from 'aws-cdk-lib/aws-logs';
+
+export interface AgentSettings {
+  /** APICP_URL: base URL of the control plane (https). Required. */
+  readonly controlPlaneUrl: string;
+  /** An existing Secrets Manager secret `{"username","password"}`; a new one is created when absent. */
+  readonly controlPlaneSecretArn?: string;
+  /** APICP_CA_BUNDLE: path, inside the function (e.g. from a layer), of a PEM bundle of extra CAs. */
+  readonly controlPlaneCaBundle?: string;
+  /** APICP_TIMEOUT_SECONDS. */
+  readonly controlPlaneTimeout: Duration;
+  /** APICP_RUNTIME_TYPE. */
+  readonly runtimeType: string;
+  /** STAGES: stage names, or `['*']` for every stage with a deployment. */
+  readonly stages: string[];
+  readonly runtimeIdTemplate: string;
+  readonly runtimeNameTemplate: string;
+  readonly runtimeDescriptionTemplate: string;
+  readonly runtimeLocation?: string;
+  readonly runtimeTags: string[];
+  /** RUNTIME_CAPACITY, e.g. `10000 per second`. */
+  readonly runtimeCapacity?: string;
+  readonly heartbeatInterval: Duration;
+  readonly changeBuffer: Duration;
+  readonly reconcileInterval: Duration;
+  readonly allowEmptyListingDeletes: boolean;
+  readonly chunkSize: number;
+  readonly metricsInterval: Duration;
+  readonly metricsBuffer: Duration;
+  readonly metricsMaxWindowsPerRun: number;
+  /** How often the schedule starts an execution. */
+  readonly scheduleRate: Duration;
+  readonly scheduleEnabled: boolean;
+  /** An Express workflow instead of a Standard one (cheaper; executions end after 5 minutes). */
+  readonly express: boolean;
+  readonly functionMemoryMb: number;
+  readonly logRetention: RetentionDays;
+  /** Alarm when the newest acked watermark of a branch is older than this. */
+  readonly syncLagThreshold: Duration;
+  /** SNS topic notified of alarms (and of their recovery). */
+  readonly alarmTopicArn?: string;
+}
+
+export const DEFAULTS = {
+  controlPlaneTimeout: Duration.seconds(10),
+  runtimeType: 'AWS_API_GATEWAY',
+  stages: ['*'],
+  runtimeIdTemplate: '{account}_{region}_{stage}',
+  runtimeNameTemplate: '{stage} ({region} {account})',
+  runtimeDescriptionTemplate: 'Amazon API Gateway stage {stage} in {region}, account {account}',
+  runtimeTags: [] as string[],
+  heartbeatInterval: Duration.seconds(60),
+  changeBuffer: Duration.seconds(300),
+  reconcileInterval: Duration.days(1),
+  allowEmptyListingDeletes: false,
+  chunkSize: 100,
+  metricsInterval: Duration.minutes(5),
+  metricsBuffer: Duration.seconds(180),
+  metricsMaxWindowsPerRun: 12,
+  scheduleRate: Duration.minutes(1),
+  scheduleEnabled: true,
+  express: false,
+  functionMemoryMb: 256,
+  logRetention: RetentionDays.ONE_MONTH,
+  syncLagThreshold: Duration.minutes(30),
+} satisfies Partial<AgentSettings>;
+
+type Lookup = (key: string) => unknown;
+
+/** Settings from CDK context values; anything missing takes its default. Throws naming the key. */
+export function settingsFromContext(lookup: Lookup): AgentSettings {
+  const text = (key: string): string | undefined => {
+    const value = lookup(key);
+    if (value === undefined || value === null || value === '') return undefined;
+    if (typeof value !== 'string' && typeof value !== 'number' && typeof value !== 'boolean') {
+      throw new Error(`context ${key} must be a string`);
+    }
+    return String(value);
+  };
+  const integer = (key: string, fallback: number, min = 0): number => {
+    const value = text(key);
+    if (value === undefined) return fallback;
+    if (!/^\d+$/.test(value) || Number(value) < min) throw new Error(`context ${key}=${value} must be a whole number >= ${min}`);
+    return Number(value);
+  };
+  const seconds = (key: string, fallback: Duration, min = 0) =>
+    Duration.seconds(integer(key, fallback.toSeconds(), min));
+  const flag = (key: string, fallback: boolean): boolean => {
+    const value = text(key);
+    if (value === undefined) return fallback;
+    if (value !== 'true' && value !== 'false') throw new Error(`context ${key}=${value} must be true or false`);
+    return value === 'true';
+  };
+  const list = (key: string, fallback: string[]): string[] => {
+    const value = lookup(key);
+    if (Array.isArray(value)) return value.map(String);
+    const joined = text(key);
+    return joined === undefined ? fallback : joined.split(',').map((s) => s.trim()).filter(Boolean);
+  };
+
+  const controlPlaneUrl = text('controlPlaneUrl');
+  if (!controlPlaneUrl || !/^https:\/\//.test(controlPlaneUrl)) {
+    throw new Error('context controlPlaneUrl is required and must start with https:// (cdk deploy -c controlPlaneUrl=https://...)');
+  }
+  const retention = integer('logRetentionDays', DEFAULTS.logRetention, 1);
+  if (!Object.values(RetentionDays).includes(retention)) {
+    throw new Error(`context logRetentionDays=${retention} is not a CloudWatch Logs retention`);
+  }
+  return {
+    controlPlaneUrl,
+    controlPlaneSecretArn: text('controlPlaneSecretArn'),
+    controlPlaneCaBundle: text('controlPlaneCaBundle'),
+    controlPlaneTimeout: seconds('controlPlaneTimeoutSeconds', DEFAULTS.controlPlaneTimeout, 1),
+    runtimeType: text('runtimeType') ?? DEFAULTS.runtimeType,
+    stages: list('stages', DEFAULTS.stages),
+    runtimeIdTemplate: text('runtimeIdTemplate') ?? DEFAULTS.runtimeIdTemplate,
+    runtimeNameTemplate: text('runtimeNameTemplate') ?? DEFAULTS.runtimeNameTemplate,
+    runtimeDescriptionTemplate: text('runtimeDescriptionTemplate') ?? DEFAULTS.runtimeDescriptionTemplate,
+    runtimeLocation: text('runtimeLocation'),
+    runtimeTags: list('runtimeTags', DEFAULTS.runtimeTags),
+    runtimeCapacity: text('runtimeCapacity'),
+    heartbeatInterval: seconds('heartbeatIntervalSeconds', DEFAULTS.heartbeatInterval, 1),
+    changeBuffer: seconds('changeBufferSeconds', DEFAULTS.changeBuffer),
+    reconcileInterval: seconds('reconcileIntervalSeconds', DEFAULTS.reconcileInterval, 60),
+    allowEmptyListingDeletes: flag('allowEmptyListingDeletes', DEFAULTS.allowEmptyListingDeletes),
+    chunkSize: integer('chunkSize', DEFAULTS.chunkSize, 1),
+    metricsInterval: seconds('metricsIntervalSeconds', DEFAULTS.metricsInterval, 60),
+    metricsBuffer: seconds('metricsBufferSeconds', DEFAULTS.metricsBuffer),
+    metricsMaxWindowsPerRun: integer('metricsMaxWindowsPerRun', DEFAULTS.metricsMaxWindowsPerRun, 1),
+    scheduleRate: Duration.minutes(integer('scheduleRateMinutes', DEFAULTS.scheduleRate.toMinutes(), 1)),
+    scheduleEnabled: flag('scheduleEnabled', DEFAULTS.scheduleEnabled),
+    express: flag('express', DEFAULTS.express),
+    functionMemoryMb: integer('functionMemoryMb', DEFAULTS.functionMemoryMb, 128),
+    logRetention: retention,
+    syncLagThreshold: Duration.minutes(integer('syncLagThresholdMinutes', DEFAULTS.syncLagThreshold.toMinutes(), 1)),
+    alarmTopicArn: text('alarmTopicArn'),
+  };
+}
+
+/** The environment variables of tasks/core/src/config.rs, less the table and the secret. */
+export function functionEnvironment(settings: AgentSettings): Record<string, string> {
+  const optional: Record<string, string | undefined> = {
+    APICP_CA_BUNDLE: settings.controlPlaneCaBundle,
+    RUNTIME_LOCATION: settings.runtimeLocation,
+    RUNTIME_CAPACITY: settings.runtimeCapacity,
+    RUNTIME_TAGS: settings.runtimeTags.length ? settings.runtimeTags.join(',') : undefined,
+  };
+  return {
+    APICP_URL: settings.controlPlaneUrl,
+    APICP_TIMEOUT_SECONDS: String(settings.controlPlaneTimeout.toSeconds()),
+    APICP_RUNTIME_TYPE: settings.runtimeType,
+    STAGES: settings.stages.join(','),
+    RUNTIME_ID_TEMPLATE: settings.runtimeIdTemplate,
+    RUNTIME_NAME_TEMPLATE: settings.runtimeNameTemplate,
+    RUNTIME_DESCRIPTION_TEMPLATE: settings.runtimeDescriptionTemplate,
+    HEARTBEAT_INTERVAL_SECONDS: String(settings.heartbeatInterval.toSeconds()),
+    CHANGE_BUFFER_SECONDS: String(settings.changeBuffer.toSeconds()),
+    RECONCILE_INTERVAL_SECONDS: String(settings.reconcileInterval.toSeconds()),
+    ALLOW_EMPTY_LISTING_DELETES: String(settings.allowEmptyListingDeletes),
+    CHUNK_SIZE: String(settings.chunkSize),
+    METRICS_INTERVAL_SECONDS: String(settings.metricsInterval.toSeconds()),
+    METRICS_BUFFER_SECONDS: String(settings.metricsBuffer.toSeconds()),
+    METRICS_MAX_WINDOWS_PER_RUN: String(settings.metricsMaxWindowsPerRun),
+    ...(Object.fromEntries(Object.entries(optional).filter(([, v]) => v !== undefined)) as Record<string, string>),
+  };
+}

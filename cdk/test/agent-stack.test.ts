@@ -1,0 +1,270 @@
+// Assertions on the synthesized template, cdk-nag's verdict, and the deployed definition.
+import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+
+import { App, Validations } from 'aws-cdk-lib';
+import { Match, Template } from 'aws-cdk-lib/assertions';
+import { Topic } from 'aws-cdk-lib/aws-sns';
+import { AwsSolutionsChecks } from 'cdk-nag';
+
+import { AgentStack } from '../lib/agent-stack.ts';
+import { type AgentSettings, functionEnvironment, settingsFromContext } from '../lib/settings.ts';
+
+const repo = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const definitionFile = join(repo, 'statemachine', 'agent.asl.json');
+const BINARIES = ['ensure-runtime', 'list-changes', 'transform', 'publish', 'ack-watermark'];
+
+/** Stand-ins for the `cargo lambda build` output: the template only needs the folders. */
+function lambdaAssets(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'agent-assets-'));
+  for (const binary of BINARIES) {
+    mkdirSync(join(dir, binary));
+    writeFileSync(join(dir, binary, 'bootstrap'), `#!/bin/sh\n# ${binary}\n`);
+  }
+  return dir;
+}
+
+const assetsDir = lambdaAssets();
+
+function build(context: Record<string, string> = {}) {
+  const app = new App();
+  const settings = settingsFromContext((key) => ({ controlPlaneUrl: 'https://apicp.example.com', ...context })[key]);
+  const stack = new AgentStack(app, 'Agent', { settings, lambdaAssetsDir: assetsDir, definitionFile });
+  return { app, stack };
+}
+
+function synth(context: Record<string, string> = {}) {
+  return { template: Template.fromStack(build(context).stack) };
+}
+
+/** An app checked by cdk-nag the way bin/agent.ts checks it. */
+function nagged() {
+  const { app, stack } = build();
+  Validations.of(app).addPlugins(new AwsSolutionsChecks(app));
+  return { app, stack };
+}
+
+type Statement = { Action: string | string[]; Resource: unknown; Effect: string };
+
+function statementsOf(template: Template, roleLogicalIdPrefix: string): Statement[] {
+  const policies = template.findResources('AWS::IAM::Policy');
+  return Object.values(policies)
+    .filter((p) => JSON.stringify(p.Properties.Roles).includes(roleLogicalIdPrefix))
+    .flatMap((p) => p.Properties.PolicyDocument.Statement as Statement[]);
+}
+
+function actionsOf(template: Template, rolePrefix: string): string[] {
+  return statementsOf(template, rolePrefix).flatMap((s) => [s.Action].flat()).sort();
+}
+
+describe('the agent stack', () => {
+  const { template } = synth();
+
+  it('deploys five arm64 provided.al2023 functions, each with a version and an alias', () => {
+    template.resourceCountIs('AWS::Lambda::Function', 5);
+    template.allResourcesProperties('AWS::Lambda::Function', {
+      Runtime: 'provided.al2023',
+      Architectures: ['arm64'],
+      Handler: 'bootstrap',
+      MemorySize: 256,
+      TracingConfig: { Mode: 'Active' },
+      LoggingConfig: Match.objectLike({ LogFormat: 'JSON' }),
+    });
+    template.resourceCountIs('AWS::Lambda::Version', 5);
+    template.resourceCountIs('AWS::Lambda::Alias', 5);
+    template.allResourcesProperties('AWS::Lambda::Alias', { Name: 'live' });
+  });
+
+  it('fills every placeholder of the definition with an alias ARN', () => {
+    const [machine] = Object.values(template.findResources('AWS::StepFunctions::StateMachine'));
+    const placeholders = [...readFileSync(definitionFile, 'utf8').matchAll(/\$\{(\w+)\}/g)].map((m) => m[1]);
+    const substitutions = machine.Properties.DefinitionSubstitutions as Record<string, { Ref: string }>;
+    assert.deepEqual(Object.keys(substitutions).sort(), [...new Set(placeholders)].sort());
+    const aliases = template.findResources('AWS::Lambda::Alias');
+    for (const [placeholder, value] of Object.entries(substitutions)) {
+      assert.ok(value.Ref in aliases, `${placeholder} must resolve to an alias, got ${JSON.stringify(value)}`);
+    }
+    assert.equal(machine.Properties.StateMachineType, 'STANDARD');
+    assert.deepEqual(machine.Properties.TracingConfiguration, { Enabled: true });
+    assert.equal(machine.Properties.LoggingConfiguration.Level, 'ALL');
+  });
+
+  it('deploys the definition file as it is, and it stays valid once substituted', async () => {
+    const [machine] = Object.values(template.findResources('AWS::StepFunctions::StateMachine'));
+    assert.equal(machine.Properties.DefinitionString, readFileSync(definitionFile, 'utf8'));
+    const substituted = machine.Properties.DefinitionString.replace(
+      /\$\{(\w+)\}/g,
+      (_: string, name: string) => `arn:aws:lambda:eu-west-1:111122223333:function:${name}:live`,
+    );
+    const { default: aslValidator } = await import('asl-validator');
+    const result = aslValidator(JSON.parse(substituted), { checkPaths: true, checkArn: true });
+    assert.ok(result.isValid, JSON.stringify(result.errorsText?.() ?? result.errors));
+  });
+
+  it('starts executions every minute from a schedule whose role may only start this machine', () => {
+    template.hasResourceProperties('AWS::Scheduler::Schedule', {
+      ScheduleExpression: 'rate(1 minute)',
+      FlexibleTimeWindow: { Mode: 'OFF' },
+      State: 'ENABLED',
+      Target: { Arn: { Ref: Match.stringLikeRegexp('^Workflow') }, Input: '{}' },
+    });
+    const machine = Object.keys(template.findResources('AWS::StepFunctions::StateMachine'))[0];
+    assert.deepEqual(statementsOf(template, 'ScheduleRole'), [
+      { Action: 'states:StartExecution', Effect: 'Allow', Resource: { Ref: machine } },
+    ]);
+    const [role] = Object.values(template.findResources('AWS::IAM::Role', {
+      Properties: { AssumeRolePolicyDocument: { Statement: [Match.objectLike({ Principal: { Service: 'scheduler.amazonaws.com' } })] } },
+    }));
+    assert.ok(role, 'the schedule has a role of its own');
+  });
+
+  it('grants no wildcard action and no managed policy', () => {
+    for (const policy of Object.values(template.findResources('AWS::IAM::Policy'))) {
+      for (const statement of policy.Properties.PolicyDocument.Statement as Statement[]) {
+        for (const action of [statement.Action].flat()) {
+          assert.ok(!action.includes('*'), `wildcard action ${action}`);
+        }
+      }
+    }
+    for (const role of Object.values(template.findResources('AWS::IAM::Role'))) {
+      assert.equal(role.Properties.ManagedPolicyArns, undefined, 'no managed policies');
+    }
+  });
+
+  it('gives each function only the actions it calls', () => {
+    const common = ['logs:CreateLogStream', 'logs:PutLogEvents', 'xray:PutTelemetryRecords', 'xray:PutTraceSegments'];
+    const secret = ['secretsmanager:DescribeSecret', 'secretsmanager:GetSecretValue'];
+    const expected: Record<string, string[]> = {
+      EnsureRuntimeRole: [...common, 'apigateway:GET', 'dynamodb:GetItem', 'dynamodb:UpdateItem', ...secret],
+      ListChangesRole: [...common, 'apigateway:GET', 'cloudtrail:LookupEvents', 'dynamodb:GetItem', ...secret],
+      TransformRole: [...common, 'apigateway:GET', 'cloudwatch:GetMetricData', 'cloudwatch:ListMetrics'],
+      PublishRole: [...common, ...secret],
+      AckWatermarkRole: [...common, 'dynamodb:UpdateItem'],
+    };
+    for (const [role, actions] of Object.entries(expected)) {
+      assert.deepEqual(actionsOf(template, role), actions.sort(), role);
+    }
+  });
+
+  it('scopes the table and secret grants to the one table and the one secret', () => {
+    const table = Object.keys(template.findResources('AWS::DynamoDB::Table'))[0];
+    const secret = Object.keys(template.findResources('AWS::SecretsManager::Secret'))[0];
+    for (const role of ['EnsureRuntimeRole', 'ListChangesRole', 'PublishRole', 'AckWatermarkRole', 'TransformRole']) {
+      for (const statement of statementsOf(template, role)) {
+        const actions = [statement.Action].flat();
+        if (actions.some((a) => a.startsWith('dynamodb:'))) {
+          assert.deepEqual(statement.Resource, { 'Fn::GetAtt': [table, 'Arn'] }, role);
+        }
+        if (actions.some((a) => a.startsWith('secretsmanager:'))) {
+          assert.deepEqual(statement.Resource, { Ref: secret }, role);
+        }
+      }
+    }
+  });
+
+  it('keeps state in an on-demand table with point-in-time recovery that outlives the stack', () => {
+    template.hasResource('AWS::DynamoDB::Table', {
+      DeletionPolicy: 'Retain',
+      Properties: {
+        BillingMode: 'PAY_PER_REQUEST',
+        DeletionProtectionEnabled: true,
+        PointInTimeRecoverySpecification: { PointInTimeRecoveryEnabled: true },
+        KeySchema: [{ AttributeName: 'stage', KeyType: 'HASH' }],
+      },
+    });
+  });
+
+  it('alarms on failed and timed-out executions and on sync lag', () => {
+    template.hasResourceProperties('AWS::CloudWatch::Alarm', { MetricName: 'ExecutionsFailed', Threshold: 1 });
+    template.hasResourceProperties('AWS::CloudWatch::Alarm', { MetricName: 'ExecutionsTimedOut', Threshold: 1 });
+    for (const kind of ['assets', 'metrics']) {
+      template.hasResourceProperties('AWS::CloudWatch::Alarm', {
+        Namespace: 'ApiGatewayApicpAgent',
+        MetricName: 'SyncLagSeconds',
+        Dimensions: [{ Name: 'Kind', Value: kind }],
+        Threshold: 1800,
+        TreatMissingData: 'breaching',
+      });
+    }
+  });
+
+  it('passes every setting to the functions', () => {
+    const [fn] = Object.values(template.findResources('AWS::Lambda::Function'));
+    const variables = fn.Properties.Environment.Variables;
+    assert.equal(variables.APICP_URL, 'https://apicp.example.com');
+    assert.equal(variables.STAGES, '*');
+    assert.ok(variables.STATE_TABLE.Ref, 'the table name');
+    assert.ok(variables.APICP_SECRET_ARN.Ref, 'the secret ARN, not its value');
+  });
+});
+
+describe('options', () => {
+  it('imports an existing secret and grants only it', () => {
+    const arn = 'arn:aws:secretsmanager:eu-west-1:111122223333:secret:apicp-AbCdEf';
+    const { template } = synth({ controlPlaneSecretArn: arn });
+    template.resourceCountIs('AWS::SecretsManager::Secret', 0);
+    const secretStatements = statementsOf(template, 'PublishRole').filter((s) =>
+      [s.Action].flat().some((a) => a.startsWith('secretsmanager:')),
+    );
+    assert.deepEqual(secretStatements.map((s) => s.Resource), [arn]);
+  });
+
+  it('offers an Express workflow, another rate and an alarm topic', () => {
+    const topic = 'arn:aws:sns:eu-west-1:111122223333:ops';
+    const { template } = synth({ express: 'true', scheduleRateMinutes: '5', alarmTopicArn: topic });
+    template.hasResourceProperties('AWS::StepFunctions::StateMachine', { StateMachineType: 'EXPRESS' });
+    template.hasResourceProperties('AWS::Scheduler::Schedule', { ScheduleExpression: 'rate(5 minutes)' });
+    template.allResourcesProperties('AWS::CloudWatch::Alarm', { AlarmActions: [topic], OKActions: [topic] });
+  });
+
+  it('rejects bad context with the key named', () => {
+    assert.throws(() => settingsFromContext(() => undefined), /controlPlaneUrl/);
+    assert.throws(
+      () => settingsFromContext((k) => ({ controlPlaneUrl: 'https://x', chunkSize: 'ten' })[k]),
+      /chunkSize/,
+    );
+  });
+
+  it('maps settings onto the variables the Rust configuration reads', () => {
+    const settings: AgentSettings = settingsFromContext((k) =>
+      ({ controlPlaneUrl: 'https://x', stages: 'prod,dev', runtimeTags: 'aws,eu', runtimeCapacity: '10 per second' })[k],
+    );
+    const variables = functionEnvironment(settings);
+    assert.equal(variables.STAGES, 'prod,dev');
+    assert.equal(variables.RUNTIME_TAGS, 'aws,eu');
+    assert.equal(variables.RUNTIME_CAPACITY, '10 per second');
+    assert.equal(variables.METRICS_INTERVAL_SECONDS, '300');
+    const rustVariables = readFileSync(join(repo, 'tasks', 'core', 'src', 'config.rs'), 'utf8').matchAll(/\benv\.\w+\("([A-Z_]+)"/g);
+    const known = new Set([...Object.keys(variables), 'STATE_TABLE', 'APICP_SECRET_ARN', 'APICP_USERNAME', 'APICP_PASSWORD', 'APICP_CA_BUNDLE', 'RUNTIME_LOCATION']);
+    for (const [, name] of rustVariables) {
+      assert.ok(known.has(name), `${name} is read by the functions but not set by the stack`);
+    }
+  });
+});
+
+describe('cdk-nag', () => {
+  it('reports no unacknowledged AwsSolutions finding', () => {
+    const { app } = nagged();
+    assert.doesNotThrow(() => app.synth());
+  });
+
+  it('fails synthesis on a finding (the check is live)', () => {
+    const { app, stack } = nagged();
+    new Topic(stack, 'UnencryptedTopic');
+    assert.throws(
+      () => app.synth(),
+      (error: Error) => {
+        const report = error.message.match(/found in: (\S+)/)?.[1];
+        assert.ok(report, error.message);
+        const findings = readFileSync(report, 'utf8');
+        assert.match(findings, /AwsSolutions-SNS3/);
+        assert.doesNotMatch(findings, /AwsSolutions-IAM5/, 'only the new topic is a finding');
+        return true;
+      },
+    );
+  });
+});

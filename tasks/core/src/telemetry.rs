@@ -1,0 +1,46 @@
+//! Metrics the agent publishes about itself, as CloudWatch embedded metric format (EMF) log
+//! lines: Lambda ships stdout to CloudWatch Logs, which turns such lines into metrics with no
+//! API call and no extra permission. The sync-lag alarm of the CDK stack reads these.
+
+use serde_json::{Value, json};
+
+use crate::model::Kind;
+
+/// Namespace of the agent's own metrics (the CDK stack's alarms use the same).
+pub const NAMESPACE: &str = "ApiGatewayApicpAgent";
+
+/// How far behind now the newest acked watermark of a branch is.
+pub fn sync_lag_record(kind: Kind, lag_seconds: i64, now: i64) -> Value {
+    json!({
+        "_aws": {
+            "Timestamp": now * 1000,
+            "CloudWatchMetrics": [{
+                "Namespace": NAMESPACE,
+                "Dimensions": [["Kind"]],
+                "Metrics": [{"Name": "SyncLagSeconds", "Unit": "Seconds"}],
+            }],
+        },
+        "Kind": kind,
+        "SyncLagSeconds": lag_seconds,
+    })
+}
+
+/// Writes one EMF record as its own stdout line, apart from the tracing output.
+pub fn emit(record: &Value) {
+    println!("{record}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sync_lag_is_an_emf_record_with_the_kind_as_dimension() {
+        let record = sync_lag_record(Kind::Assets, 312, 1_800_000_000);
+        assert_eq!(record["_aws"]["Timestamp"], 1_800_000_000_000_i64);
+        assert_eq!(record["_aws"]["CloudWatchMetrics"][0]["Namespace"], NAMESPACE);
+        assert_eq!(record["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"], "SyncLagSeconds");
+        assert_eq!(record["Kind"], "assets");
+        assert_eq!(record["SyncLagSeconds"], 312);
+    }
+}
