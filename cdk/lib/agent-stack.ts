@@ -219,23 +219,26 @@ export class AgentStack extends Stack {
         statistic: 'Minimum',
         period: Duration.minutes(15),
       });
+    const anyExecution = (id: string, alarmDescription: string, metric: cloudwatch.IMetric) =>
+      new cloudwatch.Alarm(this, id, {
+        alarmDescription,
+        metric,
+        threshold: 1,
+        evaluationPeriods: 1,
+        comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+        treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+      });
     const alarms = [
-      new cloudwatch.Alarm(this, 'ExecutionsFailedAlarm', {
-        alarmDescription: 'An execution of the API Gateway agent failed; its error names the cause.',
-        metric: this.stateMachine.metricFailed({ period, statistic: 'Sum' }),
-        threshold: 1,
-        evaluationPeriods: 1,
-        comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-        treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
-      }),
-      new cloudwatch.Alarm(this, 'ExecutionsTimedOutAlarm', {
-        alarmDescription: 'An execution of the API Gateway agent timed out.',
-        metric: this.stateMachine.metricTimedOut({ period, statistic: 'Sum' }),
-        threshold: 1,
-        evaluationPeriods: 1,
-        comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-        treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
-      }),
+      anyExecution(
+        'ExecutionsFailedAlarm',
+        'An execution of the API Gateway agent failed; its error names the cause.',
+        this.stateMachine.metricFailed({ period, statistic: 'Sum' }),
+      ),
+      anyExecution(
+        'ExecutionsTimedOutAlarm',
+        'An execution of the API Gateway agent timed out.',
+        this.stateMachine.metricTimedOut({ period, statistic: 'Sum' }),
+      ),
       // The newest acked watermark of each branch; no ack at all counts as lagging.
       ...['assets', 'metrics'].map(
         (kind) =>

@@ -39,7 +39,7 @@ from openapi_core.datatypes import RequestParameters
 from openapi_core.templating.media_types.exceptions import MediaTypeNotFound
 from openapi_core.validation.request.exceptions import ParameterValidationError
 from openapi_core.validation.schemas.exceptions import InvalidSchemaValue
-from local_server import LocalServer
+from local_server import LocalServer, send_json
 from werkzeug.datastructures import Headers
 
 SPEC_NAMES = ("runtime-management", "runtime-type", "api-management", "runtime-metrics")
@@ -298,7 +298,7 @@ class FakeControlPlane(LocalServer):
                         "status": status,
                     }
                 )
-        _send(request, status, payload, extra_headers)
+        send_json(request, status, payload, extra_headers)
 
     def _product(self, request, path: str, query: str, raw_body: bytes) -> Response:
         method = request.command
@@ -585,18 +585,6 @@ def _query_mapping(query: str) -> dict:
     return {name: values[0] if len(values) == 1 else values for name, values in parsed.items()}
 
 
-def _send(request: BaseHTTPRequestHandler, status: int, payload: Any, headers: dict) -> None:
-    data = b"" if payload is None else json.dumps(payload).encode()
-    request.send_response(status)
-    if payload is not None:
-        request.send_header("Content-Type", "application/json")
-    request.send_header("Content-Length", str(len(data)))
-    for name, value in headers.items():
-        request.send_header(name, value)
-    request.end_headers()
-    request.wfile.write(data)
-
-
 def _handler_class(fake: FakeControlPlane) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive, as the agent's HTTP client expects
@@ -629,11 +617,7 @@ def main() -> None:
     fake = FakeControlPlane(
         args.host, args.port, args.username, args.password, args.runtime_type, log_requests=True
     )
-    print(f"fake APICP listening on {fake.url}", flush=True)
-    try:
-        fake.serve_forever()
-    except KeyboardInterrupt:
-        pass
+    fake.serve_until_interrupted("fake APICP")
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import urlsplit
 
-from local_server import LocalServer
+from local_server import LocalServer, send_json
 
 LOOKUP_EVENTS = "CloudTrail_20131101.LookupEvents"
 ACCEPTED_TARGETS = (LOOKUP_EVENTS, f"com.amazonaws.cloudtrail.v20131101.{LOOKUP_EVENTS}")
@@ -168,13 +168,13 @@ class FakeCloudTrail(LocalServer):
         raw_body = request.rfile.read(length) if length else b""
         if path.startswith("/_fake/"):
             status, payload = self._hook(request.command, path, raw_body)
-            _send(request, status, payload, "application/json")
+            send_json(request, status, payload)
             return
         try:
             status, payload = 200, self._api_call(request, path, raw_body)
         except _ServiceError as error:
             status, payload = error.status, {"__type": error.name, "message": error.message}
-        _send(request, status, payload, CONTENT_TYPE)
+        send_json(request, status, payload, {"x-amzn-RequestId": str(uuid.uuid4())}, CONTENT_TYPE)
 
     def _api_call(self, request: BaseHTTPRequestHandler, path: str, raw_body: bytes) -> dict:
         if not (request.headers.get("Authorization") or "").startswith("AWS4-HMAC-SHA256"):
@@ -281,16 +281,6 @@ class FakeCloudTrail(LocalServer):
         return 404, {"message": f"No test hook {method} {path}"}
 
 
-def _send(request: BaseHTTPRequestHandler, status: int, payload: Any, content_type: str) -> None:
-    data = json.dumps(payload).encode()
-    request.send_response(status)
-    request.send_header("Content-Type", content_type)
-    request.send_header("Content-Length", str(len(data)))
-    request.send_header("x-amzn-RequestId", str(uuid.uuid4()))
-    request.end_headers()
-    request.wfile.write(data)
-
-
 def _handler_class(fake: FakeCloudTrail) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive, as the AWS SDK expects
@@ -321,11 +311,7 @@ def main() -> None:
     fake = FakeCloudTrail(
         args.host, args.port, args.rate_per_second, args.region, args.account_id, log_requests=True
     )
-    print(f"fake CloudTrail listening on {fake.url}", flush=True)
-    try:
-        fake.serve_forever()
-    except KeyboardInterrupt:
-        pass
+    fake.serve_until_interrupted("fake CloudTrail")
 
 
 if __name__ == "__main__":

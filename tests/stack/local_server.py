@@ -2,8 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+def send_json(request: BaseHTTPRequestHandler, status: int, payload: Any, headers: dict[str, str] | None = None,
+              content_type: str = "application/json") -> None:
+    """Answers `payload` as JSON; `None` answers an empty body."""
+    data = b"" if payload is None else json.dumps(payload).encode()
+    request.send_response(status)
+    if payload is not None:
+        request.send_header("Content-Type", content_type)
+    request.send_header("Content-Length", str(len(data)))
+    for name, value in (headers or {}).items():
+        request.send_header(name, value)
+    request.end_headers()
+    request.wfile.write(data)
 
 
 class LocalServer:
@@ -26,8 +42,13 @@ class LocalServer:
         self._thread.start()
         return self
 
-    def serve_forever(self) -> None:
-        self._server.serve_forever()
+    def serve_until_interrupted(self, label: str) -> None:
+        """The command-line mode: serve in the foreground until Ctrl-C."""
+        print(f"{label} listening on {self.url}", flush=True)
+        try:
+            self._server.serve_forever()
+        except KeyboardInterrupt:
+            pass
 
     def stop(self) -> None:
         self._server.shutdown()
