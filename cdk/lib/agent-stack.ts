@@ -126,8 +126,9 @@ export class AgentStack extends Stack {
     roles.EnsureRuntimeFunctionArn.addToPolicy(
       new iam.PolicyStatement({ actions: ['dynamodb:GetItem', 'dynamodb:UpdateItem'], resources: [this.table.tableArn] }),
     );
+    // list-changes claims stages (conditional UpdateItem) before it reads their state.
     roles.ListChangesFunctionArn.addToPolicy(
-      new iam.PolicyStatement({ actions: ['dynamodb:GetItem'], resources: [this.table.tableArn] }),
+      new iam.PolicyStatement({ actions: ['dynamodb:GetItem', 'dynamodb:UpdateItem'], resources: [this.table.tableArn] }),
     );
     roles.AckWatermarkFunctionArn.addToPolicy(
       new iam.PolicyStatement({ actions: ['dynamodb:UpdateItem'], resources: [this.table.tableArn] }),

@@ -32,6 +32,8 @@ export interface AgentSettings {
   readonly metricsInterval: Duration;
   readonly metricsBuffer: Duration;
   readonly metricsMaxWindowsPerRun: number;
+  /** CLAIM_TTL_SECONDS: how long a branch's claim on a stage outlives an execution that died holding it. */
+  readonly claimTtl: Duration;
   /** How often the schedule starts an execution. */
   readonly scheduleRate: Duration;
   readonly scheduleEnabled: boolean;
@@ -61,6 +63,7 @@ export const DEFAULTS = {
   metricsInterval: Duration.minutes(5),
   metricsBuffer: Duration.seconds(180),
   metricsMaxWindowsPerRun: 12,
+  claimTtl: Duration.hours(1),
   scheduleRate: Duration.minutes(1),
   scheduleEnabled: true,
   express: false,
@@ -131,6 +134,7 @@ export function settingsFromContext(lookup: Lookup): AgentSettings {
     metricsInterval: seconds('metricsIntervalSeconds', DEFAULTS.metricsInterval, 60),
     metricsBuffer: seconds('metricsBufferSeconds', DEFAULTS.metricsBuffer),
     metricsMaxWindowsPerRun: integer('metricsMaxWindowsPerRun', DEFAULTS.metricsMaxWindowsPerRun, 1),
+    claimTtl: seconds('claimTtlSeconds', DEFAULTS.claimTtl, 60),
     scheduleRate: Duration.minutes(integer('scheduleRateMinutes', DEFAULTS.scheduleRate.toMinutes(), 1)),
     scheduleEnabled: flag('scheduleEnabled', DEFAULTS.scheduleEnabled),
     express: flag('express', DEFAULTS.express),
@@ -165,6 +169,7 @@ export function functionEnvironment(settings: AgentSettings): Record<string, str
     METRICS_INTERVAL_SECONDS: String(settings.metricsInterval.toSeconds()),
     METRICS_BUFFER_SECONDS: String(settings.metricsBuffer.toSeconds()),
     METRICS_MAX_WINDOWS_PER_RUN: String(settings.metricsMaxWindowsPerRun),
+    CLAIM_TTL_SECONDS: String(settings.claimTtl.toSeconds()),
     ...(Object.fromEntries(Object.entries(optional).filter(([, v]) => v !== undefined)) as Record<string, string>),
   };
 }

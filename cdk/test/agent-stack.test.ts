@@ -140,7 +140,14 @@ describe('the agent stack', () => {
     const secret = ['secretsmanager:DescribeSecret', 'secretsmanager:GetSecretValue'];
     const expected: Record<string, string[]> = {
       EnsureRuntimeRole: [...common, 'apigateway:GET', 'dynamodb:GetItem', 'dynamodb:UpdateItem', ...secret],
-      ListChangesRole: [...common, 'apigateway:GET', 'cloudtrail:LookupEvents', 'dynamodb:GetItem', ...secret],
+      ListChangesRole: [
+        ...common,
+        'apigateway:GET',
+        'cloudtrail:LookupEvents',
+        'dynamodb:GetItem',
+        'dynamodb:UpdateItem',
+        ...secret,
+      ],
       TransformRole: [...common, 'apigateway:GET', 'cloudwatch:GetMetricData', 'cloudwatch:ListMetrics'],
       PublishRole: [...common, ...secret],
       AckWatermarkRole: [...common, 'dynamodb:UpdateItem'],

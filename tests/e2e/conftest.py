@@ -42,6 +42,12 @@ class StateTable:
         item = self._dynamodb.get_item(TableName=STATE_TABLE, Key={"stage": {"S": stage}}, ConsistentRead=True)
         return {k: (int(v["N"]) if "N" in v else v.get("S")) for k, v in item.get("Item", {}).items()}
 
+    def claim(self, stage: str, kind: str, holder: str, until: int) -> None:
+        """What an overlapping execution leaves while it works on the stage."""
+        self._dynamodb.update_item(TableName=STATE_TABLE, Key={"stage": {"S": stage}},
+                                   UpdateExpression=f"SET {kind}ClaimedBy = :by, {kind}ClaimExpiresAt = :until",
+                                   ExpressionAttributeValues={":by": {"S": holder}, ":until": {"N": str(until)}})
+
     def put_metrics_watermark(self, stage: str, position: int) -> None:
         self._dynamodb.update_item(TableName=STATE_TABLE, Key={"stage": {"S": stage}},
                                    UpdateExpression="SET metricsWatermark = :p",

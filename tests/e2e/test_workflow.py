@@ -108,6 +108,7 @@ def test_two_runs_federate_every_deployed_rest_api_once_and_advance_the_watermar
     assert stack.cloudtrail.requests(), "the incremental run reads CloudTrail"
 
     prod_after_second = state_table.item("prod")
+    assert not {"assetsClaimedBy", "metricsClaimedBy"} & set(prod_after_second), "claims are released"
     assert prod_after_second["assetsWatermark"] > prod_after_first["assetsWatermark"]
     assert prod_after_second["metricsWatermark"] == backlog_start + 4 * INTERVAL
     assert prod_after_second["assetsFullSyncAt"] == prod_after_first["assetsFullSyncAt"]
@@ -169,10 +170,33 @@ def test_a_failed_publish_leaves_the_assets_watermark_and_keeps_metrics_progress
     assert run.error == "ControlPlaneUnavailable", run.printed
     assert run.count("AssetsPublish", "RETRIED") == 4, "retried up to MaxAttempts before giving up"
     after = state_table.item("prod")
+    assert "assetsClaimedBy" not in after, "the failed branch gave its claim back"
     assert after["assetsWatermark"] == before["assetsWatermark"], "no watermark past unpublished data"
     assert after["metricsWatermark"] == before["metricsWatermark"], "the metrics branch still acked its window"
     assert f"{payments.id}_prod" not in published(stack)[PROD]
     assert set(published(stack)[PROD]) == {f"{apis['pets'].id}_prod", f"{apis['orders'].id}_prod"}
+
+
+def test_an_overlapping_execution_never_sends_a_window_twice(clean, state_table):
+    stack = clean
+    seed(stack)
+    backlog_start = latest_window_end(time.time()) - 2 * INTERVAL
+    for stage in ("prod", "dev"):
+        state_table.put_metrics_watermark(stage, backlog_start)
+    # Another execution is still working on prod's metrics.
+    other = "arn:aws:states:us-east-1:123456789012:execution:agent:still-running"
+    state_table.claim("prod", "metrics", other, int(time.time()) + 600)
+
+    run = stack.run()
+
+    assert run.succeeded, run.printed
+    assert run.output["metrics"]["skipped"] == ["prod"]
+    reported = {m["runtimeId"] for m in stack.apicp.state()["metrics"]}
+    assert reported == {DEV}, "prod's windows are left to the execution that holds them"
+    prod = state_table.item("prod")
+    assert prod["metricsWatermark"] == backlog_start
+    assert prod["metricsClaimedBy"] == other, "someone else's claim is never released"
+    assert set(published(stack)[PROD]), "the assets branch was not held and still ran"
 
 
 def test_wrong_control_plane_credentials_fail_fast_with_unauthorized(clean):

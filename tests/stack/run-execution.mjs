@@ -40,8 +40,16 @@ const machine = new StateMachine(JSON.parse(text), {
 
 const input = JSON.parse(args.input);
 const startedAt = new Date();
+const name = `local-${startedAt.getTime()}`;
 const execution = machine.run(input, {
-  context: { Execution: { Name: `local-${startedAt.getTime()}`, StartTime: startedAt.toISOString(), Input: input } },
+  context: {
+    Execution: {
+      Id: `arn:aws:states:${region}:${account}:execution:agent:${name}`,
+      Name: name,
+      StartTime: startedAt.toISOString(),
+      Input: input,
+    },
+  },
 });
 
 const entered = new Map();

@@ -73,6 +73,8 @@ pub struct Config {
     /// How far behind "now" metric windows end: API Gateway datapoints can arrive late.
     pub metrics_buffer: Duration,
     pub metrics_max_windows_per_run: usize,
+    /// How long a branch's claim on a stage lasts if the execution dies without releasing it.
+    pub claim_ttl: Duration,
 }
 
 pub const MAX_CHUNK_SIZE: usize = 500;
@@ -149,6 +151,7 @@ impl Config {
             metrics_interval,
             metrics_buffer: env.seconds("METRICS_BUFFER_SECONDS", 180)?,
             metrics_max_windows_per_run: env.number("METRICS_MAX_WINDOWS_PER_RUN", 12)?.max(1) as usize,
+            claim_ttl: env.seconds("CLAIM_TTL_SECONDS", 3600)?,
         })
     }
 }

@@ -57,6 +57,8 @@ pub struct ListChangesInput {
     pub kind: Kind,
     pub mode: SyncMode,
     pub runtimes: Vec<RuntimeRef>,
+    /// The execution's id (`$$.Execution.Id`): who holds the claims taken for this run.
+    pub execution_id: String,
 }
 
 /// A unit of work of one Map iteration.
@@ -117,6 +119,10 @@ pub struct ListChangesOutput {
     pub kind: Kind,
     pub chunks: Vec<Chunk>,
     pub watermarks: Vec<WatermarkUpdate>,
+    /// Stages this execution claimed for the branch; `ack-watermark` releases them.
+    pub claimed: Vec<String>,
+    /// Stages skipped because an overlapping execution holds their claim.
+    pub skipped: Vec<String>,
     pub summary: ChangeSummary,
 }
 
@@ -153,7 +159,11 @@ pub struct PublishOutput {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AckInput {
     pub kind: Kind,
+    pub execution_id: String,
+    /// Empty on a failed branch: then the claims are only released.
     pub watermarks: Vec<WatermarkUpdate>,
+    #[serde(default)]
+    pub claimed: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -2,7 +2,8 @@
 //! branch watermarks. The stage name is the key: the table belongs to one account and region.
 //!
 //! Watermarks only move forward: every write is conditional, so an overlapping or replayed
-//! execution can never move one back.
+//! execution can never move one back. A branch also *claims* a stage before listing its work, so
+//! two overlapping executions never publish the same work (the same metrics window) twice.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -26,15 +27,6 @@ pub struct RuntimeState {
     pub metrics_watermark: Option<i64>,
 }
 
-impl RuntimeState {
-    pub fn watermark(&self, kind: Kind) -> Option<i64> {
-        match kind {
-            Kind::Assets => self.assets_watermark,
-            Kind::Metrics => self.metrics_watermark,
-        }
-    }
-}
-
 pub trait StateStore: Send + Sync {
     /// The runtime's item; the default (nothing known) when there is none.
     fn load(&self, stage: &str) -> impl Future<Output = Result<RuntimeState>> + Send;
@@ -55,6 +47,18 @@ pub trait StateStore: Send + Sync {
         full_sync_at: Option<i64>,
         acked_at: i64,
     ) -> impl Future<Output = Result<bool>> + Send;
+    /// Claims the stage's branch for `holder` until `expires_at`, unless another holder's claim
+    /// is still live at `now`; returns whether `holder` holds it now.
+    fn claim(
+        &self,
+        stage: &str,
+        kind: Kind,
+        holder: &str,
+        now: i64,
+        expires_at: i64,
+    ) -> impl Future<Output = Result<bool>> + Send;
+    /// Gives up `holder`'s claim; a claim someone else holds is left alone.
+    fn release(&self, stage: &str, kind: Kind, holder: &str) -> impl Future<Output = Result<()>> + Send;
 }
 
 #[derive(Debug, Clone)]
@@ -66,18 +70,36 @@ pub struct DynamoStateStore {
 /// The table's partition key (string).
 pub const KEY: &str = "stage";
 
-fn watermark_attribute(kind: Kind) -> &'static str {
+/// The item attributes of one branch.
+struct BranchAttributes {
+    watermark: &'static str,
+    acked_at: &'static str,
+    claimed_by: &'static str,
+    claim_expires_at: &'static str,
+}
+
+fn attributes(kind: Kind) -> BranchAttributes {
     match kind {
-        Kind::Assets => "assetsWatermark",
-        Kind::Metrics => "metricsWatermark",
+        Kind::Assets => BranchAttributes {
+            watermark: "assetsWatermark",
+            acked_at: "assetsAckedAt",
+            claimed_by: "assetsClaimedBy",
+            claim_expires_at: "assetsClaimExpiresAt",
+        },
+        Kind::Metrics => BranchAttributes {
+            watermark: "metricsWatermark",
+            acked_at: "metricsAckedAt",
+            claimed_by: "metricsClaimedBy",
+            claim_expires_at: "metricsClaimExpiresAt",
+        },
     }
 }
 
-fn acked_at_attribute(kind: Kind) -> &'static str {
-    match kind {
-        Kind::Assets => "assetsAckedAt",
-        Kind::Metrics => "metricsAckedAt",
-    }
+fn is_condition_failure<E, R>(error: &aws_sdk_dynamodb::error::SdkError<E, R>) -> bool
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
+{
+    error.as_service_error().and_then(|e| e.code()) == Some("ConditionalCheckFailedException")
 }
 
 impl DynamoStateStore {
@@ -112,9 +134,9 @@ impl StateStore for DynamoStateStore {
         Ok(RuntimeState {
             registered_id: item.get("registeredId").and_then(|v| v.as_s().ok()).cloned(),
             registered_as: item.get("registeredAs").and_then(|v| v.as_s().ok()).cloned(),
-            assets_watermark: number(&item, watermark_attribute(Kind::Assets))?,
+            assets_watermark: number(&item, attributes(Kind::Assets).watermark)?,
             assets_full_sync_at: number(&item, "assetsFullSyncAt")?,
-            metrics_watermark: number(&item, watermark_attribute(Kind::Metrics))?,
+            metrics_watermark: number(&item, attributes(Kind::Metrics).watermark)?,
         })
     }
 
@@ -148,8 +170,8 @@ impl StateStore for DynamoStateStore {
             .table_name(&self.table)
             .key(KEY, AttributeValue::S(stage.to_owned()))
             .condition_expression("attribute_not_exists(#wm) OR #wm < :pos")
-            .expression_attribute_names("#wm", watermark_attribute(kind))
-            .expression_attribute_names("#acked", acked_at_attribute(kind))
+            .expression_attribute_names("#wm", attributes(kind).watermark)
+            .expression_attribute_names("#acked", attributes(kind).acked_at)
             .expression_attribute_values(":pos", AttributeValue::N(position.to_string()))
             .expression_attribute_values(":acked", AttributeValue::N(acked_at.to_string()));
         if let Some(at) = full_sync_at {
@@ -159,7 +181,51 @@ impl StateStore for DynamoStateStore {
         match request.update_expression(update).send().await {
             Ok(_) => Ok(true),
             // The stored watermark is already at or past this position: nothing to do.
-            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(false),
+            Err(e) if is_condition_failure(&e) => Ok(false),
+            Err(e) => Err(sdk_error("dynamodb:UpdateItem", e)),
+        }
+    }
+
+    async fn claim(&self, stage: &str, kind: Kind, holder: &str, now: i64, expires_at: i64) -> Result<bool> {
+        let names = attributes(kind);
+        let claimed = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(KEY, AttributeValue::S(stage.to_owned()))
+            .update_expression("SET #by = :holder, #until = :until")
+            .condition_expression("attribute_not_exists(#by) OR #by = :holder OR #until < :now")
+            .expression_attribute_names("#by", names.claimed_by)
+            .expression_attribute_names("#until", names.claim_expires_at)
+            .expression_attribute_values(":holder", AttributeValue::S(holder.to_owned()))
+            .expression_attribute_values(":until", AttributeValue::N(expires_at.to_string()))
+            .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
+            .send()
+            .await;
+        match claimed {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failure(&e) => Ok(false),
+            Err(e) => Err(sdk_error("dynamodb:UpdateItem", e)),
+        }
+    }
+
+    async fn release(&self, stage: &str, kind: Kind, holder: &str) -> Result<()> {
+        let names = attributes(kind);
+        let released = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(KEY, AttributeValue::S(stage.to_owned()))
+            .update_expression("REMOVE #by, #until")
+            .condition_expression("#by = :holder")
+            .expression_attribute_names("#by", names.claimed_by)
+            .expression_attribute_names("#until", names.claim_expires_at)
+            .expression_attribute_values(":holder", AttributeValue::S(holder.to_owned()))
+            .send()
+            .await;
+        match released {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failure(&e) => Ok(()),
             Err(e) => Err(sdk_error("dynamodb:UpdateItem", e)),
         }
     }

@@ -1,5 +1,6 @@
-//! `ack-watermark`: commits a branch's watermarks. The workflow reaches it only after every
-//! publish of the branch succeeded; the conditional write keeps each watermark monotonic.
+//! `ack-watermark`: commits a branch's watermarks and releases its claims. The workflow reaches
+//! it with watermarks only after every publish of the branch succeeded (the conditional write
+//! keeps each watermark monotonic), and without any on a failed branch, to release the claims.
 
 use crate::aws::state::StateStore;
 use crate::error::Result;
@@ -16,6 +17,9 @@ pub async fn ack_watermark(input: AckInput, state: &impl StateStore, now: i64) -
             tracing::info!(stage = update.stage, position = update.position, "watermark already at or past position");
         }
         acked.push(AckedWatermark { stage: update.stage, position: update.position, advanced });
+    }
+    for stage in &input.claimed {
+        state.release(stage, input.kind, &input.execution_id).await?;
     }
     if let Some(newest) = newest {
         telemetry::emit(&telemetry::sync_lag_record(input.kind, now - newest, now));

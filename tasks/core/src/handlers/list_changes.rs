@@ -14,8 +14,17 @@ use crate::error::{AgentError, Result};
 use crate::mapping::published_api_id;
 use crate::metrics::due_windows;
 use crate::model::{
-    ChangeSummary, Chunk, Kind, ListChangesInput, ListChangesOutput, MetricsWindow, RuntimeRef, WatermarkUpdate,
+    ChangeSummary, Chunk, Kind, ListChangesInput, ListChangesOutput, MetricsWindow, RuntimeRef, SyncMode,
+    WatermarkUpdate,
 };
+
+/// One branch's work, before it is wrapped with the claims.
+#[derive(Default)]
+struct Listed {
+    chunks: Vec<Chunk>,
+    watermarks: Vec<WatermarkUpdate>,
+    summary: ChangeSummary,
+}
 
 pub struct ListChanges<'a, G, C, S, F> {
     pub config: &'a Config,
@@ -27,28 +36,55 @@ pub struct ListChanges<'a, G, C, S, F> {
 
 impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed> ListChanges<'_, G, C, S, F> {
     pub async fn run(&self, input: ListChangesInput, now: i64) -> Result<ListChangesOutput> {
-        match input.kind {
-            Kind::Assets => self.assets(input, now).await,
-            Kind::Metrics => self.metrics(input, now).await,
+        let (claimed, skipped) = self.claim(&input, now).await?;
+        let runtimes: Vec<&RuntimeRef> = input.runtimes.iter().filter(|r| claimed.contains(&r.stage)).collect();
+        let listed = match input.kind {
+            Kind::Assets => self.assets(input.mode, &runtimes, now).await,
+            Kind::Metrics => self.metrics(&runtimes, now).await,
+        };
+        match listed {
+            Ok(Listed { chunks, watermarks, summary }) => {
+                Ok(ListChangesOutput { kind: input.kind, chunks, watermarks, claimed, skipped, summary })
+            }
+            Err(error) => {
+                // The workflow's failure path knows no claims yet: give them back here.
+                for stage in &claimed {
+                    if let Err(release) = self.state.release(stage, input.kind, &input.execution_id).await {
+                        tracing::warn!(stage, %release, "claim not released; it expires by itself");
+                    }
+                }
+                Err(error)
+            }
         }
     }
 
-    async fn assets(&self, input: ListChangesInput, now: i64) -> Result<ListChangesOutput> {
-        let mut output = ListChangesOutput {
-            kind: Kind::Assets,
-            chunks: vec![],
-            watermarks: vec![],
-            summary: ChangeSummary::default(),
-        };
+    /// Claims each runtime's stage for this branch; stages an overlapping execution holds are
+    /// skipped this run.
+    async fn claim(&self, input: &ListChangesInput, now: i64) -> Result<(Vec<String>, Vec<String>)> {
+        let (mut claimed, mut skipped) = (Vec::new(), Vec::new());
+        let expires_at = now + self.config.claim_ttl.as_secs() as i64;
+        for runtime in &input.runtimes {
+            if self.state.claim(&runtime.stage, input.kind, &input.execution_id, now, expires_at).await? {
+                claimed.push(runtime.stage.clone());
+            } else {
+                tracing::info!(stage = runtime.stage, kind = ?input.kind, "another execution holds the stage; skipped");
+                skipped.push(runtime.stage.clone());
+            }
+        }
+        Ok((claimed, skipped))
+    }
+
+    async fn assets(&self, mode: SyncMode, runtimes: &[&RuntimeRef], now: i64) -> Result<Listed> {
+        let mut output = Listed::default();
         // Shared across runtimes: one listing of the account, one CloudTrail read per window,
         // one GetStages per touched API.
         let mut deployments: Option<BTreeMap<String, Vec<String>>> = None;
         let mut events_by_window: HashMap<(i64, i64), BTreeSet<String>> = HashMap::new();
         let mut stages_by_api: HashMap<String, Vec<Stage>> = HashMap::new();
 
-        for runtime in &input.runtimes {
+        for runtime in runtimes {
             let state = self.state.load(&runtime.stage).await?;
-            let plan = plan_assets(input.mode, &state, now, self.config.change_buffer, self.config.reconcile_interval);
+            let plan = plan_assets(mode, &state, now, self.config.change_buffer, self.config.reconcile_interval);
             let (upserts, deletes, watermark) = match plan {
                 AssetPlan::UpToDate => continue,
                 AssetPlan::Full { position } => {
@@ -120,14 +156,9 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed> ListChanges<'
         Ok(stale)
     }
 
-    async fn metrics(&self, input: ListChangesInput, now: i64) -> Result<ListChangesOutput> {
-        let mut output = ListChangesOutput {
-            kind: Kind::Metrics,
-            chunks: vec![],
-            watermarks: vec![],
-            summary: ChangeSummary::default(),
-        };
-        for runtime in &input.runtimes {
+    async fn metrics(&self, runtimes: &[&RuntimeRef], now: i64) -> Result<Listed> {
+        let mut output = Listed::default();
+        for runtime in runtimes {
             let state = self.state.load(&runtime.stage).await?;
             let windows = due_windows(
                 state.metrics_watermark,

@@ -103,14 +103,18 @@ impl ControlPlane for Plane {
 
 /// Emulates the conditional writes of the DynamoDB store.
 #[derive(Default)]
-struct Memory(Mutex<HashMap<String, RuntimeState>>);
+struct Memory {
+    items: Mutex<HashMap<String, RuntimeState>>,
+    /// (stage, kind) -> (holder, expires at)
+    claims: Mutex<HashMap<(String, Kind), (String, i64)>>,
+}
 
 impl StateStore for Memory {
     async fn load(&self, stage: &str) -> Result<RuntimeState> {
-        Ok(self.0.lock().unwrap().get(stage).cloned().unwrap_or_default())
+        Ok(self.items.lock().unwrap().get(stage).cloned().unwrap_or_default())
     }
     async fn record_registration(&self, stage: &str, registered_as: &str, registered_id: &str, _: i64) -> Result<()> {
-        let mut items = self.0.lock().unwrap();
+        let mut items = self.items.lock().unwrap();
         let item = items.entry(stage.to_owned()).or_default();
         item.registered_as = Some(registered_as.to_owned());
         item.registered_id = Some(registered_id.to_owned());
@@ -124,7 +128,7 @@ impl StateStore for Memory {
         full: Option<i64>,
         _: i64,
     ) -> Result<bool> {
-        let mut items = self.0.lock().unwrap();
+        let mut items = self.items.lock().unwrap();
         let item = items.entry(stage.to_owned()).or_default();
         let current = match kind {
             Kind::Assets => &mut item.assets_watermark,
@@ -138,6 +142,25 @@ impl StateStore for Memory {
             item.assets_full_sync_at = full;
         }
         Ok(true)
+    }
+    async fn claim(&self, stage: &str, kind: Kind, holder: &str, now: i64, expires_at: i64) -> Result<bool> {
+        let mut claims = self.claims.lock().unwrap();
+        let key = (stage.to_owned(), kind);
+        match claims.get(&key) {
+            Some((other, until)) if other != holder && *until >= now => Ok(false),
+            _ => {
+                claims.insert(key, (holder.to_owned(), expires_at));
+                Ok(true)
+            }
+        }
+    }
+    async fn release(&self, stage: &str, kind: Kind, holder: &str) -> Result<()> {
+        let mut claims = self.claims.lock().unwrap();
+        let key = (stage.to_owned(), kind);
+        if claims.get(&key).is_some_and(|(other, _)| other == holder) {
+            claims.remove(&key);
+        }
+        Ok(())
     }
 }
 
@@ -175,6 +198,15 @@ fn runtime(stage: &str) -> RuntimeRef {
     RuntimeRef { runtime_id: format!("rt_{stage}"), stage: stage.into() }
 }
 
+fn assets_input(mode: SyncMode, stages: &[&str]) -> ListChangesInput {
+    ListChangesInput {
+        kind: Kind::Assets,
+        mode,
+        runtimes: stages.iter().map(|s| runtime(s)).collect(),
+        execution_id: "arn:aws:states:eu-west-1:111122223333:execution:agent:run-1".into(),
+    }
+}
+
 fn json_len(value: &impl serde::Serialize) -> usize {
     serde_json::to_vec(value).unwrap().len()
 }
@@ -190,7 +222,7 @@ async fn a_full_listing_of_10000_apis_stays_far_below_the_payload_limit() {
         state: &Memory::default(),
         feed: &NoEvents,
     };
-    let input = ListChangesInput { kind: Kind::Assets, mode: SyncMode::Full, runtimes: vec![runtime("prod")] };
+    let input = assets_input(SyncMode::Full, &["prod"]);
 
     let output = task.run(input, NOW).await.unwrap();
 
@@ -243,7 +275,7 @@ async fn an_empty_listing_never_empties_a_runtime_unless_allowed() {
         held: BTreeMap::from([("rt_prod".into(), vec!["a_prod".into(), "b_prod".into()])]),
         ..Plane::default()
     };
-    let input = ListChangesInput { kind: Kind::Assets, mode: SyncMode::Full, runtimes: vec![runtime("prod")] };
+    let input = assets_input(SyncMode::Full, &["prod"]);
 
     let guarded = config(&[]);
     let task = ListChanges {
@@ -283,7 +315,7 @@ async fn a_full_sync_removes_only_what_aws_no_longer_deploys() {
         state: &Memory::default(),
         feed: &NoEvents,
     };
-    let input = ListChangesInput { kind: Kind::Assets, mode: SyncMode::Auto, runtimes: vec![runtime("prod")] };
+    let input = assets_input(SyncMode::Auto, &["prod"]);
     let output = task.run(input, NOW).await.unwrap();
     let Chunk::Assets(chunk) = &output.chunks[0] else { panic!("assets chunk expected") };
     assert_eq!(chunk.upserts, vec!["0000000000", "0000000001"]);
@@ -345,7 +377,9 @@ async fn watermarks_only_move_forward() {
     let state = Memory::default();
     let ack = |position| AckInput {
         kind: Kind::Metrics,
+        execution_id: "run-1".into(),
         watermarks: vec![WatermarkUpdate { stage: "prod".into(), position, full_sync_at: None }],
+        claimed: vec![],
     };
     assert!(ack_watermark(ack(600), &state, NOW).await.unwrap().watermarks[0].advanced);
     assert!(
@@ -362,4 +396,82 @@ fn task_inputs_reject_unknown_fields() {
     let error = crate::bootstrap::parse_input::<ExecutionInput>(typo).unwrap_err();
     assert_eq!(error.error_type(), "InvalidInput");
     assert!(error.to_string().contains("mdoe"), "{error}");
+}
+
+#[tokio::test]
+async fn an_overlapping_execution_skips_the_stages_another_one_holds() {
+    let config = config(&[]);
+    let gateway = Gateway::with_apis(2, &["prod", "dev"], "x");
+    let state = Memory::default();
+    let task = ListChanges {
+        config: &config,
+        gateway: &gateway,
+        control_plane: &Plane::default(),
+        state: &state,
+        feed: &NoEvents,
+    };
+    assert!(state.claim("prod", Kind::Assets, "other-run", NOW, NOW + 600).await.unwrap());
+
+    let output = task.run(assets_input(SyncMode::Auto, &["prod", "dev"]), NOW).await.unwrap();
+
+    assert_eq!(output.claimed, vec!["dev"]);
+    assert_eq!(output.skipped, vec!["prod"]);
+    assert!(output.chunks.iter().all(|c| matches!(c, Chunk::Assets(chunk) if chunk.stage == "dev")));
+    assert_eq!(output.watermarks.iter().map(|w| w.stage.as_str()).collect::<Vec<_>>(), vec!["dev"]);
+
+    // Once the other claim expires, the stage is taken again.
+    let later = task.run(assets_input(SyncMode::Auto, &["prod"]), NOW + 601).await.unwrap();
+    assert_eq!(later.claimed, vec!["prod"]);
+}
+
+#[tokio::test]
+async fn acking_releases_the_claims_so_the_next_execution_proceeds() {
+    let state = Memory::default();
+    assert!(state.claim("prod", Kind::Metrics, "run-1", NOW, NOW + 3600).await.unwrap());
+    assert!(!state.claim("prod", Kind::Metrics, "run-2", NOW + 60, NOW + 3660).await.unwrap());
+
+    let failed_branch = AckInput {
+        kind: Kind::Metrics,
+        execution_id: "run-1".into(),
+        watermarks: vec![],
+        claimed: vec!["prod".into()],
+    };
+    let output = ack_watermark(failed_branch, &state, NOW + 61).await.unwrap();
+
+    assert!(output.watermarks.is_empty());
+    assert_eq!(state.load("prod").await.unwrap().metrics_watermark, None, "nothing acked");
+    assert!(state.claim("prod", Kind::Metrics, "run-2", NOW + 62, NOW + 3662).await.unwrap());
+}
+
+#[tokio::test]
+async fn a_failing_listing_gives_its_claims_back() {
+    struct Broken;
+    impl ApiGateway for Broken {
+        async fn list_rest_apis(&self) -> Result<Vec<RestApi>> {
+            Err(AgentError::AwsUnavailable("apigateway:GetRestApis: 503".into()))
+        }
+        async fn get_rest_api(&self, _: &str) -> Result<Option<RestApi>> {
+            unreachable!()
+        }
+        async fn get_stages(&self, _: &str) -> Result<Vec<Stage>> {
+            unreachable!()
+        }
+        async fn export_title(&self, _: &str, _: &str) -> Result<Option<String>> {
+            unreachable!()
+        }
+    }
+    let config = config(&[]);
+    let state = Memory::default();
+    let task = ListChanges {
+        config: &config,
+        gateway: &Broken,
+        control_plane: &Plane::default(),
+        state: &state,
+        feed: &NoEvents,
+    };
+
+    let error = task.run(assets_input(SyncMode::Full, &["prod"]), NOW).await.unwrap_err();
+
+    assert_eq!(error.error_type(), "AwsUnavailable");
+    assert!(state.claims.lock().unwrap().is_empty(), "claims released on failure");
 }
