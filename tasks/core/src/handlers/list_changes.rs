@@ -47,13 +47,17 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed> ListChanges<'
                 Ok(ListChangesOutput { kind: input.kind, chunks, watermarks, claimed, skipped, summary })
             }
             Err(error) => {
-                // The workflow's failure path knows no claims yet: give them back here.
-                for stage in &claimed {
-                    if let Err(release) = self.state.release(stage, input.kind, &input.execution_id).await {
-                        tracing::warn!(stage, %release, "claim not released; it expires by itself");
-                    }
-                }
+                self.give_back(&input, &claimed).await;
                 Err(error)
+            }
+        }
+    }
+
+    /// On failure the workflow does not know the claims yet, so this task releases them itself.
+    async fn give_back(&self, input: &ListChangesInput, claimed: &[String]) {
+        for stage in claimed {
+            if let Err(error) = self.state.release(stage, input.kind, &input.execution_id).await {
+                tracing::warn!(stage, %error, "claim not released; it expires by itself");
             }
         }
     }
@@ -64,7 +68,14 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed> ListChanges<'
         let (mut claimed, mut skipped) = (Vec::new(), Vec::new());
         let expires_at = now + self.config.claim_ttl.as_secs() as i64;
         for runtime in &input.runtimes {
-            if self.state.claim(&runtime.stage, input.kind, &input.execution_id, now, expires_at).await? {
+            let taken = match self.state.claim(&runtime.stage, input.kind, &input.execution_id, now, expires_at).await {
+                Ok(taken) => taken,
+                Err(error) => {
+                    self.give_back(input, &claimed).await;
+                    return Err(error);
+                }
+            };
+            if taken {
                 claimed.push(runtime.stage.clone());
             } else {
                 tracing::info!(stage = runtime.stage, kind = ?input.kind, "another execution holds the stage; skipped");

@@ -107,6 +107,8 @@ struct Memory {
     items: Mutex<HashMap<String, RuntimeState>>,
     /// (stage, kind) -> (holder, expires at)
     claims: Mutex<HashMap<(String, Kind), (String, i64)>>,
+    /// A stage whose claim fails as if DynamoDB were throttling.
+    unclaimable: Option<&'static str>,
 }
 
 impl StateStore for Memory {
@@ -144,6 +146,9 @@ impl StateStore for Memory {
         Ok(true)
     }
     async fn claim(&self, stage: &str, kind: Kind, holder: &str, now: i64, expires_at: i64) -> Result<bool> {
+        if self.unclaimable == Some(stage) {
+            return Err(AgentError::Throttled("dynamodb:UpdateItem: ProvisionedThroughputExceededException".into()));
+        }
         let mut claims = self.claims.lock().unwrap();
         let key = (stage.to_owned(), kind);
         match claims.get(&key) {
@@ -474,4 +479,23 @@ async fn a_failing_listing_gives_its_claims_back() {
 
     assert_eq!(error.error_type(), "AwsUnavailable");
     assert!(state.claims.lock().unwrap().is_empty(), "claims released on failure");
+}
+
+#[tokio::test]
+async fn a_claim_that_fails_midway_gives_back_the_ones_taken() {
+    let config = config(&[]);
+    let gateway = Gateway::with_apis(1, &["a", "b"], "x");
+    let state = Memory { unclaimable: Some("b"), ..Memory::default() };
+    let task = ListChanges {
+        config: &config,
+        gateway: &gateway,
+        control_plane: &Plane::default(),
+        state: &state,
+        feed: &NoEvents,
+    };
+
+    let error = task.run(assets_input(SyncMode::Auto, &["a", "b"]), NOW).await.unwrap_err();
+
+    assert_eq!(error.error_type(), "Throttled");
+    assert!(state.claims.lock().unwrap().is_empty(), "the claim on a was released");
 }
