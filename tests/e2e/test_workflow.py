@@ -88,6 +88,9 @@ def test_two_runs_federate_every_deployed_rest_api_once_and_advance_the_watermar
     assert per_api[f"{orders.id}_prod"]["apiMetrics"]["transactionCount"] == 50
     assert per_api[f"{orders.id}_prod"]["apiVersion"] == orders.stages["prod"]
 
+    # The summary says how far behind the control plane is: the CloudTrail delivery buffer.
+    assert 300 <= first.output["assets"]["lagSeconds"] < 400
+
     prod_after_first = state_table.item("prod")
     assert prod_after_first["registeredId"] == PROD
     assert prod_after_first["metricsWatermark"] == backlog_start + 2 * INTERVAL

@@ -180,4 +180,6 @@ pub struct AckedWatermark {
 pub struct AckOutput {
     pub kind: Kind,
     pub watermarks: Vec<AckedWatermark>,
+    /// Seconds between now and the newest acked watermark: how far behind the control plane is.
+    pub lag_seconds: Option<i64>,
 }

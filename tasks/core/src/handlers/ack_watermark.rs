@@ -8,7 +8,7 @@ use crate::model::{AckInput, AckOutput, AckedWatermark};
 use crate::telemetry;
 
 pub async fn ack_watermark(input: AckInput, state: &impl StateStore, now: i64) -> Result<AckOutput> {
-    let newest = input.watermarks.iter().map(|w| w.position).max();
+    let lag_seconds = input.watermarks.iter().map(|w| w.position).max().map(|newest| now - newest);
     let mut acked = Vec::with_capacity(input.watermarks.len());
     for update in input.watermarks {
         let advanced =
@@ -21,8 +21,8 @@ pub async fn ack_watermark(input: AckInput, state: &impl StateStore, now: i64) -
     for stage in &input.claimed {
         state.release(stage, input.kind, &input.execution_id).await?;
     }
-    if let Some(newest) = newest {
-        telemetry::emit(&telemetry::sync_lag_record(input.kind, now - newest, now));
+    if let Some(lag) = lag_seconds {
+        telemetry::emit(&telemetry::sync_lag_record(input.kind, lag, now));
     }
-    Ok(AckOutput { kind: input.kind, watermarks: acked })
+    Ok(AckOutput { kind: input.kind, watermarks: acked, lag_seconds })
 }

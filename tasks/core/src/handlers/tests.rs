@@ -386,7 +386,9 @@ async fn watermarks_only_move_forward() {
         watermarks: vec![WatermarkUpdate { stage: "prod".into(), position, full_sync_at: None }],
         claimed: vec![],
     };
-    assert!(ack_watermark(ack(600), &state, NOW).await.unwrap().watermarks[0].advanced);
+    let first = ack_watermark(ack(600), &state, NOW).await.unwrap();
+    assert!(first.watermarks[0].advanced);
+    assert_eq!(first.lag_seconds, Some(NOW - 600));
     assert!(
         !ack_watermark(ack(300), &state, NOW).await.unwrap().watermarks[0].advanced,
         "a replay never moves it back"
@@ -444,6 +446,7 @@ async fn acking_releases_the_claims_so_the_next_execution_proceeds() {
     let output = ack_watermark(failed_branch, &state, NOW + 61).await.unwrap();
 
     assert!(output.watermarks.is_empty());
+    assert_eq!(output.lag_seconds, None, "no ack, no lag reading");
     assert_eq!(state.load("prod").await.unwrap().metrics_watermark, None, "nothing acked");
     assert!(state.claim("prod", Kind::Metrics, "run-2", NOW + 62, NOW + 3662).await.unwrap());
 }
