@@ -123,8 +123,12 @@ export class AgentStack extends Stack {
     for (const placeholder of ['EnsureRuntimeFunctionArn', 'ListChangesFunctionArn', 'PublishFunctionArn'] as const) {
       secret.grantRead(roles[placeholder]);
     }
+    // ensure-runtime also stores the discovered stages (PutItem of one item).
     roles.EnsureRuntimeFunctionArn.addToPolicy(
-      new iam.PolicyStatement({ actions: ['dynamodb:GetItem', 'dynamodb:UpdateItem'], resources: [this.table.tableArn] }),
+      new iam.PolicyStatement({
+        actions: ['dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem'],
+        resources: [this.table.tableArn],
+      }),
     );
     // list-changes claims stages (conditional UpdateItem) before it reads their state.
     roles.ListChangesFunctionArn.addToPolicy(

@@ -32,6 +32,8 @@ export interface AgentSettings {
   readonly metricsInterval: Duration;
   readonly metricsBuffer: Duration;
   readonly metricsMaxWindowsPerRun: number;
+  /** DISCOVERY_INTERVAL_SECONDS: with `stages: ['*']`, how long a discovery of the account's stages is reused. */
+  readonly discoveryInterval: Duration;
   /** CLAIM_TTL_SECONDS: how long a branch's claim on a stage outlives an execution that died holding it. */
   readonly claimTtl: Duration;
   /** How often the schedule starts an execution. */
@@ -64,6 +66,7 @@ export const DEFAULTS = {
   metricsBuffer: Duration.seconds(180),
   metricsMaxWindowsPerRun: 12,
   claimTtl: Duration.hours(1),
+  discoveryInterval: Duration.hours(1),
   scheduleRate: Duration.minutes(1),
   scheduleEnabled: true,
   express: false,
@@ -135,6 +138,7 @@ export function settingsFromContext(lookup: Lookup): AgentSettings {
     metricsBuffer: seconds('metricsBufferSeconds', DEFAULTS.metricsBuffer),
     metricsMaxWindowsPerRun: integer('metricsMaxWindowsPerRun', DEFAULTS.metricsMaxWindowsPerRun, 1),
     claimTtl: seconds('claimTtlSeconds', DEFAULTS.claimTtl, 60),
+    discoveryInterval: seconds('discoveryIntervalSeconds', DEFAULTS.discoveryInterval),
     scheduleRate: Duration.minutes(integer('scheduleRateMinutes', DEFAULTS.scheduleRate.toMinutes(), 1)),
     scheduleEnabled: flag('scheduleEnabled', DEFAULTS.scheduleEnabled),
     express: flag('express', DEFAULTS.express),
@@ -170,6 +174,7 @@ export function functionEnvironment(settings: AgentSettings): Record<string, str
     METRICS_BUFFER_SECONDS: String(settings.metricsBuffer.toSeconds()),
     METRICS_MAX_WINDOWS_PER_RUN: String(settings.metricsMaxWindowsPerRun),
     CLAIM_TTL_SECONDS: String(settings.claimTtl.toSeconds()),
+    DISCOVERY_INTERVAL_SECONDS: String(settings.discoveryInterval.toSeconds()),
     ...(Object.fromEntries(Object.entries(optional).filter(([, v]) => v !== undefined)) as Record<string, string>),
   };
 }

@@ -139,7 +139,14 @@ describe('the agent stack', () => {
     const common = ['logs:CreateLogStream', 'logs:PutLogEvents', 'xray:PutTelemetryRecords', 'xray:PutTraceSegments'];
     const secret = ['secretsmanager:DescribeSecret', 'secretsmanager:GetSecretValue'];
     const expected: Record<string, string[]> = {
-      EnsureRuntimeRole: [...common, 'apigateway:GET', 'dynamodb:GetItem', 'dynamodb:UpdateItem', ...secret],
+      EnsureRuntimeRole: [
+        ...common,
+        'apigateway:GET',
+        'dynamodb:GetItem',
+        'dynamodb:PutItem',
+        'dynamodb:UpdateItem',
+        ...secret,
+      ],
       ListChangesRole: [
         ...common,
         'apigateway:GET',

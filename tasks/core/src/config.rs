@@ -75,6 +75,8 @@ pub struct Config {
     pub metrics_max_windows_per_run: usize,
     /// How long a branch's claim on a stage lasts if the execution dies without releasing it.
     pub claim_ttl: Duration,
+    /// With `STAGES=*`, how long a discovery of the account's stages is reused.
+    pub discovery_interval: Duration,
 }
 
 pub const MAX_CHUNK_SIZE: usize = 500;
@@ -152,6 +154,7 @@ impl Config {
             metrics_buffer: env.seconds("METRICS_BUFFER_SECONDS", 180)?,
             metrics_max_windows_per_run: env.number("METRICS_MAX_WINDOWS_PER_RUN", 12)?.max(1) as usize,
             claim_ttl: env.seconds("CLAIM_TTL_SECONDS", 3600)?,
+            discovery_interval: env.seconds("DISCOVERY_INTERVAL_SECONDS", 3600)?,
         })
     }
 }

@@ -59,7 +59,20 @@ pub trait StateStore: Send + Sync {
     ) -> impl Future<Output = Result<bool>> + Send;
     /// Gives up `holder`'s claim; a claim someone else holds is left alone.
     fn release(&self, stage: &str, kind: Kind, holder: &str) -> impl Future<Output = Result<()>> + Send;
+    /// The stages found by the last discovery (`STAGES=*`) and when it ran.
+    fn load_discovery(&self) -> impl Future<Output = Result<Option<Discovery>>> + Send;
+    fn save_discovery(&self, discovery: &Discovery) -> impl Future<Output = Result<()>> + Send;
 }
+
+/// The outcome of listing every deployed stage of the account and region.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Discovery {
+    pub stages: Vec<String>,
+    pub at: i64,
+}
+
+/// The key of the discovery item: `#` cannot start an API Gateway stage name.
+const DISCOVERY_KEY: &str = "#discovery";
 
 #[derive(Debug, Clone)]
 pub struct DynamoStateStore {
@@ -138,6 +151,39 @@ impl StateStore for DynamoStateStore {
             assets_full_sync_at: number(&item, "assetsFullSyncAt")?,
             metrics_watermark: number(&item, attributes(Kind::Metrics).watermark)?,
         })
+    }
+
+    async fn load_discovery(&self) -> Result<Option<Discovery>> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(KEY, AttributeValue::S(DISCOVERY_KEY.to_owned()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| sdk_error("dynamodb:GetItem", e))?;
+        let Some(item) = output.item else { return Ok(None) };
+        let stages = match item.get("stages") {
+            Some(AttributeValue::L(values)) => values.iter().filter_map(|v| v.as_s().ok().cloned()).collect(),
+            _ => Vec::new(),
+        };
+        Ok(number(&item, "discoveredAt")?.map(|at| Discovery { stages, at }))
+    }
+
+    async fn save_discovery(&self, discovery: &Discovery) -> Result<()> {
+        // A list, not a string set: an account without stages is a valid (empty) discovery.
+        let stages = discovery.stages.iter().map(|s| AttributeValue::S(s.clone())).collect();
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item(KEY, AttributeValue::S(DISCOVERY_KEY.to_owned()))
+            .item("stages", AttributeValue::L(stages))
+            .item("discoveredAt", AttributeValue::N(discovery.at.to_string()))
+            .send()
+            .await
+            .map_err(|e| sdk_error("dynamodb:PutItem", e))?;
+        Ok(())
     }
 
     async fn record_registration(&self, stage: &str, registered_as: &str, registered_id: &str, at: i64) -> Result<()> {

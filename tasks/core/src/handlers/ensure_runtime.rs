@@ -2,13 +2,13 @@
 //! heartbeat for each on every run.
 
 use crate::aws::apigateway::ApiGateway;
-use crate::aws::state::StateStore;
+use crate::aws::state::{Discovery, StateStore};
 use crate::config::{Config, StageSelection, is_valid_stage_name};
 use crate::control_plane::ControlPlane;
 use crate::control_plane::types::Heartbeat;
 use crate::error::{AgentError, Result};
 use crate::mapping::{StageLocation, runtime_id, runtime_registration};
-use crate::model::{ExecutionInput, RuntimeRef, RuntimesReady};
+use crate::model::{ExecutionInput, RuntimeRef, RuntimesReady, SyncMode};
 
 pub struct EnsureRuntime<'a, G, C, S> {
     pub config: &'a Config,
@@ -21,7 +21,7 @@ pub struct EnsureRuntime<'a, G, C, S> {
 
 impl<G: ApiGateway, C: ControlPlane, S: StateStore> EnsureRuntime<'_, G, C, S> {
     pub async fn run(&self, input: ExecutionInput, now: i64) -> Result<RuntimesReady> {
-        let stages = self.stages(input.stages).await?;
+        let stages = self.stages(input.stages, input.mode, now).await?;
         if stages.is_empty() {
             tracing::warn!("no stage to federate: no deployed stage found or configured");
         }
@@ -56,7 +56,7 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore> EnsureRuntime<'_, G, C, S> {
     }
 
     /// The execution's stages, else the configured ones; `*` means every stage with a deployment.
-    async fn stages(&self, requested: Option<Vec<String>>) -> Result<Vec<String>> {
+    async fn stages(&self, requested: Option<Vec<String>>, mode: SyncMode, now: i64) -> Result<Vec<String>> {
         let mut stages = match (requested, &self.config.stages) {
             (Some(requested), _) => {
                 if let Some(bad) = requested.iter().find(|s| !is_valid_stage_name(s)) {
@@ -67,10 +67,26 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore> EnsureRuntime<'_, G, C, S> {
                 requested
             }
             (None, StageSelection::Named(names)) => names.clone(),
-            (None, StageSelection::All) => super::deployments_by_stage(self.gateway).await?.into_keys().collect(),
+            (None, StageSelection::All) => self.discovered_stages(mode, now).await?,
         };
         stages.sort();
         stages.dedup();
         Ok(stages)
+    }
+
+    /// Discovery costs one GetStages per REST API, so it is reused for the discovery interval
+    /// (a full sync always rediscovers); a stage created meanwhile joins at the next discovery.
+    async fn discovered_stages(&self, mode: SyncMode, now: i64) -> Result<Vec<String>> {
+        let fresh_for = self.config.discovery_interval.as_secs() as i64;
+        if mode == SyncMode::Auto
+            && let Some(last) = self.state.load_discovery().await?
+            && now - last.at < fresh_for
+        {
+            return Ok(last.stages);
+        }
+        let discovery =
+            Discovery { stages: super::deployments_by_stage(self.gateway).await?.into_keys().collect(), at: now };
+        self.state.save_discovery(&discovery).await?;
+        Ok(discovery.stages)
     }
 }

@@ -11,7 +11,7 @@ use super::transform::{BATCH_BUDGET_BYTES, Transform};
 use crate::aws::apigateway::{ApiGateway, RestApi, Stage};
 use crate::aws::cloudtrail::{ApiEvent, ChangeFeed};
 use crate::aws::cloudwatch::MetricSource;
-use crate::aws::state::{RuntimeState, StateStore};
+use crate::aws::state::{Discovery, RuntimeState, StateStore};
 use crate::config::Config;
 use crate::control_plane::types::{AgentMetricsModel, ApiDocument, Heartbeat, Runtime};
 use crate::control_plane::{ControlPlane, Upserted};
@@ -109,6 +109,7 @@ struct Memory {
     claims: Mutex<HashMap<(String, Kind), (String, i64)>>,
     /// A stage whose claim fails as if DynamoDB were throttling.
     unclaimable: Option<&'static str>,
+    discovery: Mutex<Option<Discovery>>,
 }
 
 impl StateStore for Memory {
@@ -158,6 +159,13 @@ impl StateStore for Memory {
                 Ok(true)
             }
         }
+    }
+    async fn load_discovery(&self) -> Result<Option<Discovery>> {
+        Ok(self.discovery.lock().unwrap().clone())
+    }
+    async fn save_discovery(&self, discovery: &Discovery) -> Result<()> {
+        *self.discovery.lock().unwrap() = Some(discovery.clone());
+        Ok(())
     }
     async fn release(&self, stage: &str, kind: Kind, holder: &str) -> Result<()> {
         let mut claims = self.claims.lock().unwrap();
@@ -501,4 +509,38 @@ async fn a_claim_that_fails_midway_gives_back_the_ones_taken() {
 
     assert_eq!(error.error_type(), "Throttled");
     assert!(state.claims.lock().unwrap().is_empty(), "the claim on a was released");
+}
+
+#[tokio::test]
+async fn discovered_stages_are_reused_until_the_interval_or_a_full_sync() {
+    let config = config(&[("DISCOVERY_INTERVAL_SECONDS", "3600")]);
+    let (plane, state) = (Plane::default(), Memory::default());
+    let stages_of =
+        |ready: crate::model::RuntimesReady| ready.runtimes.into_iter().map(|r| r.stage).collect::<Vec<_>>();
+
+    let before = Gateway::with_apis(2, &["prod"], "x");
+    let task = EnsureRuntime {
+        config: &config,
+        account: "1",
+        region: "r",
+        gateway: &before,
+        control_plane: &plane,
+        state: &state,
+    };
+    assert_eq!(stages_of(task.run(ExecutionInput::default(), NOW).await.unwrap()), vec!["prod"]);
+
+    // A stage appears; a scheduled run within the interval does not list the account again.
+    let after = Gateway::with_apis(2, &["prod", "qa"], "x");
+    let task = EnsureRuntime {
+        config: &config,
+        account: "1",
+        region: "r",
+        gateway: &after,
+        control_plane: &plane,
+        state: &state,
+    };
+    assert_eq!(stages_of(task.run(ExecutionInput::default(), NOW + 60).await.unwrap()), vec!["prod"]);
+    let full = ExecutionInput { mode: SyncMode::Full, stages: None };
+    assert_eq!(stages_of(task.run(full, NOW + 120).await.unwrap()), vec!["prod", "qa"]);
+    assert_eq!(stages_of(task.run(ExecutionInput::default(), NOW + 3720).await.unwrap()), vec!["prod", "qa"]);
 }
