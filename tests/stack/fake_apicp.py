@@ -183,7 +183,7 @@ class FakeControlPlane(LocalServer):
             runtime_type = self._new_runtime_type({"name": name}, now)
             self._preloaded_types[runtime_type["id"]] = runtime_type
         self.reset()
-        self._serve(host, port, _handler_class(self))
+        self._serve(host, port, log_requests)
 
     # --- test hooks (also served under /_fake/) ----------------------------------------------
 
@@ -583,25 +583,6 @@ def _query_mapping(query: str) -> dict:
     """Single values as strings, repeated ones as lists, which is what openapi-core expects."""
     parsed = parse_qs(query, keep_blank_values=True)
     return {name: values[0] if len(values) == 1 else values for name, values in parsed.items()}
-
-
-def _handler_class(fake: FakeControlPlane) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"  # keep-alive, as the agent's HTTP client expects
-        # Headers and body go out in separate writes; without this, Nagle and delayed ACKs
-        # add ~40 ms to every keep-alive request.
-        disable_nagle_algorithm = True
-
-        def do_GET(self):
-            fake._dispatch(self)
-
-        do_POST = do_PUT = do_DELETE = do_PATCH = do_GET
-
-        def log_message(self, format, *args):
-            if fake._log_requests:
-                super().log_message(format, *args)
-
-    return Handler
 
 
 def main() -> None:

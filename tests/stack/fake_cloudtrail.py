@@ -93,7 +93,7 @@ class FakeCloudTrail(LocalServer):
         self._lock = threading.Lock()
         self._sequence = itertools.count()  # tie-breaker for events with equal EventTime
         self.reset()
-        self._serve(host, port, _handler_class(self))
+        self._serve(host, port, log_requests)
 
     # --- test hooks (also served under /_fake/) ----------------------------------------------
 
@@ -279,25 +279,6 @@ class FakeCloudTrail(LocalServer):
         if (method, path) == ("GET", "/_fake/requests"):
             return 200, self.requests()
         return 404, {"message": f"No test hook {method} {path}"}
-
-
-def _handler_class(fake: FakeCloudTrail) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"  # keep-alive, as the AWS SDK expects
-        # Headers and body go out in separate writes; without this, Nagle and delayed ACKs
-        # add ~40 ms to every keep-alive request.
-        disable_nagle_algorithm = True
-
-        def do_POST(self):
-            fake._dispatch(self)
-
-        do_GET = do_PUT = do_DELETE = do_POST
-
-        def log_message(self, format, *args):
-            if fake._log_requests:
-                super().log_message(format, *args)
-
-    return Handler
 
 
 def main() -> None:

@@ -34,36 +34,25 @@ class LambdaAdapter(LocalServer):
     def __init__(self, watch_url: str, host: str = "127.0.0.1", port: int = 0, timeout: float = 600):
         self.watch_url = watch_url.rstrip("/")
         self.timeout = timeout
-        adapter = self
+        self._serve(host, port)
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):  # the runner prints state transitions; keep quiet
-                pass
-
-            def do_POST(self):
-                match = INVOKE_PATH.match(self.path.split("?")[0])
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                if not match:
-                    return self._answer(404, {"Type": "User", "message": f"unknown path {self.path}"},
-                                        {"x-amzn-ErrorType": "ResourceNotFoundException"})
-                status, payload = adapter.invoke(function_name(match["function"]), body)
-                if status == 200:
-                    return self._answer(200, payload, {"X-Amz-Executed-Version": "$LATEST"})
-                if status == 500 and isinstance(payload, dict) and "errorType" in payload:
-                    return self._answer(200, payload, {"X-Amz-Function-Error": "Unhandled",
-                                                       "X-Amz-Executed-Version": "$LATEST"})
-                if status == 404:
-                    return self._answer(404, {"Type": "User", "message": f"Function not found: {match['function']}"},
-                                        {"x-amzn-ErrorType": "ResourceNotFoundException"})
-                return self._answer(502, {"Type": "Service", "message": f"emulator answered {status}: {payload}"},
-                                    {"x-amzn-ErrorType": "ServiceException"})
-
-            def _answer(self, status, payload, headers):
-                send_json(self, status, payload, headers)
-
-        self._serve(host, port, Handler)
+    def _dispatch(self, request: BaseHTTPRequestHandler) -> None:
+        match = INVOKE_PATH.match(request.path.split("?")[0])
+        body = request.rfile.read(int(request.headers.get("Content-Length") or 0))
+        if request.command != "POST" or not match:
+            return send_json(request, 404, {"Type": "User", "message": f"unknown path {request.path}"},
+                             {"x-amzn-ErrorType": "ResourceNotFoundException"})
+        status, payload = self.invoke(function_name(match["function"]), body)
+        if status == 200:
+            return send_json(request, 200, payload, {"X-Amz-Executed-Version": "$LATEST"})
+        if status == 500 and isinstance(payload, dict) and "errorType" in payload:
+            return send_json(request, 200, payload,
+                             {"X-Amz-Function-Error": "Unhandled", "X-Amz-Executed-Version": "$LATEST"})
+        if status == 404:
+            return send_json(request, 404, {"Type": "User", "message": f"Function not found: {match['function']}"},
+                             {"x-amzn-ErrorType": "ResourceNotFoundException"})
+        return send_json(request, 502, {"Type": "Service", "message": f"emulator answered {status}: {payload}"},
+                         {"x-amzn-ErrorType": "ServiceException"})
 
     def invoke(self, function: str, body: bytes):
         request = urllib.request.Request(

@@ -23,10 +23,31 @@ def send_json(request: BaseHTTPRequestHandler, status: int, payload: Any, header
 
 
 class LocalServer:
-    """Serves `handler` on `host:port` (port 0 picks a free one); usable as a context manager."""
+    """Serves on `host:port` (port 0 picks a free one), handing every request to the subclass's
+    `_dispatch(request)`; usable as a context manager."""
 
-    def _serve(self, host: str, port: int, handler: type[BaseHTTPRequestHandler]) -> None:
-        self._server = ThreadingHTTPServer((host, port), handler)
+    def _dispatch(self, request: BaseHTTPRequestHandler) -> None:
+        raise NotImplementedError
+
+    def _serve(self, host: str, port: int, log_requests: bool = False) -> None:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as the AWS SDKs and reqwest expect
+            # Headers and body go out in separate writes; without this, Nagle and delayed ACKs
+            # add ~40 ms to every keep-alive request.
+            disable_nagle_algorithm = True
+
+            def do_GET(self):
+                server._dispatch(self)
+
+            do_POST = do_PUT = do_DELETE = do_PATCH = do_GET
+
+            def log_message(self, format, *args):
+                if log_requests:
+                    super().log_message(format, *args)
+
+        self._server = ThreadingHTTPServer((host, port), Handler)
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
 

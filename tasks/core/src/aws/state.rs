@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::future::Future;
 
 use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::sdk_error;
@@ -108,16 +109,30 @@ fn attributes(kind: Kind) -> BranchAttributes {
     }
 }
 
-fn is_condition_failure<E, R>(error: &aws_sdk_dynamodb::error::SdkError<E, R>) -> bool
-where
-    E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
-{
-    error.as_service_error().and_then(|e| e.code()) == Some("ConditionalCheckFailedException")
-}
-
 impl DynamoStateStore {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
         Self { client, table: table.into() }
+    }
+
+    /// An update of the branch's claim attributes (`#by`, `#until`) naming `:holder`.
+    fn claim_update(&self, stage: &str, kind: Kind, holder: &str) -> UpdateItemFluentBuilder {
+        let names = attributes(kind);
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key(KEY, AttributeValue::S(stage.to_owned()))
+            .expression_attribute_names("#by", names.claimed_by)
+            .expression_attribute_names("#until", names.claim_expires_at)
+            .expression_attribute_values(":holder", AttributeValue::S(holder.to_owned()))
+    }
+}
+
+/// Sends a conditional update; `false` when its condition did not hold.
+async fn conditional_update(request: UpdateItemFluentBuilder) -> Result<bool> {
+    match request.send().await {
+        Ok(_) => Ok(true),
+        Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(false),
+        Err(e) => Err(sdk_error("dynamodb:UpdateItem", e)),
     }
 }
 
@@ -224,55 +239,26 @@ impl StateStore for DynamoStateStore {
             update.push_str(", assetsFullSyncAt = :full");
             request = request.expression_attribute_values(":full", AttributeValue::N(at.to_string()));
         }
-        match request.update_expression(update).send().await {
-            Ok(_) => Ok(true),
-            // The stored watermark is already at or past this position: nothing to do.
-            Err(e) if is_condition_failure(&e) => Ok(false),
-            Err(e) => Err(sdk_error("dynamodb:UpdateItem", e)),
-        }
+        // False: the stored watermark is already at or past this position; nothing to do.
+        conditional_update(request.update_expression(update)).await
     }
 
     async fn claim(&self, stage: &str, kind: Kind, holder: &str, now: i64, expires_at: i64) -> Result<bool> {
-        let names = attributes(kind);
-        let claimed = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key(KEY, AttributeValue::S(stage.to_owned()))
+        let request = self
+            .claim_update(stage, kind, holder)
             .update_expression("SET #by = :holder, #until = :until")
             .condition_expression("attribute_not_exists(#by) OR #by = :holder OR #until < :now")
-            .expression_attribute_names("#by", names.claimed_by)
-            .expression_attribute_names("#until", names.claim_expires_at)
-            .expression_attribute_values(":holder", AttributeValue::S(holder.to_owned()))
             .expression_attribute_values(":until", AttributeValue::N(expires_at.to_string()))
-            .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
-            .send()
-            .await;
-        match claimed {
-            Ok(_) => Ok(true),
-            Err(e) if is_condition_failure(&e) => Ok(false),
-            Err(e) => Err(sdk_error("dynamodb:UpdateItem", e)),
-        }
+            .expression_attribute_values(":now", AttributeValue::N(now.to_string()));
+        conditional_update(request).await
     }
 
     async fn release(&self, stage: &str, kind: Kind, holder: &str) -> Result<()> {
-        let names = attributes(kind);
-        let released = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key(KEY, AttributeValue::S(stage.to_owned()))
+        let request = self
+            .claim_update(stage, kind, holder)
             .update_expression("REMOVE #by, #until")
-            .condition_expression("#by = :holder")
-            .expression_attribute_names("#by", names.claimed_by)
-            .expression_attribute_names("#until", names.claim_expires_at)
-            .expression_attribute_values(":holder", AttributeValue::S(holder.to_owned()))
-            .send()
-            .await;
-        match released {
-            Ok(_) => Ok(()),
-            Err(e) if is_condition_failure(&e) => Ok(()),
-            Err(e) => Err(sdk_error("dynamodb:UpdateItem", e)),
-        }
+            .condition_expression("#by = :holder");
+        // False: someone else holds the claim now, which is theirs to release.
+        conditional_update(request).await.map(drop)
     }
 }
