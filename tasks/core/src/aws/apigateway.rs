@@ -25,6 +25,11 @@ pub struct Stage {
     pub tags: BTreeMap<String, String>,
 }
 
+/// The stage of that name if it serves a deployment; a stage without one serves nothing.
+pub fn deployed_stage<'a>(stages: &'a [Stage], name: &str) -> Option<&'a Stage> {
+    stages.iter().find(|s| s.name == name && s.deployment_id.is_some())
+}
+
 pub trait ApiGateway: Send + Sync {
     /// Every REST API of the account and region, across all pages.
     fn list_rest_apis(&self) -> impl Future<Output = Result<Vec<RestApi>>> + Send;

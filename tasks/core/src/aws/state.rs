@@ -114,6 +114,20 @@ impl DynamoStateStore {
         Self { client, table: table.into() }
     }
 
+    /// The item under `key`, read consistently: watermarks and claims must not be stale.
+    async fn item(&self, key: &str) -> Result<Option<HashMap<String, AttributeValue>>> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(KEY, AttributeValue::S(key.to_owned()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| sdk_error("dynamodb:GetItem", e))?;
+        Ok(output.item)
+    }
+
     /// An update of the branch's claim attributes (`#by`, `#until`) naming `:holder`.
     fn claim_update(&self, stage: &str, kind: Kind, holder: &str) -> UpdateItemFluentBuilder {
         let names = attributes(kind);
@@ -149,16 +163,7 @@ fn number(item: &HashMap<String, AttributeValue>, name: &str) -> Result<Option<i
 
 impl StateStore for DynamoStateStore {
     async fn load(&self, stage: &str) -> Result<RuntimeState> {
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key(KEY, AttributeValue::S(stage.to_owned()))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| sdk_error("dynamodb:GetItem", e))?;
-        let Some(item) = output.item else { return Ok(RuntimeState::default()) };
+        let Some(item) = self.item(stage).await? else { return Ok(RuntimeState::default()) };
         Ok(RuntimeState {
             registered_id: item.get("registeredId").and_then(|v| v.as_s().ok()).cloned(),
             registered_as: item.get("registeredAs").and_then(|v| v.as_s().ok()).cloned(),
@@ -169,16 +174,7 @@ impl StateStore for DynamoStateStore {
     }
 
     async fn load_discovery(&self) -> Result<Option<Discovery>> {
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key(KEY, AttributeValue::S(DISCOVERY_KEY.to_owned()))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| sdk_error("dynamodb:GetItem", e))?;
-        let Some(item) = output.item else { return Ok(None) };
+        let Some(item) = self.item(DISCOVERY_KEY).await? else { return Ok(None) };
         let stages = match item.get("stages") {
             Some(AttributeValue::L(values)) => values.iter().filter_map(|v| v.as_s().ok().cloned()).collect(),
             _ => Vec::new(),

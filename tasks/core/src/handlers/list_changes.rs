@@ -4,7 +4,7 @@
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::aws::apigateway::{ApiGateway, Stage};
+use crate::aws::apigateway::{ApiGateway, Stage, deployed_stage};
 use crate::aws::cloudtrail::ChangeFeed;
 use crate::aws::state::StateStore;
 use crate::changes::{AssetPlan, chunk_assets, plan_assets, touched_rest_apis};
@@ -121,8 +121,7 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed> ListChanges<'
                         if let Entry::Vacant(entry) = stages_by_api.entry(api_id.clone()) {
                             entry.insert(self.gateway.get_stages(api_id).await?);
                         }
-                        let deployed =
-                            stages_by_api[api_id].iter().any(|s| s.name == runtime.stage && s.deployment_id.is_some());
+                        let deployed = deployed_stage(&stages_by_api[api_id], &runtime.stage).is_some();
                         if deployed {
                             upserts.push(api_id.clone());
                         } else {

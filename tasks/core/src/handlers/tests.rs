@@ -211,6 +211,15 @@ fn runtime(stage: &str) -> RuntimeRef {
     RuntimeRef { runtime_id: format!("rt_{stage}"), stage: stage.into() }
 }
 
+fn ensure_runtime<'a>(
+    config: &'a Config,
+    gateway: &'a Gateway,
+    plane: &'a Plane,
+    state: &'a Memory,
+) -> EnsureRuntime<'a, Gateway, Plane, Memory> {
+    EnsureRuntime { config, account: "111122223333", region: "eu-west-1", gateway, control_plane: plane, state }
+}
+
 fn assets_input(mode: SyncMode, stages: &[&str]) -> ListChangesInput {
     ListChangesInput {
         kind: Kind::Assets,
@@ -340,14 +349,7 @@ async fn runtimes_are_registered_once_and_heartbeat_on_every_run() {
     let config = config(&[]);
     let gateway = Gateway::with_apis(3, &["prod", "dev"], "x");
     let (plane, state) = (Plane::default(), Memory::default());
-    let task = EnsureRuntime {
-        config: &config,
-        account: "111122223333",
-        region: "eu-west-1",
-        gateway: &gateway,
-        control_plane: &plane,
-        state: &state,
-    };
+    let task = ensure_runtime(&config, &gateway, &plane, &state);
 
     let first = task.run(ExecutionInput::default(), NOW).await.unwrap();
     let second = task.run(ExecutionInput::default(), NOW + 60).await.unwrap();
@@ -364,14 +366,7 @@ async fn requested_stages_override_the_configuration_and_are_validated() {
     let config = config(&[("STAGES", "prod,dev")]);
     let gateway = Gateway::default();
     let (plane, state) = (Plane::default(), Memory::default());
-    let task = EnsureRuntime {
-        config: &config,
-        account: "111122223333",
-        region: "eu-west-1",
-        gateway: &gateway,
-        control_plane: &plane,
-        state: &state,
-    };
+    let task = ensure_runtime(&config, &gateway, &plane, &state);
 
     let only_dev = ExecutionInput { mode: SyncMode::Full, stages: Some(vec!["dev".into()]) };
     let ready = task.run(only_dev, NOW).await.unwrap();
@@ -519,26 +514,12 @@ async fn discovered_stages_are_reused_until_the_interval_or_a_full_sync() {
         |ready: crate::model::RuntimesReady| ready.runtimes.into_iter().map(|r| r.stage).collect::<Vec<_>>();
 
     let before = Gateway::with_apis(2, &["prod"], "x");
-    let task = EnsureRuntime {
-        config: &config,
-        account: "1",
-        region: "r",
-        gateway: &before,
-        control_plane: &plane,
-        state: &state,
-    };
+    let task = ensure_runtime(&config, &before, &plane, &state);
     assert_eq!(stages_of(task.run(ExecutionInput::default(), NOW).await.unwrap()), vec!["prod"]);
 
     // A stage appears; a scheduled run within the interval does not list the account again.
     let after = Gateway::with_apis(2, &["prod", "qa"], "x");
-    let task = EnsureRuntime {
-        config: &config,
-        account: "1",
-        region: "r",
-        gateway: &after,
-        control_plane: &plane,
-        state: &state,
-    };
+    let task = ensure_runtime(&config, &after, &plane, &state);
     assert_eq!(stages_of(task.run(ExecutionInput::default(), NOW + 60).await.unwrap()), vec!["prod"]);
     let full = ExecutionInput { mode: SyncMode::Full, stages: None };
     assert_eq!(stages_of(task.run(full, NOW + 120).await.unwrap()), vec!["prod", "qa"]);

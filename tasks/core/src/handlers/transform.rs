@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::aws::apigateway::ApiGateway;
+use crate::aws::apigateway::{ApiGateway, deployed_stage};
 use crate::aws::cloudwatch::MetricSource;
 use crate::control_plane::types::ApiDocument;
 use crate::error::Result;
@@ -56,7 +56,7 @@ impl<G: ApiGateway, M: MetricSource> Transform<'_, G, M> {
     async fn document(&self, api_id: &str, stage_name: &str) -> Result<Option<ApiDocument>> {
         let Some(api) = self.gateway.get_rest_api(api_id).await? else { return Ok(None) };
         let stages = self.gateway.get_stages(api_id).await?;
-        let Some(stage) = stages.iter().find(|s| s.name == stage_name && s.deployment_id.is_some()) else {
+        let Some(stage) = deployed_stage(&stages, stage_name) else {
             return Ok(None);
         };
         let title = self.gateway.export_title(api_id, stage_name).await?;
@@ -73,7 +73,7 @@ impl<G: ApiGateway, M: MetricSource> Transform<'_, G, M> {
                     continue;
                 }
                 let stages = self.gateway.get_stages(&api.id).await?;
-                if let Some(stage) = stages.iter().find(|s| s.name == window.stage && s.deployment_id.is_some()) {
+                if let Some(stage) = deployed_stage(&stages, &window.stage) {
                     apis.insert(
                         api.name.clone(),
                         ApiIdentity {
