@@ -2,9 +2,9 @@
 // machine from statemachine/agent.asl.json, its schedule, the state table, the control plane
 // secret, and alarms. Every role holds only the actions its function calls.
 import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 
-import { Aws, CfnOutput, Duration, RemovalPolicy, Stack, type StackProps, Validations } from 'aws-cdk-lib';
+import { Aws, CfnOutput, Duration, RemovalPolicy, SecretValue, Stack, type StackProps, Validations } from 'aws-cdk-lib';
 import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
 import * as cloudwatchActions from 'aws-cdk-lib/aws-cloudwatch-actions';
 import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
@@ -27,15 +27,34 @@ export interface AgentStackProps extends StackProps {
   readonly definitionFile: string;
 }
 
-/** The functions, by the placeholder that names them in the ASL file. */
-const FUNCTIONS = {
-  EnsureRuntimeFunctionArn: { binary: 'ensure-runtime', timeout: Duration.minutes(2) },
-  ListChangesFunctionArn: { binary: 'list-changes', timeout: Duration.minutes(5) },
-  TransformFunctionArn: { binary: 'transform', timeout: Duration.minutes(5) },
-  PublishFunctionArn: { binary: 'publish', timeout: Duration.minutes(5) },
-  AckWatermarkFunctionArn: { binary: 'ack-watermark', timeout: Duration.minutes(1) },
-} as const;
-type Placeholder = keyof typeof FUNCTIONS;
+type Placeholder =
+  | 'EnsureRuntimeFunctionArn'
+  | 'ListChangesFunctionArn'
+  | 'TransformFunctionArn'
+  | 'PublishFunctionArn'
+  | 'AckWatermarkFunctionArn';
+
+/**
+ * The functions, by the placeholder that names them in the ASL file, from
+ * statemachine/functions.json: the local stack enforces the same timeouts.
+ */
+export function functionSpecs(definitionFile: string): Record<Placeholder, { binary: string; timeout: Duration }> {
+  const file = join(dirname(definitionFile), 'functions.json');
+  const specs = JSON.parse(readFileSync(file, 'utf8')) as Record<string, { binary: string; timeoutSeconds: number }>;
+  const placeholders: Placeholder[] = [
+    'EnsureRuntimeFunctionArn',
+    'ListChangesFunctionArn',
+    'TransformFunctionArn',
+    'PublishFunctionArn',
+    'AckWatermarkFunctionArn',
+  ];
+  return Object.fromEntries(
+    placeholders.map((p) => {
+      if (!specs[p]) throw new Error(`${file} does not define ${p}`);
+      return [p, { binary: specs[p].binary, timeout: Duration.seconds(specs[p].timeoutSeconds) }];
+    }),
+  ) as Record<Placeholder, { binary: string; timeout: Duration }>;
+}
 
 /** Namespace of the metrics the agent publishes itself (embedded metric format). */
 export const METRICS_NAMESPACE = 'ApiGatewayApicpAgent';
@@ -60,11 +79,10 @@ export class AgentStack extends Stack {
       ? secretsmanager.Secret.fromSecretCompleteArn(this, 'ControlPlaneSecret', settings.controlPlaneSecretArn)
       : new secretsmanager.Secret(this, 'ControlPlaneSecret', {
           description: 'webMethods API Control Plane credentials of the API Gateway agent: {"username","password"}',
-          generateSecretString: {
-            secretStringTemplate: JSON.stringify({ username: 'apigateway-agent' }),
-            generateStringKey: 'password',
-            excludePunctuation: true,
-          },
+          // A placeholder with empty fields, not generated credentials: the agent recognises it
+          // and ends its executions as CredentialsNotSet (without failing) until the user puts
+          // the control plane's credentials into the secret.
+          secretObjectValue: { username: SecretValue.unsafePlainText(''), password: SecretValue.unsafePlainText('') },
         });
     if (!settings.controlPlaneSecretArn) {
       Validations.of(secret).acknowledge({
@@ -76,7 +94,8 @@ export class AgentStack extends Stack {
     const environment = { ...functionEnvironment(settings), STATE_TABLE: this.table.tableName, APICP_SECRET_ARN: secret.secretArn };
     const aliases = {} as Record<Placeholder, lambda.Alias>;
     const roles = {} as Record<Placeholder, iam.Role>;
-    for (const [placeholder, spec] of Object.entries(FUNCTIONS) as [Placeholder, (typeof FUNCTIONS)[Placeholder]][]) {
+    const functions = functionSpecs(props.definitionFile);
+    for (const [placeholder, spec] of Object.entries(functions) as [Placeholder, (typeof functions)[Placeholder]][]) {
       const name = pascal(spec.binary);
       const logGroup = new logs.LogGroup(this, `${name}Logs`, {
         retention: settings.logRetention,

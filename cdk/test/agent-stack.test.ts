@@ -206,6 +206,39 @@ describe('the agent stack', () => {
     }
   });
 
+  it('gives each function a timeout shorter than the TimeoutSeconds of every Task that invokes it', () => {
+    // The Task's timer includes the cold start: a Lambda timeout as long as the Task's would let
+    // Step Functions abandon a still-running task instead of catching Lambda's own timeout error.
+    const definition = JSON.parse(readFileSync(definitionFile, 'utf8'));
+    const tasks: { name: string; resource: string; timeout: number }[] = [];
+    const walk = (states: Record<string, any>) => {
+      for (const [name, state] of Object.entries(states)) {
+        if (state.Type === 'Task') tasks.push({ name, resource: state.Resource, timeout: state.TimeoutSeconds });
+        for (const branch of state.Branches ?? []) walk(branch.States);
+        if (state.ItemProcessor) walk(state.ItemProcessor.States);
+      }
+    };
+    walk(definition.States);
+    assert.ok(tasks.length >= 10, 'every Task of both branches is checked');
+    const functions = template.findResources('AWS::Lambda::Function');
+    const timeoutOf = (binary: string) =>
+      Object.values(functions).find((f) => f.Properties.Description.endsWith(`: ${binary}`))!.Properties.Timeout;
+    const specs = JSON.parse(readFileSync(join(repo, 'statemachine', 'functions.json'), 'utf8'));
+    for (const task of tasks) {
+      assert.ok(task.timeout, `${task.name} has a TimeoutSeconds`);
+      const placeholder = task.resource.replace(/^\$\{(\w+)\}$/, '$1');
+      const lambdaTimeout = timeoutOf(specs[placeholder].binary);
+      assert.equal(lambdaTimeout, specs[placeholder].timeoutSeconds, `${placeholder} deployed as functions.json says`);
+      assert.ok(lambdaTimeout + 10 <= task.timeout, `${task.name}: Lambda ${lambdaTimeout} s vs Task ${task.timeout} s`);
+    }
+  });
+
+  it('creates the secret holding the placeholder the agent answers with CredentialsNotSet', () => {
+    const secrets = Object.values(template.findResources('AWS::SecretsManager::Secret'));
+    assert.equal(secrets.length, 1);
+    assert.deepEqual(JSON.parse(secrets[0].Properties.SecretString), { username: '', password: '' });
+  });
+
   it('passes every setting to the functions', () => {
     const [fn] = Object.values(template.findResources('AWS::Lambda::Function'));
     const variables = fn.Properties.Environment.Variables;

@@ -2,15 +2,16 @@
 //! the loop that answers invocations.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use aws_config::SdkConfig;
 use lambda_runtime::{LambdaEvent, service_fn};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use tokio::sync::OnceCell;
 
-use crate::aws::secrets;
+use crate::aws::secrets::SecretCredentials;
 use crate::config::{Config, CredentialSource};
 use crate::control_plane::{Credentials, HttpControlPlane};
 use crate::error::{AgentError, Result};
@@ -32,16 +33,9 @@ pub fn region(aws: &SdkConfig) -> Result<String> {
 }
 
 /// The control plane client, with credentials from Secrets Manager (or, locally, the environment).
-pub async fn control_plane(config: &Config, aws: &SdkConfig) -> Result<HttpControlPlane> {
+/// The secret is read on the first request, not here, and again after a 401/403.
+pub fn control_plane(config: &Config, aws: &SdkConfig) -> Result<HttpControlPlane> {
     let settings = &config.control_plane;
-    let credentials = match &settings.credentials {
-        CredentialSource::Secret { arn } => {
-            secrets::control_plane_credentials(&aws_sdk_secretsmanager::Client::new(aws), arn).await?
-        }
-        CredentialSource::Inline { username, password } => {
-            Credentials { username: username.clone(), password: password.clone() }
-        }
-    };
     let ca_bundle = match &settings.ca_bundle {
         Some(path) => Some(std::fs::read(path).map_err(|e| AgentError::InvalidConfig {
             variable: "APICP_CA_BUNDLE",
@@ -49,7 +43,16 @@ pub async fn control_plane(config: &Config, aws: &SdkConfig) -> Result<HttpContr
         })?),
         None => None,
     };
-    HttpControlPlane::new(&settings.url, credentials, settings.timeout, ca_bundle.as_deref())
+    match &settings.credentials {
+        CredentialSource::Secret { arn } => {
+            let source = SecretCredentials::new(aws_sdk_secretsmanager::Client::new(aws), arn);
+            HttpControlPlane::new(&settings.url, source, settings.timeout, ca_bundle.as_deref())
+        }
+        CredentialSource::Inline { username, password } => {
+            let fixed = Credentials { username: username.clone(), password: password.clone() };
+            HttpControlPlane::new(&settings.url, fixed, settings.timeout, ca_bundle.as_deref())
+        }
+    }
 }
 
 /// Seconds since the Unix epoch.
@@ -62,25 +65,100 @@ pub fn parse_input<T: DeserializeOwned>(payload: Value) -> Result<T> {
     serde_json::from_value(payload).map_err(|e| AgentError::invalid_input(format!("task input: {e}")))
 }
 
-/// Runs the Lambda loop. A failed cold start (bad configuration, unreadable secret) is answered
-/// to every invocation as its typed error, so the state machine shows `InvalidConfig` rather
-/// than an opaque runtime exit.
-pub async fn serve<D, I, O, F, Fut>(dependencies: Result<D>, handler: F) -> Result<(), lambda_runtime::Error>
+/// A container's dependencies (configuration, clients, the account id), built on the first
+/// invocation and kept for the container's life, as Lambda keeps cold-start state.
+///
+/// A failed build is kept only when it cannot heal (`InvalidConfig`: only a redeploy changes the
+/// environment); any other failure (a throttled or unreachable AWS API) fails this invocation
+/// and is tried again on the next, so one bad moment at cold start does not poison a container
+/// that Lambda may keep warm for hours.
+pub struct Dependencies<D, Init> {
+    init: Init,
+    ready: OnceCell<Arc<D>>,
+    permanent: OnceLock<AgentError>,
+}
+
+impl<D, Init, InitFut> Dependencies<D, Init>
+where
+    Init: Fn() -> InitFut,
+    InitFut: Future<Output = Result<D>>,
+{
+    pub fn new(init: Init) -> Self {
+        Self { init, ready: OnceCell::new(), permanent: OnceLock::new() }
+    }
+
+    pub async fn get(&self) -> Result<Arc<D>> {
+        if let Some(error) = self.permanent.get() {
+            return Err(error.clone());
+        }
+        let built = self.ready.get_or_try_init(|| async { (self.init)().await.map(Arc::new) }).await;
+        built.cloned().map_err(|error| {
+            tracing::error!(error_type = error.error_type(), %error, permanent = error.is_permanent(), "cold start failed");
+            if error.is_permanent() {
+                let _ = self.permanent.set(error.clone());
+            }
+            error
+        })
+    }
+}
+
+/// Runs the Lambda loop: builds the dependencies with `init` (see [`Dependencies`]) and answers
+/// each invocation with `handler`, a failure as its typed error so the state machine can match it.
+pub async fn serve<D, I, O, F, Fut, Init, InitFut>(init: Init, handler: F) -> Result<(), lambda_runtime::Error>
 where
     D: Send + Sync + 'static,
     I: DeserializeOwned,
     O: Serialize,
     F: Fn(I, Arc<D>) -> Fut,
     Fut: Future<Output = Result<O>>,
+    Init: Fn() -> InitFut,
+    InitFut: Future<Output = Result<D>>,
 {
-    if let Err(error) = &dependencies {
-        tracing::error!(error_type = error.error_type(), %error, "cold start failed");
-    }
-    let dependencies = dependencies.map(Arc::new);
+    let dependencies = Dependencies::new(init);
+    let dependencies = &dependencies;
+    let handler = &handler;
+    // The runtime logs a failed invocation itself; no second log line here. Boxed: inline, the
+    // SDK clients' set-up and the task's future nest beyond the compiler's layout depth limit.
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
-        let call = dependencies.clone().and_then(|deps| Ok(handler(parse_input(event.payload)?, deps)));
-        // The runtime logs a failed invocation itself; no second log line here.
-        async move { call?.await }
+        Box::pin(async move {
+            let deps = dependencies.get().await?;
+            handler(parse_input(event.payload)?, deps).await
+        })
     }))
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_transient_cold_start_failure_is_retried_on_the_next_invocation() {
+        let attempts = AtomicUsize::new(0);
+        let dependencies = Dependencies::new(|| async {
+            match attempts.fetch_add(1, Ordering::SeqCst) {
+                0 => Err(AgentError::Throttled("secretsmanager:GetSecretValue".into())),
+                n => Ok(n),
+            }
+        });
+        assert_eq!(dependencies.get().await.unwrap_err().error_type(), "Throttled");
+        assert_eq!(*dependencies.get().await.unwrap(), 1);
+        assert_eq!(*dependencies.get().await.unwrap(), 1, "built once, then kept");
+        assert_eq!(attempts.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn an_invalid_configuration_is_answered_without_building_again() {
+        let attempts = AtomicUsize::new(0);
+        let dependencies = Dependencies::new(|| async {
+            attempts.fetch_add(1, Ordering::SeqCst);
+            Err::<(), _>(AgentError::InvalidConfig { variable: "APICP_URL", reason: "is required".into() })
+        });
+        for _ in 0..3 {
+            assert_eq!(dependencies.get().await.unwrap_err().error_type(), "InvalidConfig");
+        }
+        assert_eq!(attempts.load(Ordering::SeqCst), 1);
+    }
 }

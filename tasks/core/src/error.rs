@@ -6,7 +6,7 @@
 use lambda_runtime::Diagnostic;
 use thiserror::Error;
 
-// Clone: a cold-start error is kept and answered to every invocation of the container.
+// Clone: a cold-start error that cannot heal is kept and answered to every invocation.
 #[derive(Debug, Clone, Error)]
 pub enum AgentError {
     /// A setting is missing or malformed; names the environment variable.
@@ -17,7 +17,12 @@ pub enum AgentError {
     #[error("invalid input: {message}{}", details_suffix(.details))]
     InvalidInput { message: String, details: Vec<String> },
 
-    /// The control plane refused our credentials (401/403). Retrying cannot help.
+    /// The control plane secret still holds the placeholder the deployment created: the user has
+    /// not put the control plane's credentials into it yet. The workflow ends without failing.
+    #[error("control plane credentials not set: {0}")]
+    CredentialsNotSet(String),
+
+    /// The control plane refused our credentials (401/403), also after reading them again.
     #[error("control plane refused the credentials: {0}")]
     Unauthorized(String),
 
@@ -63,6 +68,7 @@ impl AgentError {
         match self {
             Self::InvalidConfig { .. } => "InvalidConfig",
             Self::InvalidInput { .. } => "InvalidInput",
+            Self::CredentialsNotSet(_) => "CredentialsNotSet",
             Self::Unauthorized(_) => "Unauthorized",
             Self::ControlPlaneUnavailable(_) => "ControlPlaneUnavailable",
             Self::ControlPlaneRejected(_) => "ControlPlaneRejected",
@@ -77,6 +83,13 @@ impl AgentError {
     /// Whether the state machine retries this error (kept in step with the ASL `Retry` lists).
     pub fn is_retryable(&self) -> bool {
         matches!(self, Self::ControlPlaneUnavailable(_) | Self::Throttled(_) | Self::AwsUnavailable(_))
+    }
+
+    /// Whether a failed cold start with this error can never heal in this container: only a
+    /// redeploy changes the configuration. Anything else (a throttled or unreachable AWS API, a
+    /// secret not filled in yet) is tried again on the next invocation.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, Self::InvalidConfig { .. })
     }
 
     pub fn invalid_input(message: impl Into<String>) -> Self {
@@ -101,6 +114,7 @@ mod tests {
         let cases = [
             (AgentError::InvalidConfig { variable: "APICP_URL", reason: "missing".into() }, "InvalidConfig", false),
             (AgentError::invalid_input("bad"), "InvalidInput", false),
+            (AgentError::CredentialsNotSet("placeholder".into()), "CredentialsNotSet", false),
             (AgentError::Unauthorized("401".into()), "Unauthorized", false),
             (AgentError::ControlPlaneUnavailable("503".into()), "ControlPlaneUnavailable", true),
             (AgentError::ControlPlaneRejected("404".into()), "ControlPlaneRejected", false),

@@ -22,7 +22,7 @@ async fn dependencies() -> agent_core::Result<Dependencies> {
         account: identity::account_id(&aws_sdk_sts::Client::new(&aws)).await?,
         region: bootstrap::region(&aws)?,
         gateway: SdkApiGateway::new(aws_sdk_apigateway::Client::new(&aws)),
-        control_plane: bootstrap::control_plane(&config, &aws).await?,
+        control_plane: bootstrap::control_plane(&config, &aws)?,
         state: DynamoStateStore::new(aws_sdk_dynamodb::Client::new(&aws), &config.state_table),
         config,
     })
@@ -31,7 +31,7 @@ async fn dependencies() -> agent_core::Result<Dependencies> {
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     bootstrap::init_tracing();
-    bootstrap::serve(dependencies().await, |input, deps| async move {
+    bootstrap::serve(dependencies, |input, deps| async move {
         let task = EnsureRuntime {
             config: &deps.config,
             account: &deps.account,

@@ -19,7 +19,7 @@ async fn dependencies() -> agent_core::Result<Dependencies> {
     let aws = bootstrap::aws_config().await;
     Ok(Dependencies {
         gateway: SdkApiGateway::new(aws_sdk_apigateway::Client::new(&aws)),
-        control_plane: bootstrap::control_plane(&config, &aws).await?,
+        control_plane: bootstrap::control_plane(&config, &aws)?,
         state: DynamoStateStore::new(aws_sdk_dynamodb::Client::new(&aws), &config.state_table),
         feed: CloudTrailFeed::new(aws_sdk_cloudtrail::Client::new(&aws)),
         config,
@@ -29,7 +29,7 @@ async fn dependencies() -> agent_core::Result<Dependencies> {
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     bootstrap::init_tracing();
-    bootstrap::serve(dependencies().await, |input, deps| async move {
+    bootstrap::serve(dependencies, |input, deps| async move {
         let task = ListChanges {
             config: &deps.config,
             gateway: &deps.gateway,

@@ -2,14 +2,16 @@
 
 use agent_core::bootstrap;
 use agent_core::config::Config;
+use agent_core::control_plane::HttpControlPlane;
 use agent_core::handlers::publish::publish;
+
+async fn control_plane() -> agent_core::Result<HttpControlPlane> {
+    let config = Config::from_env()?;
+    bootstrap::control_plane(&config, &bootstrap::aws_config().await)
+}
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     bootstrap::init_tracing();
-    let control_plane = match Config::from_env() {
-        Ok(config) => bootstrap::control_plane(&config, &bootstrap::aws_config().await).await,
-        Err(error) => Err(error),
-    };
     bootstrap::serve(control_plane, |batch, control_plane| async move { publish(batch, &*control_plane).await }).await
 }

@@ -23,7 +23,7 @@ async fn dependencies() -> agent_core::Result<Dependencies> {
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     bootstrap::init_tracing();
-    bootstrap::serve(dependencies().await, |chunk: Chunk, deps| async move {
+    bootstrap::serve(dependencies, |chunk: Chunk, deps| async move {
         let task = Transform { region: &deps.region, gateway: &deps.gateway, metrics: &deps.metrics };
         match chunk {
             Chunk::Assets(chunk) => task.assets(chunk).await,

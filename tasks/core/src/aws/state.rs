@@ -31,6 +31,8 @@ pub struct RuntimeState {
 pub trait StateStore: Send + Sync {
     /// The runtime's item; the default (nothing known) when there is none.
     fn load(&self, stage: &str) -> impl Future<Output = Result<RuntimeState>> + Send;
+    /// Records the registered runtime and forgets the assets watermark, so that the runtime is
+    /// filled by a full sync.
     fn record_registration(
         &self,
         stage: &str,
@@ -202,7 +204,12 @@ impl StateStore for DynamoStateStore {
             .update_item()
             .table_name(&self.table)
             .key(KEY, AttributeValue::S(stage.to_owned()))
-            .update_expression("SET registeredId = :id, registeredAs = :as, registeredAt = :at")
+            // A new runtime holds nothing yet: without an assets watermark the next listing is a
+            // full sync, not an incremental one that would leave the runtime nearly empty.
+            .update_expression(
+                "SET registeredId = :id, registeredAs = :as, registeredAt = :at \
+                 REMOVE assetsWatermark, assetsFullSyncAt",
+            )
             .expression_attribute_values(":id", AttributeValue::S(registered_id.to_owned()))
             .expression_attribute_values(":as", AttributeValue::S(registered_as.to_owned()))
             .expression_attribute_values(":at", AttributeValue::N(at.to_string()))

@@ -3,19 +3,23 @@
 
 use std::collections::HashSet;
 use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode, Url};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::types::{AgentMetricsModel, ApiDocument, ErrorMessage, Heartbeat, ListedApi, Runtime, RuntimeType};
+use super::types::{AgentMetricsModel, ApiDocument, ErrorMessage, Heartbeat, Identified, Runtime, RuntimeType};
 use crate::error::{AgentError, Result};
 
 /// What the agent needs from the control plane; the handlers depend on this, tests swap it.
 pub trait ControlPlane: Send + Sync {
     /// Makes sure the runtime type our runtimes reference exists.
     fn ensure_runtime_type(&self, name: &str) -> impl Future<Output = Result<()>> + Send;
+    /// Every runtime id the control plane holds, across all pages.
+    fn list_runtime_ids(&self) -> impl Future<Output = Result<HashSet<String>>> + Send;
     /// Registers a runtime; a 409 (already registered) also yields the runtime's id.
     fn register_runtime(&self, runtime: &Runtime) -> impl Future<Output = Result<String>> + Send;
     fn send_heartbeats(&self, heartbeats: &[Heartbeat]) -> impl Future<Output = Result<()>> + Send;
@@ -34,7 +38,7 @@ pub enum Upserted {
     Updated,
 }
 
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Credentials {
     pub username: String,
     pub password: String,
@@ -46,22 +50,42 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
-/// Largest page the contract allows for API listings.
-const API_PAGE_SIZE: usize = 500;
+/// Where the client gets its credentials. Read on first use and again after a 401/403, so a
+/// rotated secret takes effect in a warm container without a redeploy.
+pub trait CredentialsSource: Send + Sync {
+    fn fetch(&self) -> Pin<Box<dyn Future<Output = Result<Credentials>> + Send + '_>>;
+}
+
+/// Fixed credentials (a local run's environment variables, tests).
+impl CredentialsSource for Credentials {
+    fn fetch(&self) -> Pin<Box<dyn Future<Output = Result<Credentials>> + Send + '_>> {
+        Box::pin(std::future::ready(Ok(self.clone())))
+    }
+}
+
+/// Largest page the contract allows for API listings; runtimes are listed the same way.
+const LIST_PAGE_SIZE: usize = 500;
 const TYPE_PAGE_SIZE: usize = 100;
 
-#[derive(Debug, Clone)]
 pub struct HttpControlPlane {
     http: reqwest::Client,
     base: Url,
-    credentials: Credentials,
+    source: Arc<dyn CredentialsSource>,
+    /// The credentials last read from `source`; `None` until the first request.
+    current: Mutex<Option<Credentials>>,
+}
+
+impl std::fmt::Debug for HttpControlPlane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpControlPlane").field("base", &self.base.as_str()).finish_non_exhaustive()
+    }
 }
 
 impl HttpControlPlane {
     /// `ca_bundle_pem` adds trusted roots (for a private CA); verification is never turned off.
     pub fn new(
         base_url: &str,
-        credentials: Credentials,
+        credentials: impl CredentialsSource + 'static,
         timeout: Duration,
         ca_bundle_pem: Option<&[u8]>,
     ) -> Result<Self> {
@@ -83,7 +107,7 @@ impl HttpControlPlane {
             }
         }
         let http = builder.build().map_err(|e| invalid(e.to_string()))?;
-        Ok(Self { http, base, credentials })
+        Ok(Self { http, base, source: Arc::new(credentials), current: Mutex::new(None) })
     }
 
     fn url(&self, segments: &[&str]) -> Url {
@@ -92,8 +116,19 @@ impl HttpControlPlane {
         url
     }
 
+    /// The credentials to use: those read before, or read from the source now.
+    async fn credentials(&self, reread: bool) -> Result<Credentials> {
+        if !reread && let Some(known) = self.current.lock().expect("credentials lock").clone() {
+            return Ok(known);
+        }
+        let fresh = self.source.fetch().await?;
+        *self.current.lock().expect("credentials lock") = Some(fresh.clone());
+        Ok(fresh)
+    }
+
     /// Sends one request and returns the status and body; maps transport failures and error
-    /// statuses, except those listed in `accepted`, to `AgentError`.
+    /// statuses, except those listed in `accepted`, to `AgentError`. A 401/403 reads the
+    /// credentials again and, if they changed (a rotated secret), repeats the request once.
     async fn send(
         &self,
         method: Method,
@@ -102,22 +137,72 @@ impl HttpControlPlane {
         accepted: &[StatusCode],
     ) -> Result<(StatusCode, Vec<u8>)> {
         let what = format!("{method} {}", url.path());
+        let used = self.credentials(false).await?;
+        let (mut status, mut answer) = self.exchange(&what, method.clone(), url.clone(), body, &used).await?;
+        if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+            let fresh = self.credentials(true).await?;
+            if fresh != used {
+                tracing::info!(request = what, "control plane refused the credentials; retrying with re-read ones");
+                (status, answer) = self.exchange(&what, method, url, body, &fresh).await?;
+            }
+        }
+        if status.is_success() || accepted.contains(&status) {
+            Ok((status, answer))
+        } else {
+            Err(status_error(&what, status, &answer))
+        }
+    }
+
+    async fn exchange(
+        &self,
+        what: &str,
+        method: Method,
+        url: Url,
+        body: Option<&(impl Serialize + Sync)>,
+        credentials: &Credentials,
+    ) -> Result<(StatusCode, Vec<u8>)> {
         let mut request = self
             .http
             .request(method, url)
-            .basic_auth(&self.credentials.username, Some(&self.credentials.password))
+            .basic_auth(&credentials.username, Some(&credentials.password))
             .header(reqwest::header::ACCEPT, "application/json");
         if let Some(body) = body {
             request = request.json(body);
         }
-        let response = request.send().await.map_err(|e| transport_error(&what, &e))?;
+        let response = request.send().await.map_err(|e| transport_error(what, &e))?;
         let status = response.status();
-        let body = response.bytes().await.map_err(|e| transport_error(&what, &e))?;
-        if status.is_success() || accepted.contains(&status) {
-            Ok((status, body.to_vec()))
-        } else {
-            Err(status_error(&what, status, &body))
+        let body = response.bytes().await.map_err(|e| transport_error(what, &e))?;
+        Ok((status, body.to_vec()))
+    }
+
+    /// The ids of a paged collection (`page`, `size`), in the order served.
+    async fn list_ids(&self, collection: &[&str]) -> Result<Vec<String>> {
+        let mut ids = Vec::new();
+        let mut seen = HashSet::new();
+        // The service may cap a page below the size asked for, so only an empty page ends the
+        // listing; stopping at a short page would leave stale APIs undeleted.
+        for page in 1.. {
+            let mut url = self.url(collection);
+            url.query_pairs_mut()
+                .append_pair("page", &page.to_string())
+                .append_pair("size", &LIST_PAGE_SIZE.to_string());
+            let path = url.path().to_owned();
+            let items: Vec<Identified> = self.get_json(url).await?;
+            if items.is_empty() {
+                break;
+            }
+            for item in items {
+                // A service that ignored `page` would repeat itself forever; fail instead.
+                if !seen.insert(item.id.clone()) {
+                    return Err(AgentError::ControlPlaneRejected(format!(
+                        "GET {path} page {page} repeated {}; paging did not advance",
+                        item.id
+                    )));
+                }
+                ids.push(item.id);
+            }
         }
+        Ok(ids)
     }
 
     async fn get_json<T: DeserializeOwned>(&self, url: Url) -> Result<T> {
@@ -189,7 +274,8 @@ impl ControlPlane for HttpControlPlane {
             if types.iter().any(|t| t.name == name) {
                 return Ok(());
             }
-            if types.len() < TYPE_PAGE_SIZE {
+            // As for APIs: a page may be capped below the size asked for; only an empty one ends.
+            if types.is_empty() {
                 break;
             }
             page += 1;
@@ -197,6 +283,10 @@ impl ControlPlane for HttpControlPlane {
         let url = self.url(&["api", "assetcatalog", "v1", "runtimes", "types"]);
         let body = RuntimeType { id: None, name: name.to_owned() };
         self.send(Method::POST, url, Some(&body), &[]).await.map(drop)
+    }
+
+    async fn list_runtime_ids(&self) -> Result<HashSet<String>> {
+        Ok(self.list_ids(&["api", "assetcatalog", "v2", "runtimes"]).await?.into_iter().collect())
     }
 
     async fn register_runtime(&self, runtime: &Runtime) -> Result<String> {
@@ -217,48 +307,20 @@ impl ControlPlane for HttpControlPlane {
     }
 
     async fn list_api_ids(&self, runtime_id: &str) -> Result<Vec<String>> {
-        let mut ids = Vec::new();
-        let mut seen = HashSet::new();
-        for page in 1.. {
-            let mut url = self.url(&["api", "assetcatalog", "v1", "runtimes", runtime_id, "apis"]);
-            url.query_pairs_mut()
-                .append_pair("page", &page.to_string())
-                .append_pair("size", &API_PAGE_SIZE.to_string());
-            let path = url.path().to_owned();
-            let apis: Vec<ListedApi> = self.get_json(url).await?;
-            let full_page = apis.len() == API_PAGE_SIZE;
-            for api in apis {
-                // A service that ignored `page` would repeat itself forever; fail instead.
-                if !seen.insert(api.id.clone()) {
-                    return Err(AgentError::ControlPlaneRejected(format!(
-                        "GET {path} page {page} repeated API {}; paging did not advance",
-                        api.id
-                    )));
-                }
-                ids.push(api.id);
-            }
-            if !full_page {
-                break;
-            }
-        }
-        Ok(ids)
+        self.list_ids(&["api", "assetcatalog", "v1", "runtimes", runtime_id, "apis"]).await
     }
 
     async fn upsert_api(&self, runtime_id: &str, api: &ApiDocument) -> Result<Upserted> {
-        let item = self.url(&["api", "assetcatalog", "v1", "runtimes", runtime_id, "apis", &api.id]);
-        let (status, _) = self.send(Method::PUT, item, Some(api), &[StatusCode::NOT_FOUND]).await?;
-        if status != StatusCode::NOT_FOUND {
-            return Ok(Upserted::Updated);
-        }
+        // POST first: its 201 and 409 (exists) are documented, while the contract is silent on
+        // a PUT of an unknown API (404, 400 or an implicit create are all plausible).
         let collection = self.url(&["api", "assetcatalog", "v1", "runtimes", runtime_id, "apis"]);
         let (status, _) = self.send(Method::POST, collection, Some(api), &[StatusCode::CONFLICT]).await?;
-        if status == StatusCode::CONFLICT {
-            // Created concurrently since our PUT: update it now that it exists.
-            let item = self.url(&["api", "assetcatalog", "v1", "runtimes", runtime_id, "apis", &api.id]);
-            self.send(Method::PUT, item, Some(api), &[]).await?;
-            return Ok(Upserted::Updated);
+        if status != StatusCode::CONFLICT {
+            return Ok(Upserted::Created);
         }
-        Ok(Upserted::Created)
+        let item = self.url(&["api", "assetcatalog", "v1", "runtimes", runtime_id, "apis", &api.id]);
+        self.send(Method::PUT, item, Some(api), &[]).await?;
+        Ok(Upserted::Updated)
     }
 
     async fn delete_api(&self, runtime_id: &str, api_id: &str) -> Result<bool> {

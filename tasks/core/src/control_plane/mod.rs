@@ -3,4 +3,4 @@
 mod client;
 pub mod types;
 
-pub use client::{ControlPlane, Credentials, HttpControlPlane, Upserted, status_error};
+pub use client::{ControlPlane, Credentials, CredentialsSource, HttpControlPlane, Upserted, status_error};

@@ -96,9 +96,9 @@ pub enum ApiStatus {
     Inactive,
 }
 
-/// A listed API: only the identity matters to reconciliation, so unknown fields are ignored.
+/// An item of a listing (an API, a runtime): only its identity matters, so other fields are ignored.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct ListedApi {
+pub struct Identified {
     pub id: String,
 }
 

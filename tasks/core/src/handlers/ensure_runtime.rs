@@ -1,6 +1,8 @@
 //! `ensure-runtime`: one control plane runtime per federated stage, registered once, and a
 //! heartbeat for each on every run.
 
+use std::collections::HashSet;
+
 use crate::aws::apigateway::ApiGateway;
 use crate::aws::state::{Discovery, StateStore};
 use crate::config::{Config, StageSelection, is_valid_stage_name};
@@ -27,19 +29,31 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore> EnsureRuntime<'_, G, C, S> {
         }
         let mut runtimes = Vec::with_capacity(stages.len());
         let mut runtime_type_checked = false;
+        // What the control plane holds now: a runtime deleted there (by hand, or by a cleanup)
+        // is registered again instead of every publish to it failing.
+        let mut existing: Option<HashSet<String>> = None;
         for stage in stages {
             let location = StageLocation { account: self.account, region: self.region, stage: &stage };
             let wanted_id = runtime_id(&self.config.control_plane.runtime_id_template, location);
             let state = self.state.load(&stage).await?;
-            let runtime_id = match state.registered_id.filter(|_| state.registered_as.as_deref() == Some(&wanted_id)) {
-                Some(id) => id,
-                None => {
+            let known = state.registered_id.filter(|_| state.registered_as.as_deref() == Some(&wanted_id));
+            let still_there = match &known {
+                Some(id) => match &existing {
+                    Some(ids) => ids.contains(id),
+                    None => existing.insert(self.control_plane.list_runtime_ids().await?).contains(id),
+                },
+                None => false,
+            };
+            let runtime_id = match known {
+                Some(id) if still_there => id,
+                _ => {
                     if !runtime_type_checked {
                         self.control_plane.ensure_runtime_type(&self.config.control_plane.runtime_type).await?;
                         runtime_type_checked = true;
                     }
                     let registration = runtime_registration(&self.config.control_plane, location);
                     let id = self.control_plane.register_runtime(&registration).await?;
+                    // Also forgets the assets watermark: a new runtime is filled by a full sync.
                     self.state.record_registration(&stage, &wanted_id, &id, now).await?;
                     tracing::info!(stage, runtime_id = id, "runtime registered");
                     id

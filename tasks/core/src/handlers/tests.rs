@@ -71,6 +71,8 @@ impl ApiGateway for Gateway {
 #[derive(Default)]
 struct Plane {
     registrations: Mutex<Vec<String>>,
+    /// The runtimes the control plane holds: those registered here.
+    runtimes: Mutex<BTreeSet<String>>,
     heartbeats: Mutex<Vec<Heartbeat>>,
     held: BTreeMap<String, Vec<String>>,
 }
@@ -81,7 +83,11 @@ impl ControlPlane for Plane {
     }
     async fn register_runtime(&self, runtime: &Runtime) -> Result<String> {
         self.registrations.lock().unwrap().push(runtime.name.clone());
+        self.runtimes.lock().unwrap().insert(runtime.id.clone().unwrap());
         Ok(runtime.id.clone().unwrap())
+    }
+    async fn list_runtime_ids(&self) -> Result<std::collections::HashSet<String>> {
+        Ok(self.runtimes.lock().unwrap().iter().cloned().collect())
     }
     async fn send_heartbeats(&self, heartbeats: &[Heartbeat]) -> Result<()> {
         self.heartbeats.lock().unwrap().extend_from_slice(heartbeats);
@@ -121,6 +127,7 @@ impl StateStore for Memory {
         let item = items.entry(stage.to_owned()).or_default();
         item.registered_as = Some(registered_as.to_owned());
         item.registered_id = Some(registered_id.to_owned());
+        (item.assets_watermark, item.assets_full_sync_at) = (None, None);
         Ok(())
     }
     async fn advance_watermark(
@@ -359,6 +366,28 @@ async fn runtimes_are_registered_once_and_heartbeat_on_every_run() {
     assert_eq!(stages, vec!["dev", "prod"]);
     assert_eq!(plane.registrations.lock().unwrap().len(), 2);
     assert_eq!(plane.heartbeats.lock().unwrap().len(), 4);
+}
+
+#[tokio::test]
+async fn a_runtime_deleted_in_the_control_plane_is_registered_again_and_fully_synced() {
+    let config = config(&[]);
+    let gateway = Gateway::with_apis(3, &["prod"], "x");
+    let (plane, state) = (Plane::default(), Memory::default());
+    let task = ensure_runtime(&config, &gateway, &plane, &state);
+    task.run(ExecutionInput::default(), NOW).await.unwrap();
+    state.advance_watermark("prod", Kind::Assets, NOW - 300, Some(NOW), NOW).await.unwrap();
+
+    plane.runtimes.lock().unwrap().clear();
+    task.run(ExecutionInput::default(), NOW + 60).await.unwrap();
+
+    assert_eq!(plane.registrations.lock().unwrap().len(), 2, "registered again");
+    assert!(plane.runtimes.lock().unwrap().contains("111122223333_eu-west-1_prod"));
+    let after = state.load("prod").await.unwrap();
+    assert_eq!(after.assets_watermark, None, "the next listing is a full sync");
+    let task =
+        ListChanges { config: &config, gateway: &gateway, control_plane: &plane, state: &state, feed: &NoEvents };
+    let listing = task.run(assets_input(SyncMode::Auto, &["prod"]), NOW + 60).await.unwrap();
+    assert_eq!(listing.summary.full_runtimes, 1);
 }
 
 #[tokio::test]
