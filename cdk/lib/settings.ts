@@ -26,6 +26,10 @@ export interface AgentSettings {
   readonly runtimeCapacity?: string;
   readonly heartbeatInterval: Duration;
   readonly changeBuffer: Duration;
+  /** CHANGE_OVERLAP_SECONDS: how much of the previous CloudTrail window each window reads again. */
+  readonly changeOverlap: Duration;
+  /** CHANGE_MAX_WINDOW_SECONDS: the longest CloudTrail window one run reads (catch-up steps). */
+  readonly changeMaxWindow: Duration;
   readonly reconcileInterval: Duration;
   readonly allowEmptyListingDeletes: boolean;
   readonly chunkSize: number;
@@ -59,6 +63,8 @@ export const DEFAULTS = {
   runtimeTags: [] as string[],
   heartbeatInterval: Duration.seconds(60),
   changeBuffer: Duration.seconds(300),
+  changeOverlap: Duration.seconds(900),
+  changeMaxWindow: Duration.hours(1),
   reconcileInterval: Duration.days(1),
   allowEmptyListingDeletes: false,
   chunkSize: 100,
@@ -131,6 +137,8 @@ export function settingsFromContext(lookup: Lookup): AgentSettings {
     runtimeCapacity: text('runtimeCapacity'),
     heartbeatInterval: seconds('heartbeatIntervalSeconds', DEFAULTS.heartbeatInterval, 1),
     changeBuffer: seconds('changeBufferSeconds', DEFAULTS.changeBuffer),
+    changeOverlap: seconds('changeOverlapSeconds', DEFAULTS.changeOverlap),
+    changeMaxWindow: seconds('changeMaxWindowSeconds', DEFAULTS.changeMaxWindow, 60),
     reconcileInterval: seconds('reconcileIntervalSeconds', DEFAULTS.reconcileInterval, 60),
     allowEmptyListingDeletes: flag('allowEmptyListingDeletes', DEFAULTS.allowEmptyListingDeletes),
     chunkSize: integer('chunkSize', DEFAULTS.chunkSize, 1),
@@ -167,6 +175,8 @@ export function functionEnvironment(settings: AgentSettings): Record<string, str
     RUNTIME_DESCRIPTION_TEMPLATE: settings.runtimeDescriptionTemplate,
     HEARTBEAT_INTERVAL_SECONDS: String(settings.heartbeatInterval.toSeconds()),
     CHANGE_BUFFER_SECONDS: String(settings.changeBuffer.toSeconds()),
+    CHANGE_OVERLAP_SECONDS: String(settings.changeOverlap.toSeconds()),
+    CHANGE_MAX_WINDOW_SECONDS: String(settings.changeMaxWindow.toSeconds()),
     RECONCILE_INTERVAL_SECONDS: String(settings.reconcileInterval.toSeconds()),
     ALLOW_EMPTY_LISTING_DELETES: String(settings.allowEmptyListingDeletes),
     CHUNK_SIZE: String(settings.chunkSize),

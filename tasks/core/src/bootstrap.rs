@@ -5,6 +5,7 @@ use std::future::Future;
 use std::sync::{Arc, OnceLock};
 
 use aws_config::SdkConfig;
+use aws_config::retry::RetryConfig;
 use lambda_runtime::{LambdaEvent, service_fn};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -21,9 +22,18 @@ pub fn init_tracing() {
     lambda_runtime::tracing::init_default_subscriber();
 }
 
-/// AWS configuration from the standard sources (`AWS_REGION`, `AWS_ENDPOINT_URL`, credentials).
+/// Attempts of one AWS call before its error reaches the state machine (which retries again).
+const AWS_MAX_ATTEMPTS: u32 = 5;
+
+/// AWS configuration from the standard sources (`AWS_REGION`, `AWS_ENDPOINT_URL`, credentials),
+/// with the SDK's adaptive retry: after a throttling answer it also slows the client's own
+/// request rate, which matters for API Gateway's management quota (10 requests/s per account
+/// and region, shared with the customer's own deployments).
 pub async fn aws_config() -> SdkConfig {
-    aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .retry_config(RetryConfig::adaptive().with_max_attempts(AWS_MAX_ATTEMPTS))
+        .load()
+        .await
 }
 
 pub fn region(aws: &SdkConfig) -> Result<String> {

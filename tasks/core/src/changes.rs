@@ -17,25 +17,42 @@ pub const CLOUDTRAIL_HISTORY: Duration = Duration::from_secs(89 * 86_400);
 pub enum AssetPlan {
     /// List everything, reconcile, and move the watermark to `position`.
     Full { position: i64 },
-    /// Read CloudTrail over `[start, end)`.
+    /// Read CloudTrail over `[start, end)` and move the watermark to `end`.
     Incremental { start: i64, end: i64 },
     /// The window is still inside the delivery buffer; nothing to read yet.
     UpToDate,
 }
 
+/// How the assets branch reads CloudTrail and when it reconciles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChangeTiming {
+    /// Windows end this long before now: CloudTrail delivers most events within 5 minutes.
+    pub buffer: Duration,
+    /// Each window also re-reads this much before the watermark, so an event delivered later
+    /// than the buffer is still applied (re-reading is idempotent: current state is re-read).
+    pub overlap: Duration,
+    /// The longest window one run reads; after an outage the backlog is read in steps.
+    pub max_window: Duration,
+    /// A full reconciliation at least this often.
+    pub reconcile: Duration,
+}
+
 /// Full when asked, on a first run, when the watermark fell out of CloudTrail's history or
 /// when the reconcile interval elapsed; incremental otherwise.
-pub fn plan_assets(mode: SyncMode, state: &RuntimeState, now: i64, buffer: Duration, reconcile: Duration) -> AssetPlan {
-    let end = now - buffer.as_secs() as i64;
+pub fn plan_assets(mode: SyncMode, state: &RuntimeState, now: i64, timing: ChangeTiming) -> AssetPlan {
+    let end = now - timing.buffer.as_secs() as i64;
     let full_due = match (state.assets_watermark, state.assets_full_sync_at) {
         (Some(watermark), Some(full_at)) => {
-            watermark < now - CLOUDTRAIL_HISTORY.as_secs() as i64 || now - full_at >= reconcile.as_secs() as i64
+            watermark < now - CLOUDTRAIL_HISTORY.as_secs() as i64 || now - full_at >= timing.reconcile.as_secs() as i64
         }
         _ => true,
     };
     match (mode, full_due, state.assets_watermark) {
         (SyncMode::Full, _, _) | (_, true, _) => AssetPlan::Full { position: end },
-        (SyncMode::Auto, false, Some(start)) if start < end => AssetPlan::Incremental { start, end },
+        (SyncMode::Auto, false, Some(watermark)) if watermark < end => AssetPlan::Incremental {
+            start: watermark - timing.overlap.as_secs() as i64,
+            end: end.min(watermark + timing.max_window.as_secs() as i64),
+        },
         _ => AssetPlan::UpToDate,
     }
 }
@@ -108,12 +125,17 @@ mod tests {
     use super::*;
 
     const DAY: i64 = 86_400;
-    const BUFFER: Duration = Duration::from_secs(300);
-    const RECONCILE: Duration = Duration::from_secs(86_400);
 
     fn state(watermark: Option<i64>, full_at: Option<i64>) -> RuntimeState {
         RuntimeState { assets_watermark: watermark, assets_full_sync_at: full_at, ..RuntimeState::default() }
     }
+
+    const TIMING: ChangeTiming = ChangeTiming {
+        buffer: Duration::from_secs(300),
+        overlap: Duration::from_secs(900),
+        max_window: Duration::from_secs(3600),
+        reconcile: Duration::from_secs(86_400),
+    };
 
     #[test]
     fn the_plan_follows_mode_watermark_age_and_reconcile_interval() {
@@ -125,15 +147,46 @@ mod tests {
             (
                 SyncMode::Auto,
                 state(Some(now - 600), Some(now - 3600)),
-                AssetPlan::Incremental { start: now - 600, end },
+                AssetPlan::Incremental { start: now - 600 - 900, end },
             ),
             (SyncMode::Auto, state(Some(now - 600), Some(now - DAY)), AssetPlan::Full { position: end }),
             (SyncMode::Auto, state(Some(now - 95 * DAY), Some(now - 3600)), AssetPlan::Full { position: end }),
             (SyncMode::Auto, state(Some(end), Some(now - 3600)), AssetPlan::UpToDate),
         ];
         for (mode, state, expected) in cases {
-            assert_eq!(plan_assets(mode, &state, now, BUFFER, RECONCILE), expected, "{mode:?} {state:?}");
+            assert_eq!(plan_assets(mode, &state, now, TIMING), expected, "{mode:?} {state:?}");
         }
+    }
+
+    #[test]
+    fn windows_overlap_the_previous_one_so_late_events_are_still_read() {
+        let now = 200 * DAY;
+        // The last run read up to `watermark`; an event of watermark - 10 min, delivered 15
+        // minutes late, was not visible then.
+        let watermark = now - 360;
+        let late_event = watermark - 600;
+        let AssetPlan::Incremental { start, end } =
+            plan_assets(SyncMode::Auto, &state(Some(watermark), Some(now)), now, TIMING)
+        else {
+            panic!("incremental expected");
+        };
+        assert!(start <= late_event && late_event < end);
+    }
+
+    #[test]
+    fn a_long_backlog_is_read_in_bounded_steps_and_the_watermark_only_covers_what_was_read() {
+        let now = 200 * DAY;
+        let mut watermark = now - 3 * 3600 - 300;
+        let mut runs = 0;
+        while let AssetPlan::Incremental { start, end } =
+            plan_assets(SyncMode::Auto, &state(Some(watermark), Some(now - 3600)), now, TIMING)
+        {
+            assert!(end - watermark <= 3600, "one step at most");
+            assert!(start < watermark && end > watermark, "progress every run");
+            watermark = end;
+            runs += 1;
+        }
+        assert_eq!((runs, watermark), (3, now - 300));
     }
 
     fn event(name: &str, request: Value, response: Value) -> ApiEvent {

@@ -66,6 +66,10 @@ pub struct Config {
     pub stages: StageSelection,
     /// How far behind "now" CloudTrail windows end: CloudTrail delivers within about 5 minutes.
     pub change_buffer: Duration,
+    /// How much of the previous CloudTrail window each window reads again (late deliveries).
+    pub change_overlap: Duration,
+    /// The longest CloudTrail window one run reads.
+    pub change_max_window: Duration,
     pub reconcile_interval: Duration,
     pub allow_empty_listing_deletes: bool,
     pub chunk_size: usize,
@@ -82,6 +86,15 @@ pub struct Config {
 pub const MAX_CHUNK_SIZE: usize = 500;
 
 impl Config {
+    pub fn change_timing(&self) -> crate::changes::ChangeTiming {
+        crate::changes::ChangeTiming {
+            buffer: self.change_buffer,
+            overlap: self.change_overlap,
+            max_window: self.change_max_window,
+            reconcile: self.reconcile_interval,
+        }
+    }
+
     pub fn from_env() -> Result<Self> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
@@ -147,6 +160,8 @@ impl Config {
             state_table: env.required("STATE_TABLE")?,
             stages: parse_stages(&env.optional("STAGES").unwrap_or_else(|| "*".into()))?,
             change_buffer: env.seconds("CHANGE_BUFFER_SECONDS", 300)?,
+            change_overlap: env.seconds("CHANGE_OVERLAP_SECONDS", 900)?,
+            change_max_window: env.seconds("CHANGE_MAX_WINDOW_SECONDS", 3600)?.max(Duration::from_secs(60)),
             reconcile_interval: env.seconds("RECONCILE_INTERVAL_SECONDS", 86_400)?,
             allow_empty_listing_deletes: env.flag("ALLOW_EMPTY_LISTING_DELETES", false)?,
             chunk_size: chunk_size as usize,

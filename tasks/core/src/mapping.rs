@@ -6,7 +6,7 @@
 //! | REST API deployed to the stage       | API `<restApiId>_<stage>`, type REST   |
 //! | deployment active on the stage       | `version`; the REST API id is `versionSetId` |
 //! | API tags merged with stage tags      | `tags` as `key:value`, the stage wins  |
-//! | `info.title` of the export, else name| `name`                                 |
+//! | the API's name (its export's `info.title`) | `name`, else the API id             |
 
 use std::collections::BTreeMap;
 
@@ -84,10 +84,11 @@ pub fn merged_tags(api: &BTreeMap<String, String>, stage: &BTreeMap<String, Stri
     merged.into_iter().map(|(k, v)| format!("{k}:{v}")).collect()
 }
 
-/// The control plane document of a REST API deployed to a stage.
-pub fn rest_api_document(api: &RestApi, stage: &Stage, region: &str, export_title: Option<&str>) -> ApiDocument {
-    let name = export_title.filter(|t| !t.trim().is_empty()).unwrap_or(&api.name);
-    let name = if name.trim().is_empty() { api.id.as_str() } else { name };
+/// The control plane document of a REST API deployed to a stage. The name is the API's: API
+/// Gateway writes it as `info.title` of a stage's export (and takes it from there on import), so
+/// no `GetExport` call is spent on it.
+pub fn rest_api_document(api: &RestApi, stage: &Stage, region: &str) -> ApiDocument {
+    let name = if api.name.trim().is_empty() { api.id.as_str() } else { api.name.as_str() };
     let mut attributes = BTreeMap::from([
         ("awsApiId".to_owned(), api.id.clone()),
         ("awsApiType".to_owned(), "REST".to_owned()),
@@ -170,9 +171,9 @@ mod tests {
 
     #[test]
     fn rest_api_maps_to_a_versioned_document_of_the_stage_runtime() {
-        let document = rest_api_document(&pets_api(), &prod_stage(), "eu-west-1", Some("Pet Store API"));
+        let document = rest_api_document(&pets_api(), &prod_stage(), "eu-west-1");
         assert_eq!(document.id, "a1b2c3d4e5_prod");
-        assert_eq!(document.name, "Pet Store API");
+        assert_eq!(document.name, "pets");
         assert_eq!(document.version.as_deref(), Some("dep123"));
         assert_eq!(document.version_set_id.as_deref(), Some("a1b2c3d4e5"));
         assert_eq!(document.api_type, ApiType::Rest);
@@ -181,18 +182,18 @@ mod tests {
     }
 
     #[test]
-    fn name_falls_back_to_the_api_name_then_the_id() {
-        let cases = [(Some("  "), "pets", "pets"), (None, "pets", "pets"), (None, "", "a1b2c3d4e5")];
-        for (title, api_name, expected) in cases {
+    fn name_is_the_api_name_else_the_id() {
+        let cases = [("pets", "pets"), ("  ", "a1b2c3d4e5"), ("", "a1b2c3d4e5")];
+        for (api_name, expected) in cases {
             let api = RestApi { name: api_name.into(), ..pets_api() };
-            assert_eq!(rest_api_document(&api, &prod_stage(), "eu-west-1", title).name, expected);
+            assert_eq!(rest_api_document(&api, &prod_stage(), "eu-west-1").name, expected);
         }
     }
 
     #[test]
     fn oversized_texts_are_cut_to_the_contract_limits() {
         let api = RestApi { name: "n".repeat(2000), description: Some("é".repeat(9000)), ..pets_api() };
-        let document = rest_api_document(&api, &prod_stage(), "eu-west-1", None);
+        let document = rest_api_document(&api, &prod_stage(), "eu-west-1");
         assert_eq!(document.name.chars().count(), API_NAME_MAX);
         assert_eq!(document.description.unwrap().chars().count(), API_DESCRIPTION_MAX);
     }

@@ -37,8 +37,6 @@ pub trait ApiGateway: Send + Sync {
     fn get_rest_api(&self, api_id: &str) -> impl Future<Output = Result<Option<RestApi>>> + Send;
     /// The API's stages; empty when the API no longer exists.
     fn get_stages(&self, api_id: &str) -> impl Future<Output = Result<Vec<Stage>>> + Send;
-    /// `info.title` of the stage's OpenAPI export, if the export has one.
-    fn export_title(&self, api_id: &str, stage: &str) -> impl Future<Output = Result<Option<String>>> + Send;
 }
 
 #[derive(Debug, Clone)]
@@ -121,28 +119,5 @@ impl ApiGateway for SdkApiGateway {
             Err(e) if e.as_service_error().is_some_and(|e| e.is_not_found_exception()) => Ok(Vec::new()),
             Err(e) => Err(sdk_error("apigateway:GetStages", e)),
         }
-    }
-
-    async fn export_title(&self, api_id: &str, stage: &str) -> Result<Option<String>> {
-        let export = match self
-            .client
-            .get_export()
-            .rest_api_id(api_id)
-            .stage_name(stage)
-            .export_type("oas30")
-            .accepts("application/json")
-            .send()
-            .await
-        {
-            Ok(export) => export,
-            Err(e) if e.as_service_error().is_some_and(|e| e.is_not_found_exception()) => return Ok(None),
-            Err(e) => return Err(sdk_error("apigateway:GetExport", e)),
-        };
-        let title = export
-            .body()
-            .and_then(|body| serde_json::from_slice::<serde_json::Value>(body.as_ref()).ok())
-            .and_then(|doc| doc.pointer("/info/title")?.as_str().map(str::to_owned))
-            .filter(|t| !t.trim().is_empty());
-        Ok(title)
     }
 }

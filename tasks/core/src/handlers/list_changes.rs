@@ -95,7 +95,7 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed> ListChanges<'
 
         for runtime in runtimes {
             let state = self.state.load(&runtime.stage).await?;
-            let plan = plan_assets(mode, &state, now, self.config.change_buffer, self.config.reconcile_interval);
+            let plan = plan_assets(mode, &state, now, self.config.change_timing());
             let (upserts, deletes, watermark) = match plan {
                 AssetPlan::UpToDate => continue,
                 AssetPlan::Full { position } => {

@@ -63,9 +63,6 @@ impl ApiGateway for Gateway {
     async fn get_stages(&self, api_id: &str) -> Result<Vec<Stage>> {
         Ok(self.stages.get(api_id).cloned().unwrap_or_default())
     }
-    async fn export_title(&self, _: &str, _: &str) -> Result<Option<String>> {
-        Ok(None)
-    }
 }
 
 #[derive(Default)]
@@ -494,9 +491,6 @@ async fn a_failing_listing_gives_its_claims_back() {
             unreachable!()
         }
         async fn get_stages(&self, _: &str) -> Result<Vec<Stage>> {
-            unreachable!()
-        }
-        async fn export_title(&self, _: &str, _: &str) -> Result<Option<String>> {
             unreachable!()
         }
     }

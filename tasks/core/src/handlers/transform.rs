@@ -59,8 +59,7 @@ impl<G: ApiGateway, M: MetricSource> Transform<'_, G, M> {
         let Some(stage) = deployed_stage(&stages, stage_name) else {
             return Ok(None);
         };
-        let title = self.gateway.export_title(api_id, stage_name).await?;
-        Ok(Some(rest_api_document(&api, stage, self.region, title.as_deref())))
+        Ok(Some(rest_api_document(&api, stage, self.region)))
     }
 
     pub async fn metrics(&self, window: MetricsWindow, now: i64) -> Result<Batch> {
