@@ -20,7 +20,8 @@ INPUT        ?= {}
 help:
 	@echo "make setup   install the local stack (Python venv, Node 22, interpreter, validator)"
 	@echo "make run     run one execution of the state machine locally; INPUT='{\"mode\":\"full\"}' for a full sync"
-	@echo "make test    validate the ASL, check format and lints, run the Rust tests, the end-to-end tests and the CDK checks"
+	@echo "make test    validate the ASL, check format and lints, run the Rust tests, the end-to-end tests, the CDK checks"
+	@echo "             and a local execution in a copy of the repository with nothing beside it"
 	@echo "make deploy  build the arm64 functions and cdk deploy (pass CONTEXT='-c controlPlaneUrl=https://...')"
 
 setup: $(VENV)/.installed $(STACK)/node_modules/.installed cdk/node_modules/.installed
@@ -49,6 +50,7 @@ test: setup
 	cargo test --workspace
 	cd tests && ../$(PYTHON) -m pytest -q
 	$(MAKE) --no-print-directory cdk-check
+	tests/stack/standalone-check.sh
 
 # The deployable functions: target/lambda/<name>/bootstrap, built once, reused by synth and deploy.
 lambdas: $(VENV)/.installed

@@ -5,7 +5,12 @@ from __future__ import annotations
 import urllib.request
 
 import pytest
-from stack import STATE_TABLE, EmbeddedStack, boto, create_state_table
+from fake_apicp import UNKNOWN_API_BEHAVIOURS
+from stack import (APICP_PASSWORD, APICP_USER, STATE_TABLE, EmbeddedStack, boto, create_state_table,
+                   put_control_plane_secret)
+
+# The fake's default: pages capped below the 500 the agent asks for, as the contract allows.
+DEFAULT_PAGE_SIZE_CAP = 100
 
 # Two 5-minute metric windows per run, so a backlog shows bounded catch-up across runs.
 FUNCTION_SETTINGS = {
@@ -29,9 +34,27 @@ def stack():
 def clean(stack):
     urllib.request.urlopen(urllib.request.Request(f"{stack.moto_url}/moto-api/reset", method="POST")).close()
     create_state_table(stack.moto_url)
+    put_control_plane_secret(stack.moto_url, APICP_USER, APICP_PASSWORD)
     stack.apicp.reset()
+    stack.apicp.set_page_size_cap(DEFAULT_PAGE_SIZE_CAP)
+    stack.apicp.set_unknown_api_behaviour(UNKNOWN_API_BEHAVIOURS[0])
     stack.cloudtrail.reset()
+    stack.aws_proxy.reset()
     return stack
+
+
+@pytest.fixture
+def fresh_stack():
+    """Starts a stack of its own, whose functions start cold, as after a deployment."""
+    started = []
+
+    def start(overrides: dict[str, str] | None = None) -> EmbeddedStack:
+        started.append(EmbeddedStack().start({**FUNCTION_SETTINGS, **(overrides or {})}))
+        return started[-1]
+
+    yield start
+    for stack in started:
+        stack.stop()
 
 
 class StateTable:

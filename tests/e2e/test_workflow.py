@@ -143,7 +143,8 @@ def test_incremental_run_publishes_created_and_removes_deleted_apis(clean, state
 def test_transient_control_plane_errors_are_retried_by_the_state_machine(clean, state_table):
     stack = clean
     apis = seed(stack)
-    stack.apicp.add_fault(r"/apis/", method="PUT", status=503, count=2)
+    # New APIs are created with a POST to the runtime's collection.
+    stack.apicp.add_fault(r"/apis$", method="POST", status=503, count=2)
 
     run = stack.run()
 
@@ -162,7 +163,7 @@ def test_a_failed_publish_leaves_the_assets_watermark_and_keeps_metrics_progress
     payments = create_rest_api(stack.moto_url, "payments", {"team": "pay"}, {"prod": {}})
     stack.cloudtrail.add_event("CreateDeployment", eventTime=before["assetsWatermark"] + 1,
                                requestParameters={"restApiId": payments.id, "stageName": "prod"})
-    stack.apicp.add_fault(r"/apis", method="PUT", status=503, count=1000)
+    stack.apicp.add_fault(r"/apis", method="POST", status=503, count=1000)
     # Let a new metrics window come due so the metrics branch has progress to keep.
     state_table.put_metrics_watermark("prod", before["metricsWatermark"] - INTERVAL)
     time.sleep(2)

@@ -2,15 +2,19 @@
 
 Test support only, not product code. It serves the slice of APICP the agent talks to (runtime
 registration, runtime types, API documents, heartbeats, metrics) and validates every request
-against the vendor's OpenAPI documents in `shared/apicp-openapi/strict/`, so a request the real
-service would reject is rejected here too, with an `ErrorMessage` body naming the bad field.
+against the vendor's OpenAPI documents in `apicp-openapi/` beside this file (see its README), so a
+request the real service would reject is rejected here too, with an `ErrorMessage` body naming the
+bad field. Where the documents leave the service a choice (page sizes, answers they do not document),
+settings select among the plausible behaviours so that tests can meet each of them.
 
 Usable in-process (`FakeControlPlane(...).start()`) or as a process:
 
     python fake_apicp.py --host 127.0.0.1 --port 8081 --username agent --password secret
 
 Hooks under `/_fake/` (no authentication) let tests inject faults and inspect state:
-`POST /_fake/faults`, `GET /_fake/state`, `GET /_fake/requests`, `POST /_fake/reset`.
+`POST /_fake/faults`, `GET /_fake/state`, `GET /_fake/requests`, `POST /_fake/reset`,
+`POST /_fake/settings` ({"page_size_cap": n or null, "unknown_api_behaviour": mode}),
+`DELETE /_fake/runtimes/{id}` (as an administrator deleting the runtime).
 """
 
 from __future__ import annotations
@@ -44,17 +48,32 @@ from werkzeug.datastructures import Headers
 
 SPEC_NAMES = ("runtime-management", "runtime-type", "api-management", "runtime-metrics")
 DEFAULT_PAGE_SIZE = 20
+# The documents name a server-side maximum of objects per page (`service.maximum.assets`, 20 in their example), so a
+# page may hold fewer items than `size` asks. The default cap sits below the 500 the agent asks for, so a client that
+# stops at the first short page misses items; only an empty page ends a list.
+DEFAULT_PAGE_SIZE_CAP = 100
+
+# PUT and DELETE of an API the runtime does not hold: the documents give no answer for it (PUT lists 200, 400, 401,
+# 500; DELETE 200, 401, 500), so each mode names one plausible answer for each, and every answer occurs in some mode:
+# PUT 404 or 400 rejects it (errorDetails), PUT 200 or 201 creates the API from the body; DELETE 204 or 200 is empty.
+_UNKNOWN_API_ANSWERS = {
+    "put-404,delete-404": (404, 404),
+    "put-400,delete-204": (400, 204),
+    "put-creates-200,delete-200": (200, 200),
+    "put-creates-201,delete-204": (201, 204),
+}
+UNKNOWN_API_BEHAVIOURS = tuple(_UNKNOWN_API_ANSWERS)
+DEFAULT_UNKNOWN_API_BEHAVIOUR = "put-404,delete-404"
 
 Response = tuple[int, Any]  # (status, JSON payload or None for an empty body)
 
 
 def spec_dir() -> Path:
-    """The strict OpenAPI documents: $APICP_OPENAPI_DIR, else `shared/` beside the repository."""
+    """The OpenAPI documents: $APICP_OPENAPI_DIR, else the copy kept beside this file, so a clone needs nothing else."""
     override = os.environ.get("APICP_OPENAPI_DIR")
     if override:
         return Path(override)
-    repo = Path(__file__).resolve().parents[2]
-    return repo.parent / "shared" / "apicp-openapi" / "strict"
+    return Path(__file__).resolve().parent / "apicp-openapi"
 
 
 @dataclass(frozen=True)
@@ -83,6 +102,10 @@ def _load_specs(directory: Path) -> dict[str, _Spec]:
 
 def _errors(*messages: str) -> dict:
     return {"errorDetails": list(messages)}
+
+
+def _runtime_not_found(runtime_id: str) -> dict:
+    return _errors(f"Runtime with Id {runtime_id} not found")
 
 
 def _now_ms() -> int:
@@ -151,11 +174,12 @@ class _Fault:
     delay_ms: int
 
 
-def _paged(items: list, query: dict) -> list:
-    # The service treats a missing, zero or negative page/size as its default.
+def _paged(items: list, query: dict, cap: int | None) -> list:
+    # The service treats a missing, zero or negative page/size as its default, and never serves more than `cap`.
     page = max(query.get("page", 1), 1)
     size = query.get("size", DEFAULT_PAGE_SIZE)
     size = size if size >= 1 else DEFAULT_PAGE_SIZE
+    size = min(size, cap) if cap else size
     return items[(page - 1) * size : page * size]
 
 
@@ -170,8 +194,12 @@ class FakeControlPlane(LocalServer):
         password: str = "secret",
         runtime_types: tuple[str, ...] | list[str] = (),
         log_requests: bool = False,
+        page_size_cap: int | None = DEFAULT_PAGE_SIZE_CAP,
+        unknown_api_behaviour: str = DEFAULT_UNKNOWN_API_BEHAVIOUR,
     ):
         self._specs = _load_specs(spec_dir())
+        self.set_page_size_cap(page_size_cap)
+        self.set_unknown_api_behaviour(unknown_api_behaviour)
         self._credentials = f"{username}:{password}".encode()
         self._owner = {"name": username, "type": "USER"}
         self._log_requests = log_requests
@@ -207,6 +235,31 @@ class FakeControlPlane(LocalServer):
         """Rotates the accepted credentials, as an administrator would on the real service."""
         with self._lock:
             self._credentials = f"{username}:{password}".encode()
+
+    def set_page_size_cap(self, cap: int | None) -> None:
+        """Lists serve at most `cap` items a page whatever `size` asks (None: as many as asked). Kept by reset()."""
+        if cap is not None and cap < 1:
+            raise ValueError(f"page size cap must be at least 1, not {cap}")
+        self._page_size_cap = cap
+
+    def set_unknown_api_behaviour(self, mode: str) -> None:
+        """How PUT and DELETE of an unknown API are answered: one of UNKNOWN_API_BEHAVIOURS. Kept by reset()."""
+        if mode not in _UNKNOWN_API_ANSWERS:
+            raise ValueError(f"unknown_api_behaviour must be one of {UNKNOWN_API_BEHAVIOURS}, not {mode!r}")
+        self._unknown_api_behaviour = mode
+
+    def delete_runtime(self, runtime_id: str) -> None:
+        """Deletes the runtime and its APIs, as an administrator would in the control plane's UI; the agent then meets
+        an unknown runtime. Received heartbeats and metrics stay in state()."""
+        with self._lock:
+            if self._runtimes.pop(runtime_id, None) is None:
+                raise KeyError(f"no runtime {runtime_id}")
+            self._apis.pop(runtime_id, None)
+
+    def remove_api(self, runtime_id: str, api_id: str) -> None:
+        """Removes one API from a runtime, as an administrator would in the control plane's UI."""
+        with self._lock:
+            del self._apis[runtime_id][api_id]
 
     def state(self) -> dict:
         with self._lock:
@@ -373,6 +426,22 @@ class FakeControlPlane(LocalServer):
         if (method, path) == ("POST", "/_fake/reset"):
             self.reset()
             return 200, None
+        if (method, path) == ("POST", "/_fake/settings"):
+            try:
+                settings = json.loads(raw_body)
+                if "page_size_cap" in settings:
+                    self.set_page_size_cap(settings["page_size_cap"])
+                if "unknown_api_behaviour" in settings:
+                    self.set_unknown_api_behaviour(settings["unknown_api_behaviour"])
+            except (ValueError, TypeError) as error:
+                return 400, _errors(f"bad settings: {error}")
+            return 200, None
+        if method == "DELETE" and path.startswith("/_fake/runtimes/"):
+            try:
+                self.delete_runtime(unquote(path.removeprefix("/_fake/runtimes/")))
+            except KeyError as error:
+                return 404, _errors(str(error))
+            return 200, None
         if (method, path) == ("POST", "/_fake/faults"):
             try:
                 spec = json.loads(raw_body)
@@ -413,13 +482,13 @@ class FakeControlPlane(LocalServer):
 
     def _list_runtimes(self, call: _Call) -> Response:
         with self._lock:
-            return 200, _paged(list(self._runtimes.values()), call.query)
+            return 200, _paged(list(self._runtimes.values()), call.query, self._page_size_cap)
 
     def _get_runtime(self, call: _Call) -> Response:
         with self._lock:
             runtime = self._runtimes.get(call.path["id"])
         if runtime is None:
-            return 404, _errors(f"Runtime with Id {call.path['id']} not found")
+            return 404, _runtime_not_found(call.path["id"])
         return 200, runtime
 
     def _update_runtime(self, call: _Call) -> Response:
@@ -427,7 +496,7 @@ class FakeControlPlane(LocalServer):
         with self._lock:
             current = self._runtimes.get(runtime_id)
             if current is None:
-                return 404, _errors(f"Runtime with Id {runtime_id} not found")
+                return 404, _runtime_not_found(runtime_id)
             if not self._runtime_type_exists(call.body["type"]):
                 return 400, _errors(f"type: runtime type {call.body['type']!r} does not exist")
             stored = {
@@ -456,7 +525,7 @@ class FakeControlPlane(LocalServer):
 
     def _list_runtime_types(self, call: _Call) -> Response:
         with self._lock:
-            return 200, _paged(list(self._runtime_types.values()), call.query)
+            return 200, _paged(list(self._runtime_types.values()), call.query, self._page_size_cap)
 
     def _create_runtime_type(self, call: _Call) -> Response:
         with self._lock:
@@ -480,9 +549,10 @@ class FakeControlPlane(LocalServer):
         with self._lock:
             apis = self._runtime_apis(runtime_id)
             if apis is None:
-                return 404, _errors(f"Runtime with Id {runtime_id} not found")
+                return 404, _runtime_not_found(runtime_id)
             documents = [apis[api_id]["apiDocument"] for api_id in sorted(apis)]
-        return 200, _paged(documents, call.query)
+            cap = self._page_size_cap
+        return 200, _paged(documents, call.query, cap)
 
     def _create_api(self, call: _Call) -> Response:
         runtime_id = call.path["runtimeId"]
@@ -490,60 +560,75 @@ class FakeControlPlane(LocalServer):
         with self._lock:
             apis = self._runtime_apis(runtime_id)
             if apis is None:
-                return 404, _errors(f"Runtime with Id {runtime_id} not found")
+                return 404, _runtime_not_found(runtime_id)
             if document["id"] in apis:
                 return 409, _errors(
                     f"API with Id {document['id']} already exist for Runtime with Id {runtime_id}"
                 )
-            now = _now_ms()
-            api = {
-                "id": str(uuid.uuid4()),
-                "apiId": document["id"],
-                "runtimeId": runtime_id,
-                "created": now,
-                "lastModified": now,
-                "owner": self._owner,
-                "apiDocument": document,
-            }
-            apis[document["id"]] = api
-            return 201, api
+            return 201, self._store_new_api(apis, runtime_id, document)
+
+    def _store_new_api(self, apis: dict, runtime_id: str, document: dict) -> dict:
+        now = _now_ms()
+        apis[document["id"]] = api = {
+            "id": str(uuid.uuid4()),
+            "apiId": document["id"],
+            "runtimeId": runtime_id,
+            "created": now,
+            "lastModified": now,
+            "owner": self._owner,
+            "apiDocument": document,
+        }
+        return api
 
     def _get_api(self, call: _Call) -> Response:
         with self._lock:
-            api = (self._runtime_apis(call.path["runtimeId"]) or {}).get(call.path["apiId"])
+            apis = self._runtime_apis(call.path["runtimeId"])
+            api = None if apis is None else apis.get(call.path["apiId"])
         if api is None:
-            return 404, self._api_not_found(call)
+            return 404, self._not_found(call, apis)
         return 200, api
 
     def _update_api(self, call: _Call) -> Response:
-        api_id = call.path["apiId"]
+        runtime_id, api_id = call.path["runtimeId"], call.path["apiId"]
+        document = {**call.body, "id": api_id}
         with self._lock:
-            apis = self._runtime_apis(call.path["runtimeId"]) or {}
+            apis = self._runtime_apis(runtime_id)
+            if apis is None:
+                return 404, self._not_found(call, apis)
             if api_id not in apis:
-                return 404, self._api_not_found(call)
-            api = {
-                **apis[api_id],
-                "lastModified": _now_ms(),
-                "apiDocument": {**call.body, "id": api_id},
-            }
-            apis[api_id] = api
+                status, _ = _UNKNOWN_API_ANSWERS[self._unknown_api_behaviour]
+                if status in (200, 201):
+                    return status, self._store_new_api(apis, runtime_id, document)
+                return status, self._not_found(call, apis)
+            apis[api_id] = api = {**apis[api_id], "lastModified": _now_ms(), "apiDocument": document}
             return 200, api
 
     def _delete_api(self, call: _Call) -> Response:
         with self._lock:
-            apis = self._runtime_apis(call.path["runtimeId"]) or {}
+            apis = self._runtime_apis(call.path["runtimeId"])
+            if apis is None:
+                return 404, self._not_found(call, apis)
             if apis.pop(call.path["apiId"], None) is None:
-                return 404, self._api_not_found(call)
+                _, status = _UNKNOWN_API_ANSWERS[self._unknown_api_behaviour]
+                return status, self._not_found(call, apis) if status == 404 else None
         return 200, None
 
     @staticmethod
-    def _api_not_found(call: _Call) -> dict:
+    def _not_found(call: _Call, apis: dict | None) -> dict:
+        """The error body for an API the runtime does not hold, or for a runtime that does not exist."""
+        if apis is None:
+            return _runtime_not_found(call.path["runtimeId"])
         return _errors(
             f"API with Id {call.path['apiId']} not found in Runtime with Id {call.path['runtimeId']}"
         )
 
     # --- heartbeats and metrics --------------------------------------------------------------
 
+    # An unknown (never registered, or deleted) runtime: runtime-metrics.yaml documents only 200, 401 and 500 for the
+    # heartbeat operations, and for metrics a 400 whose description is "the user did not send the valid request body".
+    # Our reading: a heartbeat names its runtime in the body, so one naming an unknown runtime is an invalid body (400,
+    # the document's `errorDetails` shape); metrics name the runtime in the path and their body stays valid, so they
+    # get the 404 this fake answers on every other path naming an unknown runtime (no document lists a 404 at all).
     def _record_heartbeats(self, heartbeats: list[dict]) -> Response | None:
         """Records all heartbeats, or none and a 400 if one names an unregistered runtime."""
         with self._lock:
@@ -572,7 +657,7 @@ class FakeControlPlane(LocalServer):
         runtime_id = call.path["runtime_id"]
         with self._lock:
             if runtime_id not in self._runtimes:
-                return 404, _errors(f"Runtime with Id {runtime_id} not found")
+                return 404, _runtime_not_found(runtime_id)
             self._metrics.append(
                 {"runtimeId": runtime_id, "body": call.body, "receivedAt": _now_ms()}
             )
@@ -594,9 +679,20 @@ def main() -> None:
     parser.add_argument(
         "--runtime-type", action="append", default=[], help="runtime type to preload (repeatable)"
     )
+    parser.add_argument("--page-size-cap", type=int, default=DEFAULT_PAGE_SIZE_CAP, help="0: no cap")
+    parser.add_argument(
+        "--unknown-api-behaviour", choices=UNKNOWN_API_BEHAVIOURS, default=DEFAULT_UNKNOWN_API_BEHAVIOUR
+    )
     args = parser.parse_args()
     fake = FakeControlPlane(
-        args.host, args.port, args.username, args.password, args.runtime_type, log_requests=True
+        args.host,
+        args.port,
+        args.username,
+        args.password,
+        args.runtime_type,
+        log_requests=True,
+        page_size_cap=args.page_size_cap or None,
+        unknown_api_behaviour=args.unknown_api_behaviour,
     )
     fake.serve_until_interrupted("fake APICP")
 

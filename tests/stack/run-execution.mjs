@@ -5,10 +5,44 @@
 // The ${...FunctionArn} placeholders become Lambda ARNs, as the CDK's DefinitionSubstitutions
 // do on AWS; the interpreter's Lambda client reaches them at AWS_ENDPOINT_URL_LAMBDA.
 // Prints each state's name, status and duration, then the execution's output; exits 1 when
-// the execution fails.
+// the execution fails. Enforces the Step Functions quotas the interpreter does not: the payload
+// size of every state and Lambda invocation, and the history length.
 import { readFileSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
+// The interpreter's own Lambda client (its dependency, hoisted by npm).
+import { InvokeCommand, LambdaClient } from '@aws-sdk/client-lambda';
 import { StateMachine } from 'aws-local-stepfunctions';
+
+// "Maximum input or output size for a task, state, or execution: 262,144 bytes of data as a UTF-8
+// encoded string" (Step Functions service quotas). Exceeding it fails the execution with
+// States.DataLimitExceeded, "a terminal error that can't be caught by the States.ALL error type"
+// (Step Functions error handling); this runner ends the execution whatever Catch the definition has.
+const MAX_PAYLOAD_BYTES = 262_144;
+// "Maximum execution history size: 25,000 events" (Step Functions service quotas). When event
+// 25,000 is not ExecutionSucceeded, AWS logs ExecutionFailed as that event with States.Runtime,
+// "The execution reached the maximum number of history events (25000)." (the docs name no error;
+// that is what AWS reports).
+const MAX_HISTORY_EVENTS = 25_000;
+// The events AWS's execution history holds for each interpreter event, by state type, as AWS records
+// them: a Task invoking Lambda logs TaskStateEntered, LambdaFunctionScheduled, LambdaFunctionStarted,
+// LambdaFunctionSucceeded|Failed|TimedOut and TaskStateExited, and Scheduled, Started and Failed again
+// per retry; a Map logs MapStateEntered, MapStateStarted, MapIterationStarted and
+// MapIterationSucceeded|Failed per item, MapStateSucceeded|Failed and MapStateExited; a Parallel logs
+// ParallelStateEntered, ParallelStateStarted, ParallelStateFailed (nothing on success) and
+// ParallelStateExited; other states log Entered and Exited (Fail only FailStateEntered). A retried
+// Map or Parallel logs XStateStarted instead of XStateFailed. A caught failure ends with XStateExited
+// and no success event (the interpreter reports StateCaught, then StateExited); an uncaught one with
+// ExecutionFailed alone.
+const HISTORY_EVENTS = {
+  Task: { StateEntered: 3, StateExited: 2, StateFailed: 1, StateRetried: 2, StateCaught: -1 },
+  Map: { StateEntered: 2, StateExited: 2, StateFailed: 1, StateCaught: -1 },
+  Parallel: { StateEntered: 2, StateExited: 1, StateFailed: 1 },
+  other: { StateEntered: 1, StateExited: 1 },
+  execution: { ExecutionStarted: 1, ExecutionSucceeded: 1, ExecutionFailed: 1, MapIterationStarted: 1,
+    MapIterationSucceeded: 1, MapIterationFailed: 1 },
+};
+const historyEvents = (event) =>
+  (event.state ? HISTORY_EVENTS[event.state.type] ?? HISTORY_EVENTS.other : HISTORY_EVENTS.execution)[event.type] ?? 0;
 
 const { values: args } = parseArgs({
   options: {
@@ -20,28 +54,77 @@ const { values: args } = parseArgs({
 
 const region = process.env.AWS_REGION ?? 'us-east-1';
 const account = process.env.AGENT_ACCOUNT_ID ?? '123456789012';
+const credentials = {
+  accessKeyId: process.env.AWS_ACCESS_KEY_ID ?? 'local',
+  secretAccessKey: process.env.AWS_SECRET_ACCESS_KEY ?? 'local',
+};
 // EnsureRuntimeFunctionArn -> ensure-runtime: the binaries' names.
 const functionName = (placeholder) =>
   placeholder.replace(/FunctionArn$/, '').replace(/([a-z])([A-Z])/g, '$1-$2').toLowerCase();
 const text = readFileSync(args.definition, 'utf8').replace(/\$\{(\w+FunctionArn)\}/g, (_, name) =>
   `arn:aws:lambda:${region}:${account}:function:${functionName(name)}`);
+const definition = JSON.parse(text);
+const machine = new StateMachine(definition, { awsConfig: { region, credentials: { accessKeys: credentials } } });
 
-const machine = new StateMachine(JSON.parse(text), {
-  awsConfig: {
-    region,
-    credentials: {
-      accessKeys: {
-        accessKeyId: process.env.AWS_ACCESS_KEY_ID ?? 'local',
-        secretAccessKey: process.env.AWS_SECRET_ACCESS_KEY ?? 'local',
-      },
-    },
-  },
-});
+const size = (value) => Buffer.byteLength(JSON.stringify(value ?? null));
+const largest = { input: { state: null, bytes: 0 }, output: { state: null, bytes: 0 } };
+let history = 0;
+let failure = null;
+// Records the size of a state's (or its Lambda invocation's) input or output; the quota's cause when over it.
+const measure = (kind, state, bytes) => {
+  if (bytes > largest[kind].bytes) largest[kind] = { state, bytes };
+  if (bytes <= MAX_PAYLOAD_BYTES) return null;
+  const what = kind === 'input' ? 'received an input' : 'returned a result';
+  return `The state/task '${state}' ${what} with a size exceeding the maximum number of bytes service limit ` +
+    `(${bytes} bytes, the limit is ${MAX_PAYLOAD_BYTES}).`;
+};
+// An error no Retry or Catch of the interpreter matches.
+const terminal = (name, cause) => Object.assign(new Error(cause), { name, isRetryable: false, isCatchable: false });
+// The first limit reached ends the execution, as AWS ends it.
+const fail = (error, cause) => {
+  if (failure) return;
+  failure = { error, cause };
+  history += 1; // ExecutionFailed
+  execution.abort();
+};
+
+// Task states invoke Lambda here rather than in the interpreter, which cannot measure the payload or
+// the result; errors are reported as the interpreter's own client reports them.
+const lambda = new LambdaClient({ region, credentials });
+const invoke = (state, resource) => async (input) => {
+  // The state events queued so far are counted and measured first: no invocation after a failure.
+  await new Promise(setImmediate);
+  if (failure) throw terminal(failure.error, failure.cause);
+  const payload = Buffer.from(JSON.stringify(input));
+  const tooLarge = measure('input', state, payload.length);
+  if (tooLarge) throw terminal('States.DataLimitExceeded', tooLarge);
+  const response = await lambda.send(new InvokeCommand({ FunctionName: resource, Payload: payload }));
+  const result = response.Payload ? JSON.parse(new TextDecoder().decode(response.Payload)) : null;
+  if (response.FunctionError) {
+    throw Object.assign(new Error(`${result.errorType}: ${result.errorMessage}`, { cause: result }),
+      { name: result.errorType });
+  }
+  const overLimit = measure('output', state, response.Payload?.byteLength ?? 0);
+  if (overLimit) throw terminal('States.DataLimitExceeded', overLimit);
+  return result;
+};
+// State names are unique across the whole definition (the interpreter's validator insists).
+const taskHandlers = {};
+const collectTasks = (states) => {
+  for (const [name, state] of Object.entries(states)) {
+    if (state.Type === 'Task') taskHandlers[name] = invoke(name, state.Resource);
+    for (const nested of [state.ItemProcessor ?? state.Iterator, ...(state.Branches ?? [])]) {
+      if (nested) collectTasks(nested.States);
+    }
+  }
+};
+collectTasks(definition.States);
 
 const input = JSON.parse(args.input);
 const startedAt = new Date();
 const name = `local-${startedAt.getTime()}`;
 const execution = machine.run(input, {
+  overrides: { taskResourceLocalHandlers: taskHandlers },
   context: {
     Execution: {
       Id: `arn:aws:states:${region}:${account}:execution:agent:${name}`,
@@ -59,19 +142,37 @@ const label = (event) => (event.index === undefined ? event.state.name : `${even
 const line = (name, status, ms, detail = '') =>
   console.log(`${name.padEnd(32)} ${status.padEnd(10)} ${ms === null ? '' : `${ms} ms`.padStart(9)}${detail ? `  ${detail}` : ''}`);
 
+// Events arrive shortly after the interpreter emits them; those after a failure are ones AWS never
+// reaches, and are ignored.
 const collect = (async () => {
   for await (const event of execution.eventLogs) {
+    if (failure) continue;
+    history += historyEvents(event);
+    if (history >= MAX_HISTORY_EVENTS && event.type !== 'ExecutionSucceeded') {
+      history = MAX_HISTORY_EVENTS - 1;
+      fail('States.Runtime', `The execution reached the maximum number of history events (${MAX_HISTORY_EVENTS}).`);
+      continue;
+    }
     switch (event.type) {
-      case 'StateEntered':
+      case 'StateEntered': {
+        const tooLarge = measure('input', label(event), size(event.state.input));
+        if (tooLarge) fail('States.DataLimitExceeded', tooLarge);
         entered.set(key(event), event.timestamp);
         break;
+      }
       case 'StateExited':
       case 'StateFailed': {
+        let { Error: error = null, Cause: cause } = event;
+        const tooLarge = event.type === 'StateExited' && measure('output', label(event), size(event.state.output));
+        if (tooLarge) {
+          [error, cause] = ['States.DataLimitExceeded', tooLarge];
+          history -= historyEvents(event); // AWS logs ExecutionFailed in place of the exit
+          fail(error, cause);
+        }
         const ms = event.timestamp - (entered.get(key(event)) ?? event.timestamp);
-        const status = event.type === 'StateExited' ? 'SUCCEEDED' : 'FAILED';
-        const detail = event.type === 'StateFailed' ? `${event.Error}: ${event.Cause ?? ''}` : '';
-        states.push({ name: event.state.name, index: event.index ?? null, status, ms, error: event.Error ?? null });
-        line(label(event), status, ms, detail);
+        const status = error ? 'FAILED' : 'SUCCEEDED';
+        states.push({ name: event.state.name, index: event.index ?? null, status, ms, error });
+        line(label(event), status, ms, error ? `${error}: ${cause ?? ''}` : '');
         break;
       }
       case 'StateRetried':
@@ -88,17 +189,23 @@ const collect = (async () => {
   }
 })();
 
+const outcome = await execution.result.then((output) => ({ output }), (error) => ({ error: error.cause ?? error }));
+await collect;
+const limits = {
+  maxPayloadBytes: MAX_PAYLOAD_BYTES, largestInput: largest.input, largestOutput: largest.output,
+  maxHistoryEvents: MAX_HISTORY_EVENTS, historyEvents: history,
+};
 let report;
-try {
-  const output = await execution.result;
-  await collect;
-  report = { status: 'SUCCEEDED', output, states };
-  console.log(`\nexecution SUCCEEDED in ${Date.now() - startedAt} ms\n${JSON.stringify(output, null, 2)}`);
-} catch (error) {
-  await collect.catch(() => {});
-  const cause = error.cause ?? error;
-  report = { status: 'FAILED', error: cause.name ?? 'Error', cause: cause.message ?? String(cause), states };
-  console.log(`\nexecution FAILED in ${Date.now() - startedAt} ms: ${report.error}: ${report.cause}`);
+if (!failure && !outcome.error) {
+  report = { status: 'SUCCEEDED', output: outcome.output, states, limits };
+  console.log(`\nexecution SUCCEEDED in ${Date.now() - startedAt} ms\n${JSON.stringify(outcome.output, null, 2)}`);
+} else {
+  const { error, cause } = failure ??
+    { error: outcome.error.name ?? 'Error', cause: outcome.error.message ?? String(outcome.error) };
+  report = { status: 'FAILED', error, cause, states, limits };
+  console.log(`\nexecution FAILED in ${Date.now() - startedAt} ms: ${error}: ${cause}`);
 }
+console.log(`largest input ${largest.input.bytes} bytes (${largest.input.state}), largest output ` +
+  `${largest.output.bytes} bytes (${largest.output.state}), ${history} history events`);
 if (args.report) writeFileSync(args.report, JSON.stringify(report, null, 2));
 process.exit(report.status === 'SUCCEEDED' ? 0 : 1);

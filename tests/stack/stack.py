@@ -3,9 +3,11 @@
 Test support and the README's local run, not product code. It wires:
 
     aws-local-stepfunctions (statemachine/agent.asl.json, unmodified but for the ARNs)
-      -> lambda_adapter (Lambda Invoke API semantics)
+      -> lambda_adapter (Lambda Invoke API semantics, the deployed timeouts)
         -> cargo lambda watch (the five Rust binaries)
-          -> moto server (API Gateway, CloudWatch, DynamoDB, STS), fake CloudTrail, fake APICP
+          -> aws_proxy (API Gateway's management quota, call counts, faults)
+            -> moto server (API Gateway, CloudWatch, DynamoDB, STS, Secrets Manager)
+          -> fake CloudTrail, fake APICP
 
 Whatever the environment already configures is used instead of the embedded part: real AWS when
 `AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID` or `AWS_PROFILE` is set, a real control plane when
@@ -31,6 +33,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from aws_proxy import AwsProxy  # noqa: E402
 from fake_apicp import FakeControlPlane  # noqa: E402
 from fake_cloudtrail import FakeCloudTrail  # noqa: E402
 from lambda_adapter import LambdaAdapter  # noqa: E402
@@ -42,6 +45,8 @@ RUNNER = HERE / "run-execution.mjs"
 REGION = "us-east-1"
 STATE_TABLE = "apicp-agent-state"
 APICP_USER, APICP_PASSWORD = "agent", "local-secret"
+# A secret's name is accepted wherever its ARN is; moto gives a re-created secret a new ARN.
+CONTROL_PLANE_SECRET = "apicp-agent/control-plane"
 
 
 def free_port() -> int:
@@ -91,6 +96,7 @@ class EmbeddedStack:
     function_env: dict[str, str] = field(default_factory=dict)
     log_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="agent-stack-")))
     moto_url: str | None = None
+    aws_proxy: AwsProxy | None = None  # in front of moto for the functions: AWS's quotas, counts, faults
     apicp: FakeControlPlane | None = None
     cloudtrail: FakeCloudTrail | None = None
     _processes: list[subprocess.Popen] = field(default_factory=list)
@@ -100,9 +106,10 @@ class EmbeddedStack:
         env = {"AWS_REGION": os.environ.get("AWS_REGION", REGION), "AWS_LAMBDA_LOG_LEVEL": "info"}
         if not any(os.environ.get(v) for v in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_PROFILE")):
             self.moto_url = self._start_moto()
+            self.aws_proxy = AwsProxy(self.moto_url).start()
             self.cloudtrail = FakeCloudTrail(rate_per_second=2).start()
             env.update({
-                "AWS_ENDPOINT_URL": self.moto_url,
+                "AWS_ENDPOINT_URL": self.aws_proxy.url,
                 "AWS_ENDPOINT_URL_CLOUDTRAIL": self.cloudtrail.url,
                 "AWS_ACCESS_KEY_ID": "testing",
                 "AWS_SECRET_ACCESS_KEY": "testing",
@@ -111,7 +118,13 @@ class EmbeddedStack:
             create_state_table(self.moto_url)
         if not os.environ.get("APICP_URL"):
             self.apicp = FakeControlPlane(username=APICP_USER, password=APICP_PASSWORD).start()
-            env.update({"APICP_URL": self.apicp.url, "APICP_USERNAME": APICP_USER, "APICP_PASSWORD": APICP_PASSWORD})
+            env["APICP_URL"] = self.apicp.url
+            if self.moto_url:
+                # As deployed: the functions read the credentials from Secrets Manager.
+                put_control_plane_secret(self.moto_url, APICP_USER, APICP_PASSWORD)
+                env["APICP_SECRET_ARN"] = CONTROL_PLANE_SECRET
+            else:
+                env.update({"APICP_USERNAME": APICP_USER, "APICP_PASSWORD": APICP_PASSWORD})
         env.update(overrides or {})
         self.function_env = env
         self._start_functions()
@@ -164,7 +177,7 @@ class EmbeddedStack:
                 process.wait(timeout=10)
             except (ProcessLookupError, subprocess.TimeoutExpired):
                 os.killpg(process.pid, signal.SIGKILL)
-        for fake in (self.apicp, self.cloudtrail):
+        for fake in (self.apicp, self.cloudtrail, self.aws_proxy):
             if fake:
                 fake.stop()
 
@@ -176,6 +189,16 @@ def boto(service: str, endpoint: str):
     # moto cannot read gzip-compressed PutMetricData bodies.
     return boto3.client(service, endpoint_url=endpoint, region_name=REGION, aws_access_key_id="testing",
                         aws_secret_access_key="testing", config=Config(disable_request_compression=True))
+
+
+def put_control_plane_secret(endpoint: str, username: str, password: str) -> None:
+    """Creates the control plane secret, or puts a new value into it (a rotation)."""
+    secrets = boto("secretsmanager", endpoint)
+    value = json.dumps({"username": username, "password": password})
+    try:
+        secrets.put_secret_value(SecretId=CONTROL_PLANE_SECRET, SecretString=value)
+    except secrets.exceptions.ResourceNotFoundException:
+        secrets.create_secret(Name=CONTROL_PLANE_SECRET, SecretString=value)
 
 
 def create_state_table(endpoint: str) -> None:

@@ -1,18 +1,27 @@
-"""Tests of the test fakes themselves (fake_apicp.py, fake_cloudtrail.py), not of the agent.
+"""Tests of the test fakes themselves (fake_apicp.py, fake_cloudtrail.py, lambda_adapter.py,
+run-execution.mjs), not of the agent.
 
 They pin down the strictness the agent's tests rely on: the fakes must reject what the real
 services reject, so a green agent test means something.
 """
 
 import base64
+import contextlib
 import json
+import os
+import re
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import requests
 
-from fake_apicp import FakeControlPlane
+import fake_apicp
+from fake_apicp import SPEC_NAMES, UNKNOWN_API_BEHAVIOURS, FakeControlPlane
 from fake_cloudtrail import FakeCloudTrail
+from lambda_adapter import MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES, LambdaAdapter
+from local_server import LocalServer, send_json
 
 USERNAME = "agent-user"
 PASSWORD = "s3cret-Passw0rd"
@@ -237,6 +246,155 @@ def test_credentials_never_recorded(client, apicp):
         assert secret not in dump
 
 
+def test_contract_documents_come_from_inside_the_repository(monkeypatch, tmp_path):
+    monkeypatch.delenv("APICP_OPENAPI_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)  # nothing may be found relative to the working directory
+    repo = Path(fake_apicp.__file__).resolve().parents[2]
+    directory = fake_apicp.spec_dir()
+    assert directory == repo / "tests" / "stack" / "apicp-openapi"
+    assert sorted(p.name for p in directory.glob("*.yaml")) == sorted(f"{n}.yaml" for n in SPEC_NAMES)
+    assert "14be00ef" in (directory / "README.md").read_text()
+    with FakeControlPlane() as fake:  # loads and routes every document
+        assert requests.get(fake.url + RUNTIMES).status_code == 401
+
+
+def create_apis(client, runtime_id, count):
+    for index in range(count):
+        response = client.post(
+            apis_url(client, runtime_id), json={"id": f"api-{index:03}", "name": "n", "type": "REST"}
+        )
+        assert response.status_code == 201, response.text
+
+
+def page_lengths(client, runtime_id, size):
+    """Lengths of the pages served for `size` until the first empty one, and every id served."""
+    lengths, ids = [], []
+    for page in range(1, 20):
+        documents = client.get(apis_url(client, runtime_id), params={"page": page, "size": size}).json()
+        lengths.append(len(documents))
+        ids += [document["id"] for document in documents]
+        if not documents:
+            return lengths, ids
+    raise AssertionError("paging never ended")
+
+
+def test_api_pages_are_capped_below_the_size_asked(client):
+    runtime_id = register_runtime(client)
+    create_apis(client, runtime_id, 230)
+
+    lengths, ids = page_lengths(client, runtime_id, 500)
+    assert lengths == [100, 100, 30, 0]
+    assert ids == [f"api-{index:03}" for index in range(230)]
+    assert page_lengths(client, runtime_id, 20)[0][:2] == [20, 20]  # below the cap, as asked
+
+
+def test_page_size_cap_is_configurable(apicp, client):
+    runtime_id = register_runtime(client)
+    create_apis(client, runtime_id, 12)
+
+    apicp.set_page_size_cap(5)
+    assert page_lengths(client, runtime_id, 500)[0] == [5, 5, 2, 0]
+    assert requests.post(apicp.url + "/_fake/settings", json={"page_size_cap": None}).status_code == 200
+    assert page_lengths(client, runtime_id, 500)[0] == [12, 0]
+    with pytest.raises(ValueError):
+        apicp.set_page_size_cap(0)
+    with FakeControlPlane(
+        username=USERNAME, password=PASSWORD, runtime_types=[RUNTIME_TYPE], page_size_cap=7
+    ) as fake:
+        fake_client = requests.Session()
+        fake_client.auth, fake_client.base_url = (USERNAME, PASSWORD), fake.url
+        other_runtime = register_runtime(fake_client)
+        create_apis(fake_client, other_runtime, 8)
+        assert page_lengths(fake_client, other_runtime, 500)[0] == [7, 1, 0]
+
+
+# What each mode must answer for PUT and DELETE of an API the runtime does not hold: (status, error body?).
+UNKNOWN_API_EXPECTED = {
+    "put-404,delete-404": ((404, True), (404, True)),
+    "put-400,delete-204": ((400, True), (204, False)),
+    "put-creates-200,delete-200": ((200, False), (200, False)),
+    "put-creates-201,delete-204": ((201, False), (204, False)),
+}
+
+
+def test_unknown_api_modes_cover_every_plausible_answer():
+    assert set(UNKNOWN_API_BEHAVIOURS) == set(UNKNOWN_API_EXPECTED)
+    assert {put[0] for put, _ in UNKNOWN_API_EXPECTED.values()} == {404, 400, 200, 201}
+    assert {delete[0] for _, delete in UNKNOWN_API_EXPECTED.values()} == {404, 204, 200}
+    assert UNKNOWN_API_BEHAVIOURS[0] == fake_apicp.DEFAULT_UNKNOWN_API_BEHAVIOUR == "put-404,delete-404"
+
+
+@pytest.mark.parametrize("mode", UNKNOWN_API_BEHAVIOURS)
+def test_unknown_api_is_answered_as_the_mode_says(apicp, client, mode):
+    (put_status, put_error), (delete_status, delete_error) = UNKNOWN_API_EXPECTED[mode]
+    runtime_id = register_runtime(client)
+    document = {"name": "pets", "type": "REST", "version": "v1"}
+    apicp.set_unknown_api_behaviour(mode)
+
+    put = client.put(apis_url(client, runtime_id, "ghost"), json=document)
+    assert put.status_code == put_status, put.text
+    if put_error:
+        assert_rejected(put, put_status, "ghost")
+        assert apicp.state()["apis"][runtime_id] == {}
+    else:
+        assert put.json()["apiDocument"] == {**document, "id": "ghost"}
+        assert client.get(apis_url(client, runtime_id, "ghost")).json() == put.json()
+        assert client.delete(apis_url(client, runtime_id, "ghost")).status_code == 200  # now known
+
+    deleted = client.delete(apis_url(client, runtime_id, "ghost"))
+    if delete_error:
+        assert_rejected(deleted, delete_status, "ghost")
+    else:
+        assert (deleted.status_code, deleted.content) == (delete_status, b"")
+    # A runtime that does not exist is never created into, whatever the mode.
+    assert_rejected(client.put(apis_url(client, "no-runtime", "ghost"), json=document), 404, "no-runtime")
+    assert_rejected(client.delete(apis_url(client, "no-runtime", "ghost")), 404, "no-runtime")
+
+
+def test_unknown_api_behaviour_is_validated_and_settable_over_http(apicp, client):
+    with pytest.raises(ValueError):
+        apicp.set_unknown_api_behaviour("put-418")
+    url = apicp.url + "/_fake/settings"
+    assert requests.post(url, json={"unknown_api_behaviour": "put-418"}).status_code == 400
+    assert requests.post(url, json={"unknown_api_behaviour": "put-400,delete-204"}).status_code == 200
+    runtime_id = register_runtime(client)
+    assert client.delete(apis_url(client, runtime_id, "ghost")).status_code == 204
+
+
+def test_deleted_runtime_is_unknown_everywhere(client, apicp):
+    runtime_id = register_runtime(client)
+    document = {"id": "api-1", "name": "pets", "type": "REST"}
+    assert client.post(apis_url(client, runtime_id), json=document).status_code == 201
+    heartbeat = [{"runtimeId": runtime_id, "created": 1723041035000, "active": 1}]
+    assert client.post(client.base_url + BULK_HEARTBEATS, json=heartbeat).status_code == 200
+    metrics_url = f"{client.base_url}/api/engine/v2/runtimes/{runtime_id}/metrics"
+    metrics = {"timestamp": 1707114619000}
+    assert client.post(metrics_url, json=metrics).status_code == 202
+
+    apicp.delete_runtime(runtime_id)
+    apicp.set_unknown_api_behaviour("put-creates-201,delete-204")  # must not create into a deleted runtime
+
+    assert runtime_id not in apicp.state()["runtimes"] and runtime_id not in apicp.state()["apis"]
+    assert_rejected(client.get(f"{client.base_url}{RUNTIMES}/{runtime_id}"), 404, runtime_id)
+    assert_rejected(client.get(apis_url(client, runtime_id)), 404, runtime_id)
+    assert_rejected(client.post(apis_url(client, runtime_id), json=document), 404, runtime_id)
+    for call in (client.get, client.delete):
+        assert_rejected(call(apis_url(client, runtime_id, "api-1")), 404, runtime_id)
+    assert_rejected(client.put(apis_url(client, runtime_id, "api-1"), json=document), 404, runtime_id)
+    assert_rejected(client.post(client.base_url + BULK_HEARTBEATS, json=heartbeat), 400, runtime_id)
+    assert_rejected(client.post(metrics_url, json=metrics), 404, runtime_id)
+    assert len(apicp.state()["heartbeats"]) == 1 and len(apicp.state()["metrics"]) == 1
+
+    # Registering again makes a new runtime, empty.
+    new_id = register_runtime(client)
+    assert new_id != runtime_id and client.get(apis_url(client, new_id)).json() == []
+    with pytest.raises(KeyError):
+        apicp.delete_runtime(runtime_id)
+    assert requests.delete(f"{apicp.url}/_fake/runtimes/{new_id}").status_code == 200
+    assert requests.delete(f"{apicp.url}/_fake/runtimes/{new_id}").status_code == 404
+    assert apicp.state()["runtimes"] == {}
+
+
 # --- CloudTrail ------------------------------------------------------------------------------
 
 LOOKUP_EVENTS = "CloudTrail_20131101.LookupEvents"
@@ -351,3 +509,188 @@ def test_cloudtrail_throttles_third_request_in_a_second():
         time.sleep(1.05)
         assert lookup(fake, {}).status_code == 200
         assert len(fake.requests()) == 4
+
+
+# --- Lambda adapter --------------------------------------------------------------------------
+
+STACK = Path(__file__).resolve().parent
+FUNCTIONS_FILE = STACK.parents[1] / "statemachine" / "functions.json"
+
+
+class FakeFunctions(LocalServer):
+    """Stands in for `cargo lambda watch`: each function answers `results[name]` (by default its
+    name) after `delays[name]` seconds."""
+
+    def __init__(self, delays=None, results=None):
+        self.delays, self.results, self.calls = delays or {}, results or {}, []
+        self._serve("127.0.0.1", 0)
+
+    def _dispatch(self, request):
+        request.rfile.read(int(request.headers.get("Content-Length") or 0))
+        function = request.path.split("/")[3]
+        self.calls.append(function)
+        time.sleep(self.delays.get(function, 0))
+        with contextlib.suppress(OSError):  # the adapter may have stopped waiting
+            send_json(request, 200, self.results.get(function, {"function": function}))
+
+
+def function_arn(name):
+    return f"arn:aws:lambda:us-east-1:123456789012:function:{name}"
+
+
+def invoke(adapter, function, payload=b"{}"):
+    return requests.post(f"{adapter.url}/2015-03-31/functions/{function_arn(function)}/invocations", data=payload)
+
+
+def test_adapter_answers_sandbox_timedout_when_a_function_outlives_its_timeout():
+    with FakeFunctions(delays={"slow": 3}) as functions, LambdaAdapter(
+        functions.url, timeouts={"slow": 1}
+    ) as adapter:
+        quick = invoke(adapter, "quick")
+        started = time.monotonic()
+        slow = invoke(adapter, "slow")
+        waited = time.monotonic() - started
+
+    assert (quick.status_code, quick.json()) == (200, {"function": "quick"})
+    assert "X-Amz-Function-Error" not in quick.headers
+    assert (slow.status_code, slow.headers["X-Amz-Function-Error"]) == (200, "Unhandled")
+    assert slow.json()["errorType"] == "Sandbox.Timedout"
+    assert re.fullmatch(
+        r"RequestId: [0-9a-f-]{36} Error: Task timed out after 1\.00 seconds", slow.json()["errorMessage"]
+    )
+    assert 1 <= waited < 2
+
+
+def test_adapter_reads_the_function_timeouts_from_functions_json():
+    functions = json.loads(FUNCTIONS_FILE.read_text())
+    expected = {spec["binary"]: spec["timeoutSeconds"] for name, spec in functions.items() if name != "_comment"}
+    with LambdaAdapter("http://127.0.0.1:9") as adapter:
+        assert adapter.timeouts == expected and len(expected) == 5
+
+
+def test_adapter_enforces_the_invocation_payload_quotas():
+    with FakeFunctions(results={"huge": "y" * MAX_RESPONSE_BYTES}) as functions, LambdaAdapter(
+        functions.url, timeouts={}
+    ) as adapter:
+        request_too_large = invoke(adapter, "quick", b"x" * MAX_REQUEST_BYTES)
+        response_too_large = invoke(adapter, "huge")
+
+    assert request_too_large.status_code == 413
+    assert request_too_large.headers["x-amzn-ErrorType"] == "RequestEntityTooLargeException"
+    assert functions.calls == ["huge"]
+    assert response_too_large.headers["X-Amz-Function-Error"] == "Unhandled"
+    assert response_too_large.json() == {
+        "errorType": "Function.ResponseSizeTooLarge",
+        "errorMessage": "Response payload size exceeded maximum allowed payload size (6291556 bytes).",
+    }
+
+
+# --- Execution runner (run-execution.mjs) ----------------------------------------------------
+
+BLOB = "x" * 100_000  # a command-line argument holds at most 128 KiB; three copies exceed 256 KiB
+TRIPLE = {"a.$": "$.blob", "b.$": "$.blob", "c.$": "$.blob"}
+TRIPLE_BYTES = len(json.dumps(dict.fromkeys("abc", BLOB), separators=(",", ":")))
+CATCH_ALL = [{"ErrorEquals": ["States.ALL"], "Next": "Recovered"}]
+RECOVERED = {"Type": "Pass", "End": True}
+
+
+def machine(start, states):
+    return {"StartAt": start, "States": states}
+
+
+def run_execution(tmp_path, definition, execution_input, env=None):
+    path, report = tmp_path / "definition.json", tmp_path / "report.json"
+    path.write_text(json.dumps(definition))
+    command = [STACK / "node_modules" / ".bin" / "node", STACK / "run-execution.mjs", "--definition", path,
+               "--input", json.dumps(execution_input), "--report", report]
+    subprocess.run(command, env={**os.environ, **(env or {})}, capture_output=True, timeout=60)
+    return json.loads(report.read_text())
+
+
+@pytest.mark.parametrize("kind", ["Parallel", "Map"])
+def test_oversized_state_output_fails_the_execution_whatever_its_catch(tmp_path, kind):
+    grow = machine("Grow", {"Grow": {"Type": "Pass", "Parameters": TRIPLE, "End": True}})
+    if kind == "Parallel":
+        wrapper, execution_input = {"Type": "Parallel", "Branches": [grow]}, {"blob": BLOB}
+    else:
+        wrapper = {"Type": "Map", "ItemsPath": "$.items", "ItemProcessor": grow}
+        execution_input = {"items": [{"blob": BLOB}]}
+    definition = machine("Wrapper", {"Wrapper": {**wrapper, "Catch": CATCH_ALL, "End": True}, "Recovered": RECOVERED})
+
+    report = run_execution(tmp_path, definition, execution_input)
+
+    assert (report["status"], report["error"]) == ("FAILED", "States.DataLimitExceeded")
+    assert "'Grow" in report["cause"] and f"{TRIPLE_BYTES} bytes" in report["cause"]
+    assert "Recovered" not in [state["name"] for state in report["states"]]
+    assert report["limits"]["largestOutput"]["bytes"] == TRIPLE_BYTES
+
+
+def test_oversized_lambda_result_fails_the_execution_whatever_its_catch(tmp_path):
+    definition = machine("Echo", {
+        "Echo": {"Type": "Task", "Resource": function_arn("quick"), "Next": "Big"},
+        "Big": {"Type": "Task", "Resource": function_arn("big"), "Catch": CATCH_ALL, "End": True},
+        "Recovered": RECOVERED,
+    })
+    with FakeFunctions(results={"big": dict.fromkeys("abc", BLOB)}) as functions, LambdaAdapter(
+        functions.url, timeouts={}
+    ) as adapter:
+        report = run_execution(tmp_path, definition, {}, {"AWS_ENDPOINT_URL_LAMBDA": adapter.url})
+
+    assert (report["status"], report["error"]) == ("FAILED", "States.DataLimitExceeded")
+    assert "'Big' returned a result" in report["cause"]
+    assert [(state["name"], state["status"]) for state in report["states"]] == [
+        ("Echo", "SUCCEEDED"),
+        ("Big", "FAILED"),
+    ]
+    assert functions.calls == ["quick", "big"]
+
+
+def test_history_over_25000_events_fails_the_execution(tmp_path):
+    item = machine("Item", {"Item": {"Type": "Pass", "End": True}})
+    definition = machine("Start", {
+        "Start": {"Type": "Pass", "Next": "Each"},
+        "Each": {"Type": "Map", "ItemsPath": "$.items", "ItemProcessor": item, "ResultPath": None,
+                 "Catch": CATCH_ALL, "End": True},
+        "Recovered": RECOVERED,
+    })
+
+    # ExecutionStarted, Start (2), Each (4) and ExecutionSucceeded, plus 4 events per item:
+    # MapIterationStarted, PassStateEntered, PassStateExited, MapIterationSucceeded.
+    at_quota = run_execution(tmp_path, definition, {"items": list(range(6_248))})
+    over_quota = run_execution(tmp_path, definition, {"items": list(range(6_249))})
+
+    assert (at_quota["status"], at_quota["limits"]["historyEvents"]) == ("SUCCEEDED", 25_000)
+    assert (over_quota["status"], over_quota["error"], over_quota["cause"]) == (
+        "FAILED",
+        "States.Runtime",
+        "The execution reached the maximum number of history events (25000).",
+    )
+    assert over_quota["limits"]["historyEvents"] == 25_000
+
+
+def test_execution_report_holds_the_largest_payloads_and_the_history_length(tmp_path):
+    def branch(name):
+        return machine(name, {name: {"Type": "Pass", "End": True}})
+
+    definition = machine("Start", {
+        "Start": {"Type": "Pass", "Next": "Each"},
+        "Each": {"Type": "Map", "ItemsPath": "$.items", "ItemProcessor": branch("Item"), "ResultPath": "$.mapped",
+                 "Next": "Both"},
+        "Both": {"Type": "Parallel", "Branches": [branch("Left"), branch("Right")], "ResultPath": "$.both",
+                 "Next": "Done"},
+        "Done": {"Type": "Succeed"},
+    })
+
+    report = run_execution(tmp_path, definition, {"items": [1, 2]})
+
+    assert report["status"] == "SUCCEEDED"
+    final = len(json.dumps(report["output"], separators=(",", ":")))
+    assert report["limits"] == {
+        "maxPayloadBytes": 262_144,
+        "largestInput": {"state": "Done", "bytes": final},
+        "largestOutput": {"state": "Both", "bytes": final},
+        "maxHistoryEvents": 25_000,
+        # ExecutionStarted, Start (2), Each (4 + 2 items x 4), Both (3 + 2 branches x 2), Done (2),
+        # ExecutionSucceeded.
+        "historyEvents": 25,
+    }

@@ -1,15 +1,19 @@
 //! The control plane client against the strict fake (`tests/stack/fake_apicp.py`), which
 //! validates every request against the published OpenAPI contract.
 
+use std::future::Future;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use agent_core::control_plane::types::{
     AgentMetricsModel, ApiDocument, ApiMetrics, ApiStatus, ApiType, Heartbeat, Runtime, RuntimeTransactionMetrics,
 };
-use agent_core::control_plane::{ControlPlane, Credentials, HttpControlPlane, Upserted};
+use agent_core::control_plane::{ControlPlane, Credentials, CredentialsSource, HttpControlPlane, Upserted};
 use serde_json::{Value, json};
 
 const USER: &str = "agent";
@@ -157,6 +161,48 @@ async fn upsert_creates_then_updates_and_delete_is_idempotent() {
     assert!(!client.delete_api(&runtime_id, "api1_prod").await.unwrap(), "already gone is not an error");
 }
 
+/// A secret that holds `passwords[n]` at its n-th read (the last one from then on).
+struct RotatingSecret {
+    passwords: Vec<&'static str>,
+    reads: Arc<AtomicUsize>,
+}
+
+impl CredentialsSource for RotatingSecret {
+    fn fetch(&self) -> Pin<Box<dyn Future<Output = agent_core::Result<Credentials>> + Send + '_>> {
+        let read = self.reads.fetch_add(1, Ordering::SeqCst).min(self.passwords.len() - 1);
+        let credentials = Credentials { username: USER.into(), password: self.passwords[read].into() };
+        Box::pin(async move { Ok(credentials) })
+    }
+}
+
+#[tokio::test]
+async fn a_rotated_secret_is_read_again_after_a_401_and_the_request_repeated_once() {
+    let fake = Fake::start();
+    let reads = Arc::new(AtomicUsize::new(0));
+    let secret = RotatingSecret { passwords: vec!["before-rotation", PASSWORD], reads: reads.clone() };
+    let client = HttpControlPlane::new(&fake.url, secret, Duration::from_secs(5), None).unwrap();
+
+    client.ensure_runtime_type("AWS_API_GATEWAY").await.unwrap();
+    client.register_runtime(&runtime("prod")).await.unwrap();
+
+    assert_eq!(reads.load(Ordering::SeqCst), 2, "read at first use and once after the 401, then kept");
+}
+
+#[tokio::test]
+async fn credentials_refused_again_after_a_reread_are_unauthorized_without_a_repeat() {
+    let fake = Fake::start();
+    let reads = Arc::new(AtomicUsize::new(0));
+    let secret = RotatingSecret { passwords: vec!["wrong"], reads: reads.clone() };
+    let client = HttpControlPlane::new(&fake.url, secret, Duration::from_secs(5), None).unwrap();
+
+    let error = client.ensure_runtime_type("AWS_API_GATEWAY").await.unwrap_err();
+
+    assert_eq!(error.error_type(), "Unauthorized");
+    assert_eq!(reads.load(Ordering::SeqCst), 2);
+    let requests = fake.hook(reqwest::Method::GET, "requests", None).await;
+    assert_eq!(requests.as_array().unwrap().len(), 1, "unchanged credentials are not sent again");
+}
+
 #[tokio::test]
 async fn listing_follows_every_page() {
     let fake = Fake::start();
@@ -167,6 +213,7 @@ async fn listing_follows_every_page() {
     let mut ids = client.list_api_ids(&runtime_id).await.unwrap();
     ids.sort();
     let expected: Vec<String> = (0..520).map(|i| format!("api{i:04}_prod")).collect();
+    // The fake caps pages at 100, below the 500 asked for, as the contract allows.
     assert_eq!(ids, expected);
 }
 
@@ -201,7 +248,7 @@ async fn server_errors_throttling_and_timeouts_are_retryable() {
     let client = fake.client(PASSWORD, Duration::from_millis(500));
     let cases = [(503, 0, "ControlPlaneUnavailable"), (429, 0, "Throttled"), (0, 1500, "ControlPlaneUnavailable")];
     for (status, delay_ms, expected) in cases {
-        fake.fault("PUT", "/apis/", status, delay_ms).await;
+        fake.fault("POST", "/apis", status, delay_ms).await;
         let error = client.upsert_api(&runtime_id, &document("api1_prod", "pets")).await.unwrap_err();
         assert_eq!(error.error_type(), expected, "status {status} delay {delay_ms}");
         assert!(error.is_retryable());

@@ -1,4 +1,4 @@
-//! Request and response bodies of the control plane, as in `shared/apicp-openapi/strict/`.
+//! Request and response bodies of the control plane, as in the contract copied to `tests/stack/apicp-openapi/`.
 //! Field names follow the contract (camelCase); optional fields are omitted, never sent as null.
 
 use std::collections::BTreeMap;

@@ -1,0 +1,315 @@
+"""An HTTP proxy in front of the local AWS mock (moto) that enforces AWS's quotas.
+
+Test support only, not product code. moto answers every request at once, however many arrive; AWS does not. The
+Lambda functions' SDK traffic goes through this proxy (their `AWS_ENDPOINT_URL`), which forwards each request
+unchanged, streams the answer back, and on the way:
+
+- names each request's service (from the SigV4 credential scope) and operation, and counts them;
+- enforces API Gateway's management quota, shared by v1 and v2 calls, answering 429 as API Gateway does;
+- answers injected faults with an AWS error in the request's protocol, so the SDK's own error parsing and retries run.
+
+Usable in-process (`AwsProxy(moto_url).start()`) or as a process:
+
+    python aws_proxy.py --upstream http://127.0.0.1:5000 --port 5001
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import http.client
+import json
+import re
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler
+from typing import Callable
+from urllib.parse import parse_qs, urlsplit
+from xml.sax.saxutils import escape
+
+from local_server import LocalServer, send_json
+
+# "API Gateway quotas for creating, deploying and managing an API ... These quotas can't be increased": Total
+# operations, 10 requests per second with a burst of 40, per account and Region (v1 and v2 management calls alike).
+# https://docs.aws.amazon.com/apigateway/latest/developerguide/limits.html
+APIGATEWAY_RATE_PER_SECOND = 10
+APIGATEWAY_BURST = 40
+
+# Headers that describe one connection, not the request (RFC 9110 section 7.6.1); `Expect` is answered by this proxy.
+HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization",
+                        "te", "trailer", "transfer-encoding", "upgrade", "expect"})
+CREDENTIAL_SCOPE = re.compile(r"Credential=[^/,\s]+/\d{8}/([^/]+)/([^/]+)/aws4_request")
+RPC_V2_PATH = re.compile(r"/service/[^/]+/operation/([^/]+)")
+
+# API Gateway is REST: the operation follows from method and path ({} is one path segment). The v2 API signs as
+# `apigateway` too, hence the "(v2)" where both have an operation of the same name.
+APIGATEWAY_OPERATIONS = [
+    (method, re.compile(re.escape(template).replace(r"\{\}", "[^/]+")), name)
+    for method, template, name in [
+        ("GET", "/restapis", "GetRestApis"),
+        ("GET", "/restapis/{}", "GetRestApi"),
+        ("GET", "/restapis/{}/stages", "GetStages"),
+        ("GET", "/restapis/{}/stages/{}", "GetStage"),
+        ("GET", "/restapis/{}/stages/{}/exports/{}", "GetExport"),
+        ("GET", "/domainnames", "GetDomainNames"),
+        ("GET", "/domainnames/{}/basepathmappings", "GetBasePathMappings"),
+        ("GET", "/v2/apis", "GetApis"),
+        ("GET", "/v2/apis/{}/stages", "GetStages (v2)"),
+        ("GET", "/v2/domainnames", "GetDomainNames (v2)"),
+        ("GET", "/v2/domainnames/{}/apimappings", "GetApiMappings"),
+        ("GET", "/tags/{}", "GetTags"),
+    ]
+]
+
+
+@dataclass(frozen=True)
+class Call:
+    """What the proxy makes of one request."""
+
+    service: str  # signing name from the credential scope, e.g. "apigateway", "dynamodb", "monitoring"
+    region: str
+    operation: str
+    protocol: str  # "json", "query", "rpc-v2-cbor" or "rest-json"
+    content_type: str = ""
+
+
+def rest_template(method: str, path: str) -> str:
+    """`METHOD /collection/{id}/...` for a REST path no table names: resource names alternate with identifiers."""
+    segments = path.strip("/").split("/")
+    version = [segments.pop(0)] if segments and re.fullmatch(r"v\d+", segments[0]) else []
+    named = [s if i % 2 == 0 else "{id}" for i, s in enumerate(segments)]
+    return f"{method} /" + "/".join(version + named)
+
+
+def identify(method: str, path: str, query: str, headers, body: bytes) -> Call:
+    """The service, region, operation and protocol of an AWS SDK request."""
+    credential = headers.get("Authorization") or "Credential=" + "".join(parse_qs(query).get("X-Amz-Credential", []))
+    scope = CREDENTIAL_SCOPE.search(credential)
+    region, service = scope.groups() if scope else ("", "unknown")
+    content_type = headers.get("Content-Type") or ""
+    if target := headers.get("X-Amz-Target"):
+        return Call(service, region, target.rsplit(".", 1)[-1], "json", content_type)
+    if (rpc := RPC_V2_PATH.fullmatch(path)) and headers.get("smithy-protocol") == "rpc-v2-cbor":
+        return Call(service, region, rpc.group(1), "rpc-v2-cbor")
+    form = parse_qs(body.decode("utf-8", "replace")) if "x-www-form-urlencoded" in content_type else {}
+    if action := form.get("Action") or parse_qs(query).get("Action"):
+        return Call(service, region, action[0], "query")
+    if service == "apigateway":
+        for route_method, pattern, name in APIGATEWAY_OPERATIONS:
+            if method == route_method and pattern.fullmatch(path):
+                return Call(service, region, name, "rest-json")
+    return Call(service, region, rest_template(method, path), "rest-json")
+
+
+def _cbor_text_map(fields: dict[str, str]) -> bytes:
+    """CBOR (RFC 8949) of a map of text strings under 64 KiB: enough for an RPC v2 error body."""
+
+    def head(major: int, length: int) -> bytes:
+        if length < 24:
+            return bytes([major << 5 | length])
+        if length < 256:
+            return bytes([major << 5 | 24, length])
+        return bytes([major << 5 | 25]) + length.to_bytes(2, "big")
+
+    encoded = head(5, len(fields))
+    for text in (t for item in fields.items() for t in item):
+        data = text.encode()
+        encoded += head(3, len(data)) + data
+    return encoded
+
+
+def error_answer(call: Call, status: int, code: str, message: str) -> tuple[int, dict[str, str], bytes]:
+    """An AWS error as the service of `call` sends it, in the shape its SDKs parse."""
+    request_id = str(uuid.uuid4())
+    headers = {"x-amzn-RequestId": request_id}
+    if call.protocol == "json":  # awsJson1_0 / 1_1: the code is the body's __type
+        headers["Content-Type"] = call.content_type or "application/x-amz-json-1.0"
+        return status, headers, json.dumps({"__type": code, "message": message}).encode()
+    if call.protocol == "query":  # awsQuery: an XML ErrorResponse; Type is Sender for client faults
+        headers["Content-Type"] = "text/xml"
+        kind = "Sender" if status < 500 else "Receiver"
+        body = (f"<ErrorResponse><Error><Type>{kind}</Type><Code>{escape(code)}</Code>"
+                f"<Message>{escape(message)}</Message></Error><RequestId>{request_id}</RequestId></ErrorResponse>")
+        return status, headers, body.encode()
+    if call.protocol == "rpc-v2-cbor":
+        headers.update({"Content-Type": "application/cbor", "smithy-protocol": "rpc-v2-cbor"})
+        return status, headers, _cbor_text_map({"__type": code, "message": message})
+    # restJson1 (API Gateway): the SDKs take the code from x-amzn-ErrorType (the Rust SDK prefers it to the body),
+    # the message from the body's `message`.
+    headers.update({"Content-Type": "application/json", "x-amzn-ErrorType": code})
+    return status, headers, json.dumps({"message": message}).encode()
+
+
+class TokenBucket:
+    """`rate` tokens a second up to `burst`, starting full; each request takes one."""
+
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float]):
+        self._rate, self._burst, self._clock = rate, burst, clock
+        self._tokens, self._updated = float(burst), clock()
+
+    def take(self) -> bool:
+        now = self._clock()
+        self._tokens = min(self._burst, self._tokens + (now - self._updated) * self._rate)
+        self._updated = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
+
+
+@dataclass
+class _Fault:
+    service: str
+    operation: str | None
+    status: int
+    error_code: str
+    message: str
+    remaining: int
+
+
+class AwsProxy(LocalServer):
+    """Forwards to `upstream` (moto's URL). Counters and faults are guarded by one lock, never held while forwarding."""
+
+    def __init__(self, upstream: str, host: str = "127.0.0.1", port: int = 0,
+                 clock: Callable[[], float] = time.monotonic, timeout: float = 60, log_requests: bool = False):
+        self._upstream = urlsplit(upstream)
+        self._clock = clock
+        self._timeout = timeout
+        self._lock = threading.Lock()
+        self.reset()
+        self._serve(host, port, log_requests)
+
+    # --- test hooks ------------------------------------------------------------------------------------------------
+
+    def add_fault(self, service: str, operation: str | None = None, *, status: int, error_code: str, count: int = 1,
+                  message: str | None = None) -> None:
+        """The next `count` requests to `service` (and `operation`, if given) are answered with this AWS error instead
+        of being forwarded, e.g. ("secretsmanager", "GetSecretValue", status=400, error_code="ThrottlingException")."""
+        with self._lock:
+            self._faults.append(_Fault(service, operation, status, error_code, message or f"injected {error_code}",
+                                       count))
+
+    def counts(self) -> dict[tuple[str, str], int]:
+        """Requests received per (service, operation), throttled and faulted ones included."""
+        with self._lock:
+            return dict(self._counts)
+
+    def throttled(self) -> dict[tuple[str, str], int]:
+        """Requests answered 429 by the API Gateway quota, per (service, operation)."""
+        with self._lock:
+            return dict(self._throttled)
+
+    def reset(self) -> None:
+        """Forgets counts and faults and refills the quotas."""
+        with self._lock:
+            self._counts: collections.Counter = collections.Counter()
+            self._throttled: collections.Counter = collections.Counter()
+            self._faults: list[_Fault] = []
+            # moto serves one account, so "per account and Region" is per Region here.
+            self._buckets: dict[str, TokenBucket] = {}
+
+    # --- request pipeline ------------------------------------------------------------------------------------------
+
+    def _dispatch(self, request: BaseHTTPRequestHandler) -> None:
+        url = urlsplit(request.path)
+        body = _read_body(request)
+        call = identify(request.command, url.path, url.query, request.headers, body)
+        key = (call.service, call.operation)
+        with self._lock:
+            self._counts[key] += 1
+            error = None
+            if call.service == "apigateway" and not self._bucket(call.region).take():
+                self._throttled[key] += 1
+                error = (429, "TooManyRequestsException", "Too Many Requests")
+            elif fault := self._take_fault(call):
+                error = (fault.status, fault.error_code, fault.message)
+        if not error:
+            self._forward(request, body)
+            return
+        status, headers, data = error_answer(call, *error)
+        request.send_response(status)
+        for name, value in {**headers, "Content-Length": str(len(data))}.items():
+            request.send_header(name, value)
+        request.end_headers()
+        request.wfile.write(data)
+
+    def _bucket(self, region: str) -> TokenBucket:
+        if region not in self._buckets:
+            self._buckets[region] = TokenBucket(APIGATEWAY_RATE_PER_SECOND, APIGATEWAY_BURST, self._clock)
+        return self._buckets[region]
+
+    def _take_fault(self, call: Call) -> _Fault | None:
+        for fault in self._faults:
+            if fault.service == call.service and fault.operation in (None, call.operation):
+                fault.remaining -= 1
+                if fault.remaining <= 0:
+                    self._faults.remove(fault)
+                return fault
+        return None
+
+    def _forward(self, request: BaseHTTPRequestHandler, body: bytes) -> None:
+        upstream = http.client.HTTPConnection(self._upstream.hostname, self._upstream.port, timeout=self._timeout)
+        try:
+            upstream.putrequest(request.command, request.path, skip_host=True, skip_accept_encoding=True)
+            for name, value in request.headers.items():
+                if name.lower() not in HOP_BY_HOP and name.lower() != "content-length":
+                    upstream.putheader(name, value)
+            if body or "Content-Length" in request.headers:
+                upstream.putheader("Content-Length", str(len(body)))
+            upstream.endheaders(body or None)
+            response = upstream.getresponse()
+        except (OSError, http.client.HTTPException) as error:
+            upstream.close()
+            send_json(request, 502, {"message": f"AWS mock at {self._upstream.netloc} unreachable: {error}"})
+            return
+        try:
+            _stream(request, response)
+        except (OSError, http.client.HTTPException):
+            request.close_connection = True  # the status line is out; all that is left is to drop the connection
+        finally:
+            upstream.close()
+
+
+def _read_body(request: BaseHTTPRequestHandler) -> bytes:
+    if "chunked" in (request.headers.get("Transfer-Encoding") or "").lower():
+        body = b""
+        while size := int(request.rfile.readline().split(b";")[0], 16):
+            body += request.rfile.read(size)
+            request.rfile.readline()
+        while request.rfile.readline().strip():  # trailers, up to the blank line
+            pass
+        return body
+    length = int(request.headers.get("Content-Length") or 0)
+    return request.rfile.read(length) if length else b""
+
+
+def _stream(request: BaseHTTPRequestHandler, response: http.client.HTTPResponse) -> None:
+    """Sends the upstream answer on as it arrives: status, headers, body (re-chunked if it came without a length)."""
+    request.send_response_only(response.status, response.reason)  # upstream's own Date and Server headers follow
+    bodiless = request.command == "HEAD" or response.status in (204, 304) or response.status < 200
+    chunked = response.getheader("Content-Length") is None and not bodiless
+    for name, value in response.getheaders():
+        if name.lower() not in HOP_BY_HOP:
+            request.send_header(name, value)
+    if chunked:
+        request.send_header("Transfer-Encoding", "chunked")
+    request.end_headers()
+    while data := response.read1(65536):
+        request.wfile.write(b"%X\r\n%s\r\n" % (len(data), data) if chunked else data)
+    if chunked:
+        request.wfile.write(b"0\r\n\r\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--upstream", required=True, help="the AWS mock's URL, e.g. http://127.0.0.1:5000")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=5001)
+    args = parser.parse_args()
+    AwsProxy(args.upstream, args.host, args.port, log_requests=True).serve_until_interrupted("AWS quota proxy")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The repository runs on its own: copies the files of this checkout (tracked and new, not
+# ignored) into an empty temporary directory, with nothing beside them, and runs the local
+# execution there. Installed tools are reused, not copied: the venv, the npm packages and the
+# Cargo target directory (the copy builds only its own crates into it).
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
+copy="$scratch/agent"
+mkdir "$copy"
+cd "$repo"
+git ls-files -z --cached --others --exclude-standard | while IFS= read -r -d '' file; do
+  [ -e "$file" ] && printf '%s\0' "$file"
+done | tar --null -T - -cf - | tar -xf - -C "$copy"
+ln -s "$repo/.local" "$copy/.local"
+ln -s "$repo/tests/stack/node_modules" "$copy/tests/stack/node_modules"
+cd "$copy"
+test ! -e ../shared
+CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$repo/target}" .local/venv/bin/python tests/stack/stack.py run \
+  --input '{"mode":"full"}' > "$scratch/run.log" 2>&1 || { cat "$scratch/run.log"; exit 1; }
+grep -q '^execution SUCCEEDED' "$scratch/run.log" || { cat "$scratch/run.log"; exit 1; }
+echo "standalone check: the local execution succeeded in a copy with nothing beside it ($copy)"

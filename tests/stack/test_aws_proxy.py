@@ -1,0 +1,279 @@
+"""Tests of the AWS quota proxy (aws_proxy.py) in front of a real moto server, driven by boto3.
+
+They pin down what the agent's AWS tests rely on: requests reach moto unchanged, API Gateway's management quota is
+enforced and answered as API Gateway answers it, and injected errors reach the SDK in its service's protocol.
+"""
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+
+import boto3
+import pytest
+import requests
+from botocore.config import Config
+from botocore.exceptions import ClientError
+from requests.structures import CaseInsensitiveDict
+
+from aws_proxy import APIGATEWAY_BURST, APIGATEWAY_RATE_PER_SECOND, AwsProxy, identify
+from local_server import LocalServer
+
+REGION = "us-east-1"
+# `max_attempts` counts retries (botocore adds the first attempt); `total_max_attempts` counts every attempt.
+NO_RETRIES = Config(retries={"total_max_attempts": 1, "mode": "standard"})
+
+
+@pytest.fixture(scope="module")
+def moto_url():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    moto = Path(sys.executable).parent / "moto_server"
+    process = subprocess.Popen([str(moto), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
+        assert time.monotonic() < deadline and process.poll() is None, "moto server did not start"
+        time.sleep(0.1)
+    yield f"http://127.0.0.1:{port}"
+    process.terminate()
+    process.wait(timeout=10)
+
+
+@pytest.fixture
+def moto(moto_url):
+    requests.post(f"{moto_url}/moto-api/reset").raise_for_status()
+    return moto_url
+
+
+class ManualClock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock():
+    return ManualClock()
+
+
+@pytest.fixture
+def proxy(moto, clock):
+    with AwsProxy(moto, clock=clock) as server:
+        yield server
+
+
+def client(service, endpoint, region=REGION):
+    return boto3.client(service, endpoint_url=endpoint, region_name=region, aws_access_key_id="testing",
+                        aws_secret_access_key="testing", config=NO_RETRIES)
+
+
+def error_of(call, *args, **kwargs):
+    with pytest.raises(ClientError) as raised:
+        call(*args, **kwargs)
+    return raised.value.response
+
+
+def test_requests_reach_moto_and_answers_come_back(proxy, moto):
+    apigateway = client("apigateway", proxy.url)
+    created = apigateway.create_rest_api(name="pets", description="through the proxy")
+    fetched = apigateway.get_rest_api(restApiId=created["id"])
+    assert (fetched["name"], fetched["description"]) == ("pets", "through the proxy")
+    assert [api["id"] for api in client("apigateway", moto).get_rest_apis()["items"]] == [created["id"]]
+    assert proxy.counts() == {("apigateway", "POST /restapis"): 1, ("apigateway", "GetRestApi"): 1}
+
+
+class Recorder(LocalServer):
+    """An upstream that records what arrives and answers with a body of unannounced length."""
+
+    def __init__(self):
+        self.received = []
+        self._serve("127.0.0.1", 0)
+
+    def _dispatch(self, request: BaseHTTPRequestHandler) -> None:
+        body = request.rfile.read(int(request.headers.get("Content-Length") or 0))
+        self.received.append((request.command, request.path, dict(request.headers.items()), body))
+        request.send_response(207)
+        request.send_header("X-Upstream", "yes")
+        request.send_header("Connection", "close")  # no Content-Length: the body ends with the connection
+        request.end_headers()
+        request.wfile.write(b"x" * 200_000)
+        request.close_connection = True
+
+
+def test_forwarding_changes_nothing_and_streams_the_answer():
+    with Recorder() as upstream, AwsProxy(upstream.url) as proxy:
+        headers = {"X-Amz-Target": "DynamoDB_20120810.GetItem", "Content-Type": "application/x-amz-json-1.0",
+                   "Authorization": "AWS4-HMAC-SHA256 Credential=AK/20240101/eu-west-1/dynamodb/aws4_request, "
+                                    "SignedHeaders=host, Signature=abc"}
+        answer = requests.post(proxy.url + "/some/path?a=1&b=%2F", data=b'{"TableName": "t"}', headers=headers)
+
+        assert (answer.status_code, answer.headers["X-Upstream"], answer.content) == (207, "yes", b"x" * 200_000)
+        [(method, path, received, body)] = upstream.received
+        assert (method, path, body) == ("POST", "/some/path?a=1&b=%2F", b'{"TableName": "t"}')
+        assert {k: v for k, v in received.items() if k in headers} == headers
+        assert received["Host"] == proxy.url.removeprefix("http://")  # as signed by the client
+        assert proxy.counts() == {("dynamodb", "GetItem"): 1}
+
+
+@pytest.mark.parametrize("method, path, operation", [
+    ("GET", "/restapis", "GetRestApis"),
+    ("GET", "/restapis/a1", "GetRestApi"),
+    ("GET", "/restapis/a1/stages", "GetStages"),
+    ("GET", "/restapis/a1/stages/prod", "GetStage"),
+    ("GET", "/restapis/a1/stages/prod/exports/oas30", "GetExport"),
+    ("GET", "/domainnames", "GetDomainNames"),
+    ("GET", "/domainnames/api.example.com/basepathmappings", "GetBasePathMappings"),
+    ("GET", "/v2/apis", "GetApis"),
+    ("GET", "/v2/apis/a1/stages", "GetStages (v2)"),
+    ("GET", "/v2/domainnames", "GetDomainNames (v2)"),
+    ("GET", "/v2/domainnames/api.example.com/apimappings", "GetApiMappings"),
+    ("GET", "/tags/arn%3Aaws%3Aapigateway%3Aus-east-1%3A%3A%2Frestapis%2Fa1", "GetTags"),
+    ("POST", "/restapis/a1/deployments", "POST /restapis/{id}/deployments"),
+    ("DELETE", "/v2/apis/a1/stages/prod", "DELETE /v2/apis/{id}/stages/{id}"),
+])
+def test_api_gateway_operations_are_named_from_method_and_path(method, path, operation):
+    headers = CaseInsensitiveDict(
+        {"Authorization": "AWS4-HMAC-SHA256 Credential=AK/20240101/us-east-1/apigateway/aws4_request, Signature=x"})
+    call = identify(method, path, "", headers, b"")
+    assert (call.service, call.region, call.operation, call.protocol) == ("apigateway", REGION, operation, "rest-json")
+
+
+def test_query_protocol_operation_is_the_form_action():
+    headers = CaseInsensitiveDict({
+        "Authorization": "AWS4-HMAC-SHA256 Credential=AK/20240101/eu-west-1/monitoring/aws4_request, Signature=x",
+        "Content-Type": "application/x-www-form-urlencoded; charset=utf-8"})
+    call = identify("POST", "/", "", headers, b"Action=GetMetricData&Version=2010-08-01")
+    assert (call.service, call.region, call.operation, call.protocol) == ("monitoring", "eu-west-1", "GetMetricData",
+                                                                          "query")
+
+
+def test_api_gateway_quota_answers_429_beyond_the_burst(proxy, clock):
+    apigateway, apigatewayv2 = client("apigateway", proxy.url), client("apigatewayv2", proxy.url)
+    assert (APIGATEWAY_RATE_PER_SECOND, APIGATEWAY_BURST) == (10, 40)
+    for _ in range(APIGATEWAY_BURST):
+        apigateway.get_rest_apis()
+
+    throttled = error_of(apigateway.get_rest_apis)
+    assert throttled["Error"] == {"Code": "TooManyRequestsException", "Message": "Too Many Requests"}
+    assert throttled["ResponseMetadata"]["HTTPStatusCode"] == 429
+    headers = throttled["ResponseMetadata"]["HTTPHeaders"]
+    assert headers["x-amzn-errortype"] == "TooManyRequestsException" and "retry-after" not in headers
+    assert error_of(apigatewayv2.get_apis)["Error"]["Code"] == "TooManyRequestsException"  # one quota for v1 and v2
+
+    dynamodb = client("dynamodb", proxy.url)
+    for _ in range(60):
+        dynamodb.list_tables()
+    client("apigateway", proxy.url, region="eu-west-1").get_rest_apis()  # another Region, its own quota
+    assert proxy.throttled() == {("apigateway", "GetRestApis"): 1, ("apigateway", "GetApis"): 1}
+    assert proxy.counts() == {("apigateway", "GetRestApis"): 42, ("apigateway", "GetApis"): 1,
+                              ("dynamodb", "ListTables"): 60}
+
+
+def test_api_gateway_quota_refills_ten_a_second(proxy, clock):
+    apigateway = client("apigateway", proxy.url)
+
+    def allowed(attempts):
+        results = []
+        for _ in range(attempts):
+            try:
+                apigateway.get_rest_apis()
+                results.append(True)
+            except ClientError as error:
+                assert error.response["Error"]["Code"] == "TooManyRequestsException"
+                results.append(False)
+        return results
+
+    assert allowed(41) == [True] * 40 + [False]
+    clock.now += 1.0
+    assert allowed(11) == [True] * 10 + [False]
+    clock.now += 0.25  # 2.5 tokens
+    assert allowed(3) == [True, True, False]
+    clock.now += 60  # never more than the burst
+    assert allowed(41) == [True] * 40 + [False]
+    assert proxy.throttled() == {("apigateway", "GetRestApis"): 4}
+
+
+def test_api_gateway_quota_runs_on_real_time(moto):
+    with AwsProxy(moto) as proxy:
+        apigateway = client("apigateway", proxy.url)
+        started = time.monotonic()
+        succeeded = 0
+        for _ in range(80):
+            try:
+                apigateway.get_rest_apis()
+                succeeded += 1
+            except ClientError:
+                pass
+        elapsed = time.monotonic() - started
+        assert 40 <= succeeded <= 40 + APIGATEWAY_RATE_PER_SECOND * elapsed + 1
+        time.sleep(1.0)
+        for _ in range(10):
+            apigateway.get_rest_apis()
+
+
+def test_counts_name_each_service_and_operation(proxy, moto):
+    client("dynamodb", moto).create_table(TableName="t", BillingMode="PAY_PER_REQUEST",
+                                          AttributeDefinitions=[{"AttributeName": "k", "AttributeType": "S"}],
+                                          KeySchema=[{"AttributeName": "k", "KeyType": "HASH"}])
+    dynamodb = client("dynamodb", proxy.url)
+    dynamodb.put_item(TableName="t", Item={"k": {"S": "1"}})
+    for _ in range(3):
+        dynamodb.get_item(TableName="t", Key={"k": {"S": "1"}})
+    client("sts", proxy.url).get_caller_identity()
+    apigateway = client("apigateway", proxy.url)
+    apigateway.get_rest_apis()
+    error_of(apigateway.get_stages, restApiId="missing")
+    assert proxy.counts() == {("dynamodb", "PutItem"): 1, ("dynamodb", "GetItem"): 3,
+                              ("sts", "GetCallerIdentity"): 1, ("apigateway", "GetRestApis"): 1,
+                              ("apigateway", "GetStages"): 1}
+    proxy.reset()
+    assert proxy.counts() == {}
+
+
+def test_injected_secrets_manager_errors_reach_the_sdk_then_clear(proxy, moto):
+    client("secretsmanager", moto).create_secret(Name="apicp", SecretString="s3cret")
+    secrets = client("secretsmanager", proxy.url)
+    proxy.add_fault("secretsmanager", "GetSecretValue", status=400, error_code="ThrottlingException")
+    proxy.add_fault("secretsmanager", status=500, error_code="InternalServiceError")
+
+    throttled = error_of(secrets.get_secret_value, SecretId="apicp")
+    assert (throttled["Error"]["Code"], throttled["ResponseMetadata"]["HTTPStatusCode"]) == ("ThrottlingException", 400)
+    failed = error_of(secrets.get_secret_value, SecretId="apicp")
+    assert (failed["Error"]["Code"], failed["ResponseMetadata"]["HTTPStatusCode"]) == ("InternalServiceError", 500)
+    assert secrets.get_secret_value(SecretId="apicp")["SecretString"] == "s3cret"
+    assert proxy.counts() == {("secretsmanager", "GetSecretValue"): 3}
+
+
+def test_injected_errors_take_each_protocols_shape(proxy):
+    proxy.add_fault("sts", status=403, error_code="ExpiredToken", message="The security token has expired")
+    proxy.add_fault("apigateway", "GetRestApis", status=503, error_code="ServiceUnavailableException", count=2)
+    proxy.add_fault("dynamodb", "ListTables", status=400, error_code="ProvisionedThroughputExceededException")
+
+    sts = error_of(client("sts", proxy.url).get_caller_identity)  # awsQuery: XML ErrorResponse
+    assert sts["Error"]["Code"] == "ExpiredToken" and sts["Error"]["Message"] == "The security token has expired"
+    apigateway = client("apigateway", proxy.url)  # restJson1: x-amzn-ErrorType
+    for _ in range(2):
+        assert error_of(apigateway.get_rest_apis)["Error"]["Code"] == "ServiceUnavailableException"
+    assert apigateway.get_rest_apis()["items"] == []
+    dynamodb = error_of(client("dynamodb", proxy.url).list_tables)  # awsJson1_0: __type
+    assert dynamodb["Error"]["Code"] == "ProvisionedThroughputExceededException"
+    proxy.add_fault("monitoring", "ListMetrics", status=400, error_code="LimitExceeded", message="m" * 300)
+    cloudwatch = error_of(client("cloudwatch", proxy.url).list_metrics)  # this boto3 speaks RPC v2 CBOR to CloudWatch
+    assert (cloudwatch["Error"]["Code"], cloudwatch["Error"]["Message"]) == ("LimitExceeded", "m" * 300)
+    assert proxy.counts()[("monitoring", "ListMetrics")] == 1
+
+
+def test_unreachable_upstream_is_a_502():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed_port = sock.getsockname()[1]
+    with AwsProxy(f"http://127.0.0.1:{closed_port}") as proxy:
+        answer = requests.get(proxy.url + "/restapis")
+        assert answer.status_code == 502 and "unreachable" in json.loads(answer.content)["message"]
