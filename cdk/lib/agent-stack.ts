@@ -156,6 +156,17 @@ export class AgentStack extends Stack {
     roles.AckWatermarkFunctionArn.addToPolicy(
       new iam.PolicyStatement({ actions: ['dynamodb:UpdateItem'], resources: [this.table.tableArn] }),
     );
+    // list-changes asks whether the execution holding a claim still runs (a named state machine,
+    // so this grant need not reference it: the machine already depends on the functions).
+    const stateMachineName = `${this.stackName}-workflow`;
+    const executions = `arn:${Aws.PARTITION}:states:${Aws.REGION}:${Aws.ACCOUNT_ID}:execution:${stateMachineName}:*`;
+    roles.ListChangesFunctionArn.addToPolicy(
+      new iam.PolicyStatement({ actions: ['states:DescribeExecution'], resources: [executions] }),
+    );
+    Validations.of(roles.ListChangesFunctionArn).acknowledge({
+      id: `AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:${stateMachineName}:*]`,
+      reason: 'DescribeExecution of this state machine\'s own executions, whose names Step Functions generates.',
+    });
     // LookupEvents, GetMetricData and ListMetrics support no resource-level permissions.
     roles.ListChangesFunctionArn.addToPolicy(
       new iam.PolicyStatement({ actions: ['cloudtrail:LookupEvents'], resources: ['*'] }),
@@ -184,6 +195,7 @@ export class AgentStack extends Stack {
       Object.entries(aliases).map(([placeholder, alias]) => [placeholder, alias.functionArn]),
     );
     this.stateMachine = new sfn.StateMachine(this, 'Workflow', {
+      stateMachineName,
       comment: 'Federates Amazon API Gateway into webMethods API Control Plane',
       definitionBody: sfn.DefinitionBody.fromString(readFileSync(props.definitionFile, 'utf8')),
       definitionSubstitutions,

@@ -153,6 +153,7 @@ describe('the agent stack', () => {
         'cloudtrail:LookupEvents',
         'dynamodb:GetItem',
         'dynamodb:UpdateItem',
+        'states:DescribeExecution',
         ...secret,
       ],
       TransformRole: [...common, 'apigateway:GET', 'cloudwatch:GetMetricData', 'cloudwatch:ListMetrics'],
@@ -162,6 +163,12 @@ describe('the agent stack', () => {
     for (const [role, actions] of Object.entries(expected)) {
       assert.deepEqual(actionsOf(template, role), actions.sort(), role);
     }
+  });
+
+  it('lets list-changes describe only the executions of its own state machine', () => {
+    template.hasResourceProperties('AWS::StepFunctions::StateMachine', { StateMachineName: 'Agent-workflow' });
+    const [statement] = statementsOf(template, 'ListChangesRole').filter((s) => s.Action === 'states:DescribeExecution');
+    assert.match(JSON.stringify(statement.Resource), /:execution:Agent-workflow:\*/);
   });
 
   it('scopes the table and secret grants to the one table and the one secret', () => {

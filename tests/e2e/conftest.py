@@ -80,3 +80,16 @@ class StateTable:
 @pytest.fixture
 def state_table(clean):
     return StateTable(clean.moto_url)
+
+
+def running_execution(stack, name: str) -> str:
+    """An execution of the agent's state machine that Step Functions (moto) reports as running,
+    as an overlapping scheduled execution would be; returns its ARN."""
+    import json
+
+    sfn = boto("stepfunctions", stack.moto_url)
+    machines = {m["name"]: m["stateMachineArn"] for m in sfn.list_state_machines()["stateMachines"]}
+    machine = machines.get("agent") or sfn.create_state_machine(
+        name="agent", roleArn="arn:aws:iam::123456789012:role/agent",
+        definition=json.dumps({"StartAt": "Wait", "States": {"Wait": {"Type": "Pass", "End": True}}}))["stateMachineArn"]
+    return sfn.start_execution(stateMachineArn=machine, name=name)["executionArn"]

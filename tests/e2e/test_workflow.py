@@ -8,6 +8,7 @@ import time
 import pytest
 
 from seed import create_rest_api, put_traffic, recent_minutes
+from conftest import running_execution
 from stack import boto
 
 ACCOUNT, REGION = "123456789012", "us-east-1"
@@ -188,7 +189,7 @@ def test_an_overlapping_execution_never_sends_a_window_twice(clean, state_table)
     for stage in ("prod", "dev"):
         state_table.put_metrics_watermark(stage, backlog_start)
     # Another execution is still working on prod's metrics.
-    other = "arn:aws:states:us-east-1:123456789012:execution:agent:still-running"
+    other = running_execution(stack, "still-running")
     state_table.claim("prod", "metrics", other, int(time.time()) + 600)
 
     run = stack.run()
@@ -201,6 +202,27 @@ def test_an_overlapping_execution_never_sends_a_window_twice(clean, state_table)
     assert prod["metricsWatermark"] == backlog_start
     assert prod["metricsClaimedBy"] == other, "someone else's claim is never released"
     assert set(published(stack)[PROD]), "the assets branch was not held and still ran"
+
+
+def test_a_claim_left_by_an_execution_that_ended_does_not_block_the_stage(clean, state_table):
+    stack = clean
+    seed(stack)
+    backlog_start = latest_window_end(time.time()) - 2 * INTERVAL
+    state_table.put_metrics_watermark("prod", backlog_start)
+    # An execution stopped by hand (or failed with States.DataLimitExceeded) never released its
+    # claim, which would otherwise block prod for the claim's hour.
+    stopped = running_execution(stack, "stopped-by-hand")
+    boto("stepfunctions", stack.moto_url).stop_execution(executionArn=stopped)
+    state_table.claim("prod", "metrics", stopped, int(time.time()) + 3600)
+
+    run = stack.run()
+
+    assert run.succeeded, run.printed
+    assert run.output["metrics"]["skipped"] == []
+    assert {m["runtimeId"] for m in stack.apicp.state()["metrics"]} == {PROD, DEV}
+    prod = state_table.item("prod")
+    assert prod["metricsWatermark"] == backlog_start + 2 * INTERVAL
+    assert "metricsClaimedBy" not in prod, "taken over, then released when acked"
 
 
 def test_wrong_control_plane_credentials_fail_fast_with_unauthorized(clean):

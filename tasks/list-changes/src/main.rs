@@ -1,5 +1,6 @@
 //! `list-changes` Lambda: decides what a branch publishes this run, in chunks.
 
+use agent_core::aws::executions::SdkExecutions;
 use agent_core::aws::{apigateway::SdkApiGateway, cloudtrail::CloudTrailFeed, state::DynamoStateStore};
 use agent_core::bootstrap::{self, now};
 use agent_core::config::Config;
@@ -12,6 +13,7 @@ struct Dependencies {
     control_plane: HttpControlPlane,
     state: DynamoStateStore,
     feed: CloudTrailFeed,
+    executions: SdkExecutions,
 }
 
 async fn dependencies() -> agent_core::Result<Dependencies> {
@@ -22,6 +24,7 @@ async fn dependencies() -> agent_core::Result<Dependencies> {
         control_plane: bootstrap::control_plane(&config, &aws)?,
         state: DynamoStateStore::new(aws_sdk_dynamodb::Client::new(&aws), &config.state_table),
         feed: CloudTrailFeed::new(aws_sdk_cloudtrail::Client::new(&aws)),
+        executions: SdkExecutions::new(aws_sdk_sfn::Client::new(&aws)),
         config,
     })
 }
@@ -36,6 +39,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             control_plane: &deps.control_plane,
             state: &deps.state,
             feed: &deps.feed,
+            executions: &deps.executions,
         };
         task.run(input, now()).await
     })

@@ -3,6 +3,7 @@
 pub mod apigateway;
 pub mod cloudtrail;
 pub mod cloudwatch;
+pub mod executions;
 pub mod identity;
 pub mod secrets;
 pub mod state;

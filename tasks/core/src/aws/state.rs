@@ -51,7 +51,7 @@ pub trait StateStore: Send + Sync {
         acked_at: i64,
     ) -> impl Future<Output = Result<bool>> + Send;
     /// Claims the stage's branch for `holder` until `expires_at`, unless another holder's claim
-    /// is still live at `now`; returns whether `holder` holds it now.
+    /// is still live at `now`, whom the answer then names.
     fn claim(
         &self,
         stage: &str,
@@ -59,12 +59,30 @@ pub trait StateStore: Send + Sync {
         holder: &str,
         now: i64,
         expires_at: i64,
+    ) -> impl Future<Output = Result<Claim>> + Send;
+    /// Takes the claim over from `previous` (an execution that has ended); `false` when someone
+    /// else changed the claim meanwhile.
+    fn take_over(
+        &self,
+        stage: &str,
+        kind: Kind,
+        previous: &str,
+        holder: &str,
+        expires_at: i64,
     ) -> impl Future<Output = Result<bool>> + Send;
     /// Gives up `holder`'s claim; a claim someone else holds is left alone.
     fn release(&self, stage: &str, kind: Kind, holder: &str) -> impl Future<Output = Result<()>> + Send;
     /// The stages found by the last discovery (`STAGES=*`) and when it ran.
     fn load_discovery(&self) -> impl Future<Output = Result<Option<Discovery>>> + Send;
     fn save_discovery(&self, discovery: &Discovery) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// The outcome of a claim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    Taken,
+    /// Another execution's live claim (unknown when it was released meanwhile).
+    HeldBy(Option<String>),
 }
 
 /// The outcome of listing every deployed stage of the account and region.
@@ -246,13 +264,27 @@ impl StateStore for DynamoStateStore {
         conditional_update(request.update_expression(update)).await
     }
 
-    async fn claim(&self, stage: &str, kind: Kind, holder: &str, now: i64, expires_at: i64) -> Result<bool> {
+    async fn claim(&self, stage: &str, kind: Kind, holder: &str, now: i64, expires_at: i64) -> Result<Claim> {
         let request = self
             .claim_update(stage, kind, holder)
             .update_expression("SET #by = :holder, #until = :until")
             .condition_expression("attribute_not_exists(#by) OR #by = :holder OR #until < :now")
             .expression_attribute_values(":until", AttributeValue::N(expires_at.to_string()))
             .expression_attribute_values(":now", AttributeValue::N(now.to_string()));
+        if conditional_update(request).await? {
+            return Ok(Claim::Taken);
+        }
+        let item = self.item(stage).await?.unwrap_or_default();
+        Ok(Claim::HeldBy(item.get(attributes(kind).claimed_by).and_then(|v| v.as_s().ok()).cloned()))
+    }
+
+    async fn take_over(&self, stage: &str, kind: Kind, previous: &str, holder: &str, expires_at: i64) -> Result<bool> {
+        let request = self
+            .claim_update(stage, kind, holder)
+            .update_expression("SET #by = :holder, #until = :until")
+            .condition_expression("#by = :previous")
+            .expression_attribute_values(":previous", AttributeValue::S(previous.to_owned()))
+            .expression_attribute_values(":until", AttributeValue::N(expires_at.to_string()));
         conditional_update(request).await
     }
 

@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::aws::apigateway::{ApiGateway, Stage, deployed_stage};
 use crate::aws::cloudtrail::ChangeFeed;
-use crate::aws::state::StateStore;
+use crate::aws::executions::Executions;
+use crate::aws::state::{Claim, StateStore};
 use crate::changes::{AssetPlan, chunk_assets, plan_assets, touched_rest_apis};
 use crate::config::Config;
 use crate::control_plane::ControlPlane;
@@ -26,15 +27,16 @@ struct Listed {
     summary: ChangeSummary,
 }
 
-pub struct ListChanges<'a, G, C, S, F> {
+pub struct ListChanges<'a, G, C, S, F, E> {
     pub config: &'a Config,
     pub gateway: &'a G,
     pub control_plane: &'a C,
     pub state: &'a S,
     pub feed: &'a F,
+    pub executions: &'a E,
 }
 
-impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed> ListChanges<'_, G, C, S, F> {
+impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed, E: Executions> ListChanges<'_, G, C, S, F, E> {
     pub async fn run(&self, input: ListChangesInput, now: i64) -> Result<ListChangesOutput> {
         let (claimed, skipped) = self.claim(&input, now).await?;
         let runtimes: Vec<&RuntimeRef> = input.runtimes.iter().filter(|r| claimed.contains(&r.stage)).collect();
@@ -63,26 +65,45 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed> ListChanges<'
     }
 
     /// Claims each runtime's stage for this branch; stages an overlapping execution holds are
-    /// skipped this run.
+    /// skipped this run, unless that execution has ended (its claim is then taken over).
     async fn claim(&self, input: &ListChangesInput, now: i64) -> Result<(Vec<String>, Vec<String>)> {
         let (mut claimed, mut skipped) = (Vec::new(), Vec::new());
-        let expires_at = now + self.config.claim_ttl.as_secs() as i64;
         for runtime in &input.runtimes {
-            let taken = match self.state.claim(&runtime.stage, input.kind, &input.execution_id, now, expires_at).await {
-                Ok(taken) => taken,
+            match self.claim_stage(input, &runtime.stage, now).await {
+                Ok(true) => claimed.push(runtime.stage.clone()),
+                Ok(false) => {
+                    tracing::info!(stage = runtime.stage, kind = ?input.kind, "another execution holds the stage; skipped");
+                    skipped.push(runtime.stage.clone());
+                }
                 Err(error) => {
                     self.give_back(input, &claimed).await;
                     return Err(error);
                 }
-            };
-            if taken {
-                claimed.push(runtime.stage.clone());
-            } else {
-                tracing::info!(stage = runtime.stage, kind = ?input.kind, "another execution holds the stage; skipped");
-                skipped.push(runtime.stage.clone());
             }
         }
         Ok((claimed, skipped))
+    }
+
+    async fn claim_stage(&self, input: &ListChangesInput, stage: &str, now: i64) -> Result<bool> {
+        let expires_at = now + self.config.claim_ttl.as_secs() as i64;
+        let (kind, me) = (input.kind, input.execution_id.as_str());
+        let holder = match self.state.claim(stage, kind, me, now, expires_at).await? {
+            Claim::Taken => return Ok(true),
+            Claim::HeldBy(Some(holder)) => holder,
+            // Released between the claim and the read: the next run takes it.
+            Claim::HeldBy(None) => return Ok(false),
+        };
+        // Unknown status (e.g. an Express execution, which DescribeExecution does not serve):
+        // the claim stands until it expires.
+        let running = self.executions.is_running(&holder).await.unwrap_or_else(|error| {
+            tracing::warn!(stage, holder, %error, "cannot tell whether the claim's holder still runs");
+            true
+        });
+        if running {
+            return Ok(false);
+        }
+        tracing::info!(stage, holder, "the execution holding the claim has ended; taking it over");
+        self.state.take_over(stage, kind, &holder, me, expires_at).await
     }
 
     async fn assets(&self, mode: SyncMode, runtimes: &[&RuntimeRef], now: i64) -> Result<Listed> {

@@ -11,7 +11,8 @@ use super::transform::{BATCH_BUDGET_BYTES, Transform};
 use crate::aws::apigateway::{ApiGateway, RestApi, Stage};
 use crate::aws::cloudtrail::{ApiEvent, ChangeFeed};
 use crate::aws::cloudwatch::MetricSource;
-use crate::aws::state::{Discovery, RuntimeState, StateStore};
+use crate::aws::executions::Executions;
+use crate::aws::state::{Claim, Discovery, RuntimeState, StateStore};
 use crate::config::Config;
 use crate::control_plane::types::{AgentMetricsModel, ApiDocument, Heartbeat, Runtime};
 use crate::control_plane::{ControlPlane, Upserted};
@@ -150,19 +151,28 @@ impl StateStore for Memory {
         }
         Ok(true)
     }
-    async fn claim(&self, stage: &str, kind: Kind, holder: &str, now: i64, expires_at: i64) -> Result<bool> {
+    async fn claim(&self, stage: &str, kind: Kind, holder: &str, now: i64, expires_at: i64) -> Result<Claim> {
         if self.unclaimable == Some(stage) {
             return Err(AgentError::Throttled("dynamodb:UpdateItem: ProvisionedThroughputExceededException".into()));
         }
         let mut claims = self.claims.lock().unwrap();
         let key = (stage.to_owned(), kind);
         match claims.get(&key) {
-            Some((other, until)) if other != holder && *until >= now => Ok(false),
+            Some((other, until)) if other != holder && *until >= now => Ok(Claim::HeldBy(Some(other.clone()))),
             _ => {
                 claims.insert(key, (holder.to_owned(), expires_at));
-                Ok(true)
+                Ok(Claim::Taken)
             }
         }
+    }
+    async fn take_over(&self, stage: &str, kind: Kind, previous: &str, holder: &str, expires_at: i64) -> Result<bool> {
+        let mut claims = self.claims.lock().unwrap();
+        let key = (stage.to_owned(), kind);
+        if claims.get(&key).is_none_or(|(other, _)| other != previous) {
+            return Ok(false);
+        }
+        claims.insert(key, (holder.to_owned(), expires_at));
+        Ok(true)
     }
     async fn load_discovery(&self) -> Result<Option<Discovery>> {
         Ok(self.discovery.lock().unwrap().clone())
@@ -178,6 +188,24 @@ impl StateStore for Memory {
             claims.remove(&key);
         }
         Ok(())
+    }
+}
+
+/// Every execution holding a claim is still running.
+struct StillRunning;
+
+impl Executions for StillRunning {
+    async fn is_running(&self, _: &str) -> Result<bool> {
+        Ok(true)
+    }
+}
+
+/// Only the named executions are still running.
+struct RunningOnly(&'static [&'static str]);
+
+impl Executions for RunningOnly {
+    async fn is_running(&self, execution: &str) -> Result<bool> {
+        Ok(self.0.contains(&execution))
     }
 }
 
@@ -247,6 +275,7 @@ async fn a_full_listing_of_10000_apis_stays_far_below_the_payload_limit() {
         control_plane: &Plane::default(),
         state: &Memory::default(),
         feed: &NoEvents,
+        executions: &StillRunning,
     };
     let input = assets_input(SyncMode::Full, &["prod"]);
 
@@ -310,6 +339,7 @@ async fn an_empty_listing_never_empties_a_runtime_unless_allowed() {
         control_plane: &plane,
         state: &Memory::default(),
         feed: &NoEvents,
+        executions: &StillRunning,
     };
     let error = task.run(input.clone(), NOW).await.unwrap_err();
     assert!(matches!(error, AgentError::UnsafeDeletion { count: 2, .. }), "{error}");
@@ -321,6 +351,7 @@ async fn an_empty_listing_never_empties_a_runtime_unless_allowed() {
         control_plane: &plane,
         state: &Memory::default(),
         feed: &NoEvents,
+        executions: &StillRunning,
     };
     let output = task.run(input, NOW).await.unwrap();
     assert_eq!(output.summary.deletes, 2);
@@ -340,6 +371,7 @@ async fn a_full_sync_removes_only_what_aws_no_longer_deploys() {
         control_plane: &plane,
         state: &Memory::default(),
         feed: &NoEvents,
+        executions: &StillRunning,
     };
     let input = assets_input(SyncMode::Auto, &["prod"]);
     let output = task.run(input, NOW).await.unwrap();
@@ -381,8 +413,14 @@ async fn a_runtime_deleted_in_the_control_plane_is_registered_again_and_fully_sy
     assert!(plane.runtimes.lock().unwrap().contains("111122223333_eu-west-1_prod"));
     let after = state.load("prod").await.unwrap();
     assert_eq!(after.assets_watermark, None, "the next listing is a full sync");
-    let task =
-        ListChanges { config: &config, gateway: &gateway, control_plane: &plane, state: &state, feed: &NoEvents };
+    let task = ListChanges {
+        config: &config,
+        gateway: &gateway,
+        control_plane: &plane,
+        state: &state,
+        feed: &NoEvents,
+        executions: &StillRunning,
+    };
     let listing = task.run(assets_input(SyncMode::Auto, &["prod"]), NOW + 60).await.unwrap();
     assert_eq!(listing.summary.full_runtimes, 1);
 }
@@ -445,8 +483,9 @@ async fn an_overlapping_execution_skips_the_stages_another_one_holds() {
         control_plane: &Plane::default(),
         state: &state,
         feed: &NoEvents,
+        executions: &StillRunning,
     };
-    assert!(state.claim("prod", Kind::Assets, "other-run", NOW, NOW + 600).await.unwrap());
+    assert_eq!(state.claim("prod", Kind::Assets, "other-run", NOW, NOW + 600).await.unwrap(), Claim::Taken);
 
     let output = task.run(assets_input(SyncMode::Auto, &["prod", "dev"]), NOW).await.unwrap();
 
@@ -461,10 +500,34 @@ async fn an_overlapping_execution_skips_the_stages_another_one_holds() {
 }
 
 #[tokio::test]
+async fn a_claim_whose_execution_has_ended_is_taken_over_at_once() {
+    let config = config(&[]);
+    let gateway = Gateway::with_apis(2, &["prod", "dev"], "x");
+    let state = Memory::default();
+    // Both claims were left by executions that died holding them, one an hour from expiring.
+    state.claim("prod", Kind::Assets, "stopped-run", NOW, NOW + 3600).await.unwrap();
+    state.claim("dev", Kind::Assets, "live-run", NOW, NOW + 3600).await.unwrap();
+    let task = ListChanges {
+        config: &config,
+        gateway: &gateway,
+        control_plane: &Plane::default(),
+        state: &state,
+        feed: &NoEvents,
+        executions: &RunningOnly(&["live-run"]),
+    };
+
+    let output = task.run(assets_input(SyncMode::Auto, &["prod", "dev"]), NOW + 60).await.unwrap();
+
+    assert_eq!(output.claimed, vec!["prod"], "the ended holder's claim is void");
+    assert_eq!(output.skipped, vec!["dev"], "a running holder keeps its claim");
+}
+
+#[tokio::test]
 async fn acking_releases_the_claims_so_the_next_execution_proceeds() {
     let state = Memory::default();
-    assert!(state.claim("prod", Kind::Metrics, "run-1", NOW, NOW + 3600).await.unwrap());
-    assert!(!state.claim("prod", Kind::Metrics, "run-2", NOW + 60, NOW + 3660).await.unwrap());
+    assert_eq!(state.claim("prod", Kind::Metrics, "run-1", NOW, NOW + 3600).await.unwrap(), Claim::Taken);
+    let held = state.claim("prod", Kind::Metrics, "run-2", NOW + 60, NOW + 3660).await.unwrap();
+    assert_eq!(held, Claim::HeldBy(Some("run-1".into())));
 
     let failed_branch = AckInput {
         kind: Kind::Metrics,
@@ -477,7 +540,7 @@ async fn acking_releases_the_claims_so_the_next_execution_proceeds() {
     assert!(output.watermarks.is_empty());
     assert_eq!(output.lag_seconds, None, "no ack, no lag reading");
     assert_eq!(state.load("prod").await.unwrap().metrics_watermark, None, "nothing acked");
-    assert!(state.claim("prod", Kind::Metrics, "run-2", NOW + 62, NOW + 3662).await.unwrap());
+    assert_eq!(state.claim("prod", Kind::Metrics, "run-2", NOW + 62, NOW + 3662).await.unwrap(), Claim::Taken);
 }
 
 #[tokio::test]
@@ -502,6 +565,7 @@ async fn a_failing_listing_gives_its_claims_back() {
         control_plane: &Plane::default(),
         state: &state,
         feed: &NoEvents,
+        executions: &StillRunning,
     };
 
     let error = task.run(assets_input(SyncMode::Full, &["prod"]), NOW).await.unwrap_err();
@@ -521,6 +585,7 @@ async fn a_claim_that_fails_midway_gives_back_the_ones_taken() {
         control_plane: &Plane::default(),
         state: &state,
         feed: &NoEvents,
+        executions: &StillRunning,
     };
 
     let error = task.run(assets_input(SyncMode::Auto, &["a", "b"]), NOW).await.unwrap_err();

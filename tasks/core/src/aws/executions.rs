@@ -1,0 +1,41 @@
+//! AWS Step Functions: whether the execution holding a claim is still running.
+//!
+//! A claim outlives an execution that ended without releasing it: one stopped by hand, timed
+//! out, or failed with an error no `Catch` sees (`States.DataLimitExceeded`, `States.Runtime`).
+//! Asking Step Functions frees the stage at once instead of after the claim's TTL.
+
+use std::future::Future;
+
+use aws_sdk_sfn::types::ExecutionStatus;
+
+use super::sdk_error;
+use crate::error::Result;
+
+pub trait Executions: Send + Sync {
+    /// `false` when the execution has ended or does not exist; `true` while it runs.
+    fn is_running(&self, execution_arn: &str) -> impl Future<Output = Result<bool>> + Send;
+}
+
+#[derive(Debug, Clone)]
+pub struct SdkExecutions {
+    client: aws_sdk_sfn::Client,
+}
+
+impl SdkExecutions {
+    pub fn new(client: aws_sdk_sfn::Client) -> Self {
+        Self { client }
+    }
+}
+
+impl Executions for SdkExecutions {
+    async fn is_running(&self, execution_arn: &str) -> Result<bool> {
+        match self.client.describe_execution().execution_arn(execution_arn).send().await {
+            // A redrivable failed execution may still be redriven, which would resume its work.
+            Ok(execution) => {
+                Ok(matches!(execution.status(), ExecutionStatus::Running | ExecutionStatus::PendingRedrive))
+            }
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_execution_does_not_exist()) => Ok(false),
+            Err(e) => Err(sdk_error("states:DescribeExecution", e)),
+        }
+    }
+}
