@@ -15,13 +15,14 @@ export CDK_DISABLE_VERSION_CHECK := true
 export PATH  := $(CURDIR)/$(VENV)/bin:$(PATH)
 INPUT        ?= {}
 
-.PHONY: help setup run test lambdas cdk-check deploy clean
+.PHONY: help setup run test test-large lambdas cdk-check deploy clean
 
 help:
 	@echo "make setup   install the local stack (Python venv, Node 22, interpreter, validator)"
 	@echo "make run     run one execution of the state machine locally; INPUT='{\"mode\":\"full\"}' for a full sync"
 	@echo "make test    validate the ASL, check format and lints, run the Rust tests, the end-to-end tests, the CDK checks"
 	@echo "             and a local execution in a copy of the repository with nothing beside it"
+	@echo "make test-large  on demand: a full sync of the largest account API Gateway allows (about 15 minutes)"
 	@echo "make deploy  build the arm64 functions and cdk deploy (pass CONTEXT='-c controlPlaneUrl=https://...')"
 
 setup: $(VENV)/.installed $(STACK)/node_modules/.installed cdk/node_modules/.installed
@@ -51,6 +52,10 @@ test: setup
 	cd tests && ../$(PYTHON) -m pytest -q
 	$(MAKE) --no-print-directory cdk-check
 	tests/stack/standalone-check.sh
+
+# On demand, outside `make test`: the largest account one region can hold, with its figures.
+test-large: setup
+	cd tests && ../$(PYTHON) -m pytest -q -s --large e2e/test_largest_account.py
 
 # The deployable functions: target/lambda/<name>/bootstrap, built once, reused by synth and deploy.
 lambdas: $(VENV)/.installed

@@ -73,6 +73,8 @@ export class AgentStack extends Stack {
       pointInTimeRecoverySpecification: { pointInTimeRecoveryEnabled: true },
       deletionProtection: true,
       removalPolicy: RemovalPolicy.RETAIN,
+      // Chunk snapshots (list-changes -> transform) expire by themselves; stage items never do.
+      timeToLiveAttribute: 'expiresAt',
     });
 
     const secret = settings.controlPlaneSecretArn
@@ -149,9 +151,16 @@ export class AgentStack extends Stack {
         resources: [this.table.tableArn],
       }),
     );
-    // list-changes claims stages (conditional UpdateItem) before it reads their state.
+    // list-changes claims stages (conditional UpdateItem) before it reads their state, and stores
+    // each chunk's snapshot and the discovered stages (PutItem); transform reads the snapshots.
     roles.ListChangesFunctionArn.addToPolicy(
-      new iam.PolicyStatement({ actions: ['dynamodb:GetItem', 'dynamodb:UpdateItem'], resources: [this.table.tableArn] }),
+      new iam.PolicyStatement({
+        actions: ['dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem'],
+        resources: [this.table.tableArn],
+      }),
+    );
+    roles.TransformFunctionArn.addToPolicy(
+      new iam.PolicyStatement({ actions: ['dynamodb:GetItem'], resources: [this.table.tableArn] }),
     );
     roles.AckWatermarkFunctionArn.addToPolicy(
       new iam.PolicyStatement({ actions: ['dynamodb:UpdateItem'], resources: [this.table.tableArn] }),

@@ -40,6 +40,8 @@ export interface AgentSettings {
   readonly discoveryInterval: Duration;
   /** CLAIM_TTL_SECONDS: how long a branch's claim on a stage outlives an execution that died holding it. */
   readonly claimTtl: Duration;
+  /** APIGATEWAY_REQUESTS_PER_SECOND: the agent's share of API Gateway's quota (10/s per account and region). */
+  readonly apiGatewayRequestsPerSecond: number;
   /** How often the schedule starts an execution. */
   readonly scheduleRate: Duration;
   readonly scheduleEnabled: boolean;
@@ -73,6 +75,7 @@ export const DEFAULTS = {
   metricsMaxWindowsPerRun: 12,
   claimTtl: Duration.hours(1),
   discoveryInterval: Duration.hours(1),
+  apiGatewayRequestsPerSecond: 5,
   scheduleRate: Duration.minutes(1),
   scheduleEnabled: true,
   express: false,
@@ -101,6 +104,13 @@ export function settingsFromContext(lookup: Lookup): AgentSettings {
   };
   const seconds = (key: string, fallback: Duration, min = 0) =>
     Duration.seconds(integer(key, fallback.toSeconds(), min));
+  const rate = (key: string, fallback: number): number => {
+    const value = text(key);
+    if (value === undefined) return fallback;
+    const parsed = Number(value);
+    if (!(parsed > 0 && parsed <= 10)) throw new Error(`context ${key}=${value} must be above 0 and at most 10`);
+    return parsed;
+  };
   const flag = (key: string, fallback: boolean): boolean => {
     const value = text(key);
     if (value === undefined) return fallback;
@@ -136,6 +146,7 @@ export function settingsFromContext(lookup: Lookup): AgentSettings {
     runtimeTags: list('runtimeTags', DEFAULTS.runtimeTags),
     runtimeCapacity: text('runtimeCapacity'),
     heartbeatInterval: seconds('heartbeatIntervalSeconds', DEFAULTS.heartbeatInterval, 1),
+    apiGatewayRequestsPerSecond: rate('apiGatewayRequestsPerSecond', DEFAULTS.apiGatewayRequestsPerSecond),
     changeBuffer: seconds('changeBufferSeconds', DEFAULTS.changeBuffer),
     changeOverlap: seconds('changeOverlapSeconds', DEFAULTS.changeOverlap),
     changeMaxWindow: seconds('changeMaxWindowSeconds', DEFAULTS.changeMaxWindow, 60),
@@ -174,6 +185,7 @@ export function functionEnvironment(settings: AgentSettings): Record<string, str
     RUNTIME_NAME_TEMPLATE: settings.runtimeNameTemplate,
     RUNTIME_DESCRIPTION_TEMPLATE: settings.runtimeDescriptionTemplate,
     HEARTBEAT_INTERVAL_SECONDS: String(settings.heartbeatInterval.toSeconds()),
+    APIGATEWAY_REQUESTS_PER_SECOND: String(settings.apiGatewayRequestsPerSecond),
     CHANGE_BUFFER_SECONDS: String(settings.changeBuffer.toSeconds()),
     CHANGE_OVERLAP_SECONDS: String(settings.changeOverlap.toSeconds()),
     CHANGE_MAX_WINDOW_SECONDS: String(settings.changeMaxWindow.toSeconds()),

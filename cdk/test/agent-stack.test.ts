@@ -152,11 +152,12 @@ describe('the agent stack', () => {
         'apigateway:GET',
         'cloudtrail:LookupEvents',
         'dynamodb:GetItem',
+        'dynamodb:PutItem',
         'dynamodb:UpdateItem',
         'states:DescribeExecution',
         ...secret,
       ],
-      TransformRole: [...common, 'apigateway:GET', 'cloudwatch:GetMetricData', 'cloudwatch:ListMetrics'],
+      TransformRole: [...common, 'apigateway:GET', 'cloudwatch:GetMetricData', 'cloudwatch:ListMetrics', 'dynamodb:GetItem'],
       PublishRole: [...common, ...secret],
       AckWatermarkRole: [...common, 'dynamodb:UpdateItem'],
     };

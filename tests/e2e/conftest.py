@@ -93,3 +93,4 @@ def running_execution(stack, name: str) -> str:
         name="agent", roleArn="arn:aws:iam::123456789012:role/agent",
         definition=json.dumps({"StartAt": "Wait", "States": {"Wait": {"Type": "Pass", "End": True}}}))["stateMachineArn"]
     return sfn.start_execution(stateMachineArn=machine, name=name)["executionArn"]
+

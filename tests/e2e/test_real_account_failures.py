@@ -152,4 +152,6 @@ def test_a_full_sync_beyond_the_api_gateway_burst_completes_under_the_quota(clea
     throttled = sum(n for (service, _), n in stack.aws_proxy.throttled().items() if service == "apigateway")
     print(f"API Gateway calls for a full sync of 30 APIs on 2 stages: {calls}, throttled: {throttled}")
     assert "GetExport" not in calls, "the export's title is the API name: no call spent on it"
+    assert "GetRestApi" not in calls, "transform builds documents from list-changes' snapshots"
     assert sum(calls.values()) > 40, "more calls than the quota's burst, so the quota was in play"
+    assert throttled == 0, "paced below the quota, the customer's deployments keep their room"

@@ -28,10 +28,11 @@ class SeededApi:
 
 
 def create_rest_api(endpoint: str, name: str, tags: dict[str, str], stages: dict[str, dict[str, str]],
-                    description: str | None = None) -> SeededApi:
+                    description: str | None = None, endpoint_type: str = "EDGE") -> SeededApi:
     """A REST API with one mock GET method, deployed to each stage (with the stage's tags)."""
     apigw = boto("apigateway", endpoint)
-    api = apigw.create_rest_api(name=name, description=description or f"{name} API", tags=tags)
+    api = apigw.create_rest_api(name=name, description=description or f"{name} API", tags=tags,
+                                endpointConfiguration={"types": [endpoint_type]})
     root = next(r["id"] for r in apigw.get_resources(restApiId=api["id"])["items"] if r["path"] == "/")
     apigw.put_method(restApiId=api["id"], resourceId=root, httpMethod="GET", authorizationType="NONE")
     apigw.put_integration(restApiId=api["id"], resourceId=root, httpMethod="GET", type="MOCK")

@@ -80,6 +80,8 @@ class ExecutionReport:
     cause: str | None
     states: list[dict]
     printed: str
+    # The largest state input and output (bytes, state) and the history events counted by the runner.
+    limits: dict = field(default_factory=dict)
 
     @property
     def succeeded(self) -> bool:
@@ -166,7 +168,7 @@ class EmbeddedStack:
         report = json.loads(report_path.read_text())
         return ExecutionReport(status=report["status"], output=report.get("output"), error=report.get("error"),
                                cause=report.get("cause"), states=report["states"],
-                               printed=completed.stdout or "")
+                               printed=completed.stdout or "", limits=report.get("limits", {}))
 
     def stop(self) -> None:
         if self._adapter:

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::aws::apigateway::DeployedApi;
 use crate::aws::cloudtrail::ApiEvent;
 use crate::aws::state::RuntimeState;
 use crate::model::{AssetChunk, SyncMode};
@@ -88,32 +89,51 @@ fn rest_api_id_of_arn(arn: &str) -> Option<&str> {
     (!id.is_empty()).then_some(id)
 }
 
-/// Splits one runtime's work into chunks of at most `size` items, upserts first.
+/// Largest snapshot of one chunk (serialized APIs), well inside DynamoDB's 400 KB item limit.
+pub const SNAPSHOT_BUDGET_BYTES: usize = 300 * 1024;
+
+/// Splits one runtime's work into chunks of at most `size` items, upserts first; a chunk also
+/// closes when its upserts' snapshot would outgrow [`SNAPSHOT_BUDGET_BYTES`]. Each chunk comes
+/// with the APIs of its upserts, to be stored as its snapshot.
 pub fn chunk_assets(
     runtime_id: &str,
     stage: &str,
-    upserts: Vec<String>,
+    upserts: Vec<DeployedApi>,
     deletes: Vec<String>,
     size: usize,
-) -> Vec<AssetChunk> {
+) -> Vec<(AssetChunk, Vec<DeployedApi>)> {
+    let empty = || {
+        let chunk = AssetChunk {
+            runtime_id: runtime_id.to_owned(),
+            stage: stage.to_owned(),
+            upserts: vec![],
+            deletes: vec![],
+            snapshot: None,
+        };
+        (chunk, Vec::new(), 0)
+    };
+    // (chunk, the APIs of its upserts, their serialized size)
     let mut chunks = Vec::new();
-    let mut current =
-        AssetChunk { runtime_id: runtime_id.to_owned(), stage: stage.to_owned(), upserts: vec![], deletes: vec![] };
-    let items = upserts.into_iter().map(|id| (true, id)).chain(deletes.into_iter().map(|id| (false, id)));
-    for (is_upsert, id) in items {
-        if current.upserts.len() + current.deletes.len() == size {
-            let next = AssetChunk {
-                runtime_id: runtime_id.to_owned(),
-                stage: stage.to_owned(),
-                upserts: vec![],
-                deletes: vec![],
-            };
-            chunks.push(std::mem::replace(&mut current, next));
+    let mut open = empty();
+    for api in upserts {
+        let api_bytes = serde_json::to_vec(&api).map(|b| b.len()).unwrap_or(SNAPSHOT_BUDGET_BYTES);
+        if open.0.upserts.len() == size || (!open.1.is_empty() && open.2 + api_bytes > SNAPSHOT_BUDGET_BYTES) {
+            let (chunk, apis, _) = std::mem::replace(&mut open, empty());
+            chunks.push((chunk, apis));
         }
-        if is_upsert { current.upserts.push(id) } else { current.deletes.push(id) }
+        open.0.upserts.push(api.api.id.clone());
+        open.1.push(api);
+        open.2 += api_bytes;
     }
-    if !current.upserts.is_empty() || !current.deletes.is_empty() {
-        chunks.push(current);
+    for id in deletes {
+        if open.0.upserts.len() + open.0.deletes.len() == size {
+            let (chunk, apis, _) = std::mem::replace(&mut open, empty());
+            chunks.push((chunk, apis));
+        }
+        open.0.deletes.push(id);
+    }
+    if !open.0.upserts.is_empty() || !open.0.deletes.is_empty() {
+        chunks.push((open.0, open.1));
     }
     chunks
 }
@@ -210,16 +230,46 @@ mod tests {
         assert_eq!(ids, vec!["aaa", "bbb", "ccc", "ddd"]);
     }
 
+    fn deployed(id: &str, description_bytes: usize) -> DeployedApi {
+        DeployedApi {
+            api: crate::aws::apigateway::RestApi {
+                id: id.into(),
+                name: id.into(),
+                description: Some("d".repeat(description_bytes)),
+                tags: Default::default(),
+                endpoint_types: vec![],
+            },
+            stage: crate::aws::apigateway::Stage {
+                name: "prod".into(),
+                deployment_id: Some("dep".into()),
+                tags: Default::default(),
+            },
+        }
+    }
+
     #[test]
     fn chunks_hold_at_most_size_items_and_lose_none() {
-        let upserts: Vec<String> = (0..7).map(|i| format!("u{i}")).collect();
+        let upserts: Vec<DeployedApi> = (0..7).map(|i| deployed(&format!("u{i}"), 10)).collect();
         let deletes: Vec<String> = (0..4).map(|i| format!("d{i}")).collect();
         let chunks = chunk_assets("rt", "prod", upserts.clone(), deletes.clone(), 5);
         assert_eq!(chunks.len(), 3);
-        assert!(chunks.iter().all(|c| c.upserts.len() + c.deletes.len() <= 5));
-        let all_upserts: Vec<_> = chunks.iter().flat_map(|c| c.upserts.clone()).collect();
-        let all_deletes: Vec<_> = chunks.iter().flat_map(|c| c.deletes.clone()).collect();
-        assert_eq!((all_upserts, all_deletes), (upserts, deletes));
+        assert!(chunks.iter().all(|(c, _)| c.upserts.len() + c.deletes.len() <= 5));
+        let all_upserts: Vec<_> = chunks.iter().flat_map(|(c, _)| c.upserts.clone()).collect();
+        let all_deletes: Vec<_> = chunks.iter().flat_map(|(c, _)| c.deletes.clone()).collect();
+        let ids: Vec<String> = upserts.iter().map(|a| a.api.id.clone()).collect();
+        assert_eq!((all_upserts, all_deletes), (ids, deletes));
+        assert!(chunks.iter().all(|(c, apis)| c.upserts == apis.iter().map(|a| a.api.id.clone()).collect::<Vec<_>>()));
         assert!(chunk_assets("rt", "prod", vec![], vec![], 5).is_empty());
+    }
+
+    #[test]
+    fn a_chunk_closes_before_its_snapshot_outgrows_a_dynamodb_item() {
+        // 10 APIs with 100 KiB descriptions: at most two fit one 300 KiB snapshot.
+        let upserts: Vec<DeployedApi> = (0..10).map(|i| deployed(&format!("u{i}"), 100 * 1024)).collect();
+        let chunks = chunk_assets("rt", "prod", upserts, vec![], 100);
+        assert_eq!(chunks.len(), 5);
+        for (_, apis) in &chunks {
+            assert!(serde_json::to_vec(apis).unwrap().len() <= SNAPSHOT_BUDGET_BYTES + 16);
+        }
     }
 }

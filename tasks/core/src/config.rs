@@ -81,6 +81,8 @@ pub struct Config {
     pub claim_ttl: Duration,
     /// With `STAGES=*`, how long a discovery of the account's stages is reused.
     pub discovery_interval: Duration,
+    /// The agent's share of API Gateway's management quota (10 requests/s per account and region).
+    pub apigateway_requests_per_second: f64,
 }
 
 pub const MAX_CHUNK_SIZE: usize = 500;
@@ -170,6 +172,7 @@ impl Config {
             metrics_max_windows_per_run: env.number("METRICS_MAX_WINDOWS_PER_RUN", 12)?.max(1) as usize,
             claim_ttl: env.seconds("CLAIM_TTL_SECONDS", 3600)?,
             discovery_interval: env.seconds("DISCOVERY_INTERVAL_SECONDS", 3600)?,
+            apigateway_requests_per_second: env.rate("APIGATEWAY_REQUESTS_PER_SECOND", 5.0)?,
         })
     }
 }
@@ -189,6 +192,15 @@ impl<F: Fn(&str) -> Option<String>> Env<'_, F> {
         match self.optional(name) {
             None => Ok(default),
             Some(v) => v.parse().map_err(|_| invalid(name, &format!("{v:?} is not a whole number"))),
+        }
+    }
+
+    /// Requests per second: above 0 and at most API Gateway's quota of 10.
+    fn rate(&self, name: &'static str, default: f64) -> Result<f64> {
+        let Some(v) = self.optional(name) else { return Ok(default) };
+        match v.parse::<f64>() {
+            Ok(rate) if rate > 0.0 && rate <= 10.0 => Ok(rate),
+            _ => Err(invalid(name, &format!("{v:?} is not a rate between 0 (excluded) and 10 requests per second"))),
         }
     }
 
@@ -271,6 +283,8 @@ mod tests {
         assert_eq!(config.metrics_interval, Duration::from_secs(300));
         assert_eq!(config.chunk_size, 100);
         assert!(!config.allow_empty_listing_deletes);
+        assert_eq!(config.apigateway_requests_per_second, 5.0, "half of API Gateway's quota");
+        assert_eq!(config.change_overlap, Duration::from_secs(900));
     }
 
     #[test]
@@ -295,6 +309,9 @@ mod tests {
             ("RUNTIME_TAGS", "has space"),
             ("RUNTIME_CAPACITY", "10 per fortnight"),
             ("APICP_URL", "ftp://apicp"),
+            ("APIGATEWAY_REQUESTS_PER_SECOND", "0"),
+            ("APIGATEWAY_REQUESTS_PER_SECOND", "12"),
+            ("APIGATEWAY_REQUESTS_PER_SECOND", "fast"),
         ];
         for (variable, value) in cases {
             let mut values = minimal();

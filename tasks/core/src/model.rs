@@ -79,6 +79,11 @@ pub struct AssetChunk {
     pub upserts: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deletes: Vec<String>,
+    /// The state table item holding the current state of the upserted APIs, read by list-changes:
+    /// transform builds the documents from it without calling API Gateway again, so a retried
+    /// chunk costs no API Gateway call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
 }
 
 /// One aligned metrics window `[start, end)` (epoch seconds) of one runtime.

@@ -20,7 +20,7 @@ async fn dependencies() -> agent_core::Result<Dependencies> {
     let config = Config::from_env()?;
     let aws = bootstrap::aws_config().await;
     Ok(Dependencies {
-        gateway: SdkApiGateway::new(aws_sdk_apigateway::Client::new(&aws)),
+        gateway: SdkApiGateway::new(aws_sdk_apigateway::Client::new(&aws), config.apigateway_requests_per_second),
         control_plane: bootstrap::control_plane(&config, &aws)?,
         state: DynamoStateStore::new(aws_sdk_dynamodb::Client::new(&aws), &config.state_table),
         feed: CloudTrailFeed::new(aws_sdk_cloudtrail::Client::new(&aws)),

@@ -1,7 +1,8 @@
 //! `transform` Lambda: turns a chunk into control plane documents, reading AWS's current state.
 
-use agent_core::aws::{apigateway::SdkApiGateway, cloudwatch::CloudWatchMetrics};
+use agent_core::aws::{apigateway::SdkApiGateway, cloudwatch::CloudWatchMetrics, state::DynamoStateStore};
 use agent_core::bootstrap::{self, now};
+use agent_core::config::Config;
 use agent_core::handlers::transform::Transform;
 use agent_core::model::Chunk;
 
@@ -9,14 +10,17 @@ struct Dependencies {
     region: String,
     gateway: SdkApiGateway,
     metrics: CloudWatchMetrics,
+    state: DynamoStateStore,
 }
 
 async fn dependencies() -> agent_core::Result<Dependencies> {
+    let config = Config::from_env()?;
     let aws = bootstrap::aws_config().await;
     Ok(Dependencies {
         region: bootstrap::region(&aws)?,
-        gateway: SdkApiGateway::new(aws_sdk_apigateway::Client::new(&aws)),
+        gateway: SdkApiGateway::new(aws_sdk_apigateway::Client::new(&aws), config.apigateway_requests_per_second),
         metrics: CloudWatchMetrics::new(aws_sdk_cloudwatch::Client::new(&aws)),
+        state: DynamoStateStore::new(aws_sdk_dynamodb::Client::new(&aws), &config.state_table),
     })
 }
 
@@ -24,7 +28,8 @@ async fn dependencies() -> agent_core::Result<Dependencies> {
 async fn main() -> Result<(), lambda_runtime::Error> {
     bootstrap::init_tracing();
     bootstrap::serve(dependencies, |chunk: Chunk, deps| async move {
-        let task = Transform { region: &deps.region, gateway: &deps.gateway, metrics: &deps.metrics };
+        let task =
+            Transform { region: &deps.region, gateway: &deps.gateway, metrics: &deps.metrics, state: &deps.state };
         match chunk {
             Chunk::Assets(chunk) => task.assets(chunk).await,
             Chunk::Metrics(window) => task.metrics(window, now()).await,

@@ -13,6 +13,7 @@ use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::sdk_error;
+use crate::aws::apigateway::DeployedApi;
 use crate::error::{AgentError, Result};
 use crate::model::Kind;
 
@@ -72,6 +73,12 @@ pub trait StateStore: Send + Sync {
     ) -> impl Future<Output = Result<bool>> + Send;
     /// Gives up `holder`'s claim; a claim someone else holds is left alone.
     fn release(&self, stage: &str, kind: Kind, holder: &str) -> impl Future<Output = Result<()>> + Send;
+    /// Stores the APIs of one chunk (what list-changes read from API Gateway) under `key`,
+    /// removed by the table's TTL after `expires_at`.
+    fn put_snapshot(&self, key: &str, apis: &[DeployedApi], expires_at: i64)
+    -> impl Future<Output = Result<()>> + Send;
+    /// The APIs stored under `key`.
+    fn load_snapshot(&self, key: &str) -> impl Future<Output = Result<Vec<DeployedApi>>> + Send;
     /// The stages found by the last discovery (`STAGES=*`) and when it ran.
     fn load_discovery(&self) -> impl Future<Output = Result<Option<Discovery>>> + Send;
     fn save_discovery(&self, discovery: &Discovery) -> impl Future<Output = Result<()>> + Send;
@@ -94,6 +101,15 @@ pub struct Discovery {
 
 /// The key of the discovery item: `#` cannot start an API Gateway stage name.
 const DISCOVERY_KEY: &str = "#discovery";
+
+/// The attribute the table's TTL reads: snapshots expire by themselves.
+pub const EXPIRES_AT: &str = "expiresAt";
+
+/// The key of a chunk's snapshot: unique per execution, stage and chunk, so a retried
+/// list-changes overwrites its own snapshots and nobody else's.
+pub fn snapshot_key(execution_id: &str, stage: &str, chunk: usize) -> String {
+    format!("#snapshot#{execution_id}#{stage}#{chunk}")
+}
 
 #[derive(Debug, Clone)]
 pub struct DynamoStateStore {
@@ -191,6 +207,28 @@ impl StateStore for DynamoStateStore {
             assets_full_sync_at: number(&item, "assetsFullSyncAt")?,
             metrics_watermark: number(&item, attributes(Kind::Metrics).watermark)?,
         })
+    }
+
+    async fn put_snapshot(&self, key: &str, apis: &[DeployedApi], expires_at: i64) -> Result<()> {
+        let body = serde_json::to_string(apis)
+            .map_err(|e| AgentError::AwsRequestFailed(format!("snapshot {key} cannot be serialized: {e}")))?;
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item(KEY, AttributeValue::S(key.to_owned()))
+            .item("apis", AttributeValue::S(body))
+            .item(EXPIRES_AT, AttributeValue::N(expires_at.to_string()))
+            .send()
+            .await
+            .map_err(|e| sdk_error("dynamodb:PutItem", e))?;
+        Ok(())
+    }
+
+    async fn load_snapshot(&self, key: &str) -> Result<Vec<DeployedApi>> {
+        let missing = || AgentError::AwsRequestFailed(format!("snapshot {key} is missing or malformed (expired?)"));
+        let item = self.item(key).await?.ok_or_else(missing)?;
+        let body = item.get("apis").and_then(|v| v.as_s().ok()).ok_or_else(missing)?;
+        serde_json::from_str(body).map_err(|_| missing())
     }
 
     async fn load_discovery(&self) -> Result<Option<Discovery>> {

@@ -4,12 +4,12 @@
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::aws::apigateway::{ApiGateway, Stage, deployed_stage};
+use crate::aws::apigateway::{ApiGateway, DeployedApi, RestApi, Stage, deployed_stage};
 use crate::aws::cloudtrail::ChangeFeed;
 use crate::aws::executions::Executions;
-use crate::aws::state::{Claim, StateStore};
+use crate::aws::state::{Claim, Discovery, StateStore, snapshot_key};
 use crate::changes::{AssetPlan, chunk_assets, plan_assets, touched_rest_apis};
-use crate::config::Config;
+use crate::config::{Config, StageSelection};
 use crate::control_plane::ControlPlane;
 use crate::error::{AgentError, Result};
 use crate::mapping::published_api_id;
@@ -18,6 +18,9 @@ use crate::model::{
     ChangeSummary, Chunk, Kind, ListChangesInput, ListChangesOutput, MetricsWindow, RuntimeRef, SyncMode,
     WatermarkUpdate,
 };
+
+/// Snapshots outlive the longest execution (an hour) by far, and then expire by the table's TTL.
+const SNAPSHOT_TTL_SECONDS: i64 = 86_400;
 
 /// One branch's work, before it is wrapped with the claims.
 #[derive(Default)]
@@ -41,7 +44,7 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed, E: Executions
         let (claimed, skipped) = self.claim(&input, now).await?;
         let runtimes: Vec<&RuntimeRef> = input.runtimes.iter().filter(|r| claimed.contains(&r.stage)).collect();
         let listed = match input.kind {
-            Kind::Assets => self.assets(input.mode, &runtimes, now).await,
+            Kind::Assets => self.assets(input.mode, &runtimes, &input.execution_id, now).await,
             Kind::Metrics => self.metrics(&runtimes, now).await,
         };
         match listed {
@@ -106,13 +109,13 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed, E: Executions
         self.state.take_over(stage, kind, &holder, me, expires_at).await
     }
 
-    async fn assets(&self, mode: SyncMode, runtimes: &[&RuntimeRef], now: i64) -> Result<Listed> {
+    async fn assets(&self, mode: SyncMode, runtimes: &[&RuntimeRef], execution_id: &str, now: i64) -> Result<Listed> {
         let mut output = Listed::default();
         // Shared across runtimes: one listing of the account, one CloudTrail read per window,
-        // one GetStages per touched API.
-        let mut deployments: Option<BTreeMap<String, Vec<String>>> = None;
+        // one GetStages and one GetRestApi per touched API.
+        let mut deployments: Option<BTreeMap<String, Vec<DeployedApi>>> = None;
         let mut events_by_window: HashMap<(i64, i64), BTreeSet<String>> = HashMap::new();
-        let mut stages_by_api: HashMap<String, Vec<Stage>> = HashMap::new();
+        let mut touched: HashMap<String, Option<(RestApi, Vec<Stage>)>> = HashMap::new();
 
         for runtime in runtimes {
             let state = self.state.load(&runtime.stage).await?;
@@ -121,7 +124,13 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed, E: Executions
                 AssetPlan::UpToDate => continue,
                 AssetPlan::Full { position } => {
                     if deployments.is_none() {
-                        deployments = Some(super::deployments_by_stage(self.gateway).await?);
+                        let listed = super::deployments_by_stage(self.gateway).await?;
+                        if self.config.stages == StageSelection::All {
+                            // A by-product: ensure-runtime reuses it instead of listing the account again.
+                            let stages = listed.keys().cloned().collect();
+                            self.state.save_discovery(&Discovery { stages, at: now }).await?;
+                        }
+                        deployments = Some(listed);
                     }
                     let deployed =
                         deployments.as_ref().and_then(|d| d.get(&runtime.stage)).cloned().unwrap_or_default();
@@ -139,15 +148,17 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed, E: Executions
                     }
                     let (mut upserts, mut deletes) = (vec![], vec![]);
                     for api_id in &events_by_window[&(start, end)] {
-                        if let Entry::Vacant(entry) = stages_by_api.entry(api_id.clone()) {
-                            entry.insert(self.gateway.get_stages(api_id).await?);
+                        if let Entry::Vacant(entry) = touched.entry(api_id.clone()) {
+                            entry.insert(self.current_state(api_id).await?);
                         }
-                        let deployed = deployed_stage(&stages_by_api[api_id], &runtime.stage).is_some();
-                        if deployed {
-                            upserts.push(api_id.clone());
-                        } else {
+                        let on_stage = touched[api_id].as_ref().and_then(|(api, stages)| {
+                            let stage = deployed_stage(stages, &runtime.stage)?;
+                            Some(DeployedApi { api: api.clone(), stage: stage.clone() })
+                        });
+                        match on_stage {
+                            Some(deployed) => upserts.push(deployed),
                             // Gone, or no longer deployed to this stage; deleting an absent API is a no-op.
-                            deletes.push(published_api_id(api_id, &runtime.stage));
+                            None => deletes.push(published_api_id(api_id, &runtime.stage)),
                         }
                     }
                     output.summary.incremental_runtimes += 1;
@@ -160,20 +171,33 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed, E: Executions
             };
             output.summary.upserts += upserts.len();
             output.summary.deletes += deletes.len();
-            output.chunks.extend(
-                chunk_assets(&runtime.runtime_id, &runtime.stage, upserts, deletes, self.config.chunk_size)
-                    .into_iter()
-                    .map(Chunk::Assets),
-            );
+            let chunks = chunk_assets(&runtime.runtime_id, &runtime.stage, upserts, deletes, self.config.chunk_size);
+            for (index, (mut chunk, apis)) in chunks.into_iter().enumerate() {
+                if !apis.is_empty() {
+                    let key = snapshot_key(execution_id, &runtime.stage, index);
+                    self.state.put_snapshot(&key, &apis, now + SNAPSHOT_TTL_SECONDS).await?;
+                    chunk.snapshot = Some(key);
+                }
+                output.chunks.push(Chunk::Assets(chunk));
+            }
             output.watermarks.push(watermark);
         }
         Ok(output)
     }
 
+    /// A touched API's current state: `None` when it no longer exists (or has no stage).
+    async fn current_state(&self, api_id: &str) -> Result<Option<(RestApi, Vec<Stage>)>> {
+        let stages = self.gateway.get_stages(api_id).await?;
+        if !stages.iter().any(|s| s.deployment_id.is_some()) {
+            return Ok(None);
+        }
+        Ok(self.gateway.get_rest_api(api_id).await?.map(|api| (api, stages)))
+    }
+
     /// APIs the control plane holds for the runtime that are no longer deployed to its stage.
     /// Refuses to empty a runtime on the strength of an empty listing unless allowed.
-    async fn stale_apis(&self, runtime: &RuntimeRef, deployed: &[String]) -> Result<Vec<String>> {
-        let current: BTreeSet<String> = deployed.iter().map(|id| published_api_id(id, &runtime.stage)).collect();
+    async fn stale_apis(&self, runtime: &RuntimeRef, deployed: &[DeployedApi]) -> Result<Vec<String>> {
+        let current: BTreeSet<String> = deployed.iter().map(|d| published_api_id(&d.api.id, &runtime.stage)).collect();
         let stale: Vec<String> = self
             .control_plane
             .list_api_ids(&runtime.runtime_id)

@@ -3,12 +3,13 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::ack_watermark::ack_watermark;
 use super::ensure_runtime::EnsureRuntime;
 use super::list_changes::ListChanges;
 use super::transform::{BATCH_BUDGET_BYTES, Transform};
-use crate::aws::apigateway::{ApiGateway, RestApi, Stage};
+use crate::aws::apigateway::{ApiGateway, DeployedApi, RestApi, Stage};
 use crate::aws::cloudtrail::{ApiEvent, ChangeFeed};
 use crate::aws::cloudwatch::MetricSource;
 use crate::aws::executions::Executions;
@@ -19,7 +20,7 @@ use crate::control_plane::{ControlPlane, Upserted};
 use crate::error::{AgentError, Result};
 use crate::metrics::ApiSeries;
 use crate::model::{
-    AckInput, AssetChunk, Batch, Chunk, ExecutionInput, Kind, ListChangesInput, RuntimeRef, SyncMode, WatermarkUpdate,
+    AckInput, Batch, Chunk, ExecutionInput, Kind, ListChangesInput, RuntimeRef, SyncMode, WatermarkUpdate,
 };
 
 /// Step Functions' payload limit, with the margin ARCHITECTURE.md asks for.
@@ -30,6 +31,8 @@ const NOW: i64 = 1_800_000_000;
 struct Gateway {
     apis: Vec<RestApi>,
     stages: HashMap<String, Vec<Stage>>,
+    /// API Gateway calls made, of any operation.
+    calls: AtomicUsize,
 }
 
 impl Gateway {
@@ -56,12 +59,15 @@ impl Gateway {
 
 impl ApiGateway for Gateway {
     async fn list_rest_apis(&self) -> Result<Vec<RestApi>> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
         Ok(self.apis.clone())
     }
     async fn get_rest_api(&self, api_id: &str) -> Result<Option<RestApi>> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
         Ok(self.apis.iter().find(|a| a.id == api_id).cloned())
     }
     async fn get_stages(&self, api_id: &str) -> Result<Vec<Stage>> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
         Ok(self.stages.get(api_id).cloned().unwrap_or_default())
     }
 }
@@ -114,6 +120,7 @@ struct Memory {
     /// A stage whose claim fails as if DynamoDB were throttling.
     unclaimable: Option<&'static str>,
     discovery: Mutex<Option<Discovery>>,
+    snapshots: Mutex<HashMap<String, Vec<DeployedApi>>>,
 }
 
 impl StateStore for Memory {
@@ -176,6 +183,14 @@ impl StateStore for Memory {
     }
     async fn load_discovery(&self) -> Result<Option<Discovery>> {
         Ok(self.discovery.lock().unwrap().clone())
+    }
+    async fn put_snapshot(&self, key: &str, apis: &[DeployedApi], _: i64) -> Result<()> {
+        self.snapshots.lock().unwrap().insert(key.to_owned(), apis.to_vec());
+        Ok(())
+    }
+    async fn load_snapshot(&self, key: &str) -> Result<Vec<DeployedApi>> {
+        let snapshots = self.snapshots.lock().unwrap();
+        snapshots.get(key).cloned().ok_or_else(|| AgentError::AwsRequestFailed(format!("snapshot {key} is missing")))
     }
     async fn save_discovery(&self, discovery: &Discovery) -> Result<()> {
         *self.discovery.lock().unwrap() = Some(discovery.clone());
@@ -299,28 +314,45 @@ async fn a_full_listing_of_10000_apis_stays_far_below_the_payload_limit() {
 }
 
 #[tokio::test]
-async fn a_batch_of_large_documents_is_split_under_the_budget_and_loses_none() {
+async fn large_documents_are_chunked_and_batched_under_every_limit_without_rereading_api_gateway() {
+    let config = config(&[("CHUNK_SIZE", "500")]);
     let gateway = Gateway::with_apis(500, &["prod"], &"d".repeat(8191));
-    let task = Transform { region: "eu-west-1", gateway: &gateway, metrics: &NoTraffic };
-    let mut chunk = Some(AssetChunk {
-        runtime_id: "rt_prod".into(),
-        stage: "prod".into(),
-        upserts: gateway.apis.iter().map(|a| a.id.clone()).collect(),
-        deletes: vec!["gone_prod".into()],
-    });
-    let (mut published, mut deleted, mut batches) = (0, 0, 0);
-    while let Some(current) = chunk.take() {
-        let batch = task.assets(current).await.unwrap();
-        assert!(json_len(&batch) < OUTPUT_LIMIT, "batch of {} bytes", json_len(&batch));
-        let Batch::Assets { upserts, deletes, next, .. } = batch else { panic!("assets batch expected") };
-        assert!(upserts.iter().map(json_len).sum::<usize>() <= BATCH_BUDGET_BYTES);
-        published += upserts.len();
-        deleted += deletes.len();
-        batches += 1;
-        chunk = next;
+    let state = Memory::default();
+    let plane = Plane::default();
+    let listing = ListChanges {
+        config: &config,
+        gateway: &gateway,
+        control_plane: &plane,
+        state: &state,
+        feed: &NoEvents,
+        executions: &StillRunning,
+    };
+    let listed = listing.run(assets_input(SyncMode::Full, &["prod"]), NOW).await.unwrap();
+    assert!(listed.chunks.len() > 1, "500 APIs of 8 KiB do not fit one DynamoDB item");
+    let calls_of_the_listing = gateway.calls.load(Ordering::SeqCst);
+    assert_eq!(calls_of_the_listing, 1 + 500, "one listing and one GetStages per API");
+    let discovery = state.discovery.lock().unwrap().clone().unwrap();
+    assert_eq!((discovery.stages, discovery.at), (vec!["prod".to_owned()], NOW), "ensure-runtime reuses the listing");
+
+    let task = Transform { region: "eu-west-1", gateway: &gateway, metrics: &NoTraffic, state: &state };
+    let (mut published, mut batches) = (0, 0);
+    for chunk in listed.chunks {
+        let Chunk::Assets(chunk) = chunk else { panic!("assets chunk expected") };
+        let mut chunk = Some(chunk);
+        while let Some(current) = chunk.take() {
+            let batch = task.assets(current).await.unwrap();
+            assert!(json_len(&batch) < OUTPUT_LIMIT, "batch of {} bytes", json_len(&batch));
+            let Batch::Assets { upserts, next, .. } = batch else { panic!("assets batch expected") };
+            assert!(upserts.iter().map(json_len).sum::<usize>() <= BATCH_BUDGET_BYTES);
+            assert!(upserts.iter().all(|d| d.description.as_deref().is_some_and(|t| t.len() == 8191)));
+            published += upserts.len();
+            batches += 1;
+            chunk = next;
+        }
     }
-    assert_eq!((published, deleted), (500, 1));
-    assert!(batches > 1, "500 documents of 8 KiB do not fit one payload");
+    assert_eq!(published, 500);
+    assert!(batches > 1);
+    assert_eq!(gateway.calls.load(Ordering::SeqCst), calls_of_the_listing, "transform calls API Gateway never");
 }
 
 #[tokio::test]

@@ -1,12 +1,13 @@
-//! `transform`: reads the current state of a chunk's APIs (or a window's metrics) from AWS and
-//! turns it into control plane documents.
+//! `transform`: turns a chunk's APIs (from the snapshot list-changes stored) or a window's
+//! metrics (from CloudWatch) into control plane documents.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
-use crate::aws::apigateway::{ApiGateway, deployed_stage};
+use crate::aws::apigateway::{ApiGateway, DeployedApi, deployed_stage};
 use crate::aws::cloudwatch::MetricSource;
+use crate::aws::state::StateStore;
 use crate::control_plane::types::ApiDocument;
-use crate::error::Result;
+use crate::error::{AgentError, Result};
 use crate::mapping::{published_api_id, rest_api_document};
 use crate::metrics::{ApiIdentity, metrics_model};
 use crate::model::{AssetChunk, Batch, MetricsWindow};
@@ -16,25 +17,30 @@ use crate::model::{AssetChunk, Batch, MetricsWindow};
 /// about 24 KiB), a batch stays under 200 KiB, well inside Step Functions' 256 KiB limit.
 pub const BATCH_BUDGET_BYTES: usize = 176 * 1024;
 
-pub struct Transform<'a, G, M> {
+pub struct Transform<'a, G, M, S> {
     pub region: &'a str,
     pub gateway: &'a G,
     pub metrics: &'a M,
+    pub state: &'a S,
 }
 
-impl<G: ApiGateway, M: MetricSource> Transform<'_, G, M> {
+impl<G: ApiGateway, M: MetricSource, S: StateStore> Transform<'_, G, M, S> {
+    /// The chunk's documents, from the snapshot list-changes stored: no API Gateway call, so a
+    /// retried chunk costs none either.
     pub async fn assets(&self, chunk: AssetChunk) -> Result<Batch> {
+        let mut snapshot: HashMap<String, DeployedApi> = match &chunk.snapshot {
+            Some(key) => self.state.load_snapshot(key).await?.into_iter().map(|d| (d.api.id.clone(), d)).collect(),
+            None => HashMap::new(),
+        };
         let mut upserts: Vec<ApiDocument> = Vec::new();
-        let mut deletes = chunk.deletes;
         let mut used = 0;
         let mut pending = chunk.upserts.into_iter();
         let mut next = None;
         while let Some(api_id) = pending.next() {
-            let Some(document) = self.document(&api_id, &chunk.stage).await? else {
-                // Removed since the listing, or no longer deployed to this stage.
-                deletes.push(published_api_id(&api_id, &chunk.stage));
-                continue;
-            };
+            let deployed = snapshot.remove(&api_id).ok_or_else(|| {
+                AgentError::invalid_input(format!("chunk upsert {api_id} is not in its snapshot {:?}", chunk.snapshot))
+            })?;
+            let document = rest_api_document(&deployed.api, &deployed.stage, self.region);
             let size = serde_json::to_vec(&document).map(|bytes| bytes.len()).unwrap_or(usize::MAX);
             if !upserts.is_empty() && used + size > BATCH_BUDGET_BYTES {
                 let mut rest = vec![api_id];
@@ -44,22 +50,14 @@ impl<G: ApiGateway, M: MetricSource> Transform<'_, G, M> {
                     stage: chunk.stage.clone(),
                     upserts: rest,
                     deletes: vec![],
+                    snapshot: chunk.snapshot.clone(),
                 });
                 break;
             }
             used += size;
             upserts.push(document);
         }
-        Ok(Batch::Assets { runtime_id: chunk.runtime_id, upserts, deletes, next })
-    }
-
-    async fn document(&self, api_id: &str, stage_name: &str) -> Result<Option<ApiDocument>> {
-        let Some(api) = self.gateway.get_rest_api(api_id).await? else { return Ok(None) };
-        let stages = self.gateway.get_stages(api_id).await?;
-        let Some(stage) = deployed_stage(&stages, stage_name) else {
-            return Ok(None);
-        };
-        Ok(Some(rest_api_document(&api, stage, self.region)))
+        Ok(Batch::Assets { runtime_id: chunk.runtime_id, upserts, deletes: chunk.deletes, next })
     }
 
     pub async fn metrics(&self, window: MetricsWindow, now: i64) -> Result<Batch> {
