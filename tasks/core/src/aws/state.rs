@@ -11,6 +11,7 @@ use std::future::Future;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::types::AttributeValue;
+use serde::{Deserialize, Serialize};
 
 use super::sdk_error;
 use crate::aws::apigateway::DeployedApi;
@@ -79,10 +80,28 @@ pub trait StateStore: Send + Sync {
     -> impl Future<Output = Result<()>> + Send;
     /// The APIs stored under `key`.
     fn load_snapshot(&self, key: &str) -> impl Future<Output = Result<Vec<DeployedApi>>> + Send;
+    /// Replaces the catalog of the APIs deployed to `stage` (what the metrics branch needs to
+    /// name CloudWatch's series without listing API Gateway).
+    fn put_catalog(&self, stage: &str, entries: &[CatalogEntry]) -> impl Future<Output = Result<()>> + Send;
+    /// The stage's catalog; `None` before the first full sync stored one.
+    fn load_catalog(&self, stage: &str) -> impl Future<Output = Result<Option<Vec<CatalogEntry>>>> + Send;
     /// The stages found by the last discovery (`STAGES=*`) and when it ran.
     fn load_discovery(&self) -> impl Future<Output = Result<Option<Discovery>>> + Send;
     fn save_discovery(&self, discovery: &Discovery) -> impl Future<Output = Result<()>> + Send;
 }
+
+/// A REST API deployed to a stage, as the metrics branch needs it: CloudWatch names REST APIs
+/// by name, the control plane by id and deployment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatalogEntry {
+    pub id: String,
+    pub name: String,
+    pub deployment: Option<String>,
+}
+
+/// A catalog above this is not stored (the metrics branch then lists API Gateway): far above
+/// any real stage (600 APIs of 100-character names take 80 KB), below DynamoDB's 400 KB items.
+const CATALOG_BUDGET_BYTES: usize = 350 * 1024;
 
 /// The outcome of a claim.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,6 +126,10 @@ pub const EXPIRES_AT: &str = "expiresAt";
 
 /// The key of a chunk's snapshot: unique per execution, stage and chunk, so a retried
 /// list-changes overwrites its own snapshots and nobody else's.
+fn catalog_key(stage: &str) -> String {
+    format!("#catalog#{stage}")
+}
+
 pub fn snapshot_key(execution_id: &str, stage: &str, chunk: usize) -> String {
     format!("#snapshot#{execution_id}#{stage}#{chunk}")
 }
@@ -229,6 +252,31 @@ impl StateStore for DynamoStateStore {
         let item = self.item(key).await?.ok_or_else(missing)?;
         let body = item.get("apis").and_then(|v| v.as_s().ok()).ok_or_else(missing)?;
         serde_json::from_str(body).map_err(|_| missing())
+    }
+
+    async fn put_catalog(&self, stage: &str, entries: &[CatalogEntry]) -> Result<()> {
+        let key = catalog_key(stage);
+        let body = serde_json::to_string(entries)
+            .map_err(|e| AgentError::AwsRequestFailed(format!("catalog {key} cannot be serialized: {e}")))?;
+        let mut request = self.client.put_item().table_name(&self.table).item(KEY, AttributeValue::S(key));
+        if body.len() <= CATALOG_BUDGET_BYTES {
+            request = request.item("apis", AttributeValue::S(body));
+        } else {
+            // Stored without its APIs: the metrics branch then lists API Gateway instead.
+            tracing::warn!(stage, bytes = body.len(), "API catalog too large to store");
+        }
+        request.send().await.map_err(|e| sdk_error("dynamodb:PutItem", e))?;
+        Ok(())
+    }
+
+    async fn load_catalog(&self, stage: &str) -> Result<Option<Vec<CatalogEntry>>> {
+        let key = catalog_key(stage);
+        let Some(body) = self.item(&key).await?.and_then(|item| item.get("apis")?.as_s().ok().cloned()) else {
+            return Ok(None);
+        };
+        serde_json::from_str(&body)
+            .map(Some)
+            .map_err(|_| AgentError::AwsRequestFailed(format!("catalog {key} is malformed")))
     }
 
     async fn load_discovery(&self) -> Result<Option<Discovery>> {

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use crate::aws::apigateway::{ApiGateway, DeployedApi, RestApi, Stage, deployed_stage};
 use crate::aws::cloudtrail::ChangeFeed;
 use crate::aws::executions::Executions;
-use crate::aws::state::{Claim, Discovery, StateStore, snapshot_key};
+use crate::aws::state::{CatalogEntry, Claim, Discovery, StateStore, snapshot_key};
 use crate::changes::{AssetPlan, chunk_assets, plan_assets, touched_rest_apis};
 use crate::config::{Config, StageSelection};
 use crate::control_plane::ControlPlane;
@@ -169,6 +169,7 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed, E: Executions
                     )
                 }
             };
+            self.update_catalog(&runtime.stage, &upserts, &deletes, watermark.full_sync_at.is_some()).await?;
             output.summary.upserts += upserts.len();
             output.summary.deletes += deletes.len();
             let chunks = chunk_assets(&runtime.runtime_id, &runtime.stage, upserts, deletes, self.config.chunk_size);
@@ -183,6 +184,30 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed, E: Executions
             output.watermarks.push(watermark);
         }
         Ok(output)
+    }
+
+    /// Keeps the stage's API catalog (read by the metrics branch) current: replaced by a full
+    /// sync, patched for the APIs an incremental run touched. Before the first full sync there is
+    /// none, and the metrics branch lists API Gateway itself.
+    async fn update_catalog(&self, stage: &str, upserts: &[DeployedApi], deletes: &[String], full: bool) -> Result<()> {
+        let mut catalog = match full {
+            true => Vec::new(),
+            false if upserts.is_empty() && deletes.is_empty() => return Ok(()),
+            false => match self.state.load_catalog(stage).await? {
+                Some(catalog) => catalog,
+                None => return Ok(()),
+            },
+        };
+        let touched: BTreeSet<String> =
+            upserts.iter().map(|d| published_api_id(&d.api.id, stage)).chain(deletes.iter().cloned()).collect();
+        catalog.retain(|entry| !touched.contains(&published_api_id(&entry.id, stage)));
+        catalog.extend(upserts.iter().map(|d| CatalogEntry {
+            id: d.api.id.clone(),
+            name: d.api.name.clone(),
+            deployment: d.stage.deployment_id.clone(),
+        }));
+        catalog.sort_by(|a, b| a.id.cmp(&b.id));
+        self.state.put_catalog(stage, &catalog).await
     }
 
     /// A touched API's current state: `None` when it no longer exists (or has no stage).

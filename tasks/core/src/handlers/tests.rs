@@ -13,7 +13,7 @@ use crate::aws::apigateway::{ApiGateway, DeployedApi, RestApi, Stage};
 use crate::aws::cloudtrail::{ApiEvent, ChangeFeed};
 use crate::aws::cloudwatch::MetricSource;
 use crate::aws::executions::Executions;
-use crate::aws::state::{Claim, Discovery, RuntimeState, StateStore};
+use crate::aws::state::{CatalogEntry, Claim, Discovery, RuntimeState, StateStore};
 use crate::config::Config;
 use crate::control_plane::types::{AgentMetricsModel, ApiDocument, Heartbeat, Runtime};
 use crate::control_plane::{ControlPlane, Upserted};
@@ -121,6 +121,7 @@ struct Memory {
     unclaimable: Option<&'static str>,
     discovery: Mutex<Option<Discovery>>,
     snapshots: Mutex<HashMap<String, Vec<DeployedApi>>>,
+    catalogs: Mutex<HashMap<String, Vec<CatalogEntry>>>,
 }
 
 impl StateStore for Memory {
@@ -184,6 +185,13 @@ impl StateStore for Memory {
     async fn load_discovery(&self) -> Result<Option<Discovery>> {
         Ok(self.discovery.lock().unwrap().clone())
     }
+    async fn put_catalog(&self, stage: &str, entries: &[CatalogEntry]) -> Result<()> {
+        self.catalogs.lock().unwrap().insert(stage.to_owned(), entries.to_vec());
+        Ok(())
+    }
+    async fn load_catalog(&self, stage: &str) -> Result<Option<Vec<CatalogEntry>>> {
+        Ok(self.catalogs.lock().unwrap().get(stage).cloned())
+    }
     async fn put_snapshot(&self, key: &str, apis: &[DeployedApi], _: i64) -> Result<()> {
         self.snapshots.lock().unwrap().insert(key.to_owned(), apis.to_vec());
         Ok(())
@@ -229,6 +237,19 @@ struct NoEvents;
 impl ChangeFeed for NoEvents {
     async fn write_events(&self, _: i64, _: i64) -> Result<Vec<ApiEvent>> {
         Ok(Vec::new())
+    }
+}
+
+/// Every API of the account had traffic on every stage: one request a minute.
+struct EveryApiBusy(Vec<String>);
+
+impl MetricSource for EveryApiBusy {
+    async fn apis_with_traffic(&self, _: &str, _: i64, _: i64) -> Result<BTreeSet<String>> {
+        Ok(self.0.iter().cloned().collect())
+    }
+    async fn rest_api_series(&self, _: &str, names: &[String], _: i64, _: i64) -> Result<BTreeMap<String, ApiSeries>> {
+        let one = ApiSeries { count: BTreeMap::from([(NOW - 240, 1.0)]), ..ApiSeries::default() };
+        Ok(names.iter().map(|n| (n.clone(), one.clone())).collect())
     }
 }
 
@@ -644,4 +665,35 @@ async fn discovered_stages_are_reused_until_the_interval_or_a_full_sync() {
     let full = ExecutionInput { mode: SyncMode::Full, stages: None };
     assert_eq!(stages_of(task.run(full, NOW + 120).await.unwrap()), vec!["prod", "qa"]);
     assert_eq!(stages_of(task.run(ExecutionInput::default(), NOW + 3720).await.unwrap()), vec!["prod", "qa"]);
+}
+
+#[tokio::test]
+async fn metrics_name_their_apis_from_the_catalog_the_assets_branch_keeps_not_from_api_gateway() {
+    let config = config(&[]);
+    let gateway = Gateway::with_apis(5, &["prod"], "x");
+    let state = Memory::default();
+    let plane = Plane::default();
+    let listing = ListChanges {
+        config: &config,
+        gateway: &gateway,
+        control_plane: &plane,
+        state: &state,
+        feed: &NoEvents,
+        executions: &StillRunning,
+    };
+    listing.run(assets_input(SyncMode::Full, &["prod"]), NOW).await.unwrap();
+    let calls_of_the_full_sync = gateway.calls.load(Ordering::SeqCst);
+    let busy = EveryApiBusy(gateway.apis.iter().map(|a| a.name.clone()).collect());
+    let task = Transform { region: "eu-west-1", gateway: &gateway, metrics: &busy, state: &state };
+    let window =
+        crate::model::MetricsWindow { runtime_id: "rt_prod".into(), stage: "prod".into(), start: NOW - 300, end: NOW };
+
+    let Batch::Metrics { metrics, .. } = task.metrics(window, NOW).await.unwrap() else { panic!("metrics expected") };
+
+    assert_eq!(gateway.calls.load(Ordering::SeqCst), calls_of_the_full_sync, "no API Gateway call per window");
+    let reported: Vec<(String, Option<String>)> =
+        metrics.api_transaction_metrics_list.iter().map(|m| (m.api_id.clone(), m.api_version.clone())).collect();
+    let expected: Vec<(String, Option<String>)> =
+        (0..5).map(|i| (format!("{i:010}_prod"), Some(format!("d{i}")))).collect();
+    assert_eq!(reported, expected);
 }

@@ -62,9 +62,23 @@ impl<G: ApiGateway, M: MetricSource, S: StateStore> Transform<'_, G, M, S> {
 
     pub async fn metrics(&self, window: MetricsWindow, now: i64) -> Result<Batch> {
         let with_traffic = self.metrics.apis_with_traffic(&window.stage, window.start, now).await?;
-        // CloudWatch names REST APIs by name; map names back to the APIs deployed to the stage.
+        // CloudWatch names REST APIs by name; map names back to the APIs deployed to the stage,
+        // from the catalog the assets branch keeps (the first by id wins a shared name).
         let mut apis: BTreeMap<String, ApiIdentity> = BTreeMap::new();
-        if !with_traffic.is_empty() {
+        let catalog = match with_traffic.is_empty() {
+            true => None,
+            false => self.state.load_catalog(&window.stage).await?,
+        };
+        if let Some(catalog) = catalog {
+            for entry in catalog.into_iter().filter(|e| with_traffic.contains(&e.name)) {
+                apis.entry(entry.name.clone()).or_insert_with(|| ApiIdentity {
+                    id: published_api_id(&entry.id, &window.stage),
+                    name: entry.name,
+                    version: entry.deployment,
+                });
+            }
+        } else if !with_traffic.is_empty() {
+            // No catalog yet (before the first full sync): list API Gateway.
             for api in self.gateway.list_rest_apis().await? {
                 if !with_traffic.contains(&api.name) || apis.contains_key(&api.name) {
                     continue;
