@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import urllib.request
 
 import pytest
@@ -85,8 +86,6 @@ def state_table(clean):
 def running_execution(stack, name: str) -> str:
     """An execution of the agent's state machine that Step Functions (moto) reports as running,
     as an overlapping scheduled execution would be; returns its ARN."""
-    import json
-
     sfn = boto("stepfunctions", stack.moto_url)
     machines = {m["name"]: m["stateMachineArn"] for m in sfn.list_state_machines()["stateMachines"]}
     machine = machines.get("agent") or sfn.create_state_machine(

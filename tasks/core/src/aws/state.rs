@@ -11,6 +11,7 @@ use std::future::Future;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::types::AttributeValue;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::sdk_error;
@@ -187,6 +188,29 @@ impl DynamoStateStore {
         Ok(output.item)
     }
 
+    /// Puts the item `key` holding the JSON `apis` (if any), expiring at `expires_at` (if any).
+    async fn put_apis(&self, key: &str, apis: Option<String>, expires_at: Option<i64>) -> Result<()> {
+        let mut request = self.client.put_item().table_name(&self.table).item(KEY, AttributeValue::S(key.to_owned()));
+        if let Some(apis) = apis {
+            request = request.item("apis", AttributeValue::S(apis));
+        }
+        if let Some(at) = expires_at {
+            request = request.item(EXPIRES_AT, AttributeValue::N(at.to_string()));
+        }
+        request.send().await.map_err(|e| sdk_error("dynamodb:PutItem", e))?;
+        Ok(())
+    }
+
+    /// The JSON `apis` of the item `key`; `None` when the item or the attribute is absent.
+    async fn load_apis<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        let Some(body) = self.item(key).await?.and_then(|item| item.get("apis")?.as_s().ok().cloned()) else {
+            return Ok(None);
+        };
+        serde_json::from_str(&body)
+            .map(Some)
+            .map_err(|e| AgentError::AwsRequestFailed(format!("state item {key} is malformed: {e}")))
+    }
+
     /// An update of the branch's claim attributes (`#by`, `#until`) naming `:holder`.
     fn claim_update(&self, stage: &str, kind: Kind, holder: &str) -> UpdateItemFluentBuilder {
         let names = attributes(kind);
@@ -198,6 +222,18 @@ impl DynamoStateStore {
             .expression_attribute_names("#until", names.claim_expires_at)
             .expression_attribute_values(":holder", AttributeValue::S(holder.to_owned()))
     }
+
+    /// The update that makes `holder` hold the branch's claim until `expires_at`.
+    fn claim_set(&self, stage: &str, kind: Kind, holder: &str, expires_at: i64) -> UpdateItemFluentBuilder {
+        self.claim_update(stage, kind, holder)
+            .update_expression("SET #by = :holder, #until = :until")
+            .expression_attribute_values(":until", AttributeValue::N(expires_at.to_string()))
+    }
+}
+
+fn json_body(key: &str, value: &(impl Serialize + ?Sized)) -> Result<String> {
+    serde_json::to_string(value)
+        .map_err(|e| AgentError::AwsRequestFailed(format!("state item {key} cannot be serialized: {e}")))
 }
 
 /// Sends a conditional update; `false` when its condition did not hold.
@@ -233,50 +269,27 @@ impl StateStore for DynamoStateStore {
     }
 
     async fn put_snapshot(&self, key: &str, apis: &[DeployedApi], expires_at: i64) -> Result<()> {
-        let body = serde_json::to_string(apis)
-            .map_err(|e| AgentError::AwsRequestFailed(format!("snapshot {key} cannot be serialized: {e}")))?;
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .item(KEY, AttributeValue::S(key.to_owned()))
-            .item("apis", AttributeValue::S(body))
-            .item(EXPIRES_AT, AttributeValue::N(expires_at.to_string()))
-            .send()
-            .await
-            .map_err(|e| sdk_error("dynamodb:PutItem", e))?;
-        Ok(())
+        self.put_apis(key, Some(json_body(key, apis)?), Some(expires_at)).await
     }
 
     async fn load_snapshot(&self, key: &str) -> Result<Vec<DeployedApi>> {
-        let missing = || AgentError::AwsRequestFailed(format!("snapshot {key} is missing or malformed (expired?)"));
-        let item = self.item(key).await?.ok_or_else(missing)?;
-        let body = item.get("apis").and_then(|v| v.as_s().ok()).ok_or_else(missing)?;
-        serde_json::from_str(body).map_err(|_| missing())
+        let missing = || AgentError::AwsRequestFailed(format!("snapshot {key} is missing (expired?)"));
+        self.load_apis(key).await?.ok_or_else(missing)
     }
 
     async fn put_catalog(&self, stage: &str, entries: &[CatalogEntry]) -> Result<()> {
         let key = catalog_key(stage);
-        let body = serde_json::to_string(entries)
-            .map_err(|e| AgentError::AwsRequestFailed(format!("catalog {key} cannot be serialized: {e}")))?;
-        let mut request = self.client.put_item().table_name(&self.table).item(KEY, AttributeValue::S(key));
-        if body.len() <= CATALOG_BUDGET_BYTES {
-            request = request.item("apis", AttributeValue::S(body));
-        } else {
+        let body = json_body(&key, entries)?;
+        if body.len() > CATALOG_BUDGET_BYTES {
             // Stored without its APIs: the metrics branch then lists API Gateway instead.
             tracing::warn!(stage, bytes = body.len(), "API catalog too large to store");
+            return self.put_apis(&key, None, None).await;
         }
-        request.send().await.map_err(|e| sdk_error("dynamodb:PutItem", e))?;
-        Ok(())
+        self.put_apis(&key, Some(body), None).await
     }
 
     async fn load_catalog(&self, stage: &str) -> Result<Option<Vec<CatalogEntry>>> {
-        let key = catalog_key(stage);
-        let Some(body) = self.item(&key).await?.and_then(|item| item.get("apis")?.as_s().ok().cloned()) else {
-            return Ok(None);
-        };
-        serde_json::from_str(&body)
-            .map(Some)
-            .map_err(|_| AgentError::AwsRequestFailed(format!("catalog {key} is malformed")))
+        self.load_apis(&catalog_key(stage)).await
     }
 
     async fn load_discovery(&self) -> Result<Option<Discovery>> {
@@ -352,10 +365,8 @@ impl StateStore for DynamoStateStore {
 
     async fn claim(&self, stage: &str, kind: Kind, holder: &str, now: i64, expires_at: i64) -> Result<Claim> {
         let request = self
-            .claim_update(stage, kind, holder)
-            .update_expression("SET #by = :holder, #until = :until")
+            .claim_set(stage, kind, holder, expires_at)
             .condition_expression("attribute_not_exists(#by) OR #by = :holder OR #until < :now")
-            .expression_attribute_values(":until", AttributeValue::N(expires_at.to_string()))
             .expression_attribute_values(":now", AttributeValue::N(now.to_string()));
         if conditional_update(request).await? {
             return Ok(Claim::Taken);
@@ -366,11 +377,9 @@ impl StateStore for DynamoStateStore {
 
     async fn take_over(&self, stage: &str, kind: Kind, previous: &str, holder: &str, expires_at: i64) -> Result<bool> {
         let request = self
-            .claim_update(stage, kind, holder)
-            .update_expression("SET #by = :holder, #until = :until")
+            .claim_set(stage, kind, holder, expires_at)
             .condition_expression("#by = :previous")
-            .expression_attribute_values(":previous", AttributeValue::S(previous.to_owned()))
-            .expression_attribute_values(":until", AttributeValue::N(expires_at.to_string()));
+            .expression_attribute_values(":previous", AttributeValue::S(previous.to_owned()));
         conditional_update(request).await
     }
 

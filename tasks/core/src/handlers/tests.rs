@@ -288,6 +288,16 @@ fn ensure_runtime<'a>(
     EnsureRuntime { config, account: "111122223333", region: "eu-west-1", gateway, control_plane: plane, state }
 }
 
+/// list-changes over the stand-ins, with no CloudTrail event and every claim holder running.
+fn list_changes<'a, G: ApiGateway>(
+    config: &'a Config,
+    gateway: &'a G,
+    plane: &'a Plane,
+    state: &'a Memory,
+) -> ListChanges<'a, G, Plane, Memory, NoEvents, StillRunning> {
+    ListChanges { config, gateway, control_plane: plane, state, feed: &NoEvents, executions: &StillRunning }
+}
+
 fn assets_input(mode: SyncMode, stages: &[&str]) -> ListChangesInput {
     ListChangesInput {
         kind: Kind::Assets,
@@ -305,14 +315,9 @@ fn json_len(value: &impl serde::Serialize) -> usize {
 async fn a_full_listing_of_10000_apis_stays_far_below_the_payload_limit() {
     let config = config(&[]);
     let gateway = Gateway::with_apis(10_000, &["prod"], "an API");
-    let task = ListChanges {
-        config: &config,
-        gateway: &gateway,
-        control_plane: &Plane::default(),
-        state: &Memory::default(),
-        feed: &NoEvents,
-        executions: &StillRunning,
-    };
+    let plane = Plane::default();
+    let state = Memory::default();
+    let task = list_changes(&config, &gateway, &plane, &state);
     let input = assets_input(SyncMode::Full, &["prod"]);
 
     let output = task.run(input, NOW).await.unwrap();
@@ -340,14 +345,7 @@ async fn large_documents_are_chunked_and_batched_under_every_limit_without_rerea
     let gateway = Gateway::with_apis(500, &["prod"], &"d".repeat(8191));
     let state = Memory::default();
     let plane = Plane::default();
-    let listing = ListChanges {
-        config: &config,
-        gateway: &gateway,
-        control_plane: &plane,
-        state: &state,
-        feed: &NoEvents,
-        executions: &StillRunning,
-    };
+    let listing = list_changes(&config, &gateway, &plane, &state);
     let listed = listing.run(assets_input(SyncMode::Full, &["prod"]), NOW).await.unwrap();
     assert!(listed.chunks.len() > 1, "500 APIs of 8 KiB do not fit one DynamoDB item");
     let calls_of_the_listing = gateway.calls.load(Ordering::SeqCst);
@@ -386,26 +384,14 @@ async fn an_empty_listing_never_empties_a_runtime_unless_allowed() {
     let input = assets_input(SyncMode::Full, &["prod"]);
 
     let guarded = config(&[]);
-    let task = ListChanges {
-        config: &guarded,
-        gateway: &gateway,
-        control_plane: &plane,
-        state: &Memory::default(),
-        feed: &NoEvents,
-        executions: &StillRunning,
-    };
+    let state = Memory::default();
+    let task = list_changes(&guarded, &gateway, &plane, &state);
     let error = task.run(input.clone(), NOW).await.unwrap_err();
     assert!(matches!(error, AgentError::UnsafeDeletion { count: 2, .. }), "{error}");
 
     let allowed = config(&[("ALLOW_EMPTY_LISTING_DELETES", "true")]);
-    let task = ListChanges {
-        config: &allowed,
-        gateway: &gateway,
-        control_plane: &plane,
-        state: &Memory::default(),
-        feed: &NoEvents,
-        executions: &StillRunning,
-    };
+    let state = Memory::default();
+    let task = list_changes(&allowed, &gateway, &plane, &state);
     let output = task.run(input, NOW).await.unwrap();
     assert_eq!(output.summary.deletes, 2);
 }
@@ -418,14 +404,8 @@ async fn a_full_sync_removes_only_what_aws_no_longer_deploys() {
         held: BTreeMap::from([("rt_prod".into(), vec!["0000000000_prod".into(), "retired_prod".into()])]),
         ..Plane::default()
     };
-    let task = ListChanges {
-        config: &config,
-        gateway: &gateway,
-        control_plane: &plane,
-        state: &Memory::default(),
-        feed: &NoEvents,
-        executions: &StillRunning,
-    };
+    let state = Memory::default();
+    let task = list_changes(&config, &gateway, &plane, &state);
     let input = assets_input(SyncMode::Auto, &["prod"]);
     let output = task.run(input, NOW).await.unwrap();
     let Chunk::Assets(chunk) = &output.chunks[0] else { panic!("assets chunk expected") };
@@ -466,14 +446,7 @@ async fn a_runtime_deleted_in_the_control_plane_is_registered_again_and_fully_sy
     assert!(plane.runtimes.lock().unwrap().contains("111122223333_eu-west-1_prod"));
     let after = state.load("prod").await.unwrap();
     assert_eq!(after.assets_watermark, None, "the next listing is a full sync");
-    let task = ListChanges {
-        config: &config,
-        gateway: &gateway,
-        control_plane: &plane,
-        state: &state,
-        feed: &NoEvents,
-        executions: &StillRunning,
-    };
+    let task = list_changes(&config, &gateway, &plane, &state);
     let listing = task.run(assets_input(SyncMode::Auto, &["prod"]), NOW + 60).await.unwrap();
     assert_eq!(listing.summary.full_runtimes, 1);
 }
@@ -530,14 +503,8 @@ async fn an_overlapping_execution_skips_the_stages_another_one_holds() {
     let config = config(&[]);
     let gateway = Gateway::with_apis(2, &["prod", "dev"], "x");
     let state = Memory::default();
-    let task = ListChanges {
-        config: &config,
-        gateway: &gateway,
-        control_plane: &Plane::default(),
-        state: &state,
-        feed: &NoEvents,
-        executions: &StillRunning,
-    };
+    let plane = Plane::default();
+    let task = list_changes(&config, &gateway, &plane, &state);
     assert_eq!(state.claim("prod", Kind::Assets, "other-run", NOW, NOW + 600).await.unwrap(), Claim::Taken);
 
     let output = task.run(assets_input(SyncMode::Auto, &["prod", "dev"]), NOW).await.unwrap();
@@ -612,14 +579,8 @@ async fn a_failing_listing_gives_its_claims_back() {
     }
     let config = config(&[]);
     let state = Memory::default();
-    let task = ListChanges {
-        config: &config,
-        gateway: &Broken,
-        control_plane: &Plane::default(),
-        state: &state,
-        feed: &NoEvents,
-        executions: &StillRunning,
-    };
+    let plane = Plane::default();
+    let task = list_changes(&config, &Broken, &plane, &state);
 
     let error = task.run(assets_input(SyncMode::Full, &["prod"]), NOW).await.unwrap_err();
 
@@ -632,14 +593,8 @@ async fn a_claim_that_fails_midway_gives_back_the_ones_taken() {
     let config = config(&[]);
     let gateway = Gateway::with_apis(1, &["a", "b"], "x");
     let state = Memory { unclaimable: Some("b"), ..Memory::default() };
-    let task = ListChanges {
-        config: &config,
-        gateway: &gateway,
-        control_plane: &Plane::default(),
-        state: &state,
-        feed: &NoEvents,
-        executions: &StillRunning,
-    };
+    let plane = Plane::default();
+    let task = list_changes(&config, &gateway, &plane, &state);
 
     let error = task.run(assets_input(SyncMode::Auto, &["a", "b"]), NOW).await.unwrap_err();
 
@@ -673,14 +628,7 @@ async fn metrics_name_their_apis_from_the_catalog_the_assets_branch_keeps_not_fr
     let gateway = Gateway::with_apis(5, &["prod"], "x");
     let state = Memory::default();
     let plane = Plane::default();
-    let listing = ListChanges {
-        config: &config,
-        gateway: &gateway,
-        control_plane: &plane,
-        state: &state,
-        feed: &NoEvents,
-        executions: &StillRunning,
-    };
+    let listing = list_changes(&config, &gateway, &plane, &state);
     listing.run(assets_input(SyncMode::Full, &["prod"]), NOW).await.unwrap();
     let calls_of_the_full_sync = gateway.calls.load(Ordering::SeqCst);
     let busy = EveryApiBusy(gateway.apis.iter().map(|a| a.name.clone()).collect());
