@@ -116,7 +116,7 @@ pub fn chunk_assets(
     let mut chunks = Vec::new();
     let mut open = empty();
     for api in upserts {
-        let api_bytes = serde_json::to_vec(&api).map(|b| b.len()).unwrap_or(SNAPSHOT_BUDGET_BYTES);
+        let api_bytes = serialized_len(&api);
         if open.0.upserts.len() == size || (!open.1.is_empty() && open.2 + api_bytes > SNAPSHOT_BUDGET_BYTES) {
             let (chunk, apis, _) = std::mem::replace(&mut open, empty());
             chunks.push((chunk, apis));
@@ -136,6 +136,30 @@ pub fn chunk_assets(
         chunks.push((open.0, open.1));
     }
     chunks
+}
+
+/// Splits `apis` into consecutive parts whose serialized size stays within
+/// [`SNAPSHOT_BUDGET_BYTES`] (a single larger API is a part of its own).
+pub fn split_by_bytes(apis: &[DeployedApi]) -> Vec<&[DeployedApi]> {
+    let mut parts = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (index, api) in apis.iter().enumerate() {
+        let api_bytes = serialized_len(api);
+        if index > start && bytes + api_bytes > SNAPSHOT_BUDGET_BYTES {
+            parts.push(&apis[start..index]);
+            (start, bytes) = (index, 0);
+        }
+        bytes += api_bytes;
+    }
+    if start < apis.len() {
+        parts.push(&apis[start..]);
+    }
+    parts
+}
+
+/// An API's share of a snapshot: its JSON plus the separating comma.
+fn serialized_len(api: &DeployedApi) -> usize {
+    serde_json::to_vec(api).map(|b| b.len() + 1).unwrap_or(SNAPSHOT_BUDGET_BYTES)
 }
 
 #[cfg(test)]
@@ -271,5 +295,17 @@ mod tests {
         for (_, apis) in &chunks {
             assert!(serde_json::to_vec(apis).unwrap().len() <= SNAPSHOT_BUDGET_BYTES + 16);
         }
+    }
+
+    #[test]
+    fn a_listing_splits_into_parts_that_each_fit_a_dynamodb_item() {
+        let apis: Vec<DeployedApi> = (0..10).map(|i| deployed(&format!("u{i}"), 100 * 1024)).collect();
+        let parts = split_by_bytes(&apis);
+        assert_eq!(parts.len(), 5);
+        assert!(parts.iter().all(|part| serde_json::to_vec(part).unwrap().len() <= SNAPSHOT_BUDGET_BYTES));
+        assert_eq!(parts.concat(), apis);
+        let small: Vec<DeployedApi> = (0..3).map(|i| deployed(&format!("s{i}"), 10)).collect();
+        assert_eq!(split_by_bytes(&small), vec![&small[..]]);
+        assert!(split_by_bytes(&[]).is_empty());
     }
 }

@@ -5,7 +5,7 @@
 //! execution can never move one back. A branch also *claims* a stage before listing its work, so
 //! two overlapping executions never publish the same work (the same metrics window) twice.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 
 use aws_sdk_dynamodb::Client;
@@ -113,11 +113,18 @@ pub enum Claim {
 }
 
 /// The outcome of listing every deployed stage of the account and region.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Discovery {
     pub stages: Vec<String>,
     pub at: i64,
+    /// When the listing itself was stored (see [`listing_key`]): the number of parts of each
+    /// stage's APIs; empty when only the stage names were kept.
+    pub listing_parts: BTreeMap<String, usize>,
 }
+
+/// A stored listing serves a full sync that starts within this long of it: the same
+/// execution's ensure-runtime (its Task timeout) or a concurrent one.
+pub const LISTING_REUSE_SECONDS: i64 = 900;
 
 /// The key of the discovery item: `#` cannot start an API Gateway stage name.
 const DISCOVERY_KEY: &str = "#discovery";
@@ -133,6 +140,12 @@ fn catalog_key(stage: &str) -> String {
 
 pub fn snapshot_key(execution_id: &str, stage: &str, chunk: usize) -> String {
     format!("#snapshot#{execution_id}#{stage}#{chunk}")
+}
+
+/// The key of one part of a stored listing of `stage`: named by the listing's time, so a
+/// reader never mixes the parts of two listings.
+pub fn listing_key(listed_at: i64, stage: &str, part: usize) -> String {
+    format!("#listing#{listed_at}#{stage}#{part}")
 }
 
 #[derive(Debug, Clone)]
@@ -298,18 +311,31 @@ impl StateStore for DynamoStateStore {
             Some(AttributeValue::L(values)) => values.iter().filter_map(|v| v.as_s().ok().cloned()).collect(),
             _ => Vec::new(),
         };
-        Ok(number(&item, "discoveredAt")?.map(|at| Discovery { stages, at }))
+        let listing_parts = match item.get("listingParts") {
+            Some(AttributeValue::M(parts)) => parts
+                .keys()
+                .map(|stage| Ok((stage.clone(), number(parts, stage)?.unwrap_or_default() as usize)))
+                .collect::<Result<_>>()?,
+            _ => BTreeMap::new(),
+        };
+        Ok(number(&item, "discoveredAt")?.map(|at| Discovery { stages, at, listing_parts }))
     }
 
     async fn save_discovery(&self, discovery: &Discovery) -> Result<()> {
         // A list, not a string set: an account without stages is a valid (empty) discovery.
         let stages = discovery.stages.iter().map(|s| AttributeValue::S(s.clone())).collect();
+        let parts = discovery
+            .listing_parts
+            .iter()
+            .map(|(stage, n)| (stage.clone(), AttributeValue::N(n.to_string())))
+            .collect();
         self.client
             .put_item()
             .table_name(&self.table)
             .item(KEY, AttributeValue::S(DISCOVERY_KEY.to_owned()))
             .item("stages", AttributeValue::L(stages))
             .item("discoveredAt", AttributeValue::N(discovery.at.to_string()))
+            .item("listingParts", AttributeValue::M(parts))
             .send()
             .await
             .map_err(|e| sdk_error("dynamodb:PutItem", e))?;

@@ -4,11 +4,13 @@
 use std::collections::HashSet;
 
 use crate::aws::apigateway::ApiGateway;
-use crate::aws::state::{Discovery, StateStore};
+use crate::aws::state::StateStore;
+use crate::changes::{AssetPlan, plan_assets};
 use crate::config::{Config, StageSelection, is_valid_stage_name};
 use crate::control_plane::ControlPlane;
 use crate::control_plane::types::Heartbeat;
 use crate::error::{AgentError, Result};
+use crate::handlers::Deployments;
 use crate::mapping::{StageLocation, runtime_id, runtime_registration};
 use crate::model::{ExecutionInput, RuntimeRef, RuntimesReady, SyncMode};
 
@@ -23,19 +25,31 @@ pub struct EnsureRuntime<'a, G, C, S> {
 
 impl<G: ApiGateway, C: ControlPlane, S: StateStore> EnsureRuntime<'_, G, C, S> {
     pub async fn run(&self, input: ExecutionInput, now: i64) -> Result<RuntimesReady> {
-        let stages = self.stages(input.stages, input.mode, now).await?;
+        let (stages, listing) = self.stages(input.stages, input.mode, now).await?;
         if stages.is_empty() {
             tracing::warn!("no stage to federate: no deployed stage found or configured");
+        }
+        let mut states = Vec::with_capacity(stages.len());
+        for stage in &stages {
+            states.push(self.state.load(stage).await?);
+        }
+        if let Some(listing) = listing {
+            // The assets branch's full sync reads this listing instead of making the same
+            // 1 + one-per-API calls again a few seconds later.
+            let timing = self.config.change_timing();
+            let full_sync_follows = states
+                .iter()
+                .any(|state| matches!(plan_assets(input.mode, state, now, timing), AssetPlan::Full { .. }));
+            super::save_discovery(self.state, &listing, now, full_sync_follows).await?;
         }
         let mut runtimes = Vec::with_capacity(stages.len());
         let mut runtime_type_checked = false;
         // What the control plane holds now: a runtime deleted there (by hand, or by a cleanup)
         // is registered again instead of every publish to it failing.
         let mut existing: Option<HashSet<String>> = None;
-        for stage in stages {
+        for (stage, state) in stages.into_iter().zip(states) {
             let location = StageLocation { account: self.account, region: self.region, stage: &stage };
             let wanted_id = runtime_id(&self.config.control_plane.runtime_id_template, location);
-            let state = self.state.load(&stage).await?;
             let known = state.registered_id.filter(|_| state.registered_as.as_deref() == Some(&wanted_id));
             let still_there = match &known {
                 Some(id) => match &existing {
@@ -70,37 +84,41 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore> EnsureRuntime<'_, G, C, S> {
     }
 
     /// The execution's stages, else the configured ones; `*` means every stage with a deployment.
-    async fn stages(&self, requested: Option<Vec<String>>, mode: SyncMode, now: i64) -> Result<Vec<String>> {
-        let mut stages = match (requested, &self.config.stages) {
+    /// Comes with the account's listing when one was made for it.
+    async fn stages(
+        &self,
+        requested: Option<Vec<String>>,
+        mode: SyncMode,
+        now: i64,
+    ) -> Result<(Vec<String>, Option<Deployments>)> {
+        let (mut stages, listing) = match (requested, &self.config.stages) {
             (Some(requested), _) => {
                 if let Some(bad) = requested.iter().find(|s| !is_valid_stage_name(s)) {
                     return Err(AgentError::invalid_input(format!(
                         "execution input stages: {bad:?} is not a stage name"
                     )));
                 }
-                requested
+                (requested, None)
             }
-            (None, StageSelection::Named(names)) => names.clone(),
+            (None, StageSelection::Named(names)) => (names.clone(), None),
             (None, StageSelection::All) => self.discovered_stages(mode, now).await?,
         };
         stages.sort();
         stages.dedup();
-        Ok(stages)
+        Ok((stages, listing))
     }
 
     /// Discovery costs one GetStages per REST API, so it is reused for the discovery interval
     /// (a full sync always rediscovers); a stage created meanwhile joins at the next discovery.
-    async fn discovered_stages(&self, mode: SyncMode, now: i64) -> Result<Vec<String>> {
+    async fn discovered_stages(&self, mode: SyncMode, now: i64) -> Result<(Vec<String>, Option<Deployments>)> {
         let fresh_for = self.config.discovery_interval.as_secs() as i64;
         if mode == SyncMode::Auto
             && let Some(last) = self.state.load_discovery().await?
             && now - last.at < fresh_for
         {
-            return Ok(last.stages);
+            return Ok((last.stages, None));
         }
-        let discovery =
-            Discovery { stages: super::deployments_by_stage(self.gateway).await?.into_keys().collect(), at: now };
-        self.state.save_discovery(&discovery).await?;
-        Ok(discovery.stages)
+        let listing = super::deployments_by_stage(self.gateway).await?;
+        Ok((listing.keys().cloned().collect(), Some(listing)))
     }
 }

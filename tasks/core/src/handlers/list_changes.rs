@@ -2,16 +2,17 @@
 //! once it is published.
 
 use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 
 use crate::aws::apigateway::{ApiGateway, DeployedApi, RestApi, Stage, deployed_stage};
 use crate::aws::cloudtrail::ChangeFeed;
 use crate::aws::executions::Executions;
-use crate::aws::state::{CatalogEntry, Claim, Discovery, StateStore, snapshot_key};
+use crate::aws::state::{CatalogEntry, Claim, Discovery, LISTING_REUSE_SECONDS, StateStore, snapshot_key};
 use crate::changes::{AssetPlan, chunk_assets, plan_assets, touched_rest_apis};
 use crate::config::{Config, StageSelection};
 use crate::control_plane::ControlPlane;
 use crate::error::{AgentError, Result};
+use crate::handlers::Deployments;
 use crate::mapping::published_api_id;
 use crate::metrics::due_windows;
 use crate::model::{
@@ -21,6 +22,17 @@ use crate::model::{
 
 /// Snapshots outlive the longest execution (an hour) by far, and then expire by the table's TTL.
 const SNAPSHOT_TTL_SECONDS: i64 = 86_400;
+
+/// Where the full syncs of one run find what is deployed.
+#[derive(Default)]
+struct Listing {
+    /// Whether a stored listing was looked for yet.
+    looked_up: bool,
+    /// The listing ensure-runtime stored moments ago.
+    stored: Option<Discovery>,
+    /// This run's own listing of the account, and when it was made.
+    live: Option<(Deployments, i64)>,
+}
 
 /// One branch's work, before it is wrapped with the claims.
 #[derive(Default)]
@@ -113,7 +125,7 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed, E: Executions
         let mut output = Listed::default();
         // Shared across runtimes: one listing of the account, one CloudTrail read per window,
         // one GetStages and one GetRestApi per touched API.
-        let mut deployments: Option<BTreeMap<String, Vec<DeployedApi>>> = None;
+        let mut listing = Listing::default();
         let mut events_by_window: HashMap<(i64, i64), BTreeSet<String>> = HashMap::new();
         let mut touched: HashMap<String, Option<(RestApi, Vec<Stage>)>> = HashMap::new();
 
@@ -123,17 +135,9 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed, E: Executions
             let (upserts, deletes, watermark) = match plan {
                 AssetPlan::UpToDate => continue,
                 AssetPlan::Full { position } => {
-                    if deployments.is_none() {
-                        let listed = super::deployments_by_stage(self.gateway).await?;
-                        if self.config.stages == StageSelection::All {
-                            // A by-product: ensure-runtime reuses it instead of listing the account again.
-                            let stages = listed.keys().cloned().collect();
-                            self.state.save_discovery(&Discovery { stages, at: now }).await?;
-                        }
-                        deployments = Some(listed);
-                    }
-                    let deployed =
-                        deployments.as_ref().and_then(|d| d.get(&runtime.stage)).cloned().unwrap_or_default();
+                    let (deployed, listed_at) = self.deployed_on(&mut listing, &runtime.stage, now).await?;
+                    // Changes made after the listing are read by the next incremental window.
+                    let position = position.min(listed_at);
                     let deletes = self.stale_apis(runtime, &deployed).await?;
                     output.summary.full_runtimes += 1;
                     (
@@ -184,6 +188,42 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed, E: Executions
             output.watermarks.push(watermark);
         }
         Ok(output)
+    }
+
+    /// The APIs deployed to `stage` and when they were listed: from the listing ensure-runtime
+    /// stored for this full sync when there is one, else from one listing of the account shared
+    /// by every runtime of the run.
+    async fn deployed_on(&self, listing: &mut Listing, stage: &str, now: i64) -> Result<(Vec<DeployedApi>, i64)> {
+        if !listing.looked_up {
+            listing.looked_up = true;
+            if self.config.stages == StageSelection::All {
+                listing.stored = self
+                    .state
+                    .load_discovery()
+                    .await?
+                    .filter(|d| !d.listing_parts.is_empty() && now - d.at <= LISTING_REUSE_SECONDS);
+            }
+        }
+        if let Some(discovery) = &listing.stored {
+            if let Some(deployed) = super::stored_deployments(self.state, discovery, stage).await {
+                return Ok((deployed, discovery.at));
+            }
+            listing.stored = None;
+        }
+        let (listed, at) = match listing.live.take() {
+            Some(live) => live,
+            None => {
+                let listed = super::deployments_by_stage(self.gateway).await?;
+                if self.config.stages == StageSelection::All {
+                    // A by-product: ensure-runtime reuses it instead of listing the account again.
+                    super::save_discovery(self.state, &listed, now, false).await?;
+                }
+                (listed, now)
+            }
+        };
+        let deployed = listed.get(stage).cloned().unwrap_or_default();
+        listing.live = Some((listed, at));
+        Ok((deployed, at))
     }
 
     /// Keeps the stage's API catalog (read by the metrics branch) current: replaced by a full

@@ -10,12 +10,20 @@ pub mod transform;
 use std::collections::BTreeMap;
 
 use crate::aws::apigateway::{ApiGateway, DeployedApi};
+use crate::aws::state::{Discovery, StateStore, listing_key};
+use crate::changes::split_by_bytes;
 use crate::error::Result;
+
+/// What the account deploys to each stage, by stage name.
+pub(crate) type Deployments = BTreeMap<String, Vec<DeployedApi>>;
+
+/// Stored listing parts expire by the table's TTL well after anyone may reuse them.
+const LISTING_TTL_SECONDS: i64 = 3600;
 
 /// The REST APIs deployed to each stage, by API id (stages without a deployment serve
 /// nothing): one listing of the account and one GetStages per API, the least API Gateway allows.
-pub(crate) async fn deployments_by_stage(gateway: &impl ApiGateway) -> Result<BTreeMap<String, Vec<DeployedApi>>> {
-    let mut by_stage: BTreeMap<String, Vec<DeployedApi>> = BTreeMap::new();
+pub(crate) async fn deployments_by_stage(gateway: &impl ApiGateway) -> Result<Deployments> {
+    let mut by_stage = Deployments::new();
     for api in gateway.list_rest_apis().await? {
         for stage in gateway.get_stages(&api.id).await? {
             if stage.deployment_id.is_some() {
@@ -27,6 +35,49 @@ pub(crate) async fn deployments_by_stage(gateway: &impl ApiGateway) -> Result<BT
         apis.sort_by(|a, b| a.api.id.cmp(&b.api.id));
     }
     Ok(by_stage)
+}
+
+/// Records a discovery made at `at`. With `keep_listing`, the listing itself is stored too, in
+/// parts that fit DynamoDB items, so the full sync that follows does not list the account again.
+pub(crate) async fn save_discovery(
+    state: &impl StateStore,
+    listing: &Deployments,
+    at: i64,
+    keep_listing: bool,
+) -> Result<()> {
+    let mut listing_parts = BTreeMap::new();
+    if keep_listing {
+        for (stage, apis) in listing {
+            let parts = split_by_bytes(apis);
+            for (index, part) in parts.iter().enumerate() {
+                state.put_snapshot(&listing_key(at, stage, index), part, at + LISTING_TTL_SECONDS).await?;
+            }
+            listing_parts.insert(stage.clone(), parts.len());
+        }
+    }
+    let stages = listing.keys().cloned().collect();
+    state.save_discovery(&Discovery { stages, at, listing_parts }).await
+}
+
+/// The stored listing of `stage` in `discovery`; `None` when the stage was not listed or a part
+/// cannot be read, so the caller lists API Gateway rather than act on part of a listing.
+pub(crate) async fn stored_deployments(
+    state: &impl StateStore,
+    discovery: &Discovery,
+    stage: &str,
+) -> Option<Vec<DeployedApi>> {
+    let parts = *discovery.listing_parts.get(stage)?;
+    let mut apis = Vec::new();
+    for index in 0..parts {
+        match state.load_snapshot(&listing_key(discovery.at, stage, index)).await {
+            Ok(part) => apis.extend(part),
+            Err(error) => {
+                tracing::warn!(stage, %error, "stored listing unreadable; listing API Gateway instead");
+                return None;
+            }
+        }
+    }
+    Some(apis)
 }
 
 #[cfg(test)]

@@ -20,7 +20,8 @@ use crate::control_plane::{ControlPlane, Upserted};
 use crate::error::{AgentError, Result};
 use crate::metrics::ApiSeries;
 use crate::model::{
-    AckInput, Batch, Chunk, ExecutionInput, Kind, ListChangesInput, RuntimeRef, SyncMode, WatermarkUpdate,
+    AckInput, Batch, Chunk, ExecutionInput, Kind, ListChangesInput, ListChangesOutput, RuntimeRef, SyncMode,
+    WatermarkUpdate,
 };
 
 /// Step Functions' payload limit, with the margin ARCHITECTURE.md asks for.
@@ -644,4 +645,79 @@ async fn metrics_name_their_apis_from_the_catalog_the_assets_branch_keeps_not_fr
     let expected: Vec<(String, Option<String>)> =
         (0..5).map(|i| (format!("{i:010}_prod"), Some(format!("d{i}")))).collect();
     assert_eq!(reported, expected);
+}
+
+/// Published upserts of a list-changes output, per stage.
+fn upserts_by_stage(output: &ListChangesOutput) -> BTreeMap<String, usize> {
+    let mut by_stage = BTreeMap::new();
+    for chunk in &output.chunks {
+        if let Chunk::Assets(chunk) = chunk {
+            *by_stage.entry(chunk.stage.clone()).or_default() += chunk.upserts.len();
+        }
+    }
+    by_stage
+}
+
+#[tokio::test]
+async fn a_full_sync_reads_the_listing_ensure_runtime_just_made_instead_of_listing_again() {
+    let config = config(&[("STAGES", "*")]);
+    // 1 KiB descriptions: each stage's listing takes several DynamoDB items.
+    let gateway = Gateway::with_apis(600, &["dev", "prod"], &"d".repeat(1024));
+    let (plane, state) = (Plane::default(), Memory::default());
+    let full = ExecutionInput { mode: SyncMode::Full, stages: None };
+    ensure_runtime(&config, &gateway, &plane, &state).run(full, NOW).await.unwrap();
+    let discovery = state.discovery.lock().unwrap().clone().unwrap();
+    assert!(discovery.listing_parts.values().all(|&parts| parts > 1), "{:?}", discovery.listing_parts);
+    assert_eq!(gateway.calls.load(Ordering::SeqCst), 1 + 600);
+
+    // list-changes starts ten minutes later (a slow registration): still this execution's listing.
+    let later = NOW + 600;
+    let output = list_changes(&config, &gateway, &plane, &state)
+        .run(assets_input(SyncMode::Full, &["dev", "prod"]), later)
+        .await
+        .unwrap();
+
+    assert_eq!(gateway.calls.load(Ordering::SeqCst), 1 + 600, "no second listing");
+    assert_eq!(upserts_by_stage(&output), BTreeMap::from([("dev".into(), 600), ("prod".into(), 600)]));
+    // The watermark stops at the listing: the next window re-reads what changed since.
+    assert!(output.watermarks.iter().all(|w| w.position == NOW && w.full_sync_at == Some(later)));
+}
+
+#[tokio::test]
+async fn a_stored_listing_that_is_old_or_incomplete_is_not_trusted() {
+    let config = config(&[("STAGES", "*")]);
+    let gateway = Gateway::with_apis(300, &["prod"], &"d".repeat(2048));
+    let (plane, state) = (Plane::default(), Memory::default());
+    let full = || ExecutionInput { mode: SyncMode::Full, stages: None };
+    let listed = || gateway.calls.load(Ordering::SeqCst);
+    let task = list_changes(&config, &gateway, &plane, &state);
+
+    ensure_runtime(&config, &gateway, &plane, &state).run(full(), NOW).await.unwrap();
+    let output = task.run(assets_input(SyncMode::Full, &["prod"]), NOW + 901).await.unwrap();
+    assert_eq!(listed(), 2 * 301, "a listing older than LISTING_REUSE_SECONDS is listed again");
+    assert_eq!(upserts_by_stage(&output)["prod"], 300);
+
+    ensure_runtime(&config, &gateway, &plane, &state).run(full(), NOW + 2000).await.unwrap();
+    state.snapshots.lock().unwrap().retain(|key, _| !key.ends_with("#prod#1"));
+    let output = task.run(assets_input(SyncMode::Full, &["prod"]), NOW + 2010).await.unwrap();
+    assert_eq!(listed(), 4 * 301, "a listing with a missing part is listed again");
+    assert_eq!(upserts_by_stage(&output)["prod"], 300, "never a partial listing");
+}
+
+#[tokio::test]
+async fn a_discovery_stores_the_listing_only_when_a_full_sync_follows() {
+    let config = config(&[("STAGES", "*"), ("DISCOVERY_INTERVAL_SECONDS", "60")]);
+    let gateway = Gateway::with_apis(3, &["prod"], "x");
+    let (plane, state) = (Plane::default(), Memory::default());
+    let parts = || state.discovery.lock().unwrap().clone().unwrap().listing_parts;
+    let task = ensure_runtime(&config, &gateway, &plane, &state);
+
+    // First run: nothing synced yet, so the assets branch will fully sync.
+    task.run(ExecutionInput::default(), NOW).await.unwrap();
+    assert_eq!(parts(), BTreeMap::from([("prod".into(), 1)]));
+    state.advance_watermark("prod", Kind::Assets, NOW - 300, Some(NOW), NOW).await.unwrap();
+
+    // Rediscovery on schedule while the stage is in sync: only the stage names are kept.
+    task.run(ExecutionInput::default(), NOW + 120).await.unwrap();
+    assert!(parts().is_empty());
 }
