@@ -159,11 +159,17 @@ export class AgentStack extends Stack {
         resources: [this.table.tableArn],
       }),
     );
+    // transform reads the snapshots and stores one report per metrics window (PutItem).
     roles.TransformFunctionArn.addToPolicy(
-      new iam.PolicyStatement({ actions: ['dynamodb:GetItem'], resources: [this.table.tableArn] }),
+      new iam.PolicyStatement({ actions: ['dynamodb:GetItem', 'dynamodb:PutItem'], resources: [this.table.tableArn] }),
     );
+    // publish reads the reports and records each window the control plane accepted (UpdateItem).
+    roles.PublishFunctionArn.addToPolicy(
+      new iam.PolicyStatement({ actions: ['dynamodb:GetItem', 'dynamodb:UpdateItem'], resources: [this.table.tableArn] }),
+    );
+    // ack-watermark commits the assets watermarks and checks the metrics ones publish committed.
     roles.AckWatermarkFunctionArn.addToPolicy(
-      new iam.PolicyStatement({ actions: ['dynamodb:UpdateItem'], resources: [this.table.tableArn] }),
+      new iam.PolicyStatement({ actions: ['dynamodb:GetItem', 'dynamodb:UpdateItem'], resources: [this.table.tableArn] }),
     );
     // list-changes asks whether the execution holding a claim still runs (a named state machine,
     // so this grant need not reference it: the machine already depends on the functions).
@@ -256,13 +262,16 @@ export class AgentStack extends Stack {
   private addAlarms(settings: AgentSettings): void {
     const topic = settings.alarmTopicArn ? sns.Topic.fromTopicArn(this, 'AlarmTopic', settings.alarmTopicArn) : undefined;
     const period = Duration.minutes(5);
+    // The metrics branch acks only every fetch interval, and its windows are that much older
+    // by then: its alarm looks over a longer period and allows for it.
+    const fetchAllowance = (kind: string) => (kind === 'metrics' ? settings.metricsFetchInterval.toSeconds() : 0);
     const syncLag = (kind: string) =>
       new cloudwatch.Metric({
         namespace: METRICS_NAMESPACE,
         metricName: 'SyncLagSeconds',
         dimensionsMap: { Kind: kind },
         statistic: 'Minimum',
-        period: Duration.minutes(15),
+        period: Duration.seconds(Math.ceil((900 + fetchAllowance(kind)) / 60) * 60),
       });
     const anyExecution = (id: string, alarmDescription: string, metric: cloudwatch.IMetric) =>
       new cloudwatch.Alarm(this, id, {
@@ -288,9 +297,9 @@ export class AgentStack extends Stack {
       ...['assets', 'metrics'].map(
         (kind) =>
           new cloudwatch.Alarm(this, `${pascal(kind)}SyncLagAlarm`, {
-            alarmDescription: `The ${kind} the control plane shows are more than ${settings.syncLagThreshold.toMinutes()} minutes old.`,
+            alarmDescription: `The ${kind} the control plane shows are more than ${Math.round((settings.syncLagThreshold.toSeconds() + fetchAllowance(kind)) / 60)} minutes old.`,
             metric: syncLag(kind),
-            threshold: settings.syncLagThreshold.toSeconds(),
+            threshold: settings.syncLagThreshold.toSeconds() + fetchAllowance(kind),
             evaluationPeriods: 1,
             comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
             treatMissingData: cloudwatch.TreatMissingData.BREACHING,

@@ -35,6 +35,10 @@ export interface AgentSettings {
   readonly chunkSize: number;
   readonly metricsInterval: Duration;
   readonly metricsBuffer: Duration;
+  /** METRICS_FETCH_INTERVAL_SECONDS: how much must be due before CloudWatch is read (its cost). */
+  readonly metricsFetchInterval: Duration;
+  /** METRICS_BACKFILL_SECONDS: how far back a new installation's first metrics window starts. */
+  readonly metricsBackfill: Duration;
   readonly metricsMaxWindowsPerRun: number;
   /** DISCOVERY_INTERVAL_SECONDS: with `stages: ['*']`, how long a discovery of the account's stages is reused. */
   readonly discoveryInterval: Duration;
@@ -72,7 +76,9 @@ export const DEFAULTS = {
   chunkSize: 100,
   metricsInterval: Duration.minutes(5),
   metricsBuffer: Duration.seconds(180),
-  metricsMaxWindowsPerRun: 12,
+  metricsFetchInterval: Duration.minutes(30),
+  metricsBackfill: Duration.hours(1),
+  metricsMaxWindowsPerRun: 60,
   claimTtl: Duration.hours(1),
   discoveryInterval: Duration.hours(1),
   apiGatewayRequestsPerSecond: 5,
@@ -132,6 +138,12 @@ export function settingsFromContext(lookup: Lookup): AgentSettings {
   if (!Object.values(RetentionDays).includes(retention)) {
     throw new Error(`context logRetentionDays=${retention} is not a CloudWatch Logs retention`);
   }
+  const metricsInterval = seconds('metricsIntervalSeconds', DEFAULTS.metricsInterval, 60);
+  const metricsFetchInterval = seconds('metricsFetchIntervalSeconds', DEFAULTS.metricsFetchInterval);
+  const metricsMaxWindowsPerRun = integer('metricsMaxWindowsPerRun', DEFAULTS.metricsMaxWindowsPerRun, 1);
+  if (metricsMaxWindowsPerRun * metricsInterval.toSeconds() < metricsFetchInterval.toSeconds()) {
+    throw new Error('context metricsMaxWindowsPerRun times metricsIntervalSeconds must cover metricsFetchIntervalSeconds');
+  }
   return {
     controlPlaneUrl,
     controlPlaneSecretArn: text('controlPlaneSecretArn'),
@@ -153,9 +165,11 @@ export function settingsFromContext(lookup: Lookup): AgentSettings {
     reconcileInterval: seconds('reconcileIntervalSeconds', DEFAULTS.reconcileInterval, 60),
     allowEmptyListingDeletes: flag('allowEmptyListingDeletes', DEFAULTS.allowEmptyListingDeletes),
     chunkSize: integer('chunkSize', DEFAULTS.chunkSize, 1),
-    metricsInterval: seconds('metricsIntervalSeconds', DEFAULTS.metricsInterval, 60),
+    metricsInterval,
     metricsBuffer: seconds('metricsBufferSeconds', DEFAULTS.metricsBuffer),
-    metricsMaxWindowsPerRun: integer('metricsMaxWindowsPerRun', DEFAULTS.metricsMaxWindowsPerRun, 1),
+    metricsFetchInterval,
+    metricsBackfill: seconds('metricsBackfillSeconds', DEFAULTS.metricsBackfill),
+    metricsMaxWindowsPerRun,
     claimTtl: seconds('claimTtlSeconds', DEFAULTS.claimTtl, 60),
     discoveryInterval: seconds('discoveryIntervalSeconds', DEFAULTS.discoveryInterval),
     scheduleRate: Duration.minutes(integer('scheduleRateMinutes', DEFAULTS.scheduleRate.toMinutes(), 1)),
@@ -194,6 +208,8 @@ export function functionEnvironment(settings: AgentSettings): Record<string, str
     CHUNK_SIZE: String(settings.chunkSize),
     METRICS_INTERVAL_SECONDS: String(settings.metricsInterval.toSeconds()),
     METRICS_BUFFER_SECONDS: String(settings.metricsBuffer.toSeconds()),
+    METRICS_FETCH_INTERVAL_SECONDS: String(settings.metricsFetchInterval.toSeconds()),
+    METRICS_BACKFILL_SECONDS: String(settings.metricsBackfill.toSeconds()),
     METRICS_MAX_WINDOWS_PER_RUN: String(settings.metricsMaxWindowsPerRun),
     CLAIM_TTL_SECONDS: String(settings.claimTtl.toSeconds()),
     DISCOVERY_INTERVAL_SECONDS: String(settings.discoveryInterval.toSeconds()),

@@ -157,9 +157,16 @@ describe('the agent stack', () => {
         'states:DescribeExecution',
         ...secret,
       ],
-      TransformRole: [...common, 'apigateway:GET', 'cloudwatch:GetMetricData', 'cloudwatch:ListMetrics', 'dynamodb:GetItem'],
-      PublishRole: [...common, ...secret],
-      AckWatermarkRole: [...common, 'dynamodb:UpdateItem'],
+      TransformRole: [
+        ...common,
+        'apigateway:GET',
+        'cloudwatch:GetMetricData',
+        'cloudwatch:ListMetrics',
+        'dynamodb:GetItem',
+        'dynamodb:PutItem',
+      ],
+      PublishRole: [...common, 'dynamodb:GetItem', 'dynamodb:UpdateItem', ...secret],
+      AckWatermarkRole: [...common, 'dynamodb:GetItem', 'dynamodb:UpdateItem'],
     };
     for (const [role, actions] of Object.entries(expected)) {
       assert.deepEqual(actionsOf(template, role), actions.sort(), role);
@@ -203,12 +210,18 @@ describe('the agent stack', () => {
   it('alarms on failed and timed-out executions and on sync lag', () => {
     template.hasResourceProperties('AWS::CloudWatch::Alarm', { MetricName: 'ExecutionsFailed', Threshold: 1 });
     template.hasResourceProperties('AWS::CloudWatch::Alarm', { MetricName: 'ExecutionsTimedOut', Threshold: 1 });
-    for (const kind of ['assets', 'metrics']) {
+    // Metrics are read every fetch interval (30 minutes): their lag may be that much larger, and
+    // a 15-minute period without an ack is no gap.
+    for (const [kind, threshold, period] of [
+      ['assets', 1800, 900],
+      ['metrics', 3600, 2700],
+    ] as const) {
       template.hasResourceProperties('AWS::CloudWatch::Alarm', {
         Namespace: 'ApiGatewayApicpAgent',
         MetricName: 'SyncLagSeconds',
         Dimensions: [{ Name: 'Kind', Value: kind }],
-        Threshold: 1800,
+        Threshold: threshold,
+        Period: period,
         TreatMissingData: 'breaching',
       });
     }

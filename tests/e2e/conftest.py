@@ -13,12 +13,15 @@ from stack import (APICP_PASSWORD, APICP_USER, STATE_TABLE, EmbeddedStack, boto,
 # The fake's default: pages capped below the 500 the agent asks for, as the contract allows.
 DEFAULT_PAGE_SIZE_CAP = 100
 
-# Two 5-minute metric windows per run, so a backlog shows bounded catch-up across runs.
+# Two 5-minute metric windows per run, so a backlog shows bounded catch-up across runs; CloudWatch
+# read on every run; a new installation starts two windows back.
 FUNCTION_SETTINGS = {
     "STAGES": "*",
     "METRICS_INTERVAL_SECONDS": "300",
     "METRICS_BUFFER_SECONDS": "180",
     "METRICS_MAX_WINDOWS_PER_RUN": "2",
+    "METRICS_FETCH_INTERVAL_SECONDS": "300",
+    "METRICS_BACKFILL_SECONDS": "600",
     "CHANGE_BUFFER_SECONDS": "300",
 }
 

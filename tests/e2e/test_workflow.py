@@ -79,7 +79,8 @@ def test_two_runs_federate_every_deployed_rest_api_once_and_advance_the_watermar
     assert [r["timestamp"] for r in prod_reports] == [(backlog_start + INTERVAL) * 1000, (backlog_start + 2 * INTERVAL) * 1000]
     runtime_totals = prod_reports[0]["runtimeTransactionMetrics"]
     assert runtime_totals["apiMetrics"]["transactionCount"] == 5 * (40 + 10)
-    assert runtime_totals["apiMetrics"]["averageLatency"] == pytest.approx((120 * 40 + 300 * 10) / 50)
+    assert runtime_totals["apiMetrics"]["averageResponseTime"] == pytest.approx((120 * 40 + 300 * 10) / 50)
+    assert runtime_totals["apiMetrics"]["averageLatency"] == pytest.approx(((120 - 90) * 40 + (300 - 250) * 10) / 50)
     assert runtime_totals["apiMetrics"]["averageBackendResponseTime"] == pytest.approx((90 * 40 + 250 * 10) / 50)
     assert runtime_totals["metricsByStatusCode"]["4xx"]["transactionCount"] == 5 * 3
     assert runtime_totals["metricsByStatusCode"]["5xx"]["transactionCount"] == 5 * 3

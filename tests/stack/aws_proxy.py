@@ -169,6 +169,15 @@ class _Fault:
     remaining: int
 
 
+@dataclass
+class _Rewrite:
+    service: str
+    operation: str
+    old: bytes
+    new: bytes
+    remaining: int
+
+
 class AwsProxy(LocalServer):
     """Forwards to `upstream` (moto's URL). Counters and faults are guarded by one lock, never held while forwarding."""
 
@@ -191,6 +200,12 @@ class AwsProxy(LocalServer):
             self._faults.append(_Fault(service, operation, status, error_code, message or f"injected {error_code}",
                                        count))
 
+    def add_rewrite(self, service: str, operation: str, old: bytes, new: bytes, count: int = 1) -> None:
+        """The next `count` answers of `operation` have `old` replaced by `new`: AWS answers moto never gives, such as
+        ("monitoring", "GetMetricData", b"<StatusCode>Complete</StatusCode>", b"<StatusCode>PartialData</StatusCode>")."""
+        with self._lock:
+            self._rewrites.append(_Rewrite(service, operation, old, new, count))
+
     def counts(self) -> dict[tuple[str, str], int]:
         """Requests received per (service, operation), throttled and faulted ones included."""
         with self._lock:
@@ -207,6 +222,7 @@ class AwsProxy(LocalServer):
             self._counts: collections.Counter = collections.Counter()
             self._throttled: collections.Counter = collections.Counter()
             self._faults: list[_Fault] = []
+            self._rewrites: list[_Rewrite] = []
             # moto serves one account, so "per account and Region" is per Region here.
             self._buckets: dict[str, TokenBucket] = {}
 
@@ -225,8 +241,9 @@ class AwsProxy(LocalServer):
                 error = (429, "TooManyRequestsException", "Too Many Requests")
             elif fault := self._take_fault(call):
                 error = (fault.status, fault.error_code, fault.message)
+            rewrite = None if error else self._take_rewrite(call)
         if not error:
-            self._forward(request, body)
+            self._forward(request, body, rewrite)
             return
         status, headers, data = error_answer(call, *error)
         request.send_response(status)
@@ -249,7 +266,16 @@ class AwsProxy(LocalServer):
                 return fault
         return None
 
-    def _forward(self, request: BaseHTTPRequestHandler, body: bytes) -> None:
+    def _take_rewrite(self, call: Call) -> _Rewrite | None:
+        for rewrite in self._rewrites:
+            if (rewrite.service, rewrite.operation) == (call.service, call.operation):
+                rewrite.remaining -= 1
+                if rewrite.remaining <= 0:
+                    self._rewrites.remove(rewrite)
+                return rewrite
+        return None
+
+    def _forward(self, request: BaseHTTPRequestHandler, body: bytes, rewrite: _Rewrite | None = None) -> None:
         upstream = http.client.HTTPConnection(self._upstream.hostname, self._upstream.port, timeout=self._timeout)
         try:
             upstream.putrequest(request.command, request.path, skip_host=True, skip_accept_encoding=True)
@@ -265,7 +291,10 @@ class AwsProxy(LocalServer):
             send_json(request, 502, {"message": f"AWS mock at {self._upstream.netloc} unreachable: {error}"})
             return
         try:
-            _stream(request, response)
+            if rewrite:
+                _send_rewritten(request, response, rewrite)
+            else:
+                _stream(request, response)
         except (OSError, http.client.HTTPException):
             request.close_connection = True  # the status line is out; all that is left is to drop the connection
         finally:
@@ -283,6 +312,18 @@ def _read_body(request: BaseHTTPRequestHandler) -> bytes:
         return body
     length = int(request.headers.get("Content-Length") or 0)
     return request.rfile.read(length) if length else b""
+
+
+def _send_rewritten(request: BaseHTTPRequestHandler, response: http.client.HTTPResponse, rewrite: _Rewrite) -> None:
+    """Sends the upstream answer with `rewrite` applied to its whole body."""
+    data = response.read().replace(rewrite.old, rewrite.new)
+    request.send_response_only(response.status, response.reason)
+    for name, value in response.getheaders():
+        if name.lower() not in HOP_BY_HOP and name.lower() != "content-length":
+            request.send_header(name, value)
+    request.send_header("Content-Length", str(len(data)))
+    request.end_headers()
+    request.wfile.write(data)
 
 
 def _stream(request: BaseHTTPRequestHandler, response: http.client.HTTPResponse) -> None:

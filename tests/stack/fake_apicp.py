@@ -172,6 +172,7 @@ class _Fault:
     status: int
     remaining: int
     delay_ms: int
+    skip: int = 0
 
 
 def _paged(items: list, query: dict, cap: int | None) -> list:
@@ -222,11 +223,13 @@ class FakeControlPlane(LocalServer):
         status: int = 503,
         count: int = 1,
         delay_ms: int = 0,
+        skip: int = 0,
     ) -> None:
-        """The next `count` product requests whose path matches the regex `path` (re.search) and,
-        if given, `method` wait `delay_ms`, then answer `status` (0: carry on normally)."""
+        """After `skip` of them pass, the next `count` product requests whose path matches the regex
+        `path` (re.search) and, if given, `method` wait `delay_ms`, then answer `status` (0: carry on
+        normally)."""
         fault = _Fault(
-            method.upper() if method else None, re.compile(path), status, count, delay_ms
+            method.upper() if method else None, re.compile(path), status, count, delay_ms, skip
         )
         with self._lock:
             self._faults.append(fault)
@@ -412,6 +415,9 @@ class FakeControlPlane(LocalServer):
         with self._lock:
             for fault in self._faults:
                 if fault.method in (None, method) and fault.path.search(path):
+                    if fault.skip > 0:
+                        fault.skip -= 1
+                        return None
                     fault.remaining -= 1
                     if fault.remaining <= 0:
                         self._faults.remove(fault)
@@ -451,6 +457,7 @@ class FakeControlPlane(LocalServer):
                     status=int(spec.get("status", 503)),
                     count=int(spec.get("count", 1)),
                     delay_ms=int(spec.get("delay_ms", 0)),
+                    skip=int(spec.get("skip", 0)),
                 )
             except (ValueError, TypeError, KeyError, re.error) as error:
                 return 400, _errors(f"bad fault: {error!r}")

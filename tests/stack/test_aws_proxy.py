@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
@@ -249,6 +250,31 @@ def test_injected_secrets_manager_errors_reach_the_sdk_then_clear(proxy, moto):
     assert (failed["Error"]["Code"], failed["ResponseMetadata"]["HTTPStatusCode"]) == ("InternalServiceError", 500)
     assert secrets.get_secret_value(SecretId="apicp")["SecretString"] == "s3cret"
     assert proxy.counts() == {("secretsmanager", "GetSecretValue"): 3}
+
+
+def test_a_rewrite_changes_the_next_answers_of_one_operation_then_clears(proxy, moto):
+    # The awsQuery form the agent's CloudWatch client sends (botocore's default is CBOR).
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    form = {"Action": "GetMetricData", "Version": "2010-08-01",
+            "StartTime": (now - timedelta(minutes=5)).isoformat(), "EndTime": now.isoformat(),
+            "MetricDataQueries.member.1.Id": "q",
+            "MetricDataQueries.member.1.MetricStat.Metric.Namespace": "AWS/ApiGateway",
+            "MetricDataQueries.member.1.MetricStat.Metric.MetricName": "Count",
+            "MetricDataQueries.member.1.MetricStat.Period": "60",
+            "MetricDataQueries.member.1.MetricStat.Stat": "Sum"}
+    signed = {"Authorization": f"AWS4-HMAC-SHA256 Credential=testing/{now:%Y%m%d}/{REGION}/monitoring/aws4_request, "
+                               "SignedHeaders=host, Signature=0"}
+    proxy.add_rewrite("monitoring", "GetMetricData", b"<StatusCode>Complete</StatusCode>",
+                      b"<StatusCode>PartialData</StatusCode>")
+
+    def status() -> str:
+        answer = requests.post(proxy.url, data=form, headers=signed, timeout=10)
+        assert answer.status_code == 200, answer.text
+        assert int(answer.headers["Content-Length"]) == len(answer.content)
+        return answer.text.split("<StatusCode>")[1].split("<")[0]
+
+    assert [status(), status()] == ["PartialData", "Complete"]
+    assert proxy.counts() == {("monitoring", "GetMetricData"): 2}
 
 
 def test_injected_errors_take_each_protocols_shape(proxy):

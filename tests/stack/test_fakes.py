@@ -232,6 +232,16 @@ def test_injected_fault_answers_twice_then_clears(client):
     assert statuses == [503, 503, 201]
 
 
+def test_injected_fault_can_let_the_first_requests_pass(client):
+    fault = {"method": "POST", "path": "/v2/runtimes$", "status": 503, "skip": 1}
+    assert requests.post(client.base_url + "/_fake/faults", json=fault).status_code == 201
+
+    statuses = [
+        client.post(client.base_url + RUNTIMES, json=runtime_body()).status_code for _ in range(3)
+    ]
+    assert statuses == [201, 503, 409]
+
+
 def test_credentials_never_recorded(client, apicp):
     register_runtime(client)
     requests.get(apicp.url + RUNTIMES, auth=(USERNAME, "wrong-" + PASSWORD))

@@ -76,6 +76,11 @@ pub struct Config {
     pub metrics_interval: Duration,
     /// How far behind "now" metric windows end: API Gateway datapoints can arrive late.
     pub metrics_buffer: Duration,
+    /// How much must be due before the metrics branch reads CloudWatch: one query serves every
+    /// window of it, and CloudWatch bills per query, not per datapoint.
+    pub metrics_fetch_interval: Duration,
+    /// How far back a new installation (a stage without a metrics watermark) starts.
+    pub metrics_backfill: Duration,
     pub metrics_max_windows_per_run: usize,
     /// How long a branch's claim on a stage lasts if the execution dies without releasing it.
     pub claim_ttl: Duration,
@@ -94,6 +99,16 @@ impl Config {
             overlap: self.change_overlap,
             max_window: self.change_max_window,
             reconcile: self.reconcile_interval,
+        }
+    }
+
+    pub fn window_timing(&self) -> crate::metrics::WindowTiming {
+        crate::metrics::WindowTiming {
+            interval: self.metrics_interval.as_secs() as i64,
+            buffer: self.metrics_buffer.as_secs() as i64,
+            fetch_interval: self.metrics_fetch_interval.as_secs() as i64,
+            backfill: self.metrics_backfill.as_secs() as i64,
+            max_windows: self.metrics_max_windows_per_run,
         }
     }
 
@@ -126,6 +141,14 @@ impl Config {
         let metrics_interval = env.seconds("METRICS_INTERVAL_SECONDS", 300)?;
         if metrics_interval.as_secs() < 60 || metrics_interval.as_secs() % 60 != 0 {
             return Err(invalid("METRICS_INTERVAL_SECONDS", "must be a positive multiple of 60"));
+        }
+        let metrics_fetch_interval = env.seconds("METRICS_FETCH_INTERVAL_SECONDS", 1800)?;
+        let metrics_max_windows_per_run = env.number("METRICS_MAX_WINDOWS_PER_RUN", 60)?.max(1) as usize;
+        if (metrics_max_windows_per_run as u64) * metrics_interval.as_secs() < metrics_fetch_interval.as_secs() {
+            return Err(invalid(
+                "METRICS_MAX_WINDOWS_PER_RUN",
+                "times METRICS_INTERVAL_SECONDS must cover METRICS_FETCH_INTERVAL_SECONDS, or a run never catches up",
+            ));
         }
         let chunk_size = env.number("CHUNK_SIZE", 100)?;
         if !(1..=MAX_CHUNK_SIZE as u64).contains(&chunk_size) {
@@ -169,7 +192,9 @@ impl Config {
             chunk_size: chunk_size as usize,
             metrics_interval,
             metrics_buffer: env.seconds("METRICS_BUFFER_SECONDS", 180)?,
-            metrics_max_windows_per_run: env.number("METRICS_MAX_WINDOWS_PER_RUN", 12)?.max(1) as usize,
+            metrics_fetch_interval,
+            metrics_backfill: env.seconds("METRICS_BACKFILL_SECONDS", 3600)?,
+            metrics_max_windows_per_run,
             claim_ttl: env.seconds("CLAIM_TTL_SECONDS", 3600)?,
             discovery_interval: env.seconds("DISCOVERY_INTERVAL_SECONDS", 3600)?,
             apigateway_requests_per_second: env.rate("APIGATEWAY_REQUESTS_PER_SECOND", 5.0)?,
@@ -285,6 +310,8 @@ mod tests {
         assert!(!config.allow_empty_listing_deletes);
         assert_eq!(config.apigateway_requests_per_second, 5.0, "half of API Gateway's quota");
         assert_eq!(config.change_overlap, Duration::from_secs(900));
+        assert_eq!(config.metrics_fetch_interval, Duration::from_secs(1800), "the CloudWatch cost target");
+        assert_eq!(config.metrics_backfill, Duration::from_secs(3600));
     }
 
     #[test]
@@ -312,6 +339,9 @@ mod tests {
             ("APIGATEWAY_REQUESTS_PER_SECOND", "0"),
             ("APIGATEWAY_REQUESTS_PER_SECOND", "12"),
             ("APIGATEWAY_REQUESTS_PER_SECOND", "fast"),
+            // 5 windows of 5 minutes cannot cover the 30-minute fetch interval.
+            ("METRICS_MAX_WINDOWS_PER_RUN", "5"),
+            ("METRICS_FETCH_INTERVAL_SECONDS", "a while"),
         ];
         for (variable, value) in cases {
             let mut values = minimal();

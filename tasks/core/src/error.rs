@@ -50,6 +50,16 @@ pub enum AgentError {
     #[error("AWS request failed: {0}")]
     AwsRequestFailed(String),
 
+    /// CloudWatch answered without all the data of a window (a `StatusCode` other than
+    /// `Complete`, or `Messages`): the window waits rather than being sent as zero traffic.
+    #[error("CloudWatch metrics incomplete: {0}")]
+    MetricsIncomplete(String),
+
+    /// Metrics windows planned for this run were not all accepted by the control plane; the
+    /// next run resumes each named stage after its last accepted window.
+    #[error("metrics windows not sent for stage(s) {}: the next run resumes them", .stages.join(", "))]
+    WindowsNotSent { stages: Vec<String> },
+
     /// A full reconciliation would delete APIs on the strength of an empty AWS listing.
     #[error(
         "refusing to delete {count} API(s) from runtime {runtime_id}: API Gateway listed no deployed API \
@@ -77,12 +87,20 @@ impl AgentError {
             Self::AwsAccessDenied(_) => "AwsAccessDenied",
             Self::AwsRequestFailed(_) => "AwsRequestFailed",
             Self::UnsafeDeletion { .. } => "UnsafeDeletion",
+            Self::MetricsIncomplete(_) => "MetricsIncomplete",
+            Self::WindowsNotSent { .. } => "WindowsNotSent",
         }
     }
 
     /// Whether the state machine retries this error (kept in step with the ASL `Retry` lists).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::ControlPlaneUnavailable(_) | Self::Throttled(_) | Self::AwsUnavailable(_))
+        matches!(
+            self,
+            Self::ControlPlaneUnavailable(_)
+                | Self::Throttled(_)
+                | Self::AwsUnavailable(_)
+                | Self::MetricsIncomplete(_)
+        )
     }
 
     /// Whether a failed cold start with this error can never heal in this container: only a
@@ -123,6 +141,8 @@ mod tests {
             (AgentError::AwsAccessDenied("denied".into()), "AwsAccessDenied", false),
             (AgentError::AwsRequestFailed("bad".into()), "AwsRequestFailed", false),
             (AgentError::UnsafeDeletion { runtime_id: "r".into(), count: 3 }, "UnsafeDeletion", false),
+            (AgentError::MetricsIncomplete("PartialData".into()), "MetricsIncomplete", true),
+            (AgentError::WindowsNotSent { stages: vec!["prod".into()] }, "WindowsNotSent", false),
         ];
         for (error, expected_type, retryable) in cases {
             assert_eq!(error.is_retryable(), retryable, "{expected_type}");

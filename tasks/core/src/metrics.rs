@@ -1,9 +1,10 @@
 //! Metric windows and aggregation (ARCHITECTURE.md section 6). Pure functions.
 //!
 //! Per API and window: transactions = sum of `Count`; 4xx/5xx = sums of `4XXError`/`5XXError`;
-//! 2xx = transactions - 4xx - 5xx; average latency (`Latency`, which API Gateway measures from
-//! request to response, so it is also the response time) and average backend response time
-//! (`IntegrationLatency`) are means of the 1-minute averages weighted by that minute's `Count`.
+//! 2xx = transactions - 4xx - 5xx. The three averages are means of the 1-minute averages weighted
+//! by that minute's `Count`, as APICP means them: `averageResponseTime` is API Gateway's
+//! `Latency` (what the client waits), `averageBackendResponseTime` its `IntegrationLatency`, and
+//! `averageLatency` the gateway's own share, `Latency - IntegrationLatency` (floored at 0).
 
 use std::collections::BTreeMap;
 
@@ -41,11 +42,11 @@ struct WeightedMean {
 }
 
 impl WeightedMean {
-    /// Weights each minute's average by that minute's request count; a minute without a count
-    /// (should not happen) weighs 1 so its datapoint is not lost.
+    /// Weights each minute's average by that minute's request count. A minute with an average
+    /// but no count cannot be weighted and is left out: the averages are per request.
     fn of(averages: &Series, counts: &Series) -> Self {
         averages.iter().fold(Self::default(), |acc, (minute, average)| {
-            let weight = counts.get(minute).copied().filter(|c| *c > 0.0).unwrap_or(1.0);
+            let weight = counts.get(minute).copied().filter(|c| *c > 0.0).unwrap_or(0.0);
             Self { weighted_sum: acc.weighted_sum + average * weight, weight: acc.weight + weight }
         })
     }
@@ -89,12 +90,15 @@ impl Totals {
     }
 
     pub fn api_metrics(&self) -> ApiMetrics {
-        let latency = self.latency.value();
+        let total = self.latency.value();
+        let backend = self.integration_latency.value();
+        // Without an integration latency (a mock integration), all of the time is the gateway's.
+        let gateway = total.map(|total| (total - backend.unwrap_or(0.0)).max(0.0));
         ApiMetrics {
             transaction_count: self.count,
-            average_latency: latency,
-            average_backend_response_time: self.integration_latency.value(),
-            average_response_time: latency,
+            average_latency: gateway,
+            average_backend_response_time: backend,
+            average_response_time: total,
         }
     }
 
@@ -106,6 +110,20 @@ impl Totals {
             ("4xx".to_owned(), only_count(self.client_errors)),
             ("5xx".to_owned(), only_count(self.server_errors)),
         ])
+    }
+}
+
+impl ApiSeries {
+    /// The datapoints of the minutes in `[start, end)`.
+    pub fn within(&self, start: i64, end: i64) -> Self {
+        let slice = |series: &Series| series.range(start..end).map(|(t, v)| (*t, *v)).collect();
+        Self {
+            count: slice(&self.count),
+            client_errors: slice(&self.client_errors),
+            server_errors: slice(&self.server_errors),
+            latency: slice(&self.latency),
+            integration_latency: slice(&self.integration_latency),
+        }
     }
 }
 
@@ -145,29 +163,50 @@ pub fn metrics_model(window_end: i64, apis: &[(ApiIdentity, ApiSeries)]) -> Agen
     }
 }
 
-/// The windows `[start, end)` to send now: aligned to `interval`, ending no later than
-/// `now - buffer`, starting at the watermark (or with the latest window on a first run), at most
-/// `max_windows` of them so a long outage catches up in bounded steps.
-pub fn due_windows(
-    watermark: Option<i64>,
-    now: i64,
-    interval: i64,
-    buffer: i64,
-    max_windows: usize,
-) -> Vec<(i64, i64)> {
-    let latest_end = (now - buffer).div_euclid(interval) * interval;
-    let mut start = watermark.unwrap_or(latest_end - interval);
+/// When the metrics branch reads a stage's windows (seconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowTiming {
+    /// Window length; windows are aligned to it.
+    pub interval: i64,
+    /// Windows end this long before now: API Gateway's datapoints arrive late.
+    pub buffer: i64,
+    /// Read only once this much is due, so one query serves several windows.
+    pub fetch_interval: i64,
+    /// How far back a stage without a watermark starts.
+    pub backfill: i64,
+    /// At most this many windows per stage and run, so a catch-up proceeds in bounded steps.
+    pub max_windows: usize,
+}
+
+/// The windows `[start, end)` from `start` up to `end`: the first closes up to the grid (a
+/// watermark off the grid after the interval changed), the others are `interval` long.
+pub fn split_windows(start: i64, end: i64, interval: i64) -> Vec<(i64, i64)> {
     let mut windows = Vec::new();
-    while windows.len() < max_windows {
-        // A watermark off the grid (the interval was changed) first closes up to the grid.
-        let end = (start.div_euclid(interval) + 1) * interval;
-        if end > latest_end {
-            break;
+    let mut from = start;
+    loop {
+        let to = (from.div_euclid(interval) + 1) * interval;
+        if to > end {
+            return windows;
         }
-        windows.push((start, end));
-        start = end;
+        windows.push((from, to));
+        from = to;
     }
-    windows
+}
+
+/// The range `[start, end)` of whole windows to read now for a stage whose windows are sent up
+/// to `watermark`, or `None` while fewer than the fetch interval's are due. A first run starts
+/// `backfill` back; a catch-up takes at most `max_windows` per run.
+pub fn due_range(watermark: Option<i64>, now: i64, timing: WindowTiming) -> Option<(i64, i64)> {
+    let interval = timing.interval;
+    let latest_end = (now - timing.buffer).div_euclid(interval) * interval;
+    let start = match watermark {
+        Some(watermark) if latest_end - watermark < timing.fetch_interval => return None,
+        Some(watermark) => watermark,
+        None => (latest_end - timing.backfill.max(interval)).div_euclid(interval) * interval,
+    };
+    let windows = split_windows(start, latest_end, interval);
+    let last = windows.get(timing.max_windows.max(1) - 1).or(windows.last())?;
+    Some((start, last.1))
 }
 
 #[cfg(test)]
@@ -194,7 +233,7 @@ mod tests {
         let totals = Totals::of(&data);
         let metrics = totals.api_metrics();
         assert_eq!(metrics.transaction_count, 40.0);
-        assert_eq!(metrics.average_latency, Some(175.0)); // (100*10 + 200*30) / 40
+        assert_eq!(metrics.average_response_time, Some(175.0)); // (100*10 + 200*30) / 40
         assert_eq!(metrics.average_backend_response_time, Some(140.0));
         let by_status = totals.by_status_code();
         assert_eq!(by_status["2xx"].transaction_count, 34.0);
@@ -213,7 +252,7 @@ mod tests {
         assert_eq!(model.api_transaction_metrics_list.len(), 2);
         let runtime = &model.runtime_transaction_metrics.api_metrics;
         assert_eq!(runtime.transaction_count, 20.0);
-        assert_eq!(runtime.average_latency, Some(20.0)); // (50*5 + 10*15) / 20
+        assert_eq!(runtime.average_response_time, Some(20.0)); // (50*5 + 10*15) / 20
     }
 
     #[test]
@@ -224,18 +263,72 @@ mod tests {
         assert!(model.api_transaction_metrics_list.is_empty());
     }
 
+    const TIMING: WindowTiming =
+        WindowTiming { interval: 300, buffer: 180, fetch_interval: 300, backfill: 3600, max_windows: 12 };
+
     #[test]
-    fn windows_are_aligned_buffered_and_bounded() {
+    fn due_windows_are_aligned_buffered_and_bounded() {
         // now 10:17:30 with a 3-minute buffer: the latest window ends at 10:10 (interval 5 min).
         let now = 10 * 3600 + 17 * 60 + 30;
         let ten = 10 * 3600 + 10 * 60;
-        assert_eq!(due_windows(None, now, 300, 180, 12), vec![(ten - 300, ten)]);
+        assert_eq!(due_range(Some(ten - 900), now, TIMING), Some((ten - 900, ten)));
         assert_eq!(
-            due_windows(Some(ten - 900), now, 300, 180, 12),
+            split_windows(ten - 900, ten, 300),
             vec![(ten - 900, ten - 600), (ten - 600, ten - 300), (ten - 300, ten)]
         );
-        assert_eq!(due_windows(Some(ten - 900), now, 300, 180, 2).len(), 2, "catch-up is bounded");
-        assert!(due_windows(Some(ten), now, 300, 180, 12).is_empty(), "nothing due yet");
-        assert_eq!(due_windows(Some(ten - 420), now, 300, 180, 12), vec![(ten - 420, ten - 300), (ten - 300, ten)]);
+        let two = WindowTiming { max_windows: 2, ..TIMING };
+        assert_eq!(due_range(Some(ten - 900), now, two), Some((ten - 900, ten - 300)), "catch-up is bounded");
+        assert_eq!(due_range(Some(ten), now, TIMING), None, "nothing due yet");
+        // A watermark off the grid (the interval changed) first closes up to it.
+        assert_eq!(split_windows(ten - 420, ten, 300), vec![(ten - 420, ten - 300), (ten - 300, ten)]);
+    }
+
+    #[test]
+    fn a_first_run_backfills_and_later_runs_wait_for_the_fetch_interval() {
+        let now = 10 * 3600 + 17 * 60 + 30;
+        let ten = 10 * 3600 + 10 * 60;
+        assert_eq!(due_range(None, now, TIMING), Some((ten - 3600, ten)), "the last hour: 12 windows");
+        let half_hourly = WindowTiming { interval: 60, fetch_interval: 1800, max_windows: 60, ..TIMING };
+        let minute_end = (now - 180) / 60 * 60;
+        assert_eq!(due_range(Some(minute_end - 1740), now, half_hourly), None, "29 minutes due: wait");
+        assert_eq!(due_range(Some(minute_end - 1800), now, half_hourly), Some((minute_end - 1800, minute_end)));
+    }
+
+    #[test]
+    fn the_three_averages_mean_what_apicp_means() {
+        let data = ApiSeries {
+            count: series(&[(0, 10.0), (60, 30.0)]),
+            latency: series(&[(0, 100.0), (60, 200.0)]),
+            integration_latency: series(&[(0, 80.0), (60, 160.0)]),
+            ..ApiSeries::default()
+        };
+        let metrics = Totals::of(&data).api_metrics();
+        assert_eq!(metrics.average_response_time, Some(175.0)); // (100*10 + 200*30) / 40
+        assert_eq!(metrics.average_backend_response_time, Some(140.0)); // (80*10 + 160*30) / 40
+        assert_eq!(metrics.average_latency, Some(35.0)); // the gateway's own: 175 - 140
+        let mock = ApiSeries { count: series(&[(0, 4.0)]), latency: series(&[(0, 12.0)]), ..ApiSeries::default() };
+        let metrics = Totals::of(&mock).api_metrics();
+        assert_eq!((metrics.average_latency, metrics.average_backend_response_time), (Some(12.0), None));
+    }
+
+    #[test]
+    fn a_minute_with_latency_but_no_count_weighs_nothing() {
+        let data = ApiSeries {
+            count: series(&[(0, 10.0)]),
+            latency: series(&[(0, 100.0), (60, 900.0)]),
+            ..ApiSeries::default()
+        };
+        let metrics = Totals::of(&data).api_metrics();
+        assert_eq!((metrics.transaction_count, metrics.average_response_time), (10.0, Some(100.0)));
+        let only_latency = ApiSeries { latency: series(&[(60, 900.0)]), ..ApiSeries::default() };
+        assert_eq!(Totals::of(&only_latency).api_metrics().average_response_time, None);
+    }
+
+    #[test]
+    fn a_series_is_cut_into_its_windows_without_losing_a_minute() {
+        let data = ApiSeries { count: series(&[(0, 1.0), (60, 2.0), (300, 4.0), (540, 8.0)]), ..ApiSeries::default() };
+        let totals: Vec<f64> =
+            split_windows(0, 600, 300).into_iter().map(|(s, e)| Totals::of(&data.within(s, e)).count).collect();
+        assert_eq!(totals, vec![3.0, 12.0]);
     }
 }

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::control_plane::types::{AgentMetricsModel, ApiDocument};
+use crate::control_plane::types::ApiDocument;
 
 /// Which branch of the workflow a task serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -66,7 +66,7 @@ pub struct ListChangesInput {
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum Chunk {
     Assets(AssetChunk),
-    Metrics(MetricsWindow),
+    Metrics(MetricsChunk),
 }
 
 /// APIs of one runtime to publish (REST API ids) or remove (control plane API ids).
@@ -86,14 +86,29 @@ pub struct AssetChunk {
     pub snapshot: Option<String>,
 }
 
-/// One aligned metrics window `[start, end)` (epoch seconds) of one runtime.
+/// The due metrics windows of one runtime: `[start, end)` cut at `interval` (see
+/// [`crate::metrics::split_windows`]), read from CloudWatch together and sent one by one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct MetricsWindow {
+pub struct RuntimeWindows {
     pub runtime_id: String,
     pub stage: String,
     pub start: i64,
     pub end: i64,
+    pub interval: i64,
+}
+
+impl RuntimeWindows {
+    pub fn windows(&self) -> Vec<(i64, i64)> {
+        crate::metrics::split_windows(self.start, self.end, self.interval)
+    }
+}
+
+/// One Map iteration of the metrics branch: several runtimes' windows, a bounded number in all.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricsChunk {
+    pub runtimes: Vec<RuntimeWindows>,
 }
 
 /// A watermark to commit once every publish of the run succeeded.
@@ -143,19 +158,23 @@ pub enum Batch {
         /// What did not fit in this batch's payload budget; the workflow loops on it.
         next: Option<AssetChunk>,
     },
-    #[serde(rename_all = "camelCase")]
-    Metrics { runtime_id: String, metrics: AgentMetricsModel },
+    /// The chunk whose window reports transform stored in the state table (a report of a
+    /// window with 2,500 APIs is far larger than a state payload may be).
+    Metrics(MetricsChunk),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PublishOutput {
-    pub kind: Kind,
-    pub runtime_id: String,
+    /// The runtimes the batch was for.
+    pub runtime_ids: Vec<String>,
     pub created: usize,
     pub updated: usize,
     pub deleted: usize,
-    pub metrics_sent: usize,
+    /// Metrics windows the control plane accepted in this invocation.
+    pub windows_sent: usize,
+    /// Windows skipped because an earlier attempt had them accepted already.
+    pub windows_already_sent: usize,
     /// The chunk to transform next (the rest of an oversized chunk), or null.
     pub next: Option<Chunk>,
 }
@@ -175,8 +194,10 @@ pub struct AckInput {
 #[serde(rename_all = "camelCase")]
 pub struct AckedWatermark {
     pub stage: String,
+    /// Assets: the position committed. Metrics: the end of the last window sent (0: none yet).
     pub position: i64,
-    /// False when the stored watermark was already at or past `position`.
+    /// Assets: false when the stored watermark was already at or past `position`. Metrics:
+    /// whether every window planned for the run was sent.
     pub advanced: bool,
 }
 

@@ -1,17 +1,34 @@
-//! `publish` Lambda: sends one batch of documents or metrics to the control plane.
+//! `publish` Lambda: sends one batch of documents, or a chunk's stored metrics windows, to the
+//! control plane.
 
-use agent_core::bootstrap;
+use std::time::Instant;
+
+use agent_core::aws::state::DynamoStateStore;
+use agent_core::bootstrap::{self, now};
 use agent_core::config::Config;
 use agent_core::control_plane::HttpControlPlane;
-use agent_core::handlers::publish::publish;
+use agent_core::handlers::publish::{Publish, WINDOW_SENDING_BUDGET};
 
-async fn control_plane() -> agent_core::Result<HttpControlPlane> {
+struct Dependencies {
+    control_plane: HttpControlPlane,
+    state: DynamoStateStore,
+}
+
+async fn dependencies() -> agent_core::Result<Dependencies> {
     let config = Config::from_env()?;
-    bootstrap::control_plane(&config, &bootstrap::aws_config().await)
+    let aws = bootstrap::aws_config().await;
+    Ok(Dependencies {
+        control_plane: bootstrap::control_plane(&config, &aws)?,
+        state: DynamoStateStore::new(aws_sdk_dynamodb::Client::new(&aws), &config.state_table),
+    })
 }
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     bootstrap::init_tracing();
-    bootstrap::serve(control_plane, |batch, control_plane| async move { publish(batch, &*control_plane).await }).await
+    bootstrap::serve(dependencies, |batch, deps| async move {
+        let send_until = Instant::now() + WINDOW_SENDING_BUDGET;
+        Publish { control_plane: &deps.control_plane, state: &deps.state, send_until }.run(batch, now()).await
+    })
+    .await
 }

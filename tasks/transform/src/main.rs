@@ -32,7 +32,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             Transform { region: &deps.region, gateway: &deps.gateway, metrics: &deps.metrics, state: &deps.state };
         match chunk {
             Chunk::Assets(chunk) => task.assets(chunk).await,
-            Chunk::Metrics(window) => task.metrics(window, now()).await,
+            Chunk::Metrics(chunk) => task.metrics(chunk, now()).await,
         }
     })
     .await

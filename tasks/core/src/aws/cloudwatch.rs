@@ -9,11 +9,12 @@ use std::future::Future;
 use aws_sdk_cloudwatch::Client;
 use aws_sdk_cloudwatch::primitives::DateTime;
 use aws_sdk_cloudwatch::types::{
-    Dimension, DimensionFilter, Metric, MetricDataQuery, MetricStat, RecentlyActive, ScanBy,
+    Dimension, DimensionFilter, MessageData, Metric, MetricDataQuery, MetricDataResult, MetricStat, RecentlyActive,
+    ScanBy, StatusCode,
 };
 
 use super::sdk_error;
-use crate::error::Result;
+use crate::error::{AgentError, Result};
 use crate::metrics::{ApiSeries, Series};
 
 const NAMESPACE: &str = "AWS/ApiGateway";
@@ -100,18 +101,8 @@ impl MetricSource for CloudWatchMetrics {
         end: i64,
     ) -> Result<BTreeMap<String, ApiSeries>> {
         let mut series: BTreeMap<String, ApiSeries> = BTreeMap::new();
-        let apis_per_call = MAX_QUERIES_PER_CALL / REST_METRICS.len();
-        for (batch_index, batch) in api_names.chunks(apis_per_call).enumerate() {
-            let mut queries = Vec::with_capacity(batch.len() * REST_METRICS.len());
-            // Query ids must start with a lowercase letter: q<api index>_<metric index>.
-            let mut owners = BTreeMap::new();
-            for (api_index, api_name) in batch.iter().enumerate() {
-                for (metric_index, (metric_name, stat)) in REST_METRICS.iter().enumerate() {
-                    let id = format!("q{}_{metric_index}", batch_index * apis_per_call + api_index);
-                    owners.insert(id.clone(), (api_name.clone(), metric_index));
-                    queries.push(rest_query(&id, api_name, stage, metric_name, stat));
-                }
-            }
+        for QueryBatch { queries, owners } in query_batches(stage, api_names) {
+            let mut completeness = Completeness::expecting(owners.keys());
             let mut next_token: Option<String> = None;
             loop {
                 let page = self
@@ -125,7 +116,9 @@ impl MetricSource for CloudWatchMetrics {
                     .send()
                     .await
                     .map_err(|e| sdk_error("cloudwatch:GetMetricData", e))?;
+                completeness.observe_page(page.messages());
                 for result in page.metric_data_results() {
+                    completeness.observe(result);
                     let Some((api_name, metric_index)) = result.id().and_then(|id| owners.get(id)) else { continue };
                     let entry = series.entry(api_name.clone()).or_default();
                     let target: &mut Series = match metric_index {
@@ -144,9 +137,85 @@ impl MetricSource for CloudWatchMetrics {
                     _ => break,
                 }
             }
+            completeness.verdict(stage)?;
         }
         Ok(series)
     }
+}
+
+/// One `GetMetricData` call's queries, and which API and metric each query id stands for.
+struct QueryBatch {
+    queries: Vec<MetricDataQuery>,
+    owners: BTreeMap<String, (String, usize)>,
+}
+
+/// The calls that read every metric of `api_names` on `stage`: one query per API and metric,
+/// whatever the number of windows, 500 queries (100 APIs) per call. What CloudWatch bills.
+fn query_batches(stage: &str, api_names: &[String]) -> Vec<QueryBatch> {
+    let apis_per_call = MAX_QUERIES_PER_CALL / REST_METRICS.len();
+    let mut batches = Vec::new();
+    for (batch_index, batch) in api_names.chunks(apis_per_call).enumerate() {
+        let mut queries = Vec::with_capacity(batch.len() * REST_METRICS.len());
+        let mut owners = BTreeMap::new();
+        for (api_index, api_name) in batch.iter().enumerate() {
+            for (metric_index, (metric_name, stat)) in REST_METRICS.iter().enumerate() {
+                // Query ids must start with a lowercase letter: q<api index>_<metric index>.
+                let id = format!("q{}_{metric_index}", batch_index * apis_per_call + api_index);
+                owners.insert(id.clone(), (api_name.clone(), metric_index));
+                queries.push(rest_query(&id, api_name, stage, metric_name, stat));
+            }
+        }
+        batches.push(QueryBatch { queries, owners });
+    }
+    batches
+}
+
+/// Whether a `GetMetricData` answer, over all its pages, holds every datapoint: each query's
+/// last status `Complete` and no message. Anything else is never taken as zero traffic.
+struct Completeness {
+    /// Query id -> the status of its latest result (`None` until one arrives).
+    status: BTreeMap<String, Option<StatusCode>>,
+    messages: Vec<String>,
+}
+
+impl Completeness {
+    fn expecting<'a>(ids: impl Iterator<Item = &'a String>) -> Self {
+        Self { status: ids.map(|id| (id.clone(), None)).collect(), messages: Vec::new() }
+    }
+
+    fn observe_page(&mut self, messages: &[MessageData]) {
+        self.messages.extend(messages.iter().map(describe));
+    }
+
+    fn observe(&mut self, result: &MetricDataResult) {
+        if let Some(id) = result.id() {
+            self.status.insert(id.to_owned(), result.status_code().cloned());
+        }
+        self.messages.extend(result.messages().iter().map(describe));
+    }
+
+    fn verdict(&self, stage: &str) -> Result<()> {
+        let unfinished: Vec<String> = self
+            .status
+            .iter()
+            .filter(|(_, status)| **status != Some(StatusCode::Complete))
+            .map(|(id, status)| format!("{id}: {}", status.as_ref().map_or("no result", |s| s.as_str())))
+            .collect();
+        if unfinished.is_empty() && self.messages.is_empty() {
+            return Ok(());
+        }
+        let sample: Vec<&String> = unfinished.iter().chain(&self.messages).take(5).collect();
+        Err(AgentError::MetricsIncomplete(format!(
+            "stage {stage}: {} of {} queries incomplete, {} message(s): {sample:?}",
+            unfinished.len(),
+            self.status.len(),
+            self.messages.len()
+        )))
+    }
+}
+
+fn describe(message: &MessageData) -> String {
+    format!("{}: {}", message.code().unwrap_or("?"), message.value().unwrap_or(""))
 }
 
 fn rest_query(id: &str, api_name: &str, stage: &str, metric_name: &str, stat: &str) -> MetricDataQuery {
@@ -159,4 +228,55 @@ fn rest_query(id: &str, api_name: &str, stage: &str, metric_name: &str, stat: &s
         .build();
     let stat = MetricStat::builder().metric(metric).period(PERIOD_SECONDS).stat(stat).build();
     MetricDataQuery::builder().id(id).metric_stat(stat).return_data(true).build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(id: &str, status: StatusCode) -> MetricDataResult {
+        MetricDataResult::builder().id(id).status_code(status).build()
+    }
+
+    #[test]
+    fn a_read_costs_five_metrics_per_active_api_in_one_call_per_hundred_apis() {
+        for (active, calls) in [(10, 1), (1_000, 10), (2_500, 25)] {
+            let names: Vec<String> = (0..active).map(|i| format!("api-{i}")).collect();
+            let batches = query_batches("prod", &names);
+            let requested: usize = batches.iter().map(|b| b.queries.len()).sum();
+            assert_eq!((batches.len(), requested), (calls, 5 * active), "{active} active API-stages");
+            assert!(batches.iter().all(|b| b.queries.len() <= MAX_QUERIES_PER_CALL));
+            let ids: BTreeSet<&String> = batches.iter().flat_map(|b| b.owners.keys()).collect();
+            assert_eq!(ids.len(), requested, "query ids are unique across calls");
+        }
+        assert!(query_batches("prod", &[]).is_empty(), "a quiet stage costs no GetMetricData call");
+    }
+
+    #[test]
+    fn only_complete_answers_to_every_query_count_as_data() {
+        let ids = ["q0_0".to_owned(), "q0_1".to_owned()];
+        let mut paged = Completeness::expecting(ids.iter());
+        // A first page cut short, then the rest of the data with the next token.
+        paged.observe(&result("q0_0", StatusCode::PartialData));
+        paged.observe(&result("q0_0", StatusCode::Complete));
+        paged.observe(&result("q0_1", StatusCode::Complete));
+        assert!(paged.verdict("prod").is_ok());
+
+        let mut partial = Completeness::expecting(ids.iter());
+        partial.observe(&result("q0_0", StatusCode::Complete));
+        partial.observe(&result("q0_1", StatusCode::PartialData));
+        let error = partial.verdict("prod").unwrap_err();
+        assert_eq!(error.error_type(), "MetricsIncomplete");
+        assert!(error.to_string().contains("q0_1: PartialData"), "{error}");
+
+        let mut missing = Completeness::expecting(ids.iter());
+        missing.observe(&result("q0_0", StatusCode::Complete));
+        assert!(missing.verdict("prod").unwrap_err().to_string().contains("q0_1: no result"));
+
+        let mut with_message = Completeness::expecting(ids.iter());
+        with_message.observe(&result("q0_0", StatusCode::Complete));
+        with_message.observe(&result("q0_1", StatusCode::Complete));
+        with_message.observe_page(&[MessageData::builder().code("InternalError").value("try later").build()]);
+        assert!(with_message.verdict("prod").unwrap_err().to_string().contains("InternalError: try later"));
+    }
 }

@@ -10,12 +10,17 @@ use std::future::Future;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
+use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
+use flate2::Compression;
+use flate2::read::GzDecoder;
+use flate2::write::GzEncoder;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::sdk_error;
 use crate::aws::apigateway::DeployedApi;
+use crate::control_plane::types::AgentMetricsModel;
 use crate::error::{AgentError, Result};
 use crate::model::Kind;
 
@@ -86,6 +91,14 @@ pub trait StateStore: Send + Sync {
     fn put_catalog(&self, stage: &str, entries: &[CatalogEntry]) -> impl Future<Output = Result<()>> + Send;
     /// The stage's catalog; `None` before the first full sync stored one.
     fn load_catalog(&self, stage: &str) -> impl Future<Output = Result<Option<Vec<CatalogEntry>>>> + Send;
+    /// Stores the report of one metrics window until the publish task sends it.
+    fn put_report(
+        &self,
+        key: &str,
+        report: &AgentMetricsModel,
+        expires_at: i64,
+    ) -> impl Future<Output = Result<()>> + Send;
+    fn load_report(&self, key: &str) -> impl Future<Output = Result<AgentMetricsModel>> + Send;
     /// The stages found by the last discovery (`STAGES=*`) and when it ran.
     fn load_discovery(&self) -> impl Future<Output = Result<Option<Discovery>>> + Send;
     fn save_discovery(&self, discovery: &Discovery) -> impl Future<Output = Result<()>> + Send;
@@ -140,6 +153,11 @@ fn catalog_key(stage: &str) -> String {
 
 pub fn snapshot_key(execution_id: &str, stage: &str, chunk: usize) -> String {
     format!("#snapshot#{execution_id}#{stage}#{chunk}")
+}
+
+/// The key of the report of the metrics window of `runtime_id` that ends at `window_end`.
+pub fn report_key(runtime_id: &str, window_end: i64) -> String {
+    format!("#report#{runtime_id}#{window_end}")
 }
 
 /// The key of one part of a stored listing of `stage`: named by the listing's time, so a
@@ -303,6 +321,34 @@ impl StateStore for DynamoStateStore {
 
     async fn load_catalog(&self, stage: &str) -> Result<Option<Vec<CatalogEntry>>> {
         self.load_apis(&catalog_key(stage)).await
+    }
+
+    async fn put_report(&self, key: &str, report: &AgentMetricsModel, expires_at: i64) -> Result<()> {
+        // Gzipped: a window of 2,500 APIs is about 1 MB of JSON, a tenth of that compressed,
+        // inside DynamoDB's 400 KB items.
+        let mut gzip = GzEncoder::new(Vec::new(), Compression::default());
+        serde_json::to_writer(&mut gzip, report)
+            .map_err(|e| AgentError::AwsRequestFailed(format!("report {key} cannot be serialized: {e}")))?;
+        let body = gzip.finish().map_err(|e| AgentError::AwsRequestFailed(format!("report {key}: {e}")))?;
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item(KEY, AttributeValue::S(key.to_owned()))
+            .item("report", AttributeValue::B(Blob::new(body)))
+            .item(EXPIRES_AT, AttributeValue::N(expires_at.to_string()))
+            .send()
+            .await
+            .map_err(|e| sdk_error("dynamodb:PutItem", e))?;
+        Ok(())
+    }
+
+    async fn load_report(&self, key: &str) -> Result<AgentMetricsModel> {
+        let item = self.item(key).await?;
+        let Some(AttributeValue::B(body)) = item.as_ref().and_then(|item| item.get("report")) else {
+            return Err(AgentError::AwsRequestFailed(format!("report {key} is missing (expired?)")));
+        };
+        serde_json::from_reader(GzDecoder::new(body.as_ref()))
+            .map_err(|e| AgentError::AwsRequestFailed(format!("report {key} is malformed: {e}")))
     }
 
     async fn load_discovery(&self) -> Result<Option<Discovery>> {

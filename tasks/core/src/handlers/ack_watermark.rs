@@ -1,28 +1,46 @@
-//! `ack-watermark`: commits a branch's watermarks and releases its claims. The workflow reaches
-//! it with watermarks only after every publish of the branch succeeded (the conditional write
-//! keeps each watermark monotonic), and without any on a failed branch, to release the claims.
+//! `ack-watermark`: commits a branch's watermarks and releases its claims.
+//!
+//! Assets: the workflow reaches it with watermarks only after every publish of the branch
+//! succeeded (the conditional write keeps each watermark monotonic), and without any on a failed
+//! branch, to release the claims. Metrics: publish records each window as it is accepted, so
+//! here the planned positions are only checked; a stage left short fails the branch with
+//! `WindowsNotSent` once its claims are released.
 
 use crate::aws::state::StateStore;
-use crate::error::Result;
-use crate::model::{AckInput, AckOutput, AckedWatermark};
+use crate::error::{AgentError, Result};
+use crate::model::{AckInput, AckOutput, AckedWatermark, Kind};
 use crate::telemetry;
 
 pub async fn ack_watermark(input: AckInput, state: &impl StateStore, now: i64) -> Result<AckOutput> {
-    let lag_seconds = input.watermarks.iter().map(|w| w.position).max().map(|newest| now - newest);
     let mut acked = Vec::with_capacity(input.watermarks.len());
     for update in input.watermarks {
-        let advanced =
-            state.advance_watermark(&update.stage, input.kind, update.position, update.full_sync_at, now).await?;
-        if !advanced {
-            tracing::info!(stage = update.stage, position = update.position, "watermark already at or past position");
-        }
-        acked.push(AckedWatermark { stage: update.stage, position: update.position, advanced });
+        let (position, advanced) = match input.kind {
+            Kind::Assets => {
+                let advanced = state
+                    .advance_watermark(&update.stage, input.kind, update.position, update.full_sync_at, now)
+                    .await?;
+                if !advanced {
+                    tracing::info!(stage = update.stage, position = update.position, "watermark already at or past");
+                }
+                (update.position, advanced)
+            }
+            Kind::Metrics => {
+                let sent = state.load(&update.stage).await?.metrics_watermark;
+                (sent.unwrap_or_default(), sent.is_some_and(|sent| sent >= update.position))
+            }
+        };
+        acked.push(AckedWatermark { stage: update.stage, position, advanced });
     }
     for stage in &input.claimed {
         state.release(stage, input.kind, &input.execution_id).await?;
     }
+    let lag_seconds = acked.iter().map(|w| w.position).max().map(|newest| now - newest);
     if let Some(lag) = lag_seconds {
         telemetry::emit(&telemetry::sync_lag_record(input.kind, lag, now));
+    }
+    let short: Vec<String> = acked.iter().filter(|w| !w.advanced).map(|w| w.stage.clone()).collect();
+    if input.kind == Kind::Metrics && !short.is_empty() {
+        return Err(AgentError::WindowsNotSent { stages: short });
     }
     Ok(AckOutput { kind: input.kind, watermarks: acked, lag_seconds })
 }

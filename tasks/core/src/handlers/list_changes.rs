@@ -14,14 +14,18 @@ use crate::control_plane::ControlPlane;
 use crate::error::{AgentError, Result};
 use crate::handlers::Deployments;
 use crate::mapping::published_api_id;
-use crate::metrics::due_windows;
+use crate::metrics::due_range;
 use crate::model::{
-    ChangeSummary, Chunk, Kind, ListChangesInput, ListChangesOutput, MetricsWindow, RuntimeRef, SyncMode,
-    WatermarkUpdate,
+    ChangeSummary, Chunk, Kind, ListChangesInput, ListChangesOutput, MetricsChunk, RuntimeRef, RuntimeWindows,
+    SyncMode, WatermarkUpdate,
 };
 
 /// Snapshots outlive the longest execution (an hour) by far, and then expire by the table's TTL.
 const SNAPSHOT_TTL_SECONDS: i64 = 86_400;
+
+/// The most metrics windows one Map iteration reads and sends: a whole catch-up of one runtime
+/// at the default settings, and at one window per second well inside publish's time budget.
+pub const WINDOWS_PER_METRICS_CHUNK: usize = 60;
 
 /// Where the full syncs of one run find what is deployed.
 #[derive(Default)]
@@ -276,32 +280,37 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed, E: Executions
         Ok(stale)
     }
 
+    /// Each runtime's due windows, runtimes grouped into chunks of at most
+    /// [`WINDOWS_PER_METRICS_CHUNK`] windows: a catch-up over hundreds of runtimes takes a few
+    /// Map iterations, not one per runtime and window. The watermarks are the positions publish
+    /// is expected to reach; it records each window itself as the control plane accepts it.
     async fn metrics(&self, runtimes: &[&RuntimeRef], now: i64) -> Result<Listed> {
         let mut output = Listed::default();
+        let timing = self.config.window_timing();
+        let mut open = MetricsChunk { runtimes: vec![] };
+        let mut open_windows = 0;
         for runtime in runtimes {
             let state = self.state.load(&runtime.stage).await?;
-            let windows = due_windows(
-                state.metrics_watermark,
-                now,
-                self.config.metrics_interval.as_secs() as i64,
-                self.config.metrics_buffer.as_secs() as i64,
-                self.config.metrics_max_windows_per_run,
-            );
-            let Some(&(_, last_end)) = windows.last() else { continue };
-            output.summary.windows += windows.len();
-            output.chunks.extend(windows.into_iter().map(|(start, end)| {
-                Chunk::Metrics(MetricsWindow {
-                    runtime_id: runtime.runtime_id.clone(),
-                    stage: runtime.stage.clone(),
-                    start,
-                    end,
-                })
-            }));
-            output.watermarks.push(WatermarkUpdate {
+            let Some((start, end)) = due_range(state.metrics_watermark, now, timing) else { continue };
+            let due = RuntimeWindows {
+                runtime_id: runtime.runtime_id.clone(),
                 stage: runtime.stage.clone(),
-                position: last_end,
-                full_sync_at: None,
-            });
+                start,
+                end,
+                interval: timing.interval,
+            };
+            let windows = due.windows().len();
+            if !open.runtimes.is_empty() && open_windows + windows > WINDOWS_PER_METRICS_CHUNK {
+                output.chunks.push(Chunk::Metrics(std::mem::replace(&mut open, MetricsChunk { runtimes: vec![] })));
+                open_windows = 0;
+            }
+            open.runtimes.push(due);
+            open_windows += windows;
+            output.summary.windows += windows;
+            output.watermarks.push(WatermarkUpdate { stage: runtime.stage.clone(), position: end, full_sync_at: None });
+        }
+        if !open.runtimes.is_empty() {
+            output.chunks.push(Chunk::Metrics(open));
         }
         Ok(output)
     }

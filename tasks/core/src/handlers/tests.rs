@@ -4,24 +4,26 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use super::ack_watermark::ack_watermark;
 use super::ensure_runtime::EnsureRuntime;
-use super::list_changes::ListChanges;
+use super::list_changes::{ListChanges, WINDOWS_PER_METRICS_CHUNK};
+use super::publish::Publish;
 use super::transform::{BATCH_BUDGET_BYTES, Transform};
 use crate::aws::apigateway::{ApiGateway, DeployedApi, RestApi, Stage};
 use crate::aws::cloudtrail::{ApiEvent, ChangeFeed};
 use crate::aws::cloudwatch::MetricSource;
 use crate::aws::executions::Executions;
-use crate::aws::state::{CatalogEntry, Claim, Discovery, RuntimeState, StateStore};
+use crate::aws::state::{CatalogEntry, Claim, Discovery, RuntimeState, StateStore, report_key};
 use crate::config::Config;
 use crate::control_plane::types::{AgentMetricsModel, ApiDocument, Heartbeat, Runtime};
 use crate::control_plane::{ControlPlane, Upserted};
 use crate::error::{AgentError, Result};
 use crate::metrics::ApiSeries;
 use crate::model::{
-    AckInput, Batch, Chunk, ExecutionInput, Kind, ListChangesInput, ListChangesOutput, RuntimeRef, SyncMode,
-    WatermarkUpdate,
+    AckInput, Batch, Chunk, ExecutionInput, Kind, ListChangesInput, ListChangesOutput, MetricsChunk, PublishOutput,
+    RuntimeRef, RuntimeWindows, SyncMode, WatermarkUpdate,
 };
 
 /// Step Functions' payload limit, with the margin ARCHITECTURE.md asks for.
@@ -80,6 +82,10 @@ struct Plane {
     runtimes: Mutex<BTreeSet<String>>,
     heartbeats: Mutex<Vec<Heartbeat>>,
     held: BTreeMap<String, Vec<String>>,
+    /// Metrics windows accepted: (runtime id, window end in seconds).
+    metrics: Mutex<Vec<(String, i64)>>,
+    /// Windows (runtime id, end) the control plane fails once each, as if briefly unavailable.
+    failing_windows: Mutex<BTreeSet<(String, i64)>>,
 }
 
 impl ControlPlane for Plane {
@@ -107,7 +113,12 @@ impl ControlPlane for Plane {
     async fn delete_api(&self, _: &str, _: &str) -> Result<bool> {
         Ok(true)
     }
-    async fn send_metrics(&self, _: &str, _: &AgentMetricsModel) -> Result<()> {
+    async fn send_metrics(&self, runtime_id: &str, metrics: &AgentMetricsModel) -> Result<()> {
+        let end = metrics.timestamp / 1000;
+        if self.failing_windows.lock().unwrap().remove(&(runtime_id.to_owned(), end)) {
+            return Err(AgentError::ControlPlaneUnavailable(format!("503 for the window ending {end}")));
+        }
+        self.metrics.lock().unwrap().push((runtime_id.to_owned(), end));
         Ok(())
     }
 }
@@ -123,6 +134,7 @@ struct Memory {
     discovery: Mutex<Option<Discovery>>,
     snapshots: Mutex<HashMap<String, Vec<DeployedApi>>>,
     catalogs: Mutex<HashMap<String, Vec<CatalogEntry>>>,
+    reports: Mutex<HashMap<String, AgentMetricsModel>>,
 }
 
 impl StateStore for Memory {
@@ -200,6 +212,14 @@ impl StateStore for Memory {
     async fn load_snapshot(&self, key: &str) -> Result<Vec<DeployedApi>> {
         let snapshots = self.snapshots.lock().unwrap();
         snapshots.get(key).cloned().ok_or_else(|| AgentError::AwsRequestFailed(format!("snapshot {key} is missing")))
+    }
+    async fn put_report(&self, key: &str, report: &AgentMetricsModel, _: i64) -> Result<()> {
+        self.reports.lock().unwrap().insert(key.to_owned(), report.clone());
+        Ok(())
+    }
+    async fn load_report(&self, key: &str) -> Result<AgentMetricsModel> {
+        let reports = self.reports.lock().unwrap();
+        reports.get(key).cloned().ok_or_else(|| AgentError::AwsRequestFailed(format!("report {key} is missing")))
     }
     async fn save_discovery(&self, discovery: &Discovery) -> Result<()> {
         *self.discovery.lock().unwrap() = Some(discovery.clone());
@@ -475,7 +495,7 @@ async fn requested_stages_override_the_configuration_and_are_validated() {
 async fn watermarks_only_move_forward() {
     let state = Memory::default();
     let ack = |position| AckInput {
-        kind: Kind::Metrics,
+        kind: Kind::Assets,
         execution_id: "run-1".into(),
         watermarks: vec![WatermarkUpdate { stage: "prod".into(), position, full_sync_at: None }],
         claimed: vec![],
@@ -488,7 +508,7 @@ async fn watermarks_only_move_forward() {
         "a replay never moves it back"
     );
     assert!(!ack_watermark(ack(600), &state, NOW).await.unwrap().watermarks[0].advanced);
-    assert_eq!(state.load("prod").await.unwrap().metrics_watermark, Some(600));
+    assert_eq!(state.load("prod").await.unwrap().assets_watermark, Some(600));
 }
 
 #[test]
@@ -634,17 +654,143 @@ async fn metrics_name_their_apis_from_the_catalog_the_assets_branch_keeps_not_fr
     let calls_of_the_full_sync = gateway.calls.load(Ordering::SeqCst);
     let busy = EveryApiBusy(gateway.apis.iter().map(|a| a.name.clone()).collect());
     let task = Transform { region: "eu-west-1", gateway: &gateway, metrics: &busy, state: &state };
-    let window =
-        crate::model::MetricsWindow { runtime_id: "rt_prod".into(), stage: "prod".into(), start: NOW - 300, end: NOW };
 
-    let Batch::Metrics { metrics, .. } = task.metrics(window, NOW).await.unwrap() else { panic!("metrics expected") };
+    task.metrics(chunk_of(&[("prod", NOW - 300, NOW)]), NOW).await.unwrap();
 
     assert_eq!(gateway.calls.load(Ordering::SeqCst), calls_of_the_full_sync, "no API Gateway call per window");
+    let metrics = state.load_report(&report_key("rt_prod", NOW)).await.unwrap();
     let reported: Vec<(String, Option<String>)> =
         metrics.api_transaction_metrics_list.iter().map(|m| (m.api_id.clone(), m.api_version.clone())).collect();
     let expected: Vec<(String, Option<String>)> =
         (0..5).map(|i| (format!("{i:010}_prod"), Some(format!("d{i}")))).collect();
     assert_eq!(reported, expected);
+}
+
+/// A metrics chunk of 5-minute windows: (stage, start, end) per runtime `rt_<stage>`.
+fn chunk_of(runtimes: &[(&str, i64, i64)]) -> MetricsChunk {
+    let runtimes = runtimes
+        .iter()
+        .map(|(stage, start, end)| RuntimeWindows {
+            runtime_id: format!("rt_{stage}"),
+            stage: (*stage).into(),
+            start: *start,
+            end: *end,
+            interval: 300,
+        })
+        .collect();
+    MetricsChunk { runtimes }
+}
+
+/// Transform and publish of one metrics chunk, then the windows the control plane holds.
+async fn send_chunk(plane: &Plane, state: &Memory, chunk: &MetricsChunk) -> Result<PublishOutput> {
+    let gateway = Gateway::default();
+    let transform = Transform { region: "eu-west-1", gateway: &gateway, metrics: &NoTraffic, state };
+    let Batch::Metrics(chunk) = transform.metrics(chunk.clone(), NOW).await? else { panic!("a metrics batch") };
+    let publish = Publish { control_plane: plane, state, send_until: Instant::now() + Duration::from_secs(60) };
+    publish.run(Batch::Metrics(chunk), NOW).await
+}
+
+#[tokio::test]
+async fn a_window_the_control_plane_accepted_is_never_sent_again() {
+    let (plane, state) = (Plane::default(), Memory::default());
+    let chunk = chunk_of(&[("dev", NOW - 900, NOW), ("prod", NOW - 900, NOW)]);
+    // The second of prod's three windows fails once: prod stops there, dev goes on.
+    plane.failing_windows.lock().unwrap().insert(("rt_prod".into(), NOW - 300));
+
+    let failed = send_chunk(&plane, &state, &chunk).await.unwrap_err();
+
+    assert_eq!(failed.error_type(), "ControlPlaneUnavailable", "retried by the workflow");
+    let sent = |runtime: &str| -> Vec<i64> {
+        plane.metrics.lock().unwrap().iter().filter(|(r, _)| r == runtime).map(|(_, end)| *end).collect()
+    };
+    assert_eq!(sent("rt_dev"), vec![NOW - 600, NOW - 300, NOW]);
+    assert_eq!(sent("rt_prod"), vec![NOW - 600], "no window after the failed one");
+    assert_eq!(state.load("prod").await.unwrap().metrics_watermark, Some(NOW - 600));
+
+    // The workflow's retry of the same batch: only what was not accepted yet, in order.
+    let retried = send_chunk(&plane, &state, &chunk).await.unwrap();
+
+    assert_eq!((retried.windows_sent, retried.windows_already_sent), (2, 4));
+    assert_eq!(sent("rt_dev"), vec![NOW - 600, NOW - 300, NOW], "exactly once");
+    assert_eq!(sent("rt_prod"), vec![NOW - 600, NOW - 300, NOW], "exactly once, in order");
+}
+
+#[tokio::test]
+async fn publish_starts_no_window_once_its_time_budget_is_spent() {
+    let (plane, state) = (Plane::default(), Memory::default());
+    let chunk = chunk_of(&[("prod", NOW - 600, NOW)]);
+    let gateway = Gateway::default();
+    let transform = Transform { region: "eu-west-1", gateway: &gateway, metrics: &NoTraffic, state: &state };
+    let Batch::Metrics(chunk) = transform.metrics(chunk, NOW).await.unwrap() else { panic!("a metrics batch") };
+    let spent = Publish { control_plane: &plane, state: &state, send_until: Instant::now() };
+
+    let error = spent.run(Batch::Metrics(chunk), NOW).await.unwrap_err();
+
+    assert!(error.is_retryable(), "{error}");
+    assert!(plane.metrics.lock().unwrap().is_empty());
+    assert_eq!(state.load("prod").await.unwrap().metrics_watermark, None);
+}
+
+#[tokio::test]
+async fn the_metrics_ack_fails_the_branch_for_a_stage_left_short_after_releasing_its_claims() {
+    let state = Memory::default();
+    state.claim("prod", Kind::Metrics, "run-1", NOW, NOW + 3600).await.unwrap();
+    state.advance_watermark("prod", Kind::Metrics, NOW - 600, None, NOW).await.unwrap();
+    let planned = |position| AckInput {
+        kind: Kind::Metrics,
+        execution_id: "run-1".into(),
+        watermarks: vec![WatermarkUpdate { stage: "prod".into(), position, full_sync_at: None }],
+        claimed: vec!["prod".into()],
+    };
+
+    let error = ack_watermark(planned(NOW), &state, NOW).await.unwrap_err();
+
+    assert_eq!(error.error_type(), "WindowsNotSent");
+    assert!(error.to_string().contains("prod"));
+    assert_eq!(state.load("prod").await.unwrap().metrics_watermark, Some(NOW - 600), "the ack never moves it");
+    assert!(state.claims.lock().unwrap().is_empty(), "released all the same");
+    let reached = ack_watermark(planned(NOW - 600), &state, NOW).await.unwrap();
+    assert_eq!(reached.watermarks[0].position, NOW - 600);
+    assert_eq!(reached.lag_seconds, Some(600));
+}
+
+#[tokio::test]
+async fn a_catch_up_over_150_runtimes_takes_a_few_map_iterations_and_starts_with_a_backfill() {
+    let config = config(&[("METRICS_FETCH_INTERVAL_SECONDS", "300")]);
+    let (gateway, plane, state) = (Gateway::default(), Plane::default(), Memory::default());
+    let stages: Vec<String> = (0..150).map(|i| format!("s{i:03}")).collect();
+    // A day-long outage for all but the first, which has never sent a window.
+    for stage in &stages[1..] {
+        state.advance_watermark(stage, Kind::Metrics, NOW - 86_400, None, NOW).await.unwrap();
+    }
+    let input = ListChangesInput {
+        kind: Kind::Metrics,
+        mode: SyncMode::Auto,
+        runtimes: stages.iter().map(|s| runtime(s)).collect(),
+        execution_id: "run-1".into(),
+    };
+
+    let output = list_changes(&config, &gateway, &plane, &state).run(input, NOW).await.unwrap();
+
+    let chunks: Vec<&MetricsChunk> = output
+        .chunks
+        .iter()
+        .map(|c| match c {
+            Chunk::Metrics(chunk) => chunk,
+            Chunk::Assets(_) => panic!("metrics chunks only"),
+        })
+        .collect();
+    let first = &chunks[0].runtimes[0];
+    let latest_end = (NOW - 180) / 300 * 300;
+    assert_eq!((first.start, first.end), (latest_end - 3600, latest_end), "a new stage backfills an hour");
+    let behind = &chunks.last().unwrap().runtimes.last().unwrap();
+    assert_eq!(behind.windows().len(), 60, "a catch-up is bounded per run");
+    assert_eq!(output.summary.windows, 12 + 149 * 60);
+    assert!(
+        chunks.iter().all(|c| c.runtimes.iter().map(|r| r.windows().len()).sum::<usize>() <= WINDOWS_PER_METRICS_CHUNK)
+    );
+    assert!(chunks.len() <= 150, "at most one iteration per runtime, not one per window: {}", chunks.len());
+    assert!(json_len(&output) < 64 * 1024, "{} bytes", json_len(&output));
 }
 
 /// Published upserts of a list-changes output, per stage.

@@ -1,16 +1,19 @@
-//! `transform`: turns a chunk's APIs (from the snapshot list-changes stored) or a window's
-//! metrics (from CloudWatch) into control plane documents.
+//! `transform`: turns a chunk's APIs (from the snapshot list-changes stored) into control plane
+//! documents, or its runtimes' metrics (from CloudWatch) into one stored report per window.
 
 use std::collections::{BTreeMap, HashMap};
 
 use crate::aws::apigateway::{ApiGateway, DeployedApi, deployed_stage};
 use crate::aws::cloudwatch::MetricSource;
-use crate::aws::state::StateStore;
+use crate::aws::state::{StateStore, report_key};
 use crate::control_plane::types::ApiDocument;
 use crate::error::{AgentError, Result};
 use crate::mapping::{published_api_id, rest_api_document};
-use crate::metrics::{ApiIdentity, metrics_model};
-use crate::model::{AssetChunk, Batch, MetricsWindow};
+use crate::metrics::{ApiIdentity, ApiSeries, metrics_model};
+use crate::model::{AssetChunk, Batch, MetricsChunk};
+
+/// Reports wait for publish at most for the rest of the execution; the table's TTL removes them.
+const REPORT_TTL_SECONDS: i64 = 86_400;
 
 /// Serialized documents per batch stay under this; what does not fit goes to `next` and the
 /// workflow loops. With the ids that travel alongside (at most 500 in `next` and `deletes`,
@@ -60,46 +63,63 @@ impl<G: ApiGateway, M: MetricSource, S: StateStore> Transform<'_, G, M, S> {
         Ok(Batch::Assets { runtime_id: chunk.runtime_id, upserts, deletes: chunk.deletes, next })
     }
 
-    pub async fn metrics(&self, window: MetricsWindow, now: i64) -> Result<Batch> {
-        let with_traffic = self.metrics.apis_with_traffic(&window.stage, window.start, now).await?;
-        // CloudWatch names REST APIs by name; map names back to the APIs deployed to the stage,
-        // from the catalog the assets branch keeps (the first by id wins a shared name).
+    /// Reads each runtime's due windows from CloudWatch with one query per metric and API (not
+    /// per window), and stores each window's report for publish. A runtime whose data is not
+    /// complete yet fails the chunk with `MetricsIncomplete`: its windows wait, never sent as zero.
+    pub async fn metrics(&self, chunk: MetricsChunk, now: i64) -> Result<Batch> {
+        for runtime in &chunk.runtimes {
+            let apis = self.apis_with_traffic(&runtime.stage, runtime.start, now).await?;
+            let names: Vec<String> = apis.keys().cloned().collect();
+            let mut series = self.metrics.rest_api_series(&runtime.stage, &names, runtime.start, runtime.end).await?;
+            let measured: Vec<(ApiIdentity, ApiSeries)> =
+                apis.into_iter().map(|(name, api)| (api, series.remove(&name).unwrap_or_default())).collect();
+            for (start, end) in runtime.windows() {
+                let in_window: Vec<(ApiIdentity, ApiSeries)> =
+                    measured.iter().map(|(api, series)| (api.clone(), series.within(start, end))).collect();
+                let report = metrics_model(end, &in_window);
+                self.state.put_report(&report_key(&runtime.runtime_id, end), &report, now + REPORT_TTL_SECONDS).await?;
+            }
+        }
+        Ok(Batch::Metrics(chunk))
+    }
+
+    /// The APIs deployed to `stage` that CloudWatch has traffic of since `since`, by the name
+    /// CloudWatch knows them by. REST API metrics carry the API's name, not its id: of two APIs
+    /// with one name on a stage, CloudWatch sums the traffic, and it is reported under the
+    /// lowest id.
+    async fn apis_with_traffic(&self, stage: &str, since: i64, now: i64) -> Result<BTreeMap<String, ApiIdentity>> {
+        let with_traffic = self.metrics.apis_with_traffic(stage, since, now).await?;
         let mut apis: BTreeMap<String, ApiIdentity> = BTreeMap::new();
-        let catalog = match with_traffic.is_empty() {
-            true => None,
-            false => self.state.load_catalog(&window.stage).await?,
-        };
-        if let Some(catalog) = catalog {
+        if with_traffic.is_empty() {
+            return Ok(apis);
+        }
+        // The catalog the assets branch keeps, sorted by id; before the first full sync, a listing.
+        if let Some(catalog) = self.state.load_catalog(stage).await? {
             for entry in catalog.into_iter().filter(|e| with_traffic.contains(&e.name)) {
                 apis.entry(entry.name.clone()).or_insert_with(|| ApiIdentity {
-                    id: published_api_id(&entry.id, &window.stage),
+                    id: published_api_id(&entry.id, stage),
                     name: entry.name,
                     version: entry.deployment,
                 });
             }
-        } else if !with_traffic.is_empty() {
-            // No catalog yet (before the first full sync): list API Gateway.
-            for api in self.gateway.list_rest_apis().await? {
-                if !with_traffic.contains(&api.name) || apis.contains_key(&api.name) {
-                    continue;
-                }
-                let stages = self.gateway.get_stages(&api.id).await?;
-                if let Some(stage) = deployed_stage(&stages, &window.stage) {
-                    apis.insert(
-                        api.name.clone(),
-                        ApiIdentity {
-                            id: published_api_id(&api.id, &window.stage),
-                            name: api.name.clone(),
-                            version: stage.deployment_id.clone(),
-                        },
-                    );
-                }
+            return Ok(apis);
+        }
+        let mut listed = self.gateway.list_rest_apis().await?;
+        listed.sort_by(|a, b| a.id.cmp(&b.id));
+        for api in listed {
+            if !with_traffic.contains(&api.name) || apis.contains_key(&api.name) {
+                continue;
+            }
+            let stages = self.gateway.get_stages(&api.id).await?;
+            if let Some(deployed) = deployed_stage(&stages, stage) {
+                let identity = ApiIdentity {
+                    id: published_api_id(&api.id, stage),
+                    name: api.name.clone(),
+                    version: deployed.deployment_id.clone(),
+                };
+                apis.insert(api.name, identity);
             }
         }
-        let names: Vec<String> = apis.keys().cloned().collect();
-        let mut series = self.metrics.rest_api_series(&window.stage, &names, window.start, window.end).await?;
-        let measured: Vec<_> =
-            apis.into_iter().map(|(name, api)| (api, series.remove(&name).unwrap_or_default())).collect();
-        Ok(Batch::Metrics { runtime_id: window.runtime_id, metrics: metrics_model(window.end, &measured) })
+        Ok(apis)
     }
 }

@@ -1,0 +1,131 @@
+"""End to end: metrics windows reach the control plane exactly once, in order, and only when
+CloudWatch's answer is complete. The control plane's metrics POST is not idempotent."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from test_workflow import DEV, INTERVAL, PROD, TRAFFIC, latest_window_end, seed
+
+
+def windows_received(stack, runtime_id: str) -> list[int]:
+    """The end (epoch seconds) of each window the control plane accepted for the runtime, in arrival order."""
+    return [m["body"]["timestamp"] // 1000 for m in stack.apicp.state()["metrics"] if m["runtimeId"] == runtime_id]
+
+
+def metrics_posts_to(runtime_id: str) -> str:
+    return rf"/v2/runtimes/{runtime_id}/metrics$"
+
+
+def test_a_window_failing_once_is_retried_without_resending_the_one_before(clean, state_table):
+    stack = clean
+    seed(stack)
+    start = latest_window_end(time.time()) - 2 * INTERVAL
+    for stage in ("prod", "dev"):
+        state_table.put_metrics_watermark(stage, start)
+    # The control plane accepts prod's first window, then fails the second once.
+    stack.apicp.add_fault(metrics_posts_to(PROD), method="POST", status=503, skip=1)
+
+    run = stack.run()
+
+    assert run.succeeded, run.printed
+    assert run.count("MetricsPublish", "RETRIED") == 1
+    assert windows_received(stack, PROD) == [start + INTERVAL, start + 2 * INTERVAL], "the first one once only"
+    assert windows_received(stack, DEV) == [start + INTERVAL, start + 2 * INTERVAL]
+    assert state_table.item("prod")["metricsWatermark"] == start + 2 * INTERVAL
+
+
+def test_after_a_failed_window_the_rerun_sends_every_window_once_in_order(clean, state_table):
+    stack = clean
+    seed(stack)
+    start = latest_window_end(time.time()) - 3 * INTERVAL
+    for stage in ("prod", "dev"):
+        state_table.put_metrics_watermark(stage, start)
+    # prod's second window fails on every attempt of this run (1 + 4 retries).
+    stack.apicp.add_fault(metrics_posts_to(PROD), method="POST", status=503, skip=1, count=5)
+
+    failed = stack.run()
+
+    assert not failed.succeeded
+    assert failed.error == "WindowsNotSent", failed.printed
+    assert windows_received(stack, PROD) == [start + INTERVAL], "a failed window stops that runtime"
+    assert windows_received(stack, DEV) == [start + INTERVAL, start + 2 * INTERVAL], "and not the others"
+    prod = state_table.item("prod")
+    assert prod["metricsWatermark"] == start + INTERVAL, "recorded up to the last accepted window"
+    assert "metricsClaimedBy" not in prod
+
+    rerun = stack.run()
+
+    assert rerun.succeeded, rerun.printed
+    expected = [start + INTERVAL, start + 2 * INTERVAL, start + 3 * INTERVAL]
+    assert windows_received(stack, PROD) == expected, "each window once, oldest first"
+    assert windows_received(stack, DEV) == expected
+
+
+def test_a_partial_cloudwatch_answer_is_never_sent_as_zero_traffic(clean, state_table):
+    stack = clean
+    seed(stack)
+    start = latest_window_end(time.time()) - INTERVAL
+    state_table.put_metrics_watermark("prod", start)
+    state_table.put_metrics_watermark("dev", latest_window_end(time.time()))
+    # Every GetMetricData answer of this run (the first attempt and both retries) says the data is
+    # partial. CloudWatch signs its requests as "monitoring".
+    stack.aws_proxy.add_rewrite("monitoring", "GetMetricData", b"<StatusCode>Complete</StatusCode>",
+                                b"<StatusCode>PartialData</StatusCode>", count=3)
+
+    waiting = stack.run()
+
+    assert not waiting.succeeded
+    assert waiting.error == "WindowsNotSent", waiting.printed
+    assert waiting.count("MetricsTransform", "RETRIED") == 2
+    assert windows_received(stack, PROD) == [], "nothing sent rather than zero traffic"
+    assert state_table.item("prod")["metricsWatermark"] == start
+
+    complete = stack.run()
+
+    assert complete.succeeded, complete.printed
+    [report] = [m["body"] for m in stack.apicp.state()["metrics"] if m["runtimeId"] == PROD]
+    assert report["timestamp"] == (start + INTERVAL) * 1000
+    pets, orders = TRAFFIC["pets"][0], TRAFFIC["orders"][0]
+    assert report["runtimeTransactionMetrics"]["apiMetrics"]["transactionCount"] == 5 * (pets + orders)
+
+
+def test_after_an_outage_the_missed_windows_arrive_once_each_oldest_first(clean, state_table):
+    stack = clean
+    seed(stack)
+    # An outage of three intervals: nothing ran since these watermarks.
+    outage_start = latest_window_end(time.time()) - 3 * INTERVAL
+    for stage in ("prod", "dev"):
+        state_table.put_metrics_watermark(stage, outage_start)
+
+    first, second = stack.run(), stack.run()
+
+    assert first.succeeded and second.succeeded, (first.printed, second.printed)
+    # Two windows per run (METRICS_MAX_WINDOWS_PER_RUN in the test settings), then the last.
+    assert windows_received(stack, PROD) == [outage_start + INTERVAL * i for i in (1, 2, 3)]
+    totals = [m["body"]["runtimeTransactionMetrics"]["apiMetrics"]["transactionCount"]
+              for m in stack.apicp.state()["metrics"] if m["runtimeId"] == PROD]
+    assert totals == [5 * (TRAFFIC["pets"][0] + TRAFFIC["orders"][0])] * 3, "each window its own five minutes"
+    # One GetMetricData call per stage and run, however many windows it covers: 2 stages, 2 runs.
+    assert stack.aws_proxy.counts()[("monitoring", "GetMetricData")] == 4
+
+
+def test_a_new_installation_starts_with_the_backfill_and_the_three_averages_mean_what_apicp_means(clean, state_table):
+    stack = clean
+    seed(stack)
+    latest = latest_window_end(time.time())
+
+    run = stack.run()
+
+    assert run.succeeded, run.printed
+    # METRICS_BACKFILL_SECONDS=600 in the test settings: the two windows before the latest end.
+    assert windows_received(stack, PROD) == [latest - INTERVAL, latest]
+    [first, _] = [m["body"] for m in stack.apicp.state()["metrics"] if m["runtimeId"] == PROD]
+    pets = {m["apiName"]: m for m in first["apiTransactionMetricsList"]}["pets"]["apiMetrics"]
+    count, _, _, latency, integration = TRAFFIC["pets"]
+    assert pets["transactionCount"] == 5 * count
+    assert pets["averageResponseTime"] == pytest.approx(latency), "API Gateway's Latency: what the client waits"
+    assert pets["averageBackendResponseTime"] == pytest.approx(integration), "IntegrationLatency"
+    assert pets["averageLatency"] == pytest.approx(latency - integration), "the gateway's own share"
