@@ -262,6 +262,20 @@ impl DynamoStateStore {
     }
 }
 
+/// A report as stored: gzipped JSON. A window of 2,500 APIs is about 1 MB of JSON and a small
+/// fraction of that compressed, inside DynamoDB's 400 KB items.
+fn gzip_report(key: &str, report: &AgentMetricsModel) -> Result<Vec<u8>> {
+    let mut gzip = GzEncoder::new(Vec::new(), Compression::default());
+    serde_json::to_writer(&mut gzip, report)
+        .map_err(|e| AgentError::AwsRequestFailed(format!("report {key} cannot be serialized: {e}")))?;
+    gzip.finish().map_err(|e| AgentError::AwsRequestFailed(format!("report {key} cannot be compressed: {e}")))
+}
+
+fn gunzip_report(key: &str, body: &[u8]) -> Result<AgentMetricsModel> {
+    serde_json::from_reader(GzDecoder::new(body))
+        .map_err(|e| AgentError::AwsRequestFailed(format!("report {key} is malformed: {e}")))
+}
+
 fn json_body(key: &str, value: &(impl Serialize + ?Sized)) -> Result<String> {
     serde_json::to_string(value)
         .map_err(|e| AgentError::AwsRequestFailed(format!("state item {key} cannot be serialized: {e}")))
@@ -324,12 +338,7 @@ impl StateStore for DynamoStateStore {
     }
 
     async fn put_report(&self, key: &str, report: &AgentMetricsModel, expires_at: i64) -> Result<()> {
-        // Gzipped: a window of 2,500 APIs is about 1 MB of JSON, a tenth of that compressed,
-        // inside DynamoDB's 400 KB items.
-        let mut gzip = GzEncoder::new(Vec::new(), Compression::default());
-        serde_json::to_writer(&mut gzip, report)
-            .map_err(|e| AgentError::AwsRequestFailed(format!("report {key} cannot be serialized: {e}")))?;
-        let body = gzip.finish().map_err(|e| AgentError::AwsRequestFailed(format!("report {key}: {e}")))?;
+        let body = gzip_report(key, report)?;
         self.client
             .put_item()
             .table_name(&self.table)
@@ -347,8 +356,7 @@ impl StateStore for DynamoStateStore {
         let Some(AttributeValue::B(body)) = item.as_ref().and_then(|item| item.get("report")) else {
             return Err(AgentError::AwsRequestFailed(format!("report {key} is missing (expired?)")));
         };
-        serde_json::from_reader(GzDecoder::new(body.as_ref()))
-            .map_err(|e| AgentError::AwsRequestFailed(format!("report {key} is malformed: {e}")))
+        gunzip_report(key, body.as_ref())
     }
 
     async fn load_discovery(&self) -> Result<Option<Discovery>> {
@@ -462,5 +470,53 @@ impl StateStore for DynamoStateStore {
             .condition_expression("#by = :holder");
         // False: someone else holds the claim now, which is theirs to release.
         conditional_update(request).await.map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::{ApiIdentity, ApiSeries, metrics_model};
+
+    #[test]
+    fn a_window_of_2500_apis_is_stored_well_inside_one_dynamodb_item() {
+        // The most one stage can serve, each with a long name and a minute of traffic each.
+        let apis: Vec<(ApiIdentity, ApiSeries)> = (0..2_500)
+            .map(|i| {
+                let identity = ApiIdentity {
+                    id: format!("{:010x}_production", i * 7919),
+                    name: format!("customer-facing-service-{i:05}-with-a-name-as-long-as-teams-write-them"),
+                    version: Some(format!("{:06x}", i * 104_729)),
+                };
+                let minute = |value: f64| (0..5).map(|m| (m * 60, value + m as f64)).collect();
+                let series = ApiSeries {
+                    count: minute(100.0 + i as f64),
+                    client_errors: minute(3.0),
+                    server_errors: minute(1.0),
+                    latency: minute(87.5 + (i % 13) as f64),
+                    integration_latency: minute(61.25 + (i % 7) as f64),
+                };
+                (identity, series)
+            })
+            .collect();
+        let report = metrics_model(300, &apis);
+        let json = serde_json::to_vec(&report).unwrap().len();
+
+        let stored = gzip_report("#report#rt#300", &report).unwrap();
+
+        assert!(json > 1_000_000, "{json} bytes of JSON");
+        assert!(stored.len() < 350 * 1024, "{} bytes stored", stored.len());
+        let read = gunzip_report("#report#rt#300", &stored).unwrap();
+        assert_eq!(read.api_transaction_metrics_list.len(), 2_500);
+        let close = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) => (a - b).abs() <= 1e-9 * a.abs().max(1.0),
+            (a, b) => a == b,
+        };
+        for (read, sent) in read.api_transaction_metrics_list.iter().zip(&report.api_transaction_metrics_list) {
+            assert!(
+                read.api_id == sent.api_id && read.api_metrics.transaction_count == sent.api_metrics.transaction_count
+            );
+            assert!(close(read.api_metrics.average_latency, sent.api_metrics.average_latency), "{}", sent.api_id);
+        }
     }
 }
