@@ -19,12 +19,18 @@ def metrics_posts_to(runtime_id: str) -> str:
     return rf"/v2/runtimes/{runtime_id}/metrics$"
 
 
+def windows_behind(state_table, intervals: int, stages=("prod", "dev")) -> int:
+    """Puts the stages' metrics watermark `intervals` windows before the latest; returns it."""
+    start = latest_window_end(time.time()) - intervals * INTERVAL
+    for stage in stages:
+        state_table.put_metrics_watermark(stage, start)
+    return start
+
+
 def test_a_window_failing_once_is_retried_without_resending_the_one_before(clean, state_table):
     stack = clean
     seed(stack)
-    start = latest_window_end(time.time()) - 2 * INTERVAL
-    for stage in ("prod", "dev"):
-        state_table.put_metrics_watermark(stage, start)
+    start = windows_behind(state_table, 2)
     # The control plane accepts prod's first window, then fails the second once.
     stack.apicp.add_fault(metrics_posts_to(PROD), method="POST", status=503, skip=1)
 
@@ -40,9 +46,7 @@ def test_a_window_failing_once_is_retried_without_resending_the_one_before(clean
 def test_after_a_failed_window_the_rerun_sends_every_window_once_in_order(clean, state_table):
     stack = clean
     seed(stack)
-    start = latest_window_end(time.time()) - 3 * INTERVAL
-    for stage in ("prod", "dev"):
-        state_table.put_metrics_watermark(stage, start)
+    start = windows_behind(state_table, 3)
     # prod's second window fails on every attempt of this run (1 + 4 retries).
     stack.apicp.add_fault(metrics_posts_to(PROD), method="POST", status=503, skip=1, count=5)
 
@@ -67,9 +71,8 @@ def test_after_a_failed_window_the_rerun_sends_every_window_once_in_order(clean,
 def test_a_partial_cloudwatch_answer_is_never_sent_as_zero_traffic(clean, state_table):
     stack = clean
     seed(stack)
-    start = latest_window_end(time.time()) - INTERVAL
-    state_table.put_metrics_watermark("prod", start)
-    state_table.put_metrics_watermark("dev", latest_window_end(time.time()))
+    start = windows_behind(state_table, 1, stages=("prod",))
+    windows_behind(state_table, 0, stages=("dev",))
     # Every GetMetricData answer of this run (the first attempt and both retries) says the data is
     # partial. CloudWatch signs its requests as "monitoring".
     stack.aws_proxy.add_rewrite("monitoring", "GetMetricData", b"<StatusCode>Complete</StatusCode>",
@@ -96,9 +99,7 @@ def test_after_an_outage_the_missed_windows_arrive_once_each_oldest_first(clean,
     stack = clean
     seed(stack)
     # An outage of three intervals: nothing ran since these watermarks.
-    outage_start = latest_window_end(time.time()) - 3 * INTERVAL
-    for stage in ("prod", "dev"):
-        state_table.put_metrics_watermark(stage, outage_start)
+    outage_start = windows_behind(state_table, 3)
 
     first, second = stack.run(), stack.run()
 
