@@ -22,7 +22,7 @@ help:
 	@echo "make run     run one execution of the state machine locally; INPUT='{\"mode\":\"full\"}' for a full sync"
 	@echo "make test    validate the ASL, check format and lints, run the Rust tests, the end-to-end tests, the CDK checks"
 	@echo "             and a local execution in a copy of the repository with nothing beside it"
-	@echo "make test-large  on demand: a full sync of the largest account API Gateway allows (about 15 minutes)"
+	@echo "make test-large  on demand: the largest account's full sync and a 150-runtime metrics catch-up (about 12 minutes)"
 	@echo "make deploy  build the arm64 functions and cdk deploy (pass CONTEXT='-c controlPlaneUrl=https://...')"
 
 setup: $(VENV)/.installed $(STACK)/node_modules/.installed cdk/node_modules/.installed
@@ -53,7 +53,8 @@ test: setup
 	$(MAKE) --no-print-directory cdk-check
 	tests/stack/standalone-check.sh
 
-# On demand, outside `make test`: the largest account one region can hold, with its figures.
+# On demand, outside `make test`: the largest account one region can hold and a 150-runtime
+# metrics catch-up, with their figures.
 test-large: setup
 	cd tests && ../$(PYTHON) -m pytest -q -s --large e2e/test_largest_account.py
 
