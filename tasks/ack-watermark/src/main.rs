@@ -8,7 +8,7 @@ use agent_core::handlers::ack_watermark::ack_watermark;
 async fn state_store() -> agent_core::Result<DynamoStateStore> {
     let config = Config::from_env()?;
     let aws = bootstrap::aws_config().await;
-    Ok(DynamoStateStore::new(aws_sdk_dynamodb::Client::new(&aws), &config.state_table))
+    Ok(bootstrap::state_store(&config, &aws))
 }
 
 #[tokio::main]

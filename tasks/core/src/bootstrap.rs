@@ -12,7 +12,9 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::sync::OnceCell;
 
+use crate::aws::apigateway::SdkApiGateway;
 use crate::aws::secrets::SecretCredentials;
+use crate::aws::state::DynamoStateStore;
 use crate::config::{Config, CredentialSource};
 use crate::control_plane::{Credentials, HttpControlPlane};
 use crate::error::{AgentError, Result};
@@ -63,6 +65,16 @@ pub fn control_plane(config: &Config, aws: &SdkConfig) -> Result<HttpControlPlan
             HttpControlPlane::new(&settings.url, fixed, settings.timeout, ca_bundle.as_deref())
         }
     }
+}
+
+/// The state table named by `STATE_TABLE`.
+pub fn state_store(config: &Config, aws: &SdkConfig) -> DynamoStateStore {
+    DynamoStateStore::new(aws_sdk_dynamodb::Client::new(aws), &config.state_table)
+}
+
+/// API Gateway, paced at the configured share of its management quota.
+pub fn api_gateway(config: &Config, aws: &SdkConfig) -> SdkApiGateway {
+    SdkApiGateway::new(aws_sdk_apigateway::Client::new(aws), config.apigateway_requests_per_second)
 }
 
 /// Seconds since the Unix epoch.

@@ -21,9 +21,9 @@ async fn dependencies() -> agent_core::Result<Dependencies> {
     Ok(Dependencies {
         account: identity::account_id(&aws_sdk_sts::Client::new(&aws)).await?,
         region: bootstrap::region(&aws)?,
-        gateway: SdkApiGateway::new(aws_sdk_apigateway::Client::new(&aws), config.apigateway_requests_per_second),
+        gateway: bootstrap::api_gateway(&config, &aws),
         control_plane: bootstrap::control_plane(&config, &aws)?,
-        state: DynamoStateStore::new(aws_sdk_dynamodb::Client::new(&aws), &config.state_table),
+        state: bootstrap::state_store(&config, &aws),
         config,
     })
 }

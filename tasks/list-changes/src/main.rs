@@ -20,9 +20,9 @@ async fn dependencies() -> agent_core::Result<Dependencies> {
     let config = Config::from_env()?;
     let aws = bootstrap::aws_config().await;
     Ok(Dependencies {
-        gateway: SdkApiGateway::new(aws_sdk_apigateway::Client::new(&aws), config.apigateway_requests_per_second),
+        gateway: bootstrap::api_gateway(&config, &aws),
         control_plane: bootstrap::control_plane(&config, &aws)?,
-        state: DynamoStateStore::new(aws_sdk_dynamodb::Client::new(&aws), &config.state_table),
+        state: bootstrap::state_store(&config, &aws),
         feed: CloudTrailFeed::new(aws_sdk_cloudtrail::Client::new(&aws)),
         executions: SdkExecutions::new(aws_sdk_sfn::Client::new(&aws)),
         config,

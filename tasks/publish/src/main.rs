@@ -19,7 +19,7 @@ async fn dependencies() -> agent_core::Result<Dependencies> {
     let aws = bootstrap::aws_config().await;
     Ok(Dependencies {
         control_plane: bootstrap::control_plane(&config, &aws)?,
-        state: DynamoStateStore::new(aws_sdk_dynamodb::Client::new(&aws), &config.state_table),
+        state: bootstrap::state_store(&config, &aws),
     })
 }
 

@@ -18,9 +18,9 @@ async fn dependencies() -> agent_core::Result<Dependencies> {
     let aws = bootstrap::aws_config().await;
     Ok(Dependencies {
         region: bootstrap::region(&aws)?,
-        gateway: SdkApiGateway::new(aws_sdk_apigateway::Client::new(&aws), config.apigateway_requests_per_second),
+        gateway: bootstrap::api_gateway(&config, &aws),
         metrics: CloudWatchMetrics::new(aws_sdk_cloudwatch::Client::new(&aws)),
-        state: DynamoStateStore::new(aws_sdk_dynamodb::Client::new(&aws), &config.state_table),
+        state: bootstrap::state_store(&config, &aws),
     })
 }
 
