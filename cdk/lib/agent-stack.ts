@@ -17,7 +17,7 @@ import * as sns from 'aws-cdk-lib/aws-sns';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import type { Construct } from 'constructs';
 
-import { type AgentSettings, functionEnvironment } from './settings.ts';
+import { type AgentSettings, type ApiType, functionEnvironment } from './settings.ts';
 
 export interface AgentStackProps extends StackProps {
   readonly settings: AgentSettings;
@@ -133,11 +133,10 @@ export class AgentStack extends Stack {
     }
 
     // What each task calls, and nothing else.
-    const restApis = [
-      `arn:${Aws.PARTITION}:apigateway:${Aws.REGION}::/restapis`,
-      `arn:${Aws.PARTITION}:apigateway:${Aws.REGION}::/restapis/*`,
-    ];
-    const readApiGateway = new iam.PolicyStatement({ actions: ['apigateway:GET'], resources: restApis });
+    const readApiGateway = new iam.PolicyStatement({
+      actions: ['apigateway:GET'],
+      resources: apiGatewayResources(settings.apiTypes),
+    });
     for (const placeholder of ['EnsureRuntimeFunctionArn', 'ListChangesFunctionArn', 'TransformFunctionArn'] as const) {
       roles[placeholder].addToPolicy(readApiGateway);
     }
@@ -196,10 +195,14 @@ export class AgentStack extends Stack {
           'Only actions without resource-level permissions use "*": X-Ray trace upload, cloudtrail:LookupEvents, ' +
           'cloudwatch:GetMetricData and cloudwatch:ListMetrics.',
       });
-      Validations.of(role).acknowledge({
-        id: `AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:apigateway:<AWS::Region>::/restapis/*]`,
-        reason: 'The agent federates every REST API of the account and region, so it reads them all (GET only).',
-      });
+      for (const path of apiGatewayPaths(settings.apiTypes).filter((p) => p.includes('*'))) {
+        Validations.of(role).acknowledge({
+          id: `AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:apigateway:<AWS::Region>::${path}]`,
+          reason:
+            'The agent federates every API of the selected types in the account and region, with their stages and ' +
+            'custom domain routes, so it reads them all (GET only).',
+        });
+      }
     }
 
     const workflowLogs = new logs.LogGroup(this, 'WorkflowLogs', {
@@ -323,4 +326,22 @@ function pascal(kebab: string): string {
 export function rateExpression(rate: Duration): string {
   const minutes = rate.toMinutes();
   return minutes === 1 ? 'rate(1 minute)' : `rate(${minutes} minutes)`;
+}
+
+/**
+ * What the agent reads of API Gateway for the selected API types: the APIs and their stages, the
+ * custom domain names, and each domain's routes (base path mappings for REST APIs, API mappings
+ * for HTTP and WebSocket APIs). Nothing else, and GET only.
+ */
+export function apiGatewayPaths(apiTypes: readonly ApiType[]): string[] {
+  const paths = ['/domainnames'];
+  if (apiTypes.includes('REST')) paths.push('/restapis', '/restapis/*', '/domainnames/*/basepathmappings');
+  if (apiTypes.includes('HTTP') || apiTypes.includes('WEBSOCKET')) {
+    paths.push('/apis', '/apis/*', '/domainnames/*/apimappings');
+  }
+  return paths;
+}
+
+function apiGatewayResources(apiTypes: readonly ApiType[]): string[] {
+  return apiGatewayPaths(apiTypes).map((path) => `arn:${Aws.PARTITION}:apigateway:${Aws.REGION}::${path}`);
 }

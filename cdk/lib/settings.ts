@@ -4,6 +4,9 @@
 import { Duration } from 'aws-cdk-lib';
 import { RetentionDays } from 'aws-cdk-lib/aws-logs';
 
+export const API_TYPES = ['REST', 'HTTP', 'WEBSOCKET'] as const;
+export type ApiType = (typeof API_TYPES)[number];
+
 export interface AgentSettings {
   /** APICP_URL: base URL of the control plane (https). Required. */
   readonly controlPlaneUrl: string;
@@ -17,6 +20,8 @@ export interface AgentSettings {
   readonly runtimeType: string;
   /** STAGES: stage names, or `['*']` for every stage with a deployment. */
   readonly stages: string[];
+  /** API_TYPES: the kinds of API federated, any of REST, HTTP and WEBSOCKET (default all three). */
+  readonly apiTypes: ApiType[];
   readonly runtimeIdTemplate: string;
   readonly runtimeNameTemplate: string;
   readonly runtimeDescriptionTemplate: string;
@@ -63,6 +68,7 @@ export const DEFAULTS = {
   controlPlaneTimeout: Duration.seconds(10),
   runtimeType: 'AWS_API_GATEWAY',
   stages: ['*'],
+  apiTypes: [...API_TYPES],
   runtimeIdTemplate: '{account}_{region}_{stage}',
   runtimeNameTemplate: '{stage} ({region} {account})',
   runtimeDescriptionTemplate: 'Amazon API Gateway stage {stage} in {region}, account {account}',
@@ -144,6 +150,13 @@ export function settingsFromContext(lookup: Lookup): AgentSettings {
   if (metricsMaxWindowsPerRun * metricsInterval.toSeconds() < metricsFetchInterval.toSeconds()) {
     throw new Error('context metricsMaxWindowsPerRun times metricsIntervalSeconds must cover metricsFetchIntervalSeconds');
   }
+  const isApiType = (t: string): t is ApiType => (API_TYPES as readonly string[]).includes(t);
+  const requestedTypes = list('apiTypes', DEFAULTS.apiTypes).map((t) => t.toUpperCase());
+  const apiTypes = requestedTypes.filter(isApiType);
+  if (apiTypes.length === 0 || apiTypes.length !== requestedTypes.length) {
+    const unknown = requestedTypes.find((t) => !isApiType(t));
+    throw new Error(`context apiTypes must list some of ${API_TYPES.join(', ')}${unknown ? ` (not ${unknown})` : ''}`);
+  }
   return {
     controlPlaneUrl,
     controlPlaneSecretArn: text('controlPlaneSecretArn'),
@@ -151,6 +164,7 @@ export function settingsFromContext(lookup: Lookup): AgentSettings {
     controlPlaneTimeout: seconds('controlPlaneTimeoutSeconds', DEFAULTS.controlPlaneTimeout, 1),
     runtimeType: text('runtimeType') ?? DEFAULTS.runtimeType,
     stages: list('stages', DEFAULTS.stages),
+    apiTypes,
     runtimeIdTemplate: text('runtimeIdTemplate') ?? DEFAULTS.runtimeIdTemplate,
     runtimeNameTemplate: text('runtimeNameTemplate') ?? DEFAULTS.runtimeNameTemplate,
     runtimeDescriptionTemplate: text('runtimeDescriptionTemplate') ?? DEFAULTS.runtimeDescriptionTemplate,
@@ -195,6 +209,7 @@ export function functionEnvironment(settings: AgentSettings): Record<string, str
     APICP_TIMEOUT_SECONDS: String(settings.controlPlaneTimeout.toSeconds()),
     APICP_RUNTIME_TYPE: settings.runtimeType,
     STAGES: settings.stages.join(','),
+    API_TYPES: settings.apiTypes.join(','),
     RUNTIME_ID_TEMPLATE: settings.runtimeIdTemplate,
     RUNTIME_NAME_TEMPLATE: settings.runtimeNameTemplate,
     RUNTIME_DESCRIPTION_TEMPLATE: settings.runtimeDescriptionTemplate,

@@ -179,6 +179,24 @@ describe('the agent stack', () => {
     assert.match(JSON.stringify(statement.Resource), /:execution:Agent-workflow:\*/);
   });
 
+  it('reads exactly the API Gateway resources of the selected API types, GET only', () => {
+    const resourcesOf = (t: Template) => {
+      const statements = statementsOf(t, 'ListChangesRole').filter((s) => s.Action === 'apigateway:GET');
+      assert.equal(statements.length, 1);
+      return [statements[0].Resource].flat().map((r) => JSON.stringify(r).match(/::(\/[^"]*)"/)?.[1]).sort();
+    };
+    assert.deepEqual(resourcesOf(template), [
+      '/apis', '/apis/*', '/domainnames', '/domainnames/*/apimappings', '/domainnames/*/basepathmappings',
+      '/restapis', '/restapis/*',
+    ]);
+    assert.deepEqual(resourcesOf(synth({ apiTypes: 'REST' }).template), [
+      '/domainnames', '/domainnames/*/basepathmappings', '/restapis', '/restapis/*',
+    ]);
+    assert.deepEqual(resourcesOf(synth({ apiTypes: 'HTTP,WEBSOCKET' }).template), [
+      '/apis', '/apis/*', '/domainnames', '/domainnames/*/apimappings',
+    ]);
+  });
+
   it('scopes the table and secret grants to the one table and the one secret', () => {
     const table = Object.keys(template.findResources('AWS::DynamoDB::Table'))[0];
     const secret = Object.keys(template.findResources('AWS::SecretsManager::Secret'))[0];
@@ -295,6 +313,10 @@ describe('options', () => {
       () => settingsFromContext((k) => ({ controlPlaneUrl: 'https://x', chunkSize: 'ten' })[k]),
       /chunkSize/,
     );
+    assert.throws(
+      () => settingsFromContext((k) => ({ controlPlaneUrl: 'https://x', apiTypes: 'REST,GRPC' })[k]),
+      /apiTypes.*GRPC/,
+    );
   });
 
   it('maps settings onto the variables the Rust configuration reads', () => {
@@ -306,6 +328,7 @@ describe('options', () => {
     assert.equal(variables.RUNTIME_TAGS, 'aws,eu');
     assert.equal(variables.RUNTIME_CAPACITY, '10 per second');
     assert.equal(variables.METRICS_INTERVAL_SECONDS, '300');
+    assert.equal(variables.API_TYPES, 'REST,HTTP,WEBSOCKET');
     const rustVariables = readFileSync(join(repo, 'tasks', 'core', 'src', 'config.rs'), 'utf8').matchAll(/\benv\.\w+\("([A-Z_]+)"/g);
     const known = new Set([...Object.keys(variables), 'STATE_TABLE', 'APICP_SECRET_ARN', 'APICP_USERNAME', 'APICP_PASSWORD', 'APICP_CA_BUNDLE', 'RUNTIME_LOCATION']);
     for (const [, name] of rustVariables) {

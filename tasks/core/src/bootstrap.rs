@@ -72,9 +72,13 @@ pub fn state_store(config: &Config, aws: &SdkConfig) -> DynamoStateStore {
     DynamoStateStore::new(aws_sdk_dynamodb::Client::new(aws), &config.state_table)
 }
 
-/// API Gateway, paced at the configured share of its management quota.
+/// API Gateway (both management APIs), paced at the configured share of its management quota.
 pub fn api_gateway(config: &Config, aws: &SdkConfig) -> SdkApiGateway {
-    SdkApiGateway::new(aws_sdk_apigateway::Client::new(aws), config.apigateway_requests_per_second)
+    SdkApiGateway::new(
+        aws_sdk_apigateway::Client::new(aws),
+        aws_sdk_apigatewayv2::Client::new(aws),
+        config.apigateway_requests_per_second,
+    )
 }
 
 /// Seconds since the Unix epoch.

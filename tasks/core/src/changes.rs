@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::aws::apigateway::DeployedApi;
+use crate::aws::apigateway::{DeployedApi, Generation};
 use crate::aws::cloudtrail::ApiEvent;
 use crate::aws::state::RuntimeState;
 use crate::model::{AssetChunk, SyncMode};
@@ -58,35 +58,96 @@ pub fn plan_assets(mode: SyncMode, state: &RuntimeState, now: i64, timing: Chang
     }
 }
 
-/// REST API ids that the write events touched. Deleted APIs are included: re-reading them is
-/// how deletions are found.
-pub fn touched_rest_apis(events: &[ApiEvent]) -> BTreeSet<String> {
-    let mut ids = BTreeSet::new();
+/// An API named by a CloudTrail record: which management API it lives in, and its id.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ApiRef {
+    pub generation: Generation,
+    pub id: String,
+}
+
+/// What the write events of a window touched. Events only say where to look: the current
+/// state of each touched API is re-read, and each touched custom domain name's routes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Touched {
+    pub apis: BTreeSet<ApiRef>,
+    /// Domain names whose routes may have changed (a mapping's removal names no API).
+    pub domains: BTreeSet<String>,
+}
+
+/// Events that change where a custom domain name routes, in either management API.
+const DOMAIN_EVENTS: [&str; 9] = [
+    "CreateDomainName",
+    "UpdateDomainName",
+    "DeleteDomainName",
+    "CreateBasePathMapping",
+    "UpdateBasePathMapping",
+    "DeleteBasePathMapping",
+    "CreateApiMapping",
+    "UpdateApiMapping",
+    "DeleteApiMapping",
+];
+
+/// The APIs and domain names the write events touched, for the selected management APIs.
+/// REST (v1) and v2 records are told apart by their fields, never by event name (both APIs have
+/// `CreateStage`, `CreateDeployment`, `TagResource`...): a v1 path names `restApiId`, a v2 path
+/// `apiId`, and resource ARNs `/restapis/<id>` or `/apis/<id>`. Only the request's top-level
+/// fields (its path) are read: nested bodies hold other ids (a usage plan's `apiStages` names
+/// REST APIs by `apiId`). Deleted APIs are included: re-reading them is how deletions are found.
+pub fn touched(events: &[ApiEvent], generations: &[Generation]) -> Touched {
+    let mut touched = Touched::default();
+    let mut note = |generation: Generation, id: &str| {
+        if generations.contains(&generation) && !id.is_empty() {
+            touched.apis.insert(ApiRef { generation, id: id.to_owned() });
+        }
+    };
     for event in events {
         let request = &event.request_parameters;
         if let Some(id) = request.get("restApiId").and_then(Value::as_str) {
-            ids.insert(id.to_owned());
+            note(Generation::V1, id);
         }
-        // Tagging names the resource by ARN: arn:aws:apigateway:<region>::/restapis/<id>[/stages/<stage>]
-        for key in ["resourceArn", "resource_arn"] {
-            if let Some(id) = request.get(key).and_then(Value::as_str).and_then(rest_api_id_of_arn) {
-                ids.insert(id.to_owned());
+        if let Some(id) = request.get("apiId").and_then(Value::as_str) {
+            note(Generation::V2, id);
+        }
+        // Tagging names the resource by ARN, e.g. arn:aws:apigateway:<region>::/apis/<id>/stages/<stage>.
+        for value in request.as_object().into_iter().flat_map(|fields| fields.values()).filter_map(Value::as_str) {
+            if let Some((generation, id)) = api_of_arn(value) {
+                note(generation, id);
             }
         }
         // A created or imported API is only named in the response.
-        if matches!(event.name.as_str(), "CreateRestApi" | "ImportRestApi")
-            && let Some(id) = event.response_elements.get("id").and_then(Value::as_str)
+        let response = &event.response_elements;
+        match event.name.as_str() {
+            "CreateRestApi" | "ImportRestApi" => {
+                if let Some(id) = response.get("id").and_then(Value::as_str) {
+                    note(Generation::V1, id);
+                }
+            }
+            "CreateApi" | "ImportApi" => {
+                if let Some(id) = response.get("apiId").and_then(Value::as_str) {
+                    note(Generation::V2, id);
+                }
+            }
+            _ => {}
+        }
+        if DOMAIN_EVENTS.contains(&event.name.as_str())
+            && let Some(domain) = request.get("domainName").and_then(Value::as_str)
         {
-            ids.insert(id.to_owned());
+            touched.domains.insert(domain.to_owned());
         }
     }
-    ids
+    touched
 }
 
-fn rest_api_id_of_arn(arn: &str) -> Option<&str> {
-    let rest = arn.split_once("/restapis/")?.1;
+/// The API an API Gateway resource ARN belongs to, if any.
+fn api_of_arn(arn: &str) -> Option<(Generation, &str)> {
+    let path = arn.strip_prefix("arn:")?.split_once("::/")?.1;
+    let (generation, rest) = if let Some(rest) = path.strip_prefix("restapis/") {
+        (Generation::V1, rest)
+    } else {
+        (Generation::V2, path.strip_prefix("apis/")?)
+    };
     let id = rest.split('/').next()?;
-    (!id.is_empty()).then_some(id)
+    (!id.is_empty()).then_some((generation, id))
 }
 
 /// Largest snapshot of one chunk (serialized APIs), well inside DynamoDB's 400 KB item limit.
@@ -237,37 +298,191 @@ mod tests {
         ApiEvent { name: name.into(), request_parameters: request, response_elements: response }
     }
 
+    fn v1(id: &str) -> ApiRef {
+        ApiRef { generation: Generation::V1, id: id.into() }
+    }
+
+    fn v2(id: &str) -> ApiRef {
+        ApiRef { generation: Generation::V2, id: id.into() }
+    }
+
+    /// Records as CloudTrail writes them for each management API: path parameters at the top
+    /// of `requestParameters`, a v2 request body under `<operation>Input`, and the created
+    /// resource in `responseElements`.
     #[test]
-    fn events_name_the_rest_apis_they_touched() {
-        let events = [
-            event("CreateDeployment", json!({"restApiId": "aaa", "stageName": "prod"}), Value::Null),
-            event("CreateRestApi", json!({"name": "new"}), json!({"id": "bbb"})),
-            event(
-                "TagResource",
-                json!({"resourceArn": "arn:aws:apigateway:eu-west-1::/restapis/ccc/stages/prod"}),
-                Value::Null,
+    fn every_write_event_names_the_api_or_domain_it_touched() {
+        let arn = "arn:aws:apigateway:eu-west-1::";
+        let cases: Vec<(&str, Value, Value, Touched)> = vec![
+            // REST (v1)
+            ("CreateRestApi", json!({"name": "new"}), json!({"id": "r1", "name": "new"}), apis(&[v1("r1")])),
+            ("ImportRestApi", json!({"mode": "import"}), json!({"id": "r2"}), apis(&[v1("r2")])),
+            ("PutRestApi", json!({"restApiId": "r3", "mode": "overwrite"}), Value::Null, apis(&[v1("r3")])),
+            (
+                "CreateDeployment",
+                json!({"restApiId": "r4", "stageName": "prod"}),
+                json!({"id": "d1"}),
+                apis(&[v1("r4")]),
             ),
-            event("DeleteRestApi", json!({"restApiId": "ddd"}), Value::Null),
-            event("CreateApi", json!({"name": "http-api"}), json!({"apiId": "v2only"})),
+            ("DeleteRestApi", json!({"restApiId": "r5"}), Value::Null, apis(&[v1("r5")])),
+            (
+                "TagResource",
+                json!({"resourceArn": format!("{arn}/restapis/r6/stages/prod"), "tags": {"a": "b"}}),
+                Value::Null,
+                apis(&[v1("r6")]),
+            ),
+            (
+                "UntagResource",
+                json!({"resource_arn": format!("{arn}/restapis/r7"), "tagKeys": ["a"]}),
+                Value::Null,
+                apis(&[v1("r7")]),
+            ),
+            // HTTP and WebSocket (v2)
+            (
+                "CreateApi",
+                json!({"createApiInput": {"name": "h", "protocolType": "HTTP"}}),
+                json!({"apiId": "h1", "protocolType": "HTTP"}),
+                apis(&[v2("h1")]),
+            ),
+            ("ImportApi", json!({"importApiInput": {"body": "..."}}), json!({"apiId": "h2"}), apis(&[v2("h2")])),
+            (
+                "ReimportApi",
+                json!({"apiId": "h3", "reimportApiInput": {"body": "..."}}),
+                json!({"apiId": "h3"}),
+                apis(&[v2("h3")]),
+            ),
+            ("UpdateApi", json!({"apiId": "h4", "updateApiInput": {"name": "x"}}), Value::Null, apis(&[v2("h4")])),
+            ("DeleteApi", json!({"apiId": "h5"}), Value::Null, apis(&[v2("h5")])),
+            (
+                "CreateStage",
+                json!({"apiId": "w1", "createStageInput": {"stageName": "live", "autoDeploy": true}}),
+                json!({"stageName": "live"}),
+                apis(&[v2("w1")]),
+            ),
+            (
+                "UpdateStage",
+                json!({"apiId": "w2", "stageName": "live", "updateStageInput": {}}),
+                Value::Null,
+                apis(&[v2("w2")]),
+            ),
+            ("DeleteStage", json!({"apiId": "w3", "stageName": "live"}), Value::Null, apis(&[v2("w3")])),
+            (
+                "CreateDeployment",
+                json!({"apiId": "w4", "createDeploymentInput": {"stageName": "live"}}),
+                json!({"deploymentId": "d2"}),
+                apis(&[v2("w4")]),
+            ),
+            ("DeleteDeployment", json!({"apiId": "w5", "deploymentId": "d2"}), Value::Null, apis(&[v2("w5")])),
+            (
+                "CreateRoute",
+                json!({"apiId": "h6", "createRouteInput": {"routeKey": "GET /pets"}}),
+                Value::Null,
+                apis(&[v2("h6")]),
+            ),
+            ("UpdateIntegration", json!({"apiId": "h7", "integrationId": "i1"}), Value::Null, apis(&[v2("h7")])),
+            (
+                "TagResource",
+                json!({"resource-arn": format!("{arn}/apis/h8/stages/$default")}),
+                Value::Null,
+                apis(&[v2("h8")]),
+            ),
+            (
+                "UntagResource",
+                json!({"resource-arn": format!("{arn}/apis/h9"), "tagKeys": ["a"]}),
+                Value::Null,
+                apis(&[v2("h9")]),
+            ),
+            // Custom domain names, in either API: the domain, and the API when the record names it.
+            (
+                "CreateBasePathMapping",
+                json!({"domainName": "api.example.com", "restApiId": "r8", "stage": "prod"}),
+                Value::Null,
+                both(&[v1("r8")], "api.example.com"),
+            ),
+            (
+                "DeleteBasePathMapping",
+                json!({"domainName": "api.example.com", "basePath": "pets"}),
+                Value::Null,
+                domain("api.example.com"),
+            ),
+            (
+                "CreateApiMapping",
+                json!({"domainName": "ws.example.com", "createApiMappingInput":
+                {"apiId": "w6", "stage": "live"}}),
+                json!({"apiId": "w6", "apiMappingId": "m1"}),
+                domain("ws.example.com"),
+            ),
+            (
+                "DeleteApiMapping",
+                json!({"domainName": "ws.example.com", "apiMappingId": "m1"}),
+                Value::Null,
+                domain("ws.example.com"),
+            ),
+            ("DeleteDomainName", json!({"domainName": "old.example.com"}), Value::Null, domain("old.example.com")),
+            // Nothing we publish: a usage plan names REST APIs by `apiId`, but only in its body.
+            (
+                "CreateUsagePlan",
+                json!({"createUsagePlanInput": {"apiStages": [{"apiId": "r9", "stage": "prod"}]}}),
+                json!({"id": "u1"}),
+                Touched::default(),
+            ),
+            (
+                "TagResource",
+                json!({"resource-arn": format!("{arn}/domainnames/api.example.com")}),
+                Value::Null,
+                Touched::default(),
+            ),
+            (
+                "CreateVpcLink",
+                json!({"createVpcLinkInput": {"name": "l"}}),
+                json!({"vpcLinkId": "v1"}),
+                Touched::default(),
+            ),
         ];
-        let ids: Vec<_> = touched_rest_apis(&events).into_iter().collect();
-        assert_eq!(ids, vec!["aaa", "bbb", "ccc", "ddd"]);
+        for (name, request, response, expected) in cases {
+            let found = touched(&[event(name, request.clone(), response)], &Generation::ALL);
+            assert_eq!(found, expected, "{name} {request}");
+        }
+    }
+
+    #[test]
+    fn only_the_selected_management_apis_are_followed() {
+        let events = [
+            event("CreateDeployment", json!({"restApiId": "r1"}), Value::Null),
+            event("CreateDeployment", json!({"apiId": "h1"}), Value::Null),
+        ];
+        assert_eq!(touched(&events, &[Generation::V1]), apis(&[v1("r1")]));
+        assert_eq!(touched(&events, &[Generation::V2]), apis(&[v2("h1")]));
+    }
+
+    fn apis(refs: &[ApiRef]) -> Touched {
+        Touched { apis: refs.iter().cloned().collect(), domains: BTreeSet::new() }
+    }
+
+    fn domain(name: &str) -> Touched {
+        Touched { apis: BTreeSet::new(), domains: BTreeSet::from([name.to_owned()]) }
+    }
+
+    fn both(refs: &[ApiRef], name: &str) -> Touched {
+        Touched { domains: BTreeSet::from([name.to_owned()]), ..apis(refs) }
     }
 
     fn deployed(id: &str, description_bytes: usize) -> DeployedApi {
         DeployedApi {
-            api: crate::aws::apigateway::RestApi {
+            api: crate::aws::apigateway::Api {
                 id: id.into(),
+                kind: Default::default(),
                 name: id.into(),
                 description: Some("d".repeat(description_bytes)),
                 tags: Default::default(),
                 endpoint_types: vec![],
+                execute_api_disabled: false,
             },
             stage: crate::aws::apigateway::Stage {
                 name: "prod".into(),
                 deployment_id: Some("dep".into()),
                 tags: Default::default(),
             },
+            domains: vec![],
         }
     }
 

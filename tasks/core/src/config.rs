@@ -3,9 +3,10 @@
 //! Every setting is validated at cold start; a bad value fails with `InvalidConfig` naming the
 //! variable, so a misconfigured deployment shows the culprit in the Step Functions console.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
+use crate::aws::apigateway::{ApiKind, Generation};
 use crate::error::{AgentError, Result};
 
 /// Which stages to federate: an explicit list, or every stage found in the account and region.
@@ -33,6 +34,29 @@ impl std::fmt::Debug for CredentialSource {
                 f.debug_struct("Inline").field("username", username).field("password", &"***").finish()
             }
         }
+    }
+}
+
+/// The kinds of API federated (`API_TYPES`), never empty.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiTypes(BTreeSet<ApiKind>);
+
+impl ApiTypes {
+    pub fn all() -> Self {
+        Self(ApiKind::ALL.into_iter().collect())
+    }
+
+    pub fn includes(&self, kind: ApiKind) -> bool {
+        self.0.contains(&kind)
+    }
+
+    /// The management APIs to read: v1 only for REST APIs, v2 only for HTTP or WebSocket APIs.
+    pub fn generations(&self) -> Vec<Generation> {
+        Generation::ALL.into_iter().filter(|g| self.0.iter().any(|k| k.generation() == *g)).collect()
+    }
+
+    pub fn kinds(&self) -> impl Iterator<Item = ApiKind> + '_ {
+        self.0.iter().copied()
     }
 }
 
@@ -64,6 +88,7 @@ pub struct Config {
     pub control_plane: ControlPlaneConfig,
     pub state_table: String,
     pub stages: StageSelection,
+    pub api_types: ApiTypes,
     /// How far behind "now" CloudTrail windows end: CloudTrail delivers within about 5 minutes.
     pub change_buffer: Duration,
     /// How much of the previous CloudTrail window each window reads again (late deliveries).
@@ -184,6 +209,7 @@ impl Config {
             },
             state_table: env.required("STATE_TABLE")?,
             stages: parse_stages(&env.optional("STAGES").unwrap_or_else(|| "*".into()))?,
+            api_types: parse_api_types(env.optional("API_TYPES").as_deref())?,
             change_buffer: env.seconds("CHANGE_BUFFER_SECONDS", 300)?,
             change_overlap: env.seconds("CHANGE_OVERLAP_SECONDS", 900)?,
             change_max_window: env.seconds("CHANGE_MAX_WINDOW_SECONDS", 3600)?.max(Duration::from_secs(60)),
@@ -268,6 +294,23 @@ pub fn parse_stages(value: &str) -> Result<StageSelection> {
     Ok(StageSelection::Named(names))
 }
 
+/// A comma-separated list of `REST`, `HTTP` and `WEBSOCKET` (any case); all three when unset.
+pub fn parse_api_types(value: Option<&str>) -> Result<ApiTypes> {
+    let Some(value) = value else { return Ok(ApiTypes::all()) };
+    let mut kinds = BTreeSet::new();
+    for name in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let kind = ApiKind::ALL
+            .into_iter()
+            .find(|k| k.as_str().eq_ignore_ascii_case(name))
+            .ok_or_else(|| invalid("API_TYPES", &format!("{name:?} is not one of REST, HTTP, WEBSOCKET")))?;
+        kinds.insert(kind);
+    }
+    if kinds.is_empty() {
+        return Err(invalid("API_TYPES", "must name at least one of REST, HTTP, WEBSOCKET"));
+    }
+    Ok(ApiTypes(kinds))
+}
+
 /// API Gateway stage names: letters, digits, hyphens and underscores, at most 128 characters.
 pub fn is_valid_stage_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= 128 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
@@ -312,6 +355,21 @@ mod tests {
         assert_eq!(config.change_overlap, Duration::from_secs(900));
         assert_eq!(config.metrics_fetch_interval, Duration::from_secs(1800), "the CloudWatch cost target");
         assert_eq!(config.metrics_backfill, Duration::from_secs(3600));
+        assert_eq!(config.api_types, ApiTypes::all());
+    }
+
+    #[test]
+    fn api_types_select_the_management_apis_to_read() {
+        let cases = [
+            ("REST", vec![Generation::V1]),
+            ("http, WebSocket", vec![Generation::V2]),
+            ("websocket,REST", vec![Generation::V1, Generation::V2]),
+        ];
+        for (value, generations) in cases {
+            assert_eq!(parse_api_types(Some(value)).unwrap().generations(), generations, "{value}");
+        }
+        let http_only = parse_api_types(Some("HTTP")).unwrap();
+        assert!(http_only.includes(ApiKind::Http) && !http_only.includes(ApiKind::WebSocket));
     }
 
     #[test]
@@ -342,6 +400,8 @@ mod tests {
             // 5 windows of 5 minutes cannot cover the 30-minute fetch interval.
             ("METRICS_MAX_WINDOWS_PER_RUN", "5"),
             ("METRICS_FETCH_INTERVAL_SECONDS", "a while"),
+            ("API_TYPES", "REST,GRPC"),
+            ("API_TYPES", " , "),
         ];
         for (variable, value) in cases {
             let mut values = minimal();

@@ -3,14 +3,15 @@
 //! | API Gateway                          | control plane                         |
 //! |--------------------------------------|---------------------------------------|
 //! | stage (account, region, stage name)  | runtime, id `<account>_<region>_<stage>` |
-//! | REST API deployed to the stage       | API `<restApiId>_<stage>`, type REST   |
-//! | deployment active on the stage       | `version`; the REST API id is `versionSetId` |
+//! | API deployed to the stage            | API `<apiId>_<stage>`; REST and HTTP APIs type REST, WebSocket APIs type WEBSOCKET |
+//! | deployment active on the stage       | `version`; the API id is `versionSetId` |
 //! | API tags merged with stage tags      | `tags` as `key:value`, the stage wins  |
 //! | the API's name (its export's `info.title`) | `name`, else the API id             |
+//! | default endpoint, endpoint type, custom domains | `attributes` `invokeUrl`, `endpointType`, `customDomainUrls` |
 
 use std::collections::BTreeMap;
 
-use crate::aws::apigateway::{RestApi, Stage};
+use crate::aws::apigateway::{ApiKind, DeployedApi, DomainRoute};
 use crate::config::ControlPlaneConfig;
 use crate::control_plane::types::{ApiDocument, ApiStatus, ApiType, Runtime, RuntimeCapacity};
 
@@ -72,9 +73,10 @@ pub fn runtime_registration(config: &ControlPlaneConfig, location: StageLocation
     }
 }
 
-/// The control plane id of a REST API published into a stage's runtime.
-pub fn published_api_id(rest_api_id: &str, stage: &str) -> String {
-    format!("{rest_api_id}_{stage}")
+/// The control plane id of an API published into a stage's runtime. API ids are unique across
+/// REST, HTTP and WebSocket APIs of a region, so the three kinds never collide.
+pub fn published_api_id(api_id: &str, stage: &str) -> String {
+    format!("{api_id}_{stage}")
 }
 
 /// `key:value` tags of the API merged with those of the stage; the stage's value wins.
@@ -84,26 +86,67 @@ pub fn merged_tags(api: &BTreeMap<String, String>, stage: &BTreeMap<String, Stri
     merged.into_iter().map(|(k, v)| format!("{k}:{v}")).collect()
 }
 
-/// The control plane document of a REST API deployed to a stage. The name is the API's: API
+/// How clients reach an API: `https` for REST and HTTP APIs, `wss` for WebSocket APIs.
+fn scheme(kind: ApiKind) -> &'static str {
+    match kind {
+        ApiKind::Rest | ApiKind::Http => "https",
+        ApiKind::WebSocket => "wss",
+    }
+}
+
+/// The default `execute-api` URL of the API on the stage. The `$default` stage of an HTTP API
+/// is served at the root; every other stage under its name.
+pub fn invoke_url(kind: ApiKind, api_id: &str, stage: &str, region: &str) -> String {
+    let domain = if region.starts_with("cn-") { "amazonaws.com.cn" } else { "amazonaws.com" };
+    let base = format!("{}://{api_id}.execute-api.{region}.{domain}", scheme(kind));
+    match (kind, stage) {
+        (ApiKind::Http, "$default") => base,
+        _ => format!("{base}/{stage}"),
+    }
+}
+
+/// The URL clients call through a custom domain name's route.
+pub fn custom_domain_url(kind: ApiKind, route: &DomainRoute) -> String {
+    let base = format!("{}://{}", scheme(kind), route.domain_name);
+    match route.base_path.trim_matches('/') {
+        "" => base,
+        path => format!("{base}/{path}"),
+    }
+}
+
+/// The control plane document of an API deployed to a stage. The name is the API's: API
 /// Gateway writes it as `info.title` of a stage's export (and takes it from there on import), so
-/// no `GetExport` call is spent on it.
-pub fn rest_api_document(api: &RestApi, stage: &Stage, region: &str) -> ApiDocument {
+/// no export is read for it. `attributes` say where the API is served: the default endpoint
+/// (absent when disabled), its type, and every custom domain route to this stage.
+pub fn api_document(deployed: &DeployedApi, region: &str) -> ApiDocument {
+    let DeployedApi { api, stage, domains } = deployed;
     let name = if api.name.trim().is_empty() { api.id.as_str() } else { api.name.as_str() };
     let mut attributes = BTreeMap::from([
         ("awsApiId".to_owned(), api.id.clone()),
-        ("awsApiType".to_owned(), "REST".to_owned()),
+        ("awsApiType".to_owned(), api.kind.as_str().to_owned()),
         ("stage".to_owned(), stage.name.clone()),
-        ("invokeUrl".to_owned(), format!("https://{}.execute-api.{region}.amazonaws.com/{}", api.id, stage.name)),
     ]);
+    if !api.execute_api_disabled {
+        attributes.insert("invokeUrl".to_owned(), invoke_url(api.kind, &api.id, &stage.name, region));
+    }
     if !api.endpoint_types.is_empty() {
         attributes.insert("endpointType".to_owned(), api.endpoint_types.join(","));
+    }
+    if !domains.is_empty() {
+        let urls: Vec<String> = domains.iter().map(|route| custom_domain_url(api.kind, route)).collect();
+        // Attribute values are strings; a list is written as a JSON array, as the contract's
+        // own example does.
+        attributes.insert("customDomainUrls".to_owned(), serde_json::Value::from(urls).to_string());
     }
     ApiDocument {
         id: published_api_id(&api.id, &stage.name),
         name: truncate(name, API_NAME_MAX),
         description: api.description.as_deref().filter(|d| !d.is_empty()).map(|d| truncate(d, API_DESCRIPTION_MAX)),
         tags: merged_tags(&api.tags, &stage.tags),
-        api_type: ApiType::Rest,
+        api_type: match api.kind {
+            ApiKind::Rest | ApiKind::Http => ApiType::Rest,
+            ApiKind::WebSocket => ApiType::Websocket,
+        },
         status: Some(ApiStatus::Active),
         version: stage.deployment_id.clone(),
         version_set_id: Some(api.id.clone()),
@@ -122,6 +165,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::aws::apigateway::{Api, Stage};
     use crate::config::CredentialSource;
 
     fn location(stage: &str) -> StageLocation<'_> {
@@ -132,14 +176,20 @@ mod tests {
         pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
     }
 
-    fn pets_api() -> RestApi {
-        RestApi {
+    fn pets_api() -> Api {
+        Api {
             id: "a1b2c3d4e5".into(),
+            kind: ApiKind::Rest,
             name: "pets".into(),
             description: Some("Pet store".into()),
             tags: tags(&[("team", "core"), ("env", "shared")]),
             endpoint_types: vec!["REGIONAL".into()],
+            execute_api_disabled: false,
         }
+    }
+
+    fn on_prod(api: Api) -> DeployedApi {
+        DeployedApi { api, stage: prod_stage(), domains: vec![] }
     }
 
     fn prod_stage() -> Stage {
@@ -171,7 +221,7 @@ mod tests {
 
     #[test]
     fn rest_api_maps_to_a_versioned_document_of_the_stage_runtime() {
-        let document = rest_api_document(&pets_api(), &prod_stage(), "eu-west-1");
+        let document = api_document(&on_prod(pets_api()), "eu-west-1");
         assert_eq!(document.id, "a1b2c3d4e5_prod");
         assert_eq!(document.name, "pets");
         assert_eq!(document.version.as_deref(), Some("dep123"));
@@ -182,18 +232,76 @@ mod tests {
     }
 
     #[test]
+    fn each_kind_maps_to_its_type_and_is_served_where_clients_call_it() {
+        let route = |domain: &str, path: &str| DomainRoute { domain_name: domain.into(), base_path: path.into() };
+        // (kind, stage, execute-api disabled, routes, region) -> (type, invokeUrl, customDomainUrls)
+        let cases = [
+            (
+                ApiKind::Rest,
+                "prod",
+                false,
+                vec![],
+                "eu-west-1",
+                ApiType::Rest,
+                Some("https://a1b2c3d4e5.execute-api.eu-west-1.amazonaws.com/prod"),
+                None,
+            ),
+            (
+                ApiKind::Http,
+                "prod",
+                false,
+                vec![route("api.example.com", "v1/pets")],
+                "eu-west-1",
+                ApiType::Rest,
+                Some("https://a1b2c3d4e5.execute-api.eu-west-1.amazonaws.com/prod"),
+                Some(r#"["https://api.example.com/v1/pets"]"#),
+            ),
+            (
+                ApiKind::Http,
+                "$default",
+                true,
+                vec![route("a.example.com", ""), route("b.example.com", "pets")],
+                "eu-west-1",
+                ApiType::Rest,
+                None,
+                Some(r#"["https://a.example.com","https://b.example.com/pets"]"#),
+            ),
+            (
+                ApiKind::WebSocket,
+                "live",
+                false,
+                vec![route("ws.example.com", "chat")],
+                "cn-north-1",
+                ApiType::Websocket,
+                Some("wss://a1b2c3d4e5.execute-api.cn-north-1.amazonaws.com.cn/live"),
+                Some(r#"["wss://ws.example.com/chat"]"#),
+            ),
+        ];
+        for (kind, stage, disabled, domains, region, api_type, invoke, custom) in cases {
+            let api = Api { kind, execute_api_disabled: disabled, ..pets_api() };
+            let stage = Stage { name: stage.into(), ..prod_stage() };
+            let document = api_document(&DeployedApi { api, stage, domains }, region);
+            assert_eq!(document.api_type, api_type, "{kind:?}");
+            assert_eq!(document.attributes.get("invokeUrl").map(String::as_str), invoke, "{kind:?}");
+            assert_eq!(document.attributes.get("customDomainUrls").map(String::as_str), custom, "{kind:?}");
+            assert_eq!(document.attributes["awsApiType"], kind.as_str());
+            assert_eq!(document.version.as_deref(), Some("dep123"));
+        }
+    }
+
+    #[test]
     fn name_is_the_api_name_else_the_id() {
         let cases = [("pets", "pets"), ("  ", "a1b2c3d4e5"), ("", "a1b2c3d4e5")];
         for (api_name, expected) in cases {
-            let api = RestApi { name: api_name.into(), ..pets_api() };
-            assert_eq!(rest_api_document(&api, &prod_stage(), "eu-west-1").name, expected);
+            let api = Api { name: api_name.into(), ..pets_api() };
+            assert_eq!(api_document(&on_prod(api), "eu-west-1").name, expected);
         }
     }
 
     #[test]
     fn oversized_texts_are_cut_to_the_contract_limits() {
-        let api = RestApi { name: "n".repeat(2000), description: Some("é".repeat(9000)), ..pets_api() };
-        let document = rest_api_document(&api, &prod_stage(), "eu-west-1");
+        let api = Api { name: "n".repeat(2000), description: Some("é".repeat(9000)), ..pets_api() };
+        let document = api_document(&on_prod(api), "eu-west-1");
         assert_eq!(document.name.chars().count(), API_NAME_MAX);
         assert_eq!(document.description.unwrap().chars().count(), API_DESCRIPTION_MAX);
     }

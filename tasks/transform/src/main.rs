@@ -7,6 +7,7 @@ use agent_core::handlers::transform::Transform;
 use agent_core::model::Chunk;
 
 struct Dependencies {
+    config: Config,
     region: String,
     gateway: SdkApiGateway,
     metrics: CloudWatchMetrics,
@@ -21,6 +22,7 @@ async fn dependencies() -> agent_core::Result<Dependencies> {
         gateway: bootstrap::api_gateway(&config, &aws),
         metrics: CloudWatchMetrics::new(aws_sdk_cloudwatch::Client::new(&aws)),
         state: bootstrap::state_store(&config, &aws),
+        config,
     })
 }
 
@@ -28,8 +30,13 @@ async fn dependencies() -> agent_core::Result<Dependencies> {
 async fn main() -> Result<(), lambda_runtime::Error> {
     bootstrap::init_tracing();
     bootstrap::serve(dependencies, |chunk: Chunk, deps| async move {
-        let task =
-            Transform { region: &deps.region, gateway: &deps.gateway, metrics: &deps.metrics, state: &deps.state };
+        let task = Transform {
+            region: &deps.region,
+            api_types: &deps.config.api_types,
+            gateway: &deps.gateway,
+            metrics: &deps.metrics,
+            state: &deps.state,
+        };
         match chunk {
             Chunk::Assets(chunk) => task.assets(chunk).await,
             Chunk::Metrics(chunk) => task.metrics(chunk, now()).await,

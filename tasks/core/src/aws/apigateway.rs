@@ -1,11 +1,14 @@
-//! Amazon API Gateway (REST, v1): the APIs and stages we federate, read with full pagination.
+//! Amazon API Gateway: the REST (v1), HTTP and WebSocket (v2) APIs and stages we federate, and
+//! the custom domain names that route to them, read with full pagination.
+//!
+//! API ids are unique across v1 and v2 in a region: both kinds are served on
+//! `https://<id>.execute-api.<region>.amazonaws.com`, so an id alone names an API.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_apigateway::Client;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
@@ -13,28 +16,101 @@ use tokio::time::Instant;
 use super::sdk_error;
 use crate::error::Result;
 
+/// The three kinds of API that API Gateway serves.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum ApiKind {
+    /// A REST API (the v1 `apigateway` service). Stored documents written before HTTP and
+    /// WebSocket APIs were federated carry no kind: they were all REST APIs.
+    #[default]
+    Rest,
+    /// An HTTP API (`apigatewayv2`, protocol type HTTP).
+    Http,
+    /// A WebSocket API (`apigatewayv2`, protocol type WEBSOCKET).
+    #[serde(rename = "WEBSOCKET")]
+    WebSocket,
+}
+
+impl ApiKind {
+    pub const ALL: [ApiKind; 3] = [ApiKind::Rest, ApiKind::Http, ApiKind::WebSocket];
+
+    pub fn generation(self) -> Generation {
+        match self {
+            Self::Rest => Generation::V1,
+            Self::Http | Self::WebSocket => Generation::V2,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Rest => "REST",
+            Self::Http => "HTTP",
+            Self::WebSocket => "WEBSOCKET",
+        }
+    }
+}
+
+/// The two API Gateway management APIs: `apigateway` (REST APIs) and `apigatewayv2` (HTTP and
+/// WebSocket APIs). Each has its own listing, stages and custom domain mappings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Generation {
+    V1,
+    V2,
+}
+
+impl Generation {
+    pub const ALL: [Generation; 2] = [Generation::V1, Generation::V2];
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RestApi {
+pub struct Api {
     pub id: String,
+    #[serde(default)]
+    pub kind: ApiKind,
     pub name: String,
     pub description: Option<String>,
     pub tags: BTreeMap<String, String>,
+    /// EDGE, REGIONAL or PRIVATE for a REST API; HTTP and WebSocket APIs are regional.
     pub endpoint_types: Vec<String>,
+    /// Clients can only call the API through a custom domain name.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub execute_api_disabled: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stage {
     pub name: String,
-    /// The deployment active on the stage; a stage without one serves nothing.
+    /// The deployment active on the stage; a stage without one serves nothing (an auto-deploy
+    /// stage of an HTTP or WebSocket API has one once API Gateway deployed it).
     pub deployment_id: Option<String>,
     pub tags: BTreeMap<String, String>,
 }
 
-/// A REST API and the stage it is deployed to: everything its control plane document needs.
+/// A custom domain name's route to an API's stage: `https://<domain>/<base path>`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct DomainRoute {
+    pub domain_name: String,
+    /// Empty for the domain's root.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub base_path: String,
+}
+
+/// A route of a custom domain name, as listed: which API and stage it serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainMapping {
+    pub route: DomainRoute,
+    pub api_id: String,
+    pub stage: String,
+}
+
+/// An API and the stage it is deployed to: everything its control plane document needs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeployedApi {
-    pub api: RestApi,
+    pub api: Api,
     pub stage: Stage,
+    /// The custom domain names routing to this API and stage, sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub domains: Vec<DomainRoute>,
 }
 
 /// The stage of that name if it serves a deployment; a stage without one serves nothing.
@@ -42,13 +118,25 @@ pub fn deployed_stage<'a>(stages: &'a [Stage], name: &str) -> Option<&'a Stage> 
     stages.iter().find(|s| s.name == name && s.deployment_id.is_some())
 }
 
+/// The routes of `mappings` that serve `api_id` on `stage`, sorted and without duplicates.
+pub fn routes_to(mappings: &[DomainMapping], api_id: &str, stage: &str) -> Vec<DomainRoute> {
+    let mut routes: Vec<DomainRoute> =
+        mappings.iter().filter(|m| m.api_id == api_id && m.stage == stage).map(|m| m.route.clone()).collect();
+    routes.sort();
+    routes.dedup();
+    routes
+}
+
 pub trait ApiGateway: Send + Sync {
-    /// Every REST API of the account and region, across all pages.
-    fn list_rest_apis(&self) -> impl Future<Output = Result<Vec<RestApi>>> + Send;
+    /// Every API of the generation in the account and region, across all pages.
+    fn list_apis(&self, generation: Generation) -> impl Future<Output = Result<Vec<Api>>> + Send;
     /// `None` when the API no longer exists.
-    fn get_rest_api(&self, api_id: &str) -> impl Future<Output = Result<Option<RestApi>>> + Send;
+    fn get_api(&self, generation: Generation, api_id: &str) -> impl Future<Output = Result<Option<Api>>> + Send;
     /// The API's stages; empty when the API no longer exists.
-    fn get_stages(&self, api_id: &str) -> impl Future<Output = Result<Vec<Stage>>> + Send;
+    fn get_stages(&self, generation: Generation, api_id: &str) -> impl Future<Output = Result<Vec<Stage>>> + Send;
+    /// Every route of every custom domain name of the generation: one listing of the domain
+    /// names and one of each domain's mappings.
+    fn list_domain_mappings(&self, generation: Generation) -> impl Future<Output = Result<Vec<DomainMapping>>> + Send;
 }
 
 /// Spaces the starts of requests at least `1 / rate` apart: a steady share of API Gateway's
@@ -77,28 +165,157 @@ impl Pacer {
     }
 }
 
+/// Both management APIs behind one pacer: v1 and v2 calls count against the same quota.
 #[derive(Debug, Clone)]
 pub struct SdkApiGateway {
-    client: Client,
+    v1: aws_sdk_apigateway::Client,
+    v2: aws_sdk_apigatewayv2::Client,
     pacer: Arc<Pacer>,
 }
 
-/// GetRestApis' largest page.
-const PAGE_LIMIT: i32 = 500;
+/// The largest page of the v1 listings.
+const V1_PAGE_LIMIT: i32 = 500;
+/// The largest page of the v2 listings (`MaxResults` is a string there).
+const V2_PAGE_LIMIT: &str = "500";
 
 impl SdkApiGateway {
     /// `requests_per_second`: this client's share of the account's management quota.
-    pub fn new(client: Client, requests_per_second: f64) -> Self {
-        Self { client, pacer: Arc::new(Pacer::per_second(requests_per_second)) }
+    pub fn new(v1: aws_sdk_apigateway::Client, v2: aws_sdk_apigatewayv2::Client, requests_per_second: f64) -> Self {
+        Self { v1, v2, pacer: Arc::new(Pacer::per_second(requests_per_second)) }
     }
+
+    async fn v1_domain_mappings(&self) -> Result<Vec<DomainMapping>> {
+        let mut domains = Vec::new();
+        let mut position: Option<String> = None;
+        loop {
+            self.pacer.wait().await;
+            let page = self
+                .v1
+                .get_domain_names()
+                .limit(V1_PAGE_LIMIT)
+                .set_position(position.take())
+                .send()
+                .await
+                .map_err(|e| sdk_error("apigateway:GetDomainNames", e))?;
+            domains.extend(
+                page.items()
+                    .iter()
+                    .filter_map(|d| Some((d.domain_name()?.to_owned(), d.domain_name_id().map(str::to_owned)))),
+            );
+            match next_page(page.position()) {
+                Some(next) => position = Some(next),
+                None => break,
+            }
+        }
+        let mut mappings = Vec::new();
+        for (domain_name, domain_name_id) in domains {
+            let mut position: Option<String> = None;
+            loop {
+                self.pacer.wait().await;
+                let result = self
+                    .v1
+                    .get_base_path_mappings()
+                    .domain_name(&domain_name)
+                    .set_domain_name_id(domain_name_id.clone())
+                    .limit(V1_PAGE_LIMIT)
+                    .set_position(position.take())
+                    .send()
+                    .await;
+                let page = match result {
+                    Ok(page) => page,
+                    // Deleted since it was listed: it routes nothing.
+                    Err(e) if e.as_service_error().is_some_and(|e| e.is_not_found_exception()) => break,
+                    Err(e) => return Err(sdk_error("apigateway:GetBasePathMappings", e)),
+                };
+                mappings.extend(page.items().iter().filter_map(|m| {
+                    Some(DomainMapping {
+                        route: DomainRoute {
+                            domain_name: domain_name.clone(),
+                            // API Gateway writes the root mapping as "(none)".
+                            base_path: m.base_path().filter(|p| *p != "(none)").unwrap_or_default().to_owned(),
+                        },
+                        api_id: m.rest_api_id()?.to_owned(),
+                        stage: m.stage()?.to_owned(),
+                    })
+                }));
+                match next_page(page.position()) {
+                    Some(next) => position = Some(next),
+                    None => break,
+                }
+            }
+        }
+        Ok(mappings)
+    }
+
+    async fn v2_domain_mappings(&self) -> Result<Vec<DomainMapping>> {
+        let mut domains = Vec::new();
+        let mut next_token: Option<String> = None;
+        loop {
+            self.pacer.wait().await;
+            let page = self
+                .v2
+                .get_domain_names()
+                .max_results(V2_PAGE_LIMIT)
+                .set_next_token(next_token.take())
+                .send()
+                .await
+                .map_err(|e| sdk_error("apigatewayv2:GetDomainNames", e))?;
+            domains.extend(page.items().iter().filter_map(|d| d.domain_name().map(str::to_owned)));
+            match next_page(page.next_token()) {
+                Some(next) => next_token = Some(next),
+                None => break,
+            }
+        }
+        let mut mappings = Vec::new();
+        for domain_name in domains {
+            let mut next_token: Option<String> = None;
+            loop {
+                self.pacer.wait().await;
+                let result = self
+                    .v2
+                    .get_api_mappings()
+                    .domain_name(&domain_name)
+                    .max_results(V2_PAGE_LIMIT)
+                    .set_next_token(next_token.take())
+                    .send()
+                    .await;
+                let page = match result {
+                    Ok(page) => page,
+                    Err(e) if e.as_service_error().is_some_and(|e| e.is_not_found_exception()) => break,
+                    Err(e) => return Err(sdk_error("apigatewayv2:GetApiMappings", e)),
+                };
+                mappings.extend(page.items().iter().filter_map(|m| {
+                    Some(DomainMapping {
+                        route: DomainRoute {
+                            domain_name: domain_name.clone(),
+                            base_path: m.api_mapping_key().unwrap_or_default().to_owned(),
+                        },
+                        api_id: m.api_id()?.to_owned(),
+                        stage: m.stage()?.to_owned(),
+                    })
+                }));
+                match next_page(page.next_token()) {
+                    Some(next) => next_token = Some(next),
+                    None => break,
+                }
+            }
+        }
+        Ok(mappings)
+    }
+}
+
+/// The next page's token, if the listing has one.
+fn next_page(token: Option<&str>) -> Option<String> {
+    token.filter(|t| !t.is_empty()).map(str::to_owned)
 }
 
 /// GetRestApis items and GetRestApi outputs are distinct SDK types with the same fields.
 macro_rules! rest_api {
     ($api:expr) => {{
         let api = $api;
-        api.id().map(|id| RestApi {
+        api.id().map(|id| Api {
             id: id.to_owned(),
+            kind: ApiKind::Rest,
             name: api.name().unwrap_or_default().to_owned(),
             description: api.description().map(str::to_owned),
             tags: tag_map(api.tags()),
@@ -106,61 +323,149 @@ macro_rules! rest_api {
                 .endpoint_configuration()
                 .map(|c| c.types().iter().map(|t| t.as_str().to_owned()).collect())
                 .unwrap_or_default(),
+            execute_api_disabled: api.disable_execute_api_endpoint(),
         })
     }};
 }
 
-fn tag_map(tags: Option<&std::collections::HashMap<String, String>>) -> BTreeMap<String, String> {
+/// GetApis items and GetApi outputs, likewise. An API of another protocol type (none exists
+/// today) is not ours to publish.
+macro_rules! v2_api {
+    ($api:expr) => {{
+        use aws_sdk_apigatewayv2::types::ProtocolType;
+        let api = $api;
+        let kind = match api.protocol_type() {
+            Some(ProtocolType::Http) => Some(ApiKind::Http),
+            Some(ProtocolType::Websocket) => Some(ApiKind::WebSocket),
+            _ => None,
+        };
+        match (api.api_id(), kind) {
+            (Some(id), Some(kind)) => Some(Api {
+                id: id.to_owned(),
+                kind,
+                name: api.name().unwrap_or_default().to_owned(),
+                description: api.description().map(str::to_owned),
+                tags: tag_map(api.tags()),
+                endpoint_types: vec!["REGIONAL".to_owned()],
+                execute_api_disabled: api.disable_execute_api_endpoint().unwrap_or(false),
+            }),
+            _ => None,
+        }
+    }};
+}
+
+fn tag_map(tags: Option<&HashMap<String, String>>) -> BTreeMap<String, String> {
     tags.map(|t| t.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default()
 }
 
 impl ApiGateway for SdkApiGateway {
-    async fn list_rest_apis(&self) -> Result<Vec<RestApi>> {
+    async fn list_apis(&self, generation: Generation) -> Result<Vec<Api>> {
         let mut apis = Vec::new();
-        let mut position: Option<String> = None;
+        let mut token: Option<String> = None;
         loop {
             self.pacer.wait().await;
-            let page = self
-                .client
-                .get_rest_apis()
-                .limit(PAGE_LIMIT)
-                .set_position(position.take())
-                .send()
-                .await
-                .map_err(|e| sdk_error("apigateway:GetRestApis", e))?;
-            apis.extend(page.items().iter().filter_map(|api| rest_api!(api)));
-            match page.position() {
-                Some(next) if !next.is_empty() => position = Some(next.to_owned()),
-                _ => return Ok(apis),
+            let next = match generation {
+                Generation::V1 => {
+                    let page = self
+                        .v1
+                        .get_rest_apis()
+                        .limit(V1_PAGE_LIMIT)
+                        .set_position(token.take())
+                        .send()
+                        .await
+                        .map_err(|e| sdk_error("apigateway:GetRestApis", e))?;
+                    apis.extend(page.items().iter().filter_map(|api| rest_api!(api)));
+                    next_page(page.position())
+                }
+                Generation::V2 => {
+                    let page = self
+                        .v2
+                        .get_apis()
+                        .max_results(V2_PAGE_LIMIT)
+                        .set_next_token(token.take())
+                        .send()
+                        .await
+                        .map_err(|e| sdk_error("apigatewayv2:GetApis", e))?;
+                    apis.extend(page.items().iter().filter_map(|api| v2_api!(api)));
+                    next_page(page.next_token())
+                }
+            };
+            match next {
+                Some(next) => token = Some(next),
+                None => return Ok(apis),
             }
         }
     }
 
-    async fn get_rest_api(&self, api_id: &str) -> Result<Option<RestApi>> {
+    async fn get_api(&self, generation: Generation, api_id: &str) -> Result<Option<Api>> {
         self.pacer.wait().await;
-        match self.client.get_rest_api().rest_api_id(api_id).send().await {
-            Ok(api) => Ok(rest_api!(&api)),
-            Err(e) if e.as_service_error().is_some_and(|e| e.is_not_found_exception()) => Ok(None),
-            Err(e) => Err(sdk_error("apigateway:GetRestApi", e)),
+        match generation {
+            Generation::V1 => match self.v1.get_rest_api().rest_api_id(api_id).send().await {
+                Ok(api) => Ok(rest_api!(&api)),
+                Err(e) if e.as_service_error().is_some_and(|e| e.is_not_found_exception()) => Ok(None),
+                Err(e) => Err(sdk_error("apigateway:GetRestApi", e)),
+            },
+            Generation::V2 => match self.v2.get_api().api_id(api_id).send().await {
+                Ok(api) => Ok(v2_api!(&api)),
+                Err(e) if e.as_service_error().is_some_and(|e| e.is_not_found_exception()) => Ok(None),
+                Err(e) => Err(sdk_error("apigatewayv2:GetApi", e)),
+            },
         }
     }
 
-    async fn get_stages(&self, api_id: &str) -> Result<Vec<Stage>> {
-        self.pacer.wait().await;
-        match self.client.get_stages().rest_api_id(api_id).send().await {
-            Ok(stages) => Ok(stages
-                .item()
-                .iter()
-                .filter_map(|s| {
-                    Some(Stage {
-                        name: s.stage_name()?.to_owned(),
-                        deployment_id: s.deployment_id().map(str::to_owned),
-                        tags: tag_map(s.tags()),
-                    })
-                })
-                .collect()),
-            Err(e) if e.as_service_error().is_some_and(|e| e.is_not_found_exception()) => Ok(Vec::new()),
-            Err(e) => Err(sdk_error("apigateway:GetStages", e)),
+    async fn get_stages(&self, generation: Generation, api_id: &str) -> Result<Vec<Stage>> {
+        match generation {
+            Generation::V1 => {
+                self.pacer.wait().await;
+                match self.v1.get_stages().rest_api_id(api_id).send().await {
+                    Ok(stages) => Ok(stages
+                        .item()
+                        .iter()
+                        .filter_map(|s| {
+                            Some(Stage {
+                                name: s.stage_name()?.to_owned(),
+                                deployment_id: s.deployment_id().map(str::to_owned),
+                                tags: tag_map(s.tags()),
+                            })
+                        })
+                        .collect()),
+                    Err(e) if e.as_service_error().is_some_and(|e| e.is_not_found_exception()) => Ok(Vec::new()),
+                    Err(e) => Err(sdk_error("apigateway:GetStages", e)),
+                }
+            }
+            Generation::V2 => {
+                let mut stages = Vec::new();
+                let mut next_token: Option<String> = None;
+                loop {
+                    self.pacer.wait().await;
+                    let request = self.v2.get_stages().api_id(api_id).max_results(V2_PAGE_LIMIT);
+                    let page = match request.set_next_token(next_token.take()).send().await {
+                        Ok(page) => page,
+                        Err(e) if e.as_service_error().is_some_and(|e| e.is_not_found_exception()) => {
+                            return Ok(Vec::new());
+                        }
+                        Err(e) => return Err(sdk_error("apigatewayv2:GetStages", e)),
+                    };
+                    stages.extend(page.items().iter().filter_map(|s| {
+                        Some(Stage {
+                            name: s.stage_name()?.to_owned(),
+                            deployment_id: s.deployment_id().map(str::to_owned),
+                            tags: tag_map(s.tags()),
+                        })
+                    }));
+                    match next_page(page.next_token()) {
+                        Some(next) => next_token = Some(next),
+                        None => return Ok(stages),
+                    }
+                }
+            }
+        }
+    }
+
+    async fn list_domain_mappings(&self, generation: Generation) -> Result<Vec<DomainMapping>> {
+        match generation {
+            Generation::V1 => self.v1_domain_mappings().await,
+            Generation::V2 => self.v2_domain_mappings().await,
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Amazon CloudWatch: API Gateway metrics of one stage, read in batches with `GetMetricData`.
 //!
 //! GetMetricData is billed per metric requested, so one query fetches every 1-minute datapoint
-//! of a window, and up to 500 queries (100 APIs) go in one call.
+//! of a window, and up to 500 queries (100 REST or HTTP APIs) go in one call. REST APIs are
+//! named by `ApiName`, HTTP and WebSocket APIs by `ApiId`, each with `Stage`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -14,6 +15,8 @@ use aws_sdk_cloudwatch::types::{
 };
 
 use super::sdk_error;
+use crate::aws::apigateway::ApiKind;
+use crate::config::ApiTypes;
 use crate::error::{AgentError, Result};
 use crate::metrics::{ApiSeries, Series};
 
@@ -23,31 +26,91 @@ const PERIOD_SECONDS: i32 = 60;
 /// ListMetrics can restrict itself to metrics with datapoints in the last 3 hours.
 const RECENTLY_ACTIVE_SECONDS: i64 = 3 * 3600;
 
-/// The REST API metrics we read: (CloudWatch metric name, statistic).
-const REST_METRICS: [(&str, &str); 5] = [
-    ("Count", "Sum"),
-    ("4XXError", "Sum"),
-    ("5XXError", "Sum"),
-    ("Latency", "Average"),
-    ("IntegrationLatency", "Average"),
+/// An API on a stage as CloudWatch knows it: REST APIs by name, HTTP and WebSocket APIs by id.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum MetricSubject {
+    RestApi { name: String },
+    HttpApi { id: String },
+    WebSocketApi { id: String },
+}
+
+impl MetricSubject {
+    fn dimension(&self) -> (&'static str, &str) {
+        match self {
+            Self::RestApi { name } => ("ApiName", name),
+            Self::HttpApi { id } | Self::WebSocketApi { id } => ("ApiId", id),
+        }
+    }
+
+    fn metrics(&self) -> &'static [MetricRead] {
+        match self {
+            Self::RestApi { .. } => &REST_METRICS,
+            Self::HttpApi { .. } => &HTTP_METRICS,
+            Self::WebSocketApi { .. } => &WEBSOCKET_METRICS,
+        }
+    }
+}
+
+/// Where a metric's datapoints go in an [`ApiSeries`]. Several metrics may feed one series
+/// (summed per minute): a WebSocket API's transactions are its connections and its messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    Count,
+    ClientErrors,
+    ServerErrors,
+    Latency,
+    IntegrationLatency,
+}
+
+/// One metric read per API: (CloudWatch metric name, statistic, series it feeds).
+type MetricRead = (&'static str, &'static str, Target);
+
+const REST_METRICS: [MetricRead; 5] = [
+    ("Count", "Sum", Target::Count),
+    ("4XXError", "Sum", Target::ClientErrors),
+    ("5XXError", "Sum", Target::ServerErrors),
+    ("Latency", "Average", Target::Latency),
+    ("IntegrationLatency", "Average", Target::IntegrationLatency),
+];
+
+const HTTP_METRICS: [MetricRead; 5] = [
+    ("Count", "Sum", Target::Count),
+    ("4xx", "Sum", Target::ClientErrors),
+    ("5xx", "Sum", Target::ServerErrors),
+    ("Latency", "Average", Target::Latency),
+    ("IntegrationLatency", "Average", Target::IntegrationLatency),
+];
+
+/// A WebSocket API has no status codes and no end-to-end latency: a transaction is a connection
+/// or a message, a client error (rejected before the integration) is a 4xx, an integration or
+/// execution error a 5xx, and only the backend latency is known.
+const WEBSOCKET_METRICS: [MetricRead; 6] = [
+    ("ConnectCount", "Sum", Target::Count),
+    ("MessageCount", "Sum", Target::Count),
+    ("ClientError", "Sum", Target::ClientErrors),
+    ("IntegrationError", "Sum", Target::ServerErrors),
+    ("ExecutionError", "Sum", Target::ServerErrors),
+    ("IntegrationLatency", "Average", Target::IntegrationLatency),
 ];
 
 pub trait MetricSource: Send + Sync {
-    /// Names of the REST APIs that have a `Count` metric on the stage (i.e. had traffic).
+    /// The APIs of the selected kinds with traffic on the stage since `since`: one listing of
+    /// the metric that every request increments, per kind, not a query per API.
     fn apis_with_traffic(
         &self,
         stage: &str,
+        kinds: &ApiTypes,
         since: i64,
         now: i64,
-    ) -> impl Future<Output = Result<BTreeSet<String>>> + Send;
+    ) -> impl Future<Output = Result<BTreeSet<MetricSubject>>> + Send;
     /// 1-minute datapoints of each API on the stage over `[start, end)` (epoch seconds).
-    fn rest_api_series(
+    fn api_series(
         &self,
         stage: &str,
-        api_names: &[String],
+        apis: &[MetricSubject],
         start: i64,
         end: i64,
-    ) -> impl Future<Output = Result<BTreeMap<String, ApiSeries>>> + Send;
+    ) -> impl Future<Output = Result<BTreeMap<MetricSubject, ApiSeries>>> + Send;
 }
 
 #[derive(Debug, Clone)]
@@ -59,18 +122,17 @@ impl CloudWatchMetrics {
     pub fn new(client: Client) -> Self {
         Self { client }
     }
-}
 
-impl MetricSource for CloudWatchMetrics {
-    async fn apis_with_traffic(&self, stage: &str, since: i64, now: i64) -> Result<BTreeSet<String>> {
-        let mut names = BTreeSet::new();
+    /// The APIs that have `metric_name` on the stage, by the dimension that names them.
+    async fn listed(&self, metric_name: &str, stage: &str, since: i64, now: i64) -> Result<BTreeSet<MetricSubject>> {
+        let mut subjects = BTreeSet::new();
         let mut next_token: Option<String> = None;
         loop {
             let mut request = self
                 .client
                 .list_metrics()
                 .namespace(NAMESPACE)
-                .metric_name("Count")
+                .metric_name(metric_name)
                 .dimensions(DimensionFilter::builder().name("Stage").value(stage).build())
                 .set_next_token(next_token.take());
             if now - since <= RECENTLY_ACTIVE_SECONDS {
@@ -78,30 +140,61 @@ impl MetricSource for CloudWatchMetrics {
             }
             let page = request.send().await.map_err(|e| sdk_error("cloudwatch:ListMetrics", e))?;
             for metric in page.metrics() {
-                // Per-method metrics (detailed metrics) carry more dimensions; count each API once.
+                // Per-method and per-route (detailed) metrics carry more dimensions; count each API once.
                 let dimensions = metric.dimensions();
-                if dimensions.len() == 2
-                    && let Some(name) = dimensions.iter().find(|d| d.name() == Some("ApiName")).and_then(|d| d.value())
-                {
-                    names.insert(name.to_owned());
+                if dimensions.len() != 2 {
+                    continue;
                 }
+                let value = |name: &str| dimensions.iter().find(|d| d.name() == Some(name)).and_then(|d| d.value());
+                let subject = match (metric_name, value("ApiName"), value("ApiId")) {
+                    ("Count", Some(name), _) => MetricSubject::RestApi { name: name.to_owned() },
+                    ("Count", None, Some(id)) => MetricSubject::HttpApi { id: id.to_owned() },
+                    (_, None, Some(id)) => MetricSubject::WebSocketApi { id: id.to_owned() },
+                    _ => continue,
+                };
+                subjects.insert(subject);
             }
             match page.next_token() {
                 Some(token) if !token.is_empty() => next_token = Some(token.to_owned()),
-                _ => return Ok(names),
+                _ => return Ok(subjects),
             }
         }
     }
+}
 
-    async fn rest_api_series(
+impl MetricSource for CloudWatchMetrics {
+    async fn apis_with_traffic(
         &self,
         stage: &str,
-        api_names: &[String],
+        kinds: &ApiTypes,
+        since: i64,
+        now: i64,
+    ) -> Result<BTreeSet<MetricSubject>> {
+        let mut subjects = BTreeSet::new();
+        // REST and HTTP APIs both count requests in `Count` (named by ApiName and ApiId).
+        if kinds.includes(ApiKind::Rest) || kinds.includes(ApiKind::Http) {
+            subjects.extend(self.listed("Count", stage, since, now).await?.into_iter().filter(|s| match s {
+                MetricSubject::RestApi { .. } => kinds.includes(ApiKind::Rest),
+                _ => kinds.includes(ApiKind::Http),
+            }));
+        }
+        // A WebSocket connection may outlive the listing's 3 hours: its messages still count.
+        if kinds.includes(ApiKind::WebSocket) {
+            subjects.extend(self.listed("ConnectCount", stage, since, now).await?);
+            subjects.extend(self.listed("MessageCount", stage, since, now).await?);
+        }
+        Ok(subjects)
+    }
+
+    async fn api_series(
+        &self,
+        stage: &str,
+        apis: &[MetricSubject],
         start: i64,
         end: i64,
-    ) -> Result<BTreeMap<String, ApiSeries>> {
-        let mut series: BTreeMap<String, ApiSeries> = BTreeMap::new();
-        for QueryBatch { queries, owners } in query_batches(stage, api_names) {
+    ) -> Result<BTreeMap<MetricSubject, ApiSeries>> {
+        let mut series: BTreeMap<MetricSubject, ApiSeries> = BTreeMap::new();
+        for QueryBatch { queries, owners } in query_batches(stage, apis) {
             let mut completeness = Completeness::expecting(owners.keys());
             let mut next_token: Option<String> = None;
             loop {
@@ -119,17 +212,17 @@ impl MetricSource for CloudWatchMetrics {
                 completeness.observe_page(page.messages());
                 for result in page.metric_data_results() {
                     completeness.observe(result);
-                    let Some((api_name, metric_index)) = result.id().and_then(|id| owners.get(id)) else { continue };
-                    let entry = series.entry(api_name.clone()).or_default();
-                    let target: &mut Series = match metric_index {
-                        0 => &mut entry.count,
-                        1 => &mut entry.client_errors,
-                        2 => &mut entry.server_errors,
-                        3 => &mut entry.latency,
-                        _ => &mut entry.integration_latency,
+                    let Some((subject, target)) = result.id().and_then(|id| owners.get(id)) else { continue };
+                    let entry = series.entry(subject.clone()).or_default();
+                    let destination: &mut Series = match target {
+                        Target::Count => &mut entry.count,
+                        Target::ClientErrors => &mut entry.client_errors,
+                        Target::ServerErrors => &mut entry.server_errors,
+                        Target::Latency => &mut entry.latency,
+                        Target::IntegrationLatency => &mut entry.integration_latency,
                     };
                     for (timestamp, value) in result.timestamps().iter().zip(result.values()) {
-                        target.insert(timestamp.secs(), *value);
+                        *destination.entry(timestamp.secs()).or_default() += *value;
                     }
                 }
                 match page.next_token() {
@@ -143,29 +236,29 @@ impl MetricSource for CloudWatchMetrics {
     }
 }
 
-/// One `GetMetricData` call's queries, and which API and metric each query id stands for.
+/// One `GetMetricData` call's queries, and which API and series each query id feeds.
 struct QueryBatch {
     queries: Vec<MetricDataQuery>,
-    owners: BTreeMap<String, (String, usize)>,
+    owners: BTreeMap<String, (MetricSubject, Target)>,
 }
 
-/// The calls that read every metric of `api_names` on `stage`: one query per API and metric,
-/// whatever the number of windows, 500 queries (100 APIs) per call. What CloudWatch bills.
-fn query_batches(stage: &str, api_names: &[String]) -> Vec<QueryBatch> {
-    let apis_per_call = MAX_QUERIES_PER_CALL / REST_METRICS.len();
-    let mut batches = Vec::new();
-    for (batch_index, batch) in api_names.chunks(apis_per_call).enumerate() {
-        let mut queries = Vec::with_capacity(batch.len() * REST_METRICS.len());
-        let mut owners = BTreeMap::new();
-        for (api_index, api_name) in batch.iter().enumerate() {
-            for (metric_index, (metric_name, stat)) in REST_METRICS.iter().enumerate() {
-                // Query ids must start with a lowercase letter: q<api index>_<metric index>.
-                let id = format!("q{}_{metric_index}", batch_index * apis_per_call + api_index);
-                owners.insert(id.clone(), (api_name.clone(), metric_index));
-                queries.push(rest_query(&id, api_name, stage, metric_name, stat));
-            }
+/// The calls that read every metric of `apis` on `stage`: one query per API and metric,
+/// whatever the number of windows, up to 500 queries per call (100 REST or HTTP APIs, 83
+/// WebSocket APIs); an API's queries never straddle two calls. What CloudWatch bills.
+fn query_batches(stage: &str, apis: &[MetricSubject]) -> Vec<QueryBatch> {
+    let mut batches: Vec<QueryBatch> = Vec::new();
+    for (api_index, subject) in apis.iter().enumerate() {
+        let metrics = subject.metrics();
+        if batches.last().is_none_or(|b| b.queries.len() + metrics.len() > MAX_QUERIES_PER_CALL) {
+            batches.push(QueryBatch { queries: Vec::new(), owners: BTreeMap::new() });
         }
-        batches.push(QueryBatch { queries, owners });
+        let batch = batches.last_mut().expect("a batch was just opened");
+        for (metric_index, (metric_name, stat, target)) in metrics.iter().enumerate() {
+            // Query ids must start with a lowercase letter: q<api index>_<metric index>.
+            let id = format!("q{api_index}_{metric_index}");
+            batch.owners.insert(id.clone(), (subject.clone(), *target));
+            batch.queries.push(metric_query(&id, subject, stage, metric_name, stat));
+        }
     }
     batches
 }
@@ -218,12 +311,13 @@ fn describe(message: &MessageData) -> String {
     format!("{}: {}", message.code().unwrap_or("?"), message.value().unwrap_or(""))
 }
 
-fn rest_query(id: &str, api_name: &str, stage: &str, metric_name: &str, stat: &str) -> MetricDataQuery {
+fn metric_query(id: &str, subject: &MetricSubject, stage: &str, metric_name: &str, stat: &str) -> MetricDataQuery {
     let dimension = |name: &str, value: &str| Dimension::builder().name(name).value(value).build();
+    let (api_dimension, api_value) = subject.dimension();
     let metric = Metric::builder()
         .namespace(NAMESPACE)
         .metric_name(metric_name)
-        .dimensions(dimension("ApiName", api_name))
+        .dimensions(dimension(api_dimension, api_value))
         .dimensions(dimension("Stage", stage))
         .build();
     let stat = MetricStat::builder().metric(metric).period(PERIOD_SECONDS).stat(stat).build();
@@ -239,12 +333,25 @@ mod tests {
     }
 
     #[test]
-    fn a_read_costs_five_metrics_per_active_api_in_one_call_per_hundred_apis() {
-        for (active, calls) in [(10, 1), (1_000, 10), (2_500, 25)] {
-            let names: Vec<String> = (0..active).map(|i| format!("api-{i}")).collect();
-            let batches = query_batches("prod", &names);
+    fn a_read_costs_one_query_per_metric_and_active_api_in_calls_of_up_to_500_queries() {
+        let rest = |i: usize| MetricSubject::RestApi { name: format!("api-{i}") };
+        let http = |i: usize| MetricSubject::HttpApi { id: format!("h{i}") };
+        let websocket = |i: usize| MetricSubject::WebSocketApi { id: format!("w{i}") };
+        // (active APIs, expected calls, expected metrics requested)
+        let cases: [(Vec<MetricSubject>, usize, usize); 6] = [
+            ((0..10).map(rest).collect(), 1, 50),
+            ((0..1_000).map(rest).collect(), 10, 5_000),
+            ((0..2_500).map(rest).collect(), 25, 12_500),
+            ((0..600).map(http).collect(), 6, 3_000),
+            // 83 WebSocket APIs (498 queries) per call.
+            ((0..600).map(websocket).collect(), 8, 3_600),
+            // The largest region: 1,320 REST, 600 HTTP and 600 WebSocket APIs on one stage.
+            ((0..1_320).map(rest).chain((0..600).map(http)).chain((0..600).map(websocket)).collect(), 27, 13_200),
+        ];
+        for (apis, calls, metrics) in cases {
+            let batches = query_batches("prod", &apis);
             let requested: usize = batches.iter().map(|b| b.queries.len()).sum();
-            assert_eq!((batches.len(), requested), (calls, 5 * active), "{active} active API-stages");
+            assert_eq!((batches.len(), requested), (calls, metrics), "{} active API-stages", apis.len());
             assert!(batches.iter().all(|b| b.queries.len() <= MAX_QUERIES_PER_CALL));
             let ids: BTreeSet<&String> = batches.iter().flat_map(|b| b.owners.keys()).collect();
             assert_eq!(ids.len(), requested, "query ids are unique across calls");

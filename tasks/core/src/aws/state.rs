@@ -19,7 +19,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::sdk_error;
-use crate::aws::apigateway::DeployedApi;
+use crate::aws::apigateway::{ApiKind, DeployedApi};
 use crate::control_plane::types::AgentMetricsModel;
 use crate::error::{AgentError, Result};
 use crate::model::Kind;
@@ -104,13 +104,19 @@ pub trait StateStore: Send + Sync {
     fn save_discovery(&self, discovery: &Discovery) -> impl Future<Output = Result<()>> + Send;
 }
 
-/// A REST API deployed to a stage, as the metrics branch needs it: CloudWatch names REST APIs
-/// by name, the control plane by id and deployment.
+/// An API deployed to a stage, as the metrics branch and incremental runs need it: CloudWatch
+/// names REST APIs by name and the others by id, the control plane by id and deployment, and a
+/// custom domain's removed route is found by the domains the API had.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CatalogEntry {
     pub id: String,
+    #[serde(default)]
+    pub kind: ApiKind,
     pub name: String,
     pub deployment: Option<String>,
+    /// The custom domain names routing to the API on the stage.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub domains: Vec<String>,
 }
 
 /// A catalog above this is not stored (the metrics branch then lists API Gateway): far above

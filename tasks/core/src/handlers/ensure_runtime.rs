@@ -108,7 +108,7 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore> EnsureRuntime<'_, G, C, S> {
         Ok((stages, listing))
     }
 
-    /// Discovery costs one GetStages per REST API, so it is reused for the discovery interval
+    /// Discovery costs one GetStages per API, so it is reused for the discovery interval
     /// (a full sync always rediscovers); a stage created meanwhile joins at the next discovery.
     async fn discovered_stages(&self, mode: SyncMode, now: i64) -> Result<(Vec<String>, Option<Deployments>)> {
         let fresh_for = self.config.discovery_interval.as_secs() as i64;
@@ -118,7 +118,7 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore> EnsureRuntime<'_, G, C, S> {
         {
             return Ok((last.stages, None));
         }
-        let listing = super::deployments_by_stage(self.gateway).await?;
+        let listing = super::deployments_by_stage(self.gateway, &self.config.api_types).await?;
         Ok((listing.keys().cloned().collect(), Some(listing)))
     }
 }

@@ -4,11 +4,13 @@
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap};
 
-use crate::aws::apigateway::{ApiGateway, DeployedApi, RestApi, Stage, deployed_stage};
+use crate::aws::apigateway::{
+    Api, ApiGateway, DeployedApi, DomainMapping, Generation, Stage, deployed_stage, routes_to,
+};
 use crate::aws::cloudtrail::ChangeFeed;
 use crate::aws::executions::Executions;
 use crate::aws::state::{CatalogEntry, Claim, Discovery, LISTING_REUSE_SECONDS, StateStore, snapshot_key};
-use crate::changes::{AssetPlan, chunk_assets, plan_assets, touched_rest_apis};
+use crate::changes::{ApiRef, AssetPlan, Touched, chunk_assets, plan_assets, touched};
 use crate::config::{Config, StageSelection};
 use crate::control_plane::ControlPlane;
 use crate::error::{AgentError, Result};
@@ -36,6 +38,15 @@ struct Listing {
     stored: Option<Discovery>,
     /// This run's own listing of the account, and when it was made.
     live: Option<(Deployments, i64)>,
+}
+
+/// What incremental runs of several runtimes share: one CloudTrail read per window, one re-read
+/// per touched API, one listing of the custom domain routes per management API.
+#[derive(Default)]
+struct Lookups {
+    events_by_window: HashMap<(i64, i64), Touched>,
+    current: HashMap<ApiRef, Option<(Api, Vec<Stage>)>>,
+    mappings: HashMap<Generation, Vec<DomainMapping>>,
 }
 
 /// One branch's work, before it is wrapped with the claims.
@@ -128,10 +139,9 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed, E: Executions
     async fn assets(&self, mode: SyncMode, runtimes: &[&RuntimeRef], execution_id: &str, now: i64) -> Result<Listed> {
         let mut output = Listed::default();
         // Shared across runtimes: one listing of the account, one CloudTrail read per window,
-        // one GetStages and one GetRestApi per touched API.
+        // one GetStages and one GetApi per touched API.
         let mut listing = Listing::default();
-        let mut events_by_window: HashMap<(i64, i64), BTreeSet<String>> = HashMap::new();
-        let mut touched: HashMap<String, Option<(RestApi, Vec<Stage>)>> = HashMap::new();
+        let mut lookups = Lookups::default();
 
         for runtime in runtimes {
             let state = self.state.load(&runtime.stage).await?;
@@ -151,24 +161,7 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed, E: Executions
                     )
                 }
                 AssetPlan::Incremental { start, end } => {
-                    if let Entry::Vacant(entry) = events_by_window.entry((start, end)) {
-                        entry.insert(touched_rest_apis(&self.feed.write_events(start, end).await?));
-                    }
-                    let (mut upserts, mut deletes) = (vec![], vec![]);
-                    for api_id in &events_by_window[&(start, end)] {
-                        if let Entry::Vacant(entry) = touched.entry(api_id.clone()) {
-                            entry.insert(self.current_state(api_id).await?);
-                        }
-                        let on_stage = touched[api_id].as_ref().and_then(|(api, stages)| {
-                            let stage = deployed_stage(stages, &runtime.stage)?;
-                            Some(DeployedApi { api: api.clone(), stage: stage.clone() })
-                        });
-                        match on_stage {
-                            Some(deployed) => upserts.push(deployed),
-                            // Gone, or no longer deployed to this stage; deleting an absent API is a no-op.
-                            None => deletes.push(published_api_id(api_id, &runtime.stage)),
-                        }
-                    }
+                    let (upserts, deletes) = self.changed_on(&mut lookups, &runtime.stage, start, end).await?;
                     output.summary.incremental_runtimes += 1;
                     (
                         upserts,
@@ -194,6 +187,73 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed, E: Executions
         Ok(output)
     }
 
+    /// What changed on `stage` in the CloudTrail window `[start, end)`: the current state of
+    /// every API the window's events touched, as an upsert when it is deployed to the stage and
+    /// as a delete when it is gone from it (deleting an absent API is a no-op).
+    async fn changed_on(
+        &self,
+        lookups: &mut Lookups,
+        stage: &str,
+        start: i64,
+        end: i64,
+    ) -> Result<(Vec<DeployedApi>, Vec<String>)> {
+        let generations = self.config.api_types.generations();
+        if let Entry::Vacant(entry) = lookups.events_by_window.entry((start, end)) {
+            entry.insert(touched(&self.feed.write_events(start, end).await?, &generations));
+        }
+        let window = lookups.events_by_window[&(start, end)].clone();
+        let mut refs = window.apis;
+        if !window.domains.is_empty() {
+            refs.extend(self.routed_by(lookups, &window.domains, stage).await?);
+        }
+        let (mut upserts, mut deletes) = (vec![], vec![]);
+        for api_ref in refs {
+            if let Entry::Vacant(entry) = lookups.current.entry(api_ref.clone()) {
+                entry.insert(self.current_state(&api_ref).await?);
+            }
+            let on_stage = lookups.current[&api_ref].as_ref().map(|(api, stages)| (api, deployed_stage(stages, stage)));
+            match on_stage {
+                // A kind not federated is neither published nor removed here; a full sync removes it.
+                Some((api, _)) if !self.config.api_types.includes(api.kind) => {}
+                Some((api, Some(deployed))) => {
+                    let (api, deployed) = (api.clone(), deployed.clone());
+                    let mappings = self.mappings(lookups, api_ref.generation).await?;
+                    let domains = routes_to(mappings, &api.id, stage);
+                    upserts.push(DeployedApi { api, stage: deployed, domains });
+                }
+                Some((_, None)) | None => deletes.push(published_api_id(&api_ref.id, stage)),
+            }
+        }
+        Ok((upserts, deletes))
+    }
+
+    /// The APIs a change of the `domains` may concern on `stage`: those the catalog says they
+    /// routed to, and those they route to now.
+    async fn routed_by(&self, lookups: &mut Lookups, domains: &BTreeSet<String>, stage: &str) -> Result<Vec<ApiRef>> {
+        let mut refs = Vec::new();
+        for entry in self.state.load_catalog(stage).await?.unwrap_or_default() {
+            if entry.domains.iter().any(|d| domains.contains(d)) {
+                refs.push(ApiRef { generation: entry.kind.generation(), id: entry.id });
+            }
+        }
+        for generation in self.config.api_types.generations() {
+            for mapping in self.mappings(lookups, generation).await? {
+                if mapping.stage == stage && domains.contains(&mapping.route.domain_name) {
+                    refs.push(ApiRef { generation, id: mapping.api_id.clone() });
+                }
+            }
+        }
+        Ok(refs)
+    }
+
+    /// The custom domain routes of one management API, listed once per run.
+    async fn mappings<'l>(&self, lookups: &'l mut Lookups, generation: Generation) -> Result<&'l [DomainMapping]> {
+        if let Entry::Vacant(entry) = lookups.mappings.entry(generation) {
+            entry.insert(self.gateway.list_domain_mappings(generation).await?);
+        }
+        Ok(&lookups.mappings[&generation])
+    }
+
     /// The APIs deployed to `stage` and when they were listed: from the listing ensure-runtime
     /// stored for this full sync when there is one, else from one listing of the account shared
     /// by every runtime of the run.
@@ -217,7 +277,7 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed, E: Executions
         let (listed, at) = match listing.live.take() {
             Some(live) => live,
             None => {
-                let listed = super::deployments_by_stage(self.gateway).await?;
+                let listed = super::deployments_by_stage(self.gateway, &self.config.api_types).await?;
                 if self.config.stages == StageSelection::All {
                     // A by-product: ensure-runtime reuses it instead of listing the account again.
                     super::save_discovery(self.state, &listed, now, false).await?;
@@ -247,20 +307,22 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed, E: Executions
         catalog.retain(|entry| !touched.contains(&published_api_id(&entry.id, stage)));
         catalog.extend(upserts.iter().map(|d| CatalogEntry {
             id: d.api.id.clone(),
+            kind: d.api.kind,
             name: d.api.name.clone(),
             deployment: d.stage.deployment_id.clone(),
+            domains: d.domains.iter().map(|route| route.domain_name.clone()).collect(),
         }));
         catalog.sort_by(|a, b| a.id.cmp(&b.id));
         self.state.put_catalog(stage, &catalog).await
     }
 
-    /// A touched API's current state: `None` when it no longer exists (or has no stage).
-    async fn current_state(&self, api_id: &str) -> Result<Option<(RestApi, Vec<Stage>)>> {
-        let stages = self.gateway.get_stages(api_id).await?;
+    /// A touched API's current state: `None` when it no longer exists (or has no deployed stage).
+    async fn current_state(&self, api: &ApiRef) -> Result<Option<(Api, Vec<Stage>)>> {
+        let stages = self.gateway.get_stages(api.generation, &api.id).await?;
         if !stages.iter().any(|s| s.deployment_id.is_some()) {
             return Ok(None);
         }
-        Ok(self.gateway.get_rest_api(api_id).await?.map(|api| (api, stages)))
+        Ok(self.gateway.get_api(api.generation, &api.id).await?.map(|found| (found, stages)))
     }
 
     /// APIs the control plane holds for the runtime that are no longer deployed to its stage.

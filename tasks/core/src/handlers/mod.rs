@@ -9,9 +9,10 @@ pub mod transform;
 
 use std::collections::BTreeMap;
 
-use crate::aws::apigateway::{ApiGateway, DeployedApi};
+use crate::aws::apigateway::{ApiGateway, DeployedApi, routes_to};
 use crate::aws::state::{Discovery, StateStore, listing_key};
 use crate::changes::split_by_bytes;
+use crate::config::ApiTypes;
 use crate::error::Result;
 
 /// What the account deploys to each stage, by stage name.
@@ -20,15 +21,31 @@ pub(crate) type Deployments = BTreeMap<String, Vec<DeployedApi>>;
 /// Stored listing parts expire by the table's TTL well after anyone may reuse them.
 const LISTING_TTL_SECONDS: i64 = 3600;
 
-/// The REST APIs deployed to each stage, by API id (stages without a deployment serve
-/// nothing): one listing of the account and one GetStages per API, the least API Gateway allows.
-pub(crate) async fn deployments_by_stage(gateway: &impl ApiGateway) -> Result<Deployments> {
+/// The APIs of the selected kinds deployed to each stage, sorted by API id (stages without a
+/// deployment serve nothing), with their custom domain routes: per management API one listing
+/// of the APIs, one GetStages per API, and (when something is deployed) one listing of the
+/// domain names and one of each domain's mappings. The least API Gateway allows.
+pub(crate) async fn deployments_by_stage(gateway: &impl ApiGateway, types: &ApiTypes) -> Result<Deployments> {
     let mut by_stage = Deployments::new();
-    for api in gateway.list_rest_apis().await? {
-        for stage in gateway.get_stages(&api.id).await? {
-            if stage.deployment_id.is_some() {
-                by_stage.entry(stage.name.clone()).or_default().push(DeployedApi { api: api.clone(), stage });
+    for generation in types.generations() {
+        let mut deployed = Vec::new();
+        for api in gateway.list_apis(generation).await? {
+            if !types.includes(api.kind) {
+                continue;
             }
+            for stage in gateway.get_stages(generation, &api.id).await? {
+                if stage.deployment_id.is_some() {
+                    deployed.push((api.clone(), stage));
+                }
+            }
+        }
+        if deployed.is_empty() {
+            continue;
+        }
+        let mappings = gateway.list_domain_mappings(generation).await?;
+        for (api, stage) in deployed {
+            let domains = routes_to(&mappings, &api.id, &stage.name);
+            by_stage.entry(stage.name.clone()).or_default().push(DeployedApi { api, stage, domains });
         }
     }
     for apis in by_stage.values_mut() {

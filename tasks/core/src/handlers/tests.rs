@@ -11,12 +11,12 @@ use super::ensure_runtime::EnsureRuntime;
 use super::list_changes::{ListChanges, WINDOWS_PER_METRICS_CHUNK};
 use super::publish::Publish;
 use super::transform::{BATCH_BUDGET_BYTES, Transform};
-use crate::aws::apigateway::{ApiGateway, DeployedApi, RestApi, Stage};
+use crate::aws::apigateway::{Api, ApiGateway, ApiKind, DeployedApi, DomainMapping, Generation, Stage};
 use crate::aws::cloudtrail::{ApiEvent, ChangeFeed};
-use crate::aws::cloudwatch::MetricSource;
+use crate::aws::cloudwatch::{MetricSource, MetricSubject};
 use crate::aws::executions::Executions;
 use crate::aws::state::{CatalogEntry, Claim, Discovery, RuntimeState, StateStore, report_key};
-use crate::config::Config;
+use crate::config::{ApiTypes, Config};
 use crate::control_plane::types::{AgentMetricsModel, ApiDocument, Heartbeat, Runtime};
 use crate::control_plane::{ControlPlane, Upserted};
 use crate::error::{AgentError, Result};
@@ -29,11 +29,15 @@ use crate::model::{
 /// Step Functions' payload limit, with the margin ARCHITECTURE.md asks for.
 const OUTPUT_LIMIT: usize = 200 * 1024;
 const NOW: i64 = 1_800_000_000;
+/// A listing's calls beyond one GetStages per API, for an account of REST APIs only: one
+/// listing per management API, and the custom domain names of the one with deployed APIs.
+const LISTING_OVERHEAD: usize = 3;
 
 #[derive(Default)]
 struct Gateway {
-    apis: Vec<RestApi>,
+    apis: Vec<Api>,
     stages: HashMap<String, Vec<Stage>>,
+    mappings: Vec<(Generation, DomainMapping)>,
     /// API Gateway calls made, of any operation.
     calls: AtomicUsize,
 }
@@ -43,12 +47,14 @@ impl Gateway {
         let mut gateway = Self::default();
         for i in 0..count {
             let id = format!("{i:010}");
-            gateway.apis.push(RestApi {
+            gateway.apis.push(Api {
                 id: id.clone(),
+                kind: ApiKind::Rest,
                 name: format!("api-{i}"),
                 description: Some(description.to_owned()),
                 tags: BTreeMap::from([("team".into(), "core".into())]),
                 endpoint_types: vec!["REGIONAL".into()],
+                execute_api_disabled: false,
             });
             let deployed = stages
                 .iter()
@@ -60,18 +66,32 @@ impl Gateway {
     }
 }
 
+impl Gateway {
+    fn api(&self, generation: Generation, api_id: &str) -> Option<&Api> {
+        self.apis.iter().find(|a| a.id == api_id && a.kind.generation() == generation)
+    }
+}
+
+/// Like API Gateway, each management API sees only its own APIs.
 impl ApiGateway for Gateway {
-    async fn list_rest_apis(&self) -> Result<Vec<RestApi>> {
+    async fn list_apis(&self, generation: Generation) -> Result<Vec<Api>> {
         self.calls.fetch_add(1, Ordering::SeqCst);
-        Ok(self.apis.clone())
+        Ok(self.apis.iter().filter(|a| a.kind.generation() == generation).cloned().collect())
     }
-    async fn get_rest_api(&self, api_id: &str) -> Result<Option<RestApi>> {
+    async fn get_api(&self, generation: Generation, api_id: &str) -> Result<Option<Api>> {
         self.calls.fetch_add(1, Ordering::SeqCst);
-        Ok(self.apis.iter().find(|a| a.id == api_id).cloned())
+        Ok(self.api(generation, api_id).cloned())
     }
-    async fn get_stages(&self, api_id: &str) -> Result<Vec<Stage>> {
+    async fn get_stages(&self, generation: Generation, api_id: &str) -> Result<Vec<Stage>> {
         self.calls.fetch_add(1, Ordering::SeqCst);
-        Ok(self.stages.get(api_id).cloned().unwrap_or_default())
+        match self.api(generation, api_id) {
+            Some(_) => Ok(self.stages.get(api_id).cloned().unwrap_or_default()),
+            None => Ok(Vec::new()),
+        }
+    }
+    async fn list_domain_mappings(&self, generation: Generation) -> Result<Vec<DomainMapping>> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        Ok(self.mappings.iter().filter(|(g, _)| *g == generation).map(|(_, m)| m.clone()).collect())
     }
 }
 
@@ -262,25 +282,43 @@ impl ChangeFeed for NoEvents {
 }
 
 /// Every API of the account had traffic on every stage: one request a minute.
-struct EveryApiBusy(Vec<String>);
+struct EveryApiBusy(Vec<MetricSubject>);
+
+impl EveryApiBusy {
+    fn rest(apis: &[Api]) -> Self {
+        Self(apis.iter().map(|a| MetricSubject::RestApi { name: a.name.clone() }).collect())
+    }
+}
 
 impl MetricSource for EveryApiBusy {
-    async fn apis_with_traffic(&self, _: &str, _: i64, _: i64) -> Result<BTreeSet<String>> {
+    async fn apis_with_traffic(&self, _: &str, _: &ApiTypes, _: i64, _: i64) -> Result<BTreeSet<MetricSubject>> {
         Ok(self.0.iter().cloned().collect())
     }
-    async fn rest_api_series(&self, _: &str, names: &[String], _: i64, _: i64) -> Result<BTreeMap<String, ApiSeries>> {
+    async fn api_series(
+        &self,
+        _: &str,
+        apis: &[MetricSubject],
+        _: i64,
+        _: i64,
+    ) -> Result<BTreeMap<MetricSubject, ApiSeries>> {
         let one = ApiSeries { count: BTreeMap::from([(NOW - 240, 1.0)]), ..ApiSeries::default() };
-        Ok(names.iter().map(|n| (n.clone(), one.clone())).collect())
+        Ok(apis.iter().map(|subject| (subject.clone(), one.clone())).collect())
     }
 }
 
 struct NoTraffic;
 
 impl MetricSource for NoTraffic {
-    async fn apis_with_traffic(&self, _: &str, _: i64, _: i64) -> Result<BTreeSet<String>> {
+    async fn apis_with_traffic(&self, _: &str, _: &ApiTypes, _: i64, _: i64) -> Result<BTreeSet<MetricSubject>> {
         Ok(BTreeSet::new())
     }
-    async fn rest_api_series(&self, _: &str, _: &[String], _: i64, _: i64) -> Result<BTreeMap<String, ApiSeries>> {
+    async fn api_series(
+        &self,
+        _: &str,
+        _: &[MetricSubject],
+        _: i64,
+        _: i64,
+    ) -> Result<BTreeMap<MetricSubject, ApiSeries>> {
         Ok(BTreeMap::new())
     }
 }
@@ -370,11 +408,17 @@ async fn large_documents_are_chunked_and_batched_under_every_limit_without_rerea
     let listed = listing.run(assets_input(SyncMode::Full, &["prod"]), NOW).await.unwrap();
     assert!(listed.chunks.len() > 1, "500 APIs of 8 KiB do not fit one DynamoDB item");
     let calls_of_the_listing = gateway.calls.load(Ordering::SeqCst);
-    assert_eq!(calls_of_the_listing, 1 + 500, "one listing and one GetStages per API");
+    assert_eq!(calls_of_the_listing, 500 + LISTING_OVERHEAD, "one listing and one GetStages per API");
     let discovery = state.discovery.lock().unwrap().clone().unwrap();
     assert_eq!((discovery.stages, discovery.at), (vec!["prod".to_owned()], NOW), "ensure-runtime reuses the listing");
 
-    let task = Transform { region: "eu-west-1", gateway: &gateway, metrics: &NoTraffic, state: &state };
+    let task = Transform {
+        region: "eu-west-1",
+        api_types: &ApiTypes::all(),
+        gateway: &gateway,
+        metrics: &NoTraffic,
+        state: &state,
+    };
     let (mut published, mut batches) = (0, 0);
     for chunk in listed.chunks {
         let Chunk::Assets(chunk) = chunk else { panic!("assets chunk expected") };
@@ -588,13 +632,16 @@ async fn acking_releases_the_claims_so_the_next_execution_proceeds() {
 async fn a_failing_listing_gives_its_claims_back() {
     struct Broken;
     impl ApiGateway for Broken {
-        async fn list_rest_apis(&self) -> Result<Vec<RestApi>> {
+        async fn list_apis(&self, _: Generation) -> Result<Vec<Api>> {
             Err(AgentError::AwsUnavailable("apigateway:GetRestApis: 503".into()))
         }
-        async fn get_rest_api(&self, _: &str) -> Result<Option<RestApi>> {
+        async fn get_api(&self, _: Generation, _: &str) -> Result<Option<Api>> {
             unreachable!()
         }
-        async fn get_stages(&self, _: &str) -> Result<Vec<Stage>> {
+        async fn get_stages(&self, _: Generation, _: &str) -> Result<Vec<Stage>> {
+            unreachable!()
+        }
+        async fn list_domain_mappings(&self, _: Generation) -> Result<Vec<DomainMapping>> {
             unreachable!()
         }
     }
@@ -652,8 +699,14 @@ async fn metrics_name_their_apis_from_the_catalog_the_assets_branch_keeps_not_fr
     let listing = list_changes(&config, &gateway, &plane, &state);
     listing.run(assets_input(SyncMode::Full, &["prod"]), NOW).await.unwrap();
     let calls_of_the_full_sync = gateway.calls.load(Ordering::SeqCst);
-    let busy = EveryApiBusy(gateway.apis.iter().map(|a| a.name.clone()).collect());
-    let task = Transform { region: "eu-west-1", gateway: &gateway, metrics: &busy, state: &state };
+    let busy = EveryApiBusy::rest(&gateway.apis);
+    let task = Transform {
+        region: "eu-west-1",
+        api_types: &ApiTypes::all(),
+        gateway: &gateway,
+        metrics: &busy,
+        state: &state,
+    };
 
     task.metrics(chunk_of(&[("prod", NOW - 300, NOW)]), NOW).await.unwrap();
 
@@ -684,7 +737,8 @@ fn chunk_of(runtimes: &[(&str, i64, i64)]) -> MetricsChunk {
 /// Transform and publish of one metrics chunk, then the windows the control plane holds.
 async fn send_chunk(plane: &Plane, state: &Memory, chunk: &MetricsChunk) -> Result<PublishOutput> {
     let gateway = Gateway::default();
-    let transform = Transform { region: "eu-west-1", gateway: &gateway, metrics: &NoTraffic, state };
+    let transform =
+        Transform { region: "eu-west-1", api_types: &ApiTypes::all(), gateway: &gateway, metrics: &NoTraffic, state };
     let Batch::Metrics(chunk) = transform.metrics(chunk.clone(), NOW).await? else { panic!("a metrics batch") };
     let publish = Publish { control_plane: plane, state, send_until: Instant::now() + Duration::from_secs(60) };
     publish.run(Batch::Metrics(chunk), NOW).await
@@ -720,7 +774,13 @@ async fn publish_starts_no_window_once_its_time_budget_is_spent() {
     let (plane, state) = (Plane::default(), Memory::default());
     let chunk = chunk_of(&[("prod", NOW - 600, NOW)]);
     let gateway = Gateway::default();
-    let transform = Transform { region: "eu-west-1", gateway: &gateway, metrics: &NoTraffic, state: &state };
+    let transform = Transform {
+        region: "eu-west-1",
+        api_types: &ApiTypes::all(),
+        gateway: &gateway,
+        metrics: &NoTraffic,
+        state: &state,
+    };
     let Batch::Metrics(chunk) = transform.metrics(chunk, NOW).await.unwrap() else { panic!("a metrics batch") };
     let spent = Publish { control_plane: &plane, state: &state, send_until: Instant::now() };
 
@@ -814,7 +874,7 @@ async fn a_full_sync_reads_the_listing_ensure_runtime_just_made_instead_of_listi
     ensure_runtime(&config, &gateway, &plane, &state).run(full, NOW).await.unwrap();
     let discovery = state.discovery.lock().unwrap().clone().unwrap();
     assert!(discovery.listing_parts.values().all(|&parts| parts > 1), "{:?}", discovery.listing_parts);
-    assert_eq!(gateway.calls.load(Ordering::SeqCst), 1 + 600);
+    assert_eq!(gateway.calls.load(Ordering::SeqCst), 600 + LISTING_OVERHEAD);
 
     // list-changes starts ten minutes later (a slow registration): still this execution's listing.
     let later = NOW + 600;
@@ -823,7 +883,7 @@ async fn a_full_sync_reads_the_listing_ensure_runtime_just_made_instead_of_listi
         .await
         .unwrap();
 
-    assert_eq!(gateway.calls.load(Ordering::SeqCst), 1 + 600, "no second listing");
+    assert_eq!(gateway.calls.load(Ordering::SeqCst), 600 + LISTING_OVERHEAD, "no second listing");
     assert_eq!(upserts_by_stage(&output), BTreeMap::from([("dev".into(), 600), ("prod".into(), 600)]));
     // The watermark stops at the listing: the next window re-reads what changed since.
     assert!(output.watermarks.iter().all(|w| w.position == NOW && w.full_sync_at == Some(later)));
@@ -840,13 +900,13 @@ async fn a_stored_listing_that_is_old_or_incomplete_is_not_trusted() {
 
     ensure_runtime(&config, &gateway, &plane, &state).run(full(), NOW).await.unwrap();
     let output = task.run(assets_input(SyncMode::Full, &["prod"]), NOW + 901).await.unwrap();
-    assert_eq!(listed(), 2 * 301, "a listing older than LISTING_REUSE_SECONDS is listed again");
+    assert_eq!(listed(), 2 * (300 + LISTING_OVERHEAD), "a listing older than LISTING_REUSE_SECONDS is listed again");
     assert_eq!(upserts_by_stage(&output)["prod"], 300);
 
     ensure_runtime(&config, &gateway, &plane, &state).run(full(), NOW + 2000).await.unwrap();
     state.snapshots.lock().unwrap().retain(|key, _| !key.ends_with("#prod#1"));
     let output = task.run(assets_input(SyncMode::Full, &["prod"]), NOW + 2010).await.unwrap();
-    assert_eq!(listed(), 4 * 301, "a listing with a missing part is listed again");
+    assert_eq!(listed(), 4 * (300 + LISTING_OVERHEAD), "a listing with a missing part is listed again");
     assert_eq!(upserts_by_stage(&output)["prod"], 300, "never a partial listing");
 }
 
@@ -866,4 +926,220 @@ async fn a_discovery_stores_the_listing_only_when_a_full_sync_follows() {
     // Rediscovery on schedule while the stage is in sync: only the stage names are kept.
     task.run(ExecutionInput::default(), NOW + 120).await.unwrap();
     assert!(parts().is_empty());
+}
+
+/// An account with every kind of API: a REST API, an HTTP API deployed to `$default` and
+/// `prod`, a WebSocket API, an HTTP API whose `prod` stage was never deployed, and two custom
+/// domain names.
+fn mixed_account() -> Gateway {
+    let api = |id: &str, kind: ApiKind| Api {
+        id: id.into(),
+        kind,
+        name: format!("{id}-name"),
+        description: None,
+        tags: BTreeMap::from([("kind".into(), kind.as_str().into())]),
+        endpoint_types: vec!["REGIONAL".into()],
+        execute_api_disabled: false,
+    };
+    let stage = |name: &str, deployment: Option<&str>| Stage {
+        name: name.into(),
+        deployment_id: deployment.map(str::to_owned),
+        tags: BTreeMap::new(),
+    };
+    let route = |domain: &str, path: &str, api: &str| DomainMapping {
+        route: crate::aws::apigateway::DomainRoute { domain_name: domain.into(), base_path: path.into() },
+        api_id: api.into(),
+        stage: "prod".into(),
+    };
+    Gateway {
+        apis: vec![
+            api("r1", ApiKind::Rest),
+            api("h1", ApiKind::Http),
+            api("w1", ApiKind::WebSocket),
+            api("h2", ApiKind::Http),
+        ],
+        stages: HashMap::from([
+            ("r1".into(), vec![stage("prod", Some("d-r1"))]),
+            ("h1".into(), vec![stage("$default", Some("d-h1a")), stage("prod", Some("d-h1b"))]),
+            ("w1".into(), vec![stage("prod", Some("d-w1"))]),
+            ("h2".into(), vec![stage("prod", None)]),
+        ]),
+        mappings: vec![
+            (Generation::V1, route("api.example.com", "pets", "r1")),
+            (Generation::V2, route("ws.example.com", "", "w1")),
+        ],
+        calls: AtomicUsize::new(0),
+    }
+}
+
+/// Transforms every assets chunk of `output` and returns the documents, by id.
+async fn documents_of(output: &ListChangesOutput, gateway: &Gateway, state: &Memory) -> BTreeMap<String, ApiDocument> {
+    let transform = Transform { region: "eu-west-1", api_types: &ApiTypes::all(), gateway, metrics: &NoTraffic, state };
+    let mut documents = BTreeMap::new();
+    for chunk in &output.chunks {
+        let Chunk::Assets(chunk) = chunk else { continue };
+        let Batch::Assets { upserts, .. } = transform.assets(chunk.clone()).await.unwrap() else { unreachable!() };
+        documents.extend(upserts.into_iter().map(|d| (d.id.clone(), d)));
+    }
+    documents
+}
+
+#[tokio::test]
+async fn every_kind_of_api_deployed_to_a_stage_is_published_with_where_it_is_served() {
+    let config = config(&[]);
+    let gateway = mixed_account();
+    let (plane, state) = (Plane::default(), Memory::default());
+
+    let task = list_changes(&config, &gateway, &plane, &state);
+    let output = task.run(assets_input(SyncMode::Full, &["prod"]), NOW).await.unwrap();
+    let documents = documents_of(&output, &gateway, &state).await;
+
+    // h2's prod stage has no deployment: it serves nothing.
+    assert_eq!(documents.keys().collect::<Vec<_>>(), vec!["h1_prod", "r1_prod", "w1_prod"]);
+    let attribute = |id: &str, name: &str| documents[id].attributes.get(name).cloned();
+    assert_eq!(documents["h1_prod"].api_type, crate::control_plane::types::ApiType::Rest);
+    assert_eq!(documents["w1_prod"].api_type, crate::control_plane::types::ApiType::Websocket);
+    assert_eq!(documents["w1_prod"].version.as_deref(), Some("d-w1"));
+    assert_eq!(attribute("w1_prod", "invokeUrl").unwrap(), "wss://w1.execute-api.eu-west-1.amazonaws.com/prod");
+    assert_eq!(attribute("w1_prod", "customDomainUrls").unwrap(), r#"["wss://ws.example.com"]"#);
+    assert_eq!(attribute("r1_prod", "customDomainUrls").unwrap(), r#"["https://api.example.com/pets"]"#);
+    assert_eq!(attribute("h1_prod", "customDomainUrls"), None);
+    // Two listings, one GetStages per API, and the domain routes of both management APIs.
+    assert_eq!(gateway.calls.load(Ordering::SeqCst), 2 + 4 + 2);
+
+    // `$default` is a stage like any other, served at the root.
+    let default = task.run(assets_input(SyncMode::Full, &["$default"]), NOW).await.unwrap();
+    let documents = documents_of(&default, &gateway, &state).await;
+    assert_eq!(documents["h1_$default"].attributes["invokeUrl"], "https://h1.execute-api.eu-west-1.amazonaws.com");
+}
+
+#[tokio::test]
+async fn only_the_configured_api_types_are_read_and_published() {
+    let config = config(&[("API_TYPES", "WEBSOCKET")]);
+    let gateway = mixed_account();
+    let plane = Plane {
+        // An HTTP API published before the types were narrowed: a full sync removes it.
+        held: BTreeMap::from([("rt_prod".into(), vec!["h1_prod".into(), "w1_prod".into()])]),
+        ..Plane::default()
+    };
+    let state = Memory::default();
+
+    let task = list_changes(&config, &gateway, &plane, &state);
+    let output = task.run(assets_input(SyncMode::Full, &["prod"]), NOW).await.unwrap();
+
+    let Chunk::Assets(chunk) = &output.chunks[0] else { panic!("assets chunk expected") };
+    assert_eq!((chunk.upserts.clone(), chunk.deletes.clone()), (vec!["w1".into()], vec!["h1_prod".into()]));
+    // No v1 call at all: one v2 listing, GetStages of the WebSocket API only, its domain routes.
+    assert_eq!(gateway.calls.load(Ordering::SeqCst), 1 + 1 + 1);
+}
+
+struct Events(Vec<ApiEvent>);
+
+impl ChangeFeed for Events {
+    async fn write_events(&self, _: i64, _: i64) -> Result<Vec<ApiEvent>> {
+        Ok(self.0.clone())
+    }
+}
+
+#[tokio::test]
+async fn incremental_runs_follow_http_websocket_and_custom_domain_changes() {
+    let config = config(&[]);
+    let mut gateway = mixed_account();
+    let (plane, state) = (Plane::default(), Memory::default());
+    list_changes(&config, &gateway, &plane, &state).run(assets_input(SyncMode::Full, &["prod"]), NOW).await.unwrap();
+    let ack = AckInput {
+        kind: Kind::Assets,
+        execution_id: assets_input(SyncMode::Full, &[]).execution_id,
+        watermarks: vec![WatermarkUpdate { stage: "prod".into(), position: NOW - 300, full_sync_at: Some(NOW) }],
+        claimed: vec!["prod".into()],
+    };
+    ack_watermark(ack, &state, NOW).await.unwrap();
+
+    // Between runs: w1's stage is deleted, r1's domain route removed, h3 created and deployed.
+    gateway.stages.insert("w1".into(), vec![]);
+    gateway.mappings.retain(|(generation, _)| *generation != Generation::V1);
+    gateway.apis.push(Api { id: "h3".into(), kind: ApiKind::Http, ..gateway.apis[1].clone() });
+    gateway.stages.insert(
+        "h3".into(),
+        vec![Stage { name: "prod".into(), deployment_id: Some("d-h3".into()), tags: BTreeMap::new() }],
+    );
+    let event = |name: &str, request: serde_json::Value, response: serde_json::Value| ApiEvent {
+        name: name.into(),
+        request_parameters: request,
+        response_elements: response,
+    };
+    let feed = Events(vec![
+        event("DeleteStage", serde_json::json!({"apiId": "w1", "stageName": "prod"}), serde_json::Value::Null),
+        event(
+            "DeleteBasePathMapping",
+            serde_json::json!({"domainName": "api.example.com", "basePath": "pets"}),
+            serde_json::Value::Null,
+        ),
+        event("CreateApi", serde_json::json!({"createApiInput": {"name": "h3"}}), serde_json::json!({"apiId": "h3"})),
+    ]);
+    let task = ListChanges {
+        config: &config,
+        gateway: &gateway,
+        control_plane: &plane,
+        state: &state,
+        feed: &feed,
+        executions: &StillRunning,
+    };
+
+    let mut input = assets_input(SyncMode::Auto, &["prod"]);
+    input.execution_id = "run-2".into();
+    let output = task.run(input, NOW + 600).await.unwrap();
+
+    assert_eq!(output.summary.incremental_runtimes, 1);
+    let Chunk::Assets(chunk) = &output.chunks[0] else { panic!("assets chunk expected") };
+    // r1 is found through the catalog: the removed mapping's record names no API.
+    assert_eq!(
+        (chunk.upserts.clone(), chunk.deletes.clone()),
+        (vec!["r1".into(), "h3".into()], vec!["w1_prod".into()])
+    );
+    let documents = documents_of(&output, &gateway, &state).await;
+    assert_eq!(documents["r1_prod"].attributes.get("customDomainUrls"), None, "the route is gone");
+    assert_eq!(documents["h3_prod"].version.as_deref(), Some("d-h3"));
+    let catalog = state.load_catalog("prod").await.unwrap().unwrap();
+    let ids: Vec<&str> = catalog.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(ids, vec!["h1", "h3", "r1"], "the catalog follows the changes");
+}
+
+#[tokio::test]
+async fn metrics_of_http_and_websocket_apis_are_named_by_api_id() {
+    let config = config(&[]);
+    let gateway = mixed_account();
+    let (plane, state) = (Plane::default(), Memory::default());
+    list_changes(&config, &gateway, &plane, &state).run(assets_input(SyncMode::Full, &["prod"]), NOW).await.unwrap();
+    let busy = EveryApiBusy(vec![
+        MetricSubject::RestApi { name: "r1-name".into() },
+        MetricSubject::HttpApi { id: "h1".into() },
+        MetricSubject::WebSocketApi { id: "w1".into() },
+        // Traffic of an API the stage does not deploy (a deleted one) is not reported.
+        MetricSubject::HttpApi { id: "gone".into() },
+    ]);
+    let task = Transform {
+        region: "eu-west-1",
+        api_types: &config.api_types,
+        gateway: &gateway,
+        metrics: &busy,
+        state: &state,
+    };
+
+    task.metrics(chunk_of(&[("prod", NOW - 300, NOW)]), NOW).await.unwrap();
+
+    let report = state.load_report(&report_key("rt_prod", NOW)).await.unwrap();
+    let reported: BTreeSet<(&str, &str, Option<&str>)> = report
+        .api_transaction_metrics_list
+        .iter()
+        .map(|m| (m.api_id.as_str(), m.api_name.as_str(), m.api_version.as_deref()))
+        .collect();
+    assert_eq!(
+        reported,
+        BTreeSet::from([
+            ("h1_prod", "h1-name", Some("d-h1b")),
+            ("r1_prod", "r1-name", Some("d-r1")),
+            ("w1_prod", "w1-name", Some("d-w1")),
+        ])
+    );
 }

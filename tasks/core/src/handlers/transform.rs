@@ -1,14 +1,15 @@
 //! `transform`: turns a chunk's APIs (from the snapshot list-changes stored) into control plane
 //! documents, or its runtimes' metrics (from CloudWatch) into one stored report per window.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::aws::apigateway::{ApiGateway, DeployedApi, deployed_stage};
-use crate::aws::cloudwatch::MetricSource;
+use crate::aws::apigateway::{ApiGateway, ApiKind, DeployedApi, deployed_stage};
+use crate::aws::cloudwatch::{MetricSource, MetricSubject};
 use crate::aws::state::{StateStore, report_key};
+use crate::config::ApiTypes;
 use crate::control_plane::types::ApiDocument;
 use crate::error::{AgentError, Result};
-use crate::mapping::{published_api_id, rest_api_document};
+use crate::mapping::{api_document, published_api_id};
 use crate::metrics::{ApiIdentity, ApiSeries, metrics_model};
 use crate::model::{AssetChunk, Batch, MetricsChunk};
 
@@ -22,6 +23,7 @@ pub const BATCH_BUDGET_BYTES: usize = 176 * 1024;
 
 pub struct Transform<'a, G, M, S> {
     pub region: &'a str,
+    pub api_types: &'a ApiTypes,
     pub gateway: &'a G,
     pub metrics: &'a M,
     pub state: &'a S,
@@ -43,7 +45,7 @@ impl<G: ApiGateway, M: MetricSource, S: StateStore> Transform<'_, G, M, S> {
             let deployed = snapshot.remove(&api_id).ok_or_else(|| {
                 AgentError::invalid_input(format!("chunk upsert {api_id} is not in its snapshot {:?}", chunk.snapshot))
             })?;
-            let document = rest_api_document(&deployed.api, &deployed.stage, self.region);
+            let document = api_document(&deployed, self.region);
             let size = serde_json::to_vec(&document).map(|bytes| bytes.len()).unwrap_or(usize::MAX);
             if !upserts.is_empty() && used + size > BATCH_BUDGET_BYTES {
                 let mut rest = vec![api_id];
@@ -69,10 +71,10 @@ impl<G: ApiGateway, M: MetricSource, S: StateStore> Transform<'_, G, M, S> {
     pub async fn metrics(&self, chunk: MetricsChunk, now: i64) -> Result<Batch> {
         for runtime in &chunk.runtimes {
             let apis = self.apis_with_traffic(&runtime.stage, runtime.start, now).await?;
-            let names: Vec<String> = apis.keys().cloned().collect();
-            let mut series = self.metrics.rest_api_series(&runtime.stage, &names, runtime.start, runtime.end).await?;
+            let subjects: Vec<MetricSubject> = apis.keys().cloned().collect();
+            let mut series = self.metrics.api_series(&runtime.stage, &subjects, runtime.start, runtime.end).await?;
             let measured: Vec<(ApiIdentity, ApiSeries)> =
-                apis.into_iter().map(|(name, api)| (api, series.remove(&name).unwrap_or_default())).collect();
+                apis.into_iter().map(|(subject, api)| (api, series.remove(&subject).unwrap_or_default())).collect();
             for (start, end) in runtime.windows() {
                 let in_window: Vec<(ApiIdentity, ApiSeries)> =
                     measured.iter().map(|(api, series)| (api.clone(), series.within(start, end))).collect();
@@ -83,43 +85,60 @@ impl<G: ApiGateway, M: MetricSource, S: StateStore> Transform<'_, G, M, S> {
         Ok(Batch::Metrics(chunk))
     }
 
-    /// The APIs deployed to `stage` that CloudWatch has traffic of since `since`, by the name
-    /// CloudWatch knows them by. REST API metrics carry the API's name, not its id: of two APIs
-    /// with one name on a stage, CloudWatch sums the traffic, and it is reported under the
-    /// lowest id.
-    async fn apis_with_traffic(&self, stage: &str, since: i64, now: i64) -> Result<BTreeMap<String, ApiIdentity>> {
-        let with_traffic = self.metrics.apis_with_traffic(stage, since, now).await?;
-        let mut apis: BTreeMap<String, ApiIdentity> = BTreeMap::new();
+    /// The APIs deployed to `stage` that CloudWatch has traffic of since `since`, by the name or
+    /// id CloudWatch knows them by. REST API metrics carry the API's name, not its id: of two
+    /// REST APIs with one name on a stage, CloudWatch sums the traffic, and it is reported under
+    /// the lowest id. HTTP and WebSocket APIs are told apart by id.
+    async fn apis_with_traffic(
+        &self,
+        stage: &str,
+        since: i64,
+        now: i64,
+    ) -> Result<BTreeMap<MetricSubject, ApiIdentity>> {
+        let with_traffic = self.metrics.apis_with_traffic(stage, self.api_types, since, now).await?;
+        let mut apis: BTreeMap<MetricSubject, ApiIdentity> = BTreeMap::new();
         if with_traffic.is_empty() {
             return Ok(apis);
         }
+        let mut add = |kind: ApiKind, id: &str, name: &str, version: Option<String>| {
+            let subject = metric_subject(kind, id, name);
+            if with_traffic.contains(&subject) && self.api_types.includes(kind) {
+                let identity = || ApiIdentity { id: published_api_id(id, stage), name: name.to_owned(), version };
+                apis.entry(subject).or_insert_with(identity);
+            }
+        };
         // The catalog the assets branch keeps, sorted by id; before the first full sync, a listing.
         if let Some(catalog) = self.state.load_catalog(stage).await? {
-            for entry in catalog.into_iter().filter(|e| with_traffic.contains(&e.name)) {
-                apis.entry(entry.name.clone()).or_insert_with(|| ApiIdentity {
-                    id: published_api_id(&entry.id, stage),
-                    name: entry.name,
-                    version: entry.deployment,
-                });
+            for entry in catalog {
+                add(entry.kind, &entry.id, &entry.name, entry.deployment);
             }
             return Ok(apis);
         }
-        let mut listed = self.gateway.list_rest_apis().await?;
+        let mut listed = Vec::new();
+        for generation in self.api_types.generations() {
+            listed.extend(self.gateway.list_apis(generation).await?);
+        }
         listed.sort_by(|a, b| a.id.cmp(&b.id));
+        let mut seen = BTreeSet::new();
         for api in listed {
-            if !with_traffic.contains(&api.name) || apis.contains_key(&api.name) {
+            let subject = metric_subject(api.kind, &api.id, &api.name);
+            if !with_traffic.contains(&subject) || !seen.insert(subject) {
                 continue;
             }
-            let stages = self.gateway.get_stages(&api.id).await?;
+            let stages = self.gateway.get_stages(api.kind.generation(), &api.id).await?;
             if let Some(deployed) = deployed_stage(&stages, stage) {
-                let identity = ApiIdentity {
-                    id: published_api_id(&api.id, stage),
-                    name: api.name.clone(),
-                    version: deployed.deployment_id.clone(),
-                };
-                apis.insert(api.name, identity);
+                add(api.kind, &api.id, &api.name, deployed.deployment_id.clone());
             }
         }
         Ok(apis)
+    }
+}
+
+/// How CloudWatch names an API's metrics.
+fn metric_subject(kind: ApiKind, id: &str, name: &str) -> MetricSubject {
+    match kind {
+        ApiKind::Rest => MetricSubject::RestApi { name: name.to_owned() },
+        ApiKind::Http => MetricSubject::HttpApi { id: id.to_owned() },
+        ApiKind::WebSocket => MetricSubject::WebSocketApi { id: id.to_owned() },
     }
 }
