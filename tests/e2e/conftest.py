@@ -44,6 +44,7 @@ def clean(stack):
     stack.apicp.set_unknown_api_behaviour(UNKNOWN_API_BEHAVIOURS[0])
     stack.cloudtrail.reset()
     stack.aws_proxy.reset()
+    stack.aws_proxy.v2_deployments.reset()  # AWS state, wiped with moto's
     return stack
 
 

@@ -6,7 +6,8 @@ unchanged, streams the answer back, and on the way:
 
 - names each request's service (from the SigV4 credential scope) and operation, and counts them;
 - enforces API Gateway's management quota, shared by v1 and v2 calls, answering 429 as API Gateway does;
-- answers injected faults with an AWS error in the request's protocol, so the SDK's own error parsing and retries run.
+- answers injected faults with an AWS error in the request's protocol, so the SDK's own error parsing and retries run;
+- serves the deployments of HTTP and WebSocket APIs, which moto lacks (v2_deployments.py).
 
 Usable in-process (`AwsProxy(moto_url).start()`) or as a process:
 
@@ -30,6 +31,7 @@ from urllib.parse import parse_qs, urlsplit
 from xml.sax.saxutils import escape
 
 from local_server import LocalServer, send_json
+from v2_deployments import V2Deployments, moto_exists
 
 # "API Gateway quotas for creating, deploying and managing an API ... These quotas can't be increased": Total
 # operations, 10 requests per second with a burst of 40, per account and Region (v1 and v2 management calls alike).
@@ -56,6 +58,7 @@ APIGATEWAY_OPERATIONS = [
         ("GET", "/domainnames", "GetDomainNames"),
         ("GET", "/domainnames/{}/basepathmappings", "GetBasePathMappings"),
         ("GET", "/v2/apis", "GetApis"),
+        ("GET", "/v2/apis/{}", "GetApi"),
         ("GET", "/v2/apis/{}/stages", "GetStages (v2)"),
         ("GET", "/v2/domainnames", "GetDomainNames (v2)"),
         ("GET", "/v2/domainnames/{}/apimappings", "GetApiMappings"),
@@ -187,6 +190,7 @@ class AwsProxy(LocalServer):
         self._clock = clock
         self._timeout = timeout
         self._lock = threading.Lock()
+        self.v2_deployments = V2Deployments(moto_exists(self._upstream.hostname, self._upstream.port, timeout))
         self.reset()
         self._serve(host, port, log_requests)
 
@@ -242,8 +246,17 @@ class AwsProxy(LocalServer):
             elif fault := self._take_fault(call):
                 error = (fault.status, fault.error_code, fault.message)
             rewrite = None if error else self._take_rewrite(call)
+        v2 = None
+        if not error and call.service == "apigateway":
+            v2 = self.v2_deployments.intercept(request.command, url.path, body, dict(request.headers))
+            if isinstance(v2, tuple):
+                status, answer = v2
+                # API Gateway names its errors in this header (REST-JSON protocol).
+                error_type = {400: "BadRequestException", 404: "NotFoundException"}.get(status)
+                send_json(request, status, answer, {"x-amzn-ErrorType": error_type} if error_type else None)
+                return
         if not error:
-            self._forward(request, body, rewrite)
+            self._forward(request, body, rewrite, v2)
             return
         status, headers, data = error_answer(call, *error)
         request.send_response(status)
@@ -275,7 +288,8 @@ class AwsProxy(LocalServer):
                 return rewrite
         return None
 
-    def _forward(self, request: BaseHTTPRequestHandler, body: bytes, rewrite: _Rewrite | None = None) -> None:
+    def _forward(self, request: BaseHTTPRequestHandler, body: bytes, rewrite: _Rewrite | None = None,
+                 json_rewrite: Callable[[dict], dict] | None = None) -> None:
         upstream = http.client.HTTPConnection(self._upstream.hostname, self._upstream.port, timeout=self._timeout)
         try:
             upstream.putrequest(request.command, request.path, skip_host=True, skip_accept_encoding=True)
@@ -293,6 +307,8 @@ class AwsProxy(LocalServer):
         try:
             if rewrite:
                 _send_rewritten(request, response, rewrite)
+            elif json_rewrite:
+                _send_json_rewritten(request, response, json_rewrite)
             else:
                 _stream(request, response)
         except (OSError, http.client.HTTPException):
@@ -317,6 +333,21 @@ def _read_body(request: BaseHTTPRequestHandler) -> bytes:
 def _send_rewritten(request: BaseHTTPRequestHandler, response: http.client.HTTPResponse, rewrite: _Rewrite) -> None:
     """Sends the upstream answer with `rewrite` applied to its whole body."""
     data = response.read().replace(rewrite.old, rewrite.new)
+    request.send_response_only(response.status, response.reason)
+    for name, value in response.getheaders():
+        if name.lower() not in HOP_BY_HOP and name.lower() != "content-length":
+            request.send_header(name, value)
+    request.send_header("Content-Length", str(len(data)))
+    request.end_headers()
+    request.wfile.write(data)
+
+
+def _send_json_rewritten(request: BaseHTTPRequestHandler, response: http.client.HTTPResponse,
+                         rewrite: Callable[[dict], dict]) -> None:
+    """Sends the upstream JSON answer through `rewrite` when it succeeded, else as it is."""
+    data = response.read()
+    if response.status == 200 and data:
+        data = json.dumps(rewrite(json.loads(data))).encode()
     request.send_response_only(response.status, response.reason)
     for name, value in response.getheaders():
         if name.lower() not in HOP_BY_HOP and name.lower() != "content-length":

@@ -259,6 +259,11 @@ class FakeControlPlane(LocalServer):
                 raise KeyError(f"no runtime {runtime_id}")
             self._apis.pop(runtime_id, None)
 
+    def add_api(self, runtime_id: str, document: dict) -> None:
+        """Adds an API to a registered runtime, as another agent or an administrator would."""
+        with self._lock:
+            self._store_new_api(self._apis.setdefault(runtime_id, {}), runtime_id, document)
+
     def remove_api(self, runtime_id: str, api_id: str) -> None:
         """Removes one API from a runtime, as an administrator would in the control plane's UI."""
         with self._lock:

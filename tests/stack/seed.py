@@ -1,4 +1,5 @@
-"""Demo and test data for moto: REST APIs deployed to stages, with tags, and their metrics."""
+"""Demo and test data for moto: REST, HTTP and WebSocket APIs deployed to stages, with tags, custom domain names and
+their metrics. v2 APIs are created through the AWS proxy, which serves their deployments (moto has none)."""
 
 from __future__ import annotations
 
@@ -44,6 +45,52 @@ def create_rest_api(endpoint: str, name: str, tags: dict[str, str], stages: dict
     return seeded
 
 
+def create_v2_api(proxy_url: str, name: str, protocol: str, tags: dict[str, str],
+                  stages: dict[str, dict[str, str]]) -> SeededApi:
+    """An HTTP or WebSocket API with one route, deployed to each stage (with the stage's tags)."""
+    v2 = boto("apigatewayv2", proxy_url)
+    extra = {"RouteSelectionExpression": "$request.body.action"} if protocol == "WEBSOCKET" else {}
+    api = v2.create_api(Name=name, ProtocolType=protocol, Tags=tags, **extra)
+    v2.create_route(ApiId=api["ApiId"], RouteKey="$connect" if protocol == "WEBSOCKET" else "GET /items")
+    seeded = SeededApi(id=api["ApiId"], name=name, tags=tags)
+    for stage, stage_tags in stages.items():
+        seeded.stages[stage] = deploy_v2_stage(proxy_url, api["ApiId"], stage, stage_tags)
+    return seeded
+
+
+def deploy_v2_stage(proxy_url: str, api_id: str, stage: str, tags: dict[str, str] | None = None) -> str:
+    v2 = boto("apigatewayv2", proxy_url)
+    v2.create_stage(ApiId=api_id, StageName=stage, Tags=tags or {})
+    return v2.create_deployment(ApiId=api_id, StageName=stage)["DeploymentId"]
+
+
+def map_v2_domain(endpoint: str, domain: str, api_id: str, stage: str, key: str = "") -> str:
+    """A regional custom domain name (created if new) routing `key` to the API's stage; returns the mapping id."""
+    v2 = boto("apigatewayv2", endpoint)
+    if domain not in {d["DomainName"] for d in v2.get_domain_names()["Items"]}:
+        v2.create_domain_name(DomainName=domain, DomainNameConfigurations=[{
+            "CertificateArn": f"arn:aws:acm:{REGION}:123456789012:certificate/{domain}", "EndpointType": "REGIONAL"}])
+    return v2.create_api_mapping(DomainName=domain, ApiId=api_id, Stage=stage, ApiMappingKey=key)["ApiMappingId"]
+
+
+def map_rest_domain(endpoint: str, domain: str, api_id: str, stage: str, base_path: str = "") -> None:
+    apigw = boto("apigateway", endpoint)
+    apigw.create_domain_name(domainName=domain, regionalCertificateArn=f"arn:aws:acm:{REGION}:123456789012:certificate/x",
+                             endpointConfiguration={"types": ["REGIONAL"]})
+    apigw.create_base_path_mapping(domainName=domain, restApiId=api_id, stage=stage, basePath=base_path)
+
+
+def put_v2_traffic(endpoint: str, api_id: str, stage: str, minutes: list[int], values: dict[str, float]) -> None:
+    """One datapoint per metric and minute, named by `ApiId` as for HTTP and WebSocket APIs."""
+    dimensions = [{"Name": "ApiId", "Value": api_id}, {"Name": "Stage", "Value": stage}]
+    data = [{"MetricName": metric, "Dimensions": dimensions, "Value": value,
+             "Timestamp": datetime.fromtimestamp(minute, tz=timezone.utc)}
+            for minute in minutes for metric, value in values.items()]
+    cloudwatch = boto("cloudwatch", endpoint)
+    for start in range(0, len(data), 500):
+        cloudwatch.put_metric_data(Namespace="AWS/ApiGateway", MetricData=data[start:start + 500])
+
+
 def put_traffic(endpoint: str, api_name: str, stage: str, minutes: list[int],
                 traffic: tuple[float, float, float, float, float]) -> None:
     """One datapoint per metric and minute (epoch seconds), as API Gateway publishes them."""
@@ -74,4 +121,5 @@ def demo(endpoint: str) -> dict[str, SeededApi]:
     return apis
 
 
-__all__ = ["REGION", "SeededApi", "create_rest_api", "demo", "put_traffic", "recent_minutes"]
+__all__ = ["REGION", "SeededApi", "create_rest_api", "create_v2_api", "demo", "deploy_v2_stage", "map_rest_domain",
+           "map_v2_domain", "put_traffic", "put_v2_traffic", "recent_minutes"]

@@ -303,3 +303,38 @@ def test_unreachable_upstream_is_a_502():
     with AwsProxy(f"http://127.0.0.1:{closed_port}") as proxy:
         answer = requests.get(proxy.url + "/restapis")
         assert answer.status_code == 502 and "unreachable" in json.loads(answer.content)["message"]
+
+
+def test_v2_deployments_are_served_as_the_api_reference_describes(proxy, moto):
+    v2 = client("apigatewayv2", proxy.url)
+    api = v2.create_api(Name="orders", ProtocolType="HTTP")["ApiId"]
+    v2.create_stage(ApiId=api, StageName="prod")
+    assert "DeploymentId" not in v2.get_stages(ApiId=api)["Items"][0], "a stage without a deployment serves nothing"
+
+    first = v2.create_deployment(ApiId=api, StageName="prod")
+    assert first["DeploymentStatus"] == "DEPLOYED"
+    assert v2.get_stages(ApiId=api)["Items"][0]["DeploymentId"] == first["DeploymentId"]
+    second = v2.create_deployment(ApiId=api, StageName="prod")
+    assert v2.get_stage(ApiId=api, StageName="prod")["DeploymentId"] == second["DeploymentId"], "redeployed"
+    assert {d["DeploymentId"] for d in v2.get_deployments(ApiId=api)["Items"]} == {
+        first["DeploymentId"], second["DeploymentId"]}
+
+    code = lambda call, **kwargs: error_of(call, **kwargs)["Error"]["Code"]  # noqa: E731
+    assert code(v2.delete_deployment, ApiId=api, DeploymentId=second["DeploymentId"]) == "BadRequestException"
+    v2.delete_deployment(ApiId=api, DeploymentId=first["DeploymentId"])
+    assert code(v2.create_deployment, ApiId=api, StageName="missing") == "NotFoundException"
+    assert code(v2.create_deployment, ApiId="nosuchapi", StageName="prod") == "NotFoundException"
+
+
+def test_an_auto_deploy_stage_is_deployed_at_once_and_after_each_route_change(proxy, moto):
+    v2 = client("apigatewayv2", proxy.url)
+    api = v2.create_api(Name="chat", ProtocolType="WEBSOCKET", RouteSelectionExpression="$request.body.action")["ApiId"]
+    v2.create_stage(ApiId=api, StageName="live", AutoDeploy=True)
+    initial = v2.get_stages(ApiId=api)["Items"][0]["DeploymentId"]
+
+    v2.create_route(ApiId=api, RouteKey="$connect")
+
+    assert v2.get_stages(ApiId=api)["Items"][0]["DeploymentId"] != initial
+    v2.delete_stage(ApiId=api, StageName="live")
+    v2.create_stage(ApiId=api, StageName="live")
+    assert "DeploymentId" not in v2.get_stages(ApiId=api)["Items"][0], "a re-created stage starts empty"
