@@ -332,14 +332,7 @@ def _read_body(request: BaseHTTPRequestHandler) -> bytes:
 
 def _send_rewritten(request: BaseHTTPRequestHandler, response: http.client.HTTPResponse, rewrite: _Rewrite) -> None:
     """Sends the upstream answer with `rewrite` applied to its whole body."""
-    data = response.read().replace(rewrite.old, rewrite.new)
-    request.send_response_only(response.status, response.reason)
-    for name, value in response.getheaders():
-        if name.lower() not in HOP_BY_HOP and name.lower() != "content-length":
-            request.send_header(name, value)
-    request.send_header("Content-Length", str(len(data)))
-    request.end_headers()
-    request.wfile.write(data)
+    _send_buffered(request, response, response.read().replace(rewrite.old, rewrite.new))
 
 
 def _send_json_rewritten(request: BaseHTTPRequestHandler, response: http.client.HTTPResponse,
@@ -348,6 +341,11 @@ def _send_json_rewritten(request: BaseHTTPRequestHandler, response: http.client.
     data = response.read()
     if response.status == 200 and data:
         data = json.dumps(rewrite(json.loads(data))).encode()
+    _send_buffered(request, response, data)
+
+
+def _send_buffered(request: BaseHTTPRequestHandler, response: http.client.HTTPResponse, data: bytes) -> None:
+    """Sends the upstream answer's status and headers with `data` as its body."""
     request.send_response_only(response.status, response.reason)
     for name, value in response.getheaders():
         if name.lower() not in HOP_BY_HOP and name.lower() != "content-length":
