@@ -29,10 +29,16 @@ def test_http_and_websocket_apis_are_published_with_their_urls_and_follow_every_
     gone = create_v2_api(proxy, "gone", "WEBSOCKET", {}, {"prod": {}})
     map_v2_domain(proxy, "api.example.com", orders.id, "prod", "orders")
     map_rest_domain(stack.moto_url, "rest.example.com", pets.id, "prod", "pets")
+    stack.aws_proxy.reset()
 
     first = stack.run()
 
     assert first.succeeded, first.printed
+    # The full sync's calls at the wire are the lower bound: per management API one listing page,
+    # one GetStages per API, the domain names and each domain's routes; the discovery is the listing.
+    calls = {op: n for (service, op), n in stack.aws_proxy.counts().items() if service == "apigateway"}
+    assert calls == {"GetRestApis": 1, "GetStages": 1, "GetDomainNames": 1, "GetBasePathMappings": 1,
+                     "GetApis": 1, "GetStages (v2)": 4, "GetDomainNames (v2)": 1, "GetApiMappings": 1}
     prod = published(stack)[PROD]
     assert set(prod) == {f"{api.id}_prod" for api in (pets, orders, legacy, chat, gone)}
     http = prod[f"{orders.id}_prod"]
@@ -58,6 +64,9 @@ def test_http_and_websocket_apis_are_published_with_their_urls_and_follow_every_
     redeployed = v2.create_deployment(ApiId=chat.id, StageName="prod")["DeploymentId"]
     stack.cloudtrail.add_event("CreateDeployment", eventTime=at, requestParameters={
         "apiId": chat.id, "createDeploymentInput": {"stageName": "prod"}}, responseElements={"deploymentId": redeployed})
+    v2.update_api(ApiId=orders.id, Name="orders-v2")
+    stack.cloudtrail.add_event("UpdateApi", eventTime=at, requestParameters={
+        "apiId": orders.id, "updateApiInput": {"name": "orders-v2"}}, responseElements={"apiId": orders.id})
     v2.tag_resource(ResourceArn=f"{V2_ARN}/{orders.id}", Tags={"tier": "gold"})
     stack.cloudtrail.add_event("TagResource", eventTime=at, requestParameters={
         "resource-arn": f"{V2_ARN}/{orders.id}", "tagResourceInput": {"tags": {"tier": "gold"}}})
@@ -76,6 +85,7 @@ def test_http_and_websocket_apis_are_published_with_their_urls_and_follow_every_
     prod = published(stack)[PROD]
     assert set(prod) == {f"{api.id}_prod" for api in (pets, orders, chat, billing)}
     assert "tier:gold" in prod[f"{orders.id}_prod"]["tags"]
+    assert prod[f"{orders.id}_prod"]["name"] == "orders-v2"
     assert prod[f"{chat.id}_prod"]["version"] == redeployed
     assert json.loads(prod[f"{chat.id}_prod"]["attributes"]["customDomainUrls"]) == ["wss://ws.example.com"]
 

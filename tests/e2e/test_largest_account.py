@@ -50,7 +50,9 @@ def test_a_full_sync_of_the_largest_account_fits_one_execution_and_every_limit(c
     assert limits["historyEvents"] < 25_000
     # One listing of the account (a page per 500 APIs on AWS, where moto serves one; a GetStages
     # per API), made by the discovery and read back by the full sync.
-    assert set(calls) == {"GetRestApis", "GetStages"} and calls["GetStages"] == total
+    # No HTTP or WebSocket API (one empty GetApis), no custom domain name (one GetDomainNames).
+    assert set(calls) == {"GetRestApis", "GetStages", "GetApis", "GetDomainNames"} and calls["GetStages"] == total
+    assert calls["GetApis"] == calls["GetDomainNames"] == 1
     assert calls["GetRestApis"] <= -(-total // 500)
 
 
