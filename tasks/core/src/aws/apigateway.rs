@@ -178,135 +178,150 @@ const V1_PAGE_LIMIT: i32 = 500;
 /// The largest page of the v2 listings (`MaxResults` is a string there).
 const V2_PAGE_LIMIT: &str = "500";
 
+/// One page of a listing: its items and the next page's token, or `None` when the listed
+/// resource no longer exists.
+type Page<T> = Option<(Vec<T>, Option<String>)>;
+
 impl SdkApiGateway {
     /// `requests_per_second`: this client's share of the account's management quota.
     pub fn new(v1: aws_sdk_apigateway::Client, v2: aws_sdk_apigatewayv2::Client, requests_per_second: f64) -> Self {
         Self { v1, v2, pacer: Arc::new(Pacer::per_second(requests_per_second)) }
     }
 
-    async fn v1_domain_mappings(&self) -> Result<Vec<DomainMapping>> {
-        let mut domains = Vec::new();
-        let mut position: Option<String> = None;
+    /// Every item of a listing, one paced request per page, until a page names no next one. A
+    /// resource deleted while it was listed holds nothing.
+    async fn all_pages<T, Fut>(&self, mut fetch: impl FnMut(Option<String>) -> Fut) -> Result<Vec<T>>
+    where
+        Fut: Future<Output = Result<Page<T>>>,
+    {
+        let mut items = Vec::new();
+        let mut token = None;
         loop {
             self.pacer.wait().await;
-            let page = self
-                .v1
-                .get_domain_names()
-                .limit(V1_PAGE_LIMIT)
-                .set_position(position.take())
-                .send()
-                .await
-                .map_err(|e| sdk_error("apigateway:GetDomainNames", e))?;
-            domains.extend(
-                page.items()
-                    .iter()
-                    .filter_map(|d| Some((d.domain_name()?.to_owned(), d.domain_name_id().map(str::to_owned)))),
-            );
-            match next_page(page.position()) {
-                Some(next) => position = Some(next),
-                None => break,
+            let Some((page, next)) = fetch(token.take()).await? else { return Ok(Vec::new()) };
+            items.extend(page);
+            match next.filter(|t| !t.is_empty()) {
+                Some(next) => token = Some(next),
+                None => return Ok(items),
             }
         }
+    }
+
+    async fn v1_domain_mappings(&self) -> Result<Vec<DomainMapping>> {
+        let domains = self
+            .all_pages(|position| {
+                let request = self.v1.get_domain_names().limit(V1_PAGE_LIMIT).set_position(position);
+                async move {
+                    let page = request.send().await.map_err(|e| sdk_error("apigateway:GetDomainNames", e))?;
+                    let domains = page
+                        .items()
+                        .iter()
+                        .filter_map(|d| Some((d.domain_name()?.to_owned(), d.domain_name_id().map(str::to_owned))))
+                        .collect();
+                    Ok(Some((domains, page.position().map(str::to_owned))))
+                }
+            })
+            .await?;
         let mut mappings = Vec::new();
         for (domain_name, domain_name_id) in domains {
-            let mut position: Option<String> = None;
-            loop {
-                self.pacer.wait().await;
-                let result = self
-                    .v1
-                    .get_base_path_mappings()
-                    .domain_name(&domain_name)
-                    .set_domain_name_id(domain_name_id.clone())
-                    .limit(V1_PAGE_LIMIT)
-                    .set_position(position.take())
-                    .send()
-                    .await;
-                let page = match result {
-                    Ok(page) => page,
-                    // Deleted since it was listed: it routes nothing.
-                    Err(e) if e.as_service_error().is_some_and(|e| e.is_not_found_exception()) => break,
-                    Err(e) => return Err(sdk_error("apigateway:GetBasePathMappings", e)),
-                };
-                mappings.extend(page.items().iter().filter_map(|m| {
-                    Some(DomainMapping {
-                        route: DomainRoute {
-                            domain_name: domain_name.clone(),
-                            // API Gateway writes the root mapping as "(none)".
-                            base_path: m.base_path().filter(|p| *p != "(none)").unwrap_or_default().to_owned(),
-                        },
-                        api_id: m.rest_api_id()?.to_owned(),
-                        stage: m.stage()?.to_owned(),
-                    })
-                }));
-                match next_page(page.position()) {
-                    Some(next) => position = Some(next),
-                    None => break,
-                }
-            }
+            let routes = self
+                .all_pages(|position| {
+                    let request = self
+                        .v1
+                        .get_base_path_mappings()
+                        .domain_name(&domain_name)
+                        .set_domain_name_id(domain_name_id.clone())
+                        .limit(V1_PAGE_LIMIT)
+                        .set_position(position);
+                    let domain_name = &domain_name;
+                    async move {
+                        let page = match request.send().await {
+                            Ok(page) => page,
+                            Err(e) if e.as_service_error().is_some_and(|e| e.is_not_found_exception()) => {
+                                return Ok(None);
+                            }
+                            Err(e) => return Err(sdk_error("apigateway:GetBasePathMappings", e)),
+                        };
+                        let routes = page
+                            .items()
+                            .iter()
+                            .filter_map(|m| {
+                                Some(DomainMapping {
+                                    route: DomainRoute {
+                                        domain_name: domain_name.clone(),
+                                        // API Gateway writes the root mapping as "(none)".
+                                        base_path: m
+                                            .base_path()
+                                            .filter(|p| *p != "(none)")
+                                            .unwrap_or_default()
+                                            .to_owned(),
+                                    },
+                                    api_id: m.rest_api_id()?.to_owned(),
+                                    stage: m.stage()?.to_owned(),
+                                })
+                            })
+                            .collect();
+                        Ok(Some((routes, page.position().map(str::to_owned))))
+                    }
+                })
+                .await?;
+            mappings.extend(routes);
         }
         Ok(mappings)
     }
 
     async fn v2_domain_mappings(&self) -> Result<Vec<DomainMapping>> {
-        let mut domains = Vec::new();
-        let mut next_token: Option<String> = None;
-        loop {
-            self.pacer.wait().await;
-            let page = self
-                .v2
-                .get_domain_names()
-                .max_results(V2_PAGE_LIMIT)
-                .set_next_token(next_token.take())
-                .send()
-                .await
-                .map_err(|e| sdk_error("apigatewayv2:GetDomainNames", e))?;
-            domains.extend(page.items().iter().filter_map(|d| d.domain_name().map(str::to_owned)));
-            match next_page(page.next_token()) {
-                Some(next) => next_token = Some(next),
-                None => break,
-            }
-        }
+        let domains = self
+            .all_pages(|next_token| {
+                let request = self.v2.get_domain_names().max_results(V2_PAGE_LIMIT).set_next_token(next_token);
+                async move {
+                    let page = request.send().await.map_err(|e| sdk_error("apigatewayv2:GetDomainNames", e))?;
+                    let domains = page.items().iter().filter_map(|d| d.domain_name().map(str::to_owned)).collect();
+                    Ok(Some((domains, page.next_token().map(str::to_owned))))
+                }
+            })
+            .await?;
         let mut mappings = Vec::new();
         for domain_name in domains {
-            let mut next_token: Option<String> = None;
-            loop {
-                self.pacer.wait().await;
-                let result = self
-                    .v2
-                    .get_api_mappings()
-                    .domain_name(&domain_name)
-                    .max_results(V2_PAGE_LIMIT)
-                    .set_next_token(next_token.take())
-                    .send()
-                    .await;
-                let page = match result {
-                    Ok(page) => page,
-                    Err(e) if e.as_service_error().is_some_and(|e| e.is_not_found_exception()) => break,
-                    Err(e) => return Err(sdk_error("apigatewayv2:GetApiMappings", e)),
-                };
-                mappings.extend(page.items().iter().filter_map(|m| {
-                    Some(DomainMapping {
-                        route: DomainRoute {
-                            domain_name: domain_name.clone(),
-                            base_path: m.api_mapping_key().unwrap_or_default().to_owned(),
-                        },
-                        api_id: m.api_id()?.to_owned(),
-                        stage: m.stage()?.to_owned(),
-                    })
-                }));
-                match next_page(page.next_token()) {
-                    Some(next) => next_token = Some(next),
-                    None => break,
-                }
-            }
+            let routes = self
+                .all_pages(|next_token| {
+                    let request = self
+                        .v2
+                        .get_api_mappings()
+                        .domain_name(&domain_name)
+                        .max_results(V2_PAGE_LIMIT)
+                        .set_next_token(next_token);
+                    let domain_name = &domain_name;
+                    async move {
+                        let page = match request.send().await {
+                            Ok(page) => page,
+                            Err(e) if e.as_service_error().is_some_and(|e| e.is_not_found_exception()) => {
+                                return Ok(None);
+                            }
+                            Err(e) => return Err(sdk_error("apigatewayv2:GetApiMappings", e)),
+                        };
+                        let routes = page
+                            .items()
+                            .iter()
+                            .filter_map(|m| {
+                                Some(DomainMapping {
+                                    route: DomainRoute {
+                                        domain_name: domain_name.clone(),
+                                        base_path: m.api_mapping_key().unwrap_or_default().to_owned(),
+                                    },
+                                    api_id: m.api_id()?.to_owned(),
+                                    stage: m.stage()?.to_owned(),
+                                })
+                            })
+                            .collect();
+                        Ok(Some((routes, page.next_token().map(str::to_owned))))
+                    }
+                })
+                .await?;
+            mappings.extend(routes);
         }
         Ok(mappings)
     }
-}
-
-/// The next page's token, if the listing has one.
-fn next_page(token: Option<&str>) -> Option<String> {
-    token.filter(|t| !t.is_empty()).map(str::to_owned)
 }
 
 /// GetRestApis items and GetRestApi outputs are distinct SDK types with the same fields.
@@ -354,45 +369,39 @@ macro_rules! v2_api {
     }};
 }
 
+/// A stage of either management API (theirs are distinct SDK types with the same fields).
+fn stage(name: Option<&str>, deployment_id: Option<&str>, tags: Option<&HashMap<String, String>>) -> Option<Stage> {
+    Some(Stage { name: name?.to_owned(), deployment_id: deployment_id.map(str::to_owned), tags: tag_map(tags) })
+}
+
 fn tag_map(tags: Option<&HashMap<String, String>>) -> BTreeMap<String, String> {
     tags.map(|t| t.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default()
 }
 
 impl ApiGateway for SdkApiGateway {
     async fn list_apis(&self, generation: Generation) -> Result<Vec<Api>> {
-        let mut apis = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            self.pacer.wait().await;
-            let next = match generation {
-                Generation::V1 => {
-                    let page = self
-                        .v1
-                        .get_rest_apis()
-                        .limit(V1_PAGE_LIMIT)
-                        .set_position(token.take())
-                        .send()
-                        .await
-                        .map_err(|e| sdk_error("apigateway:GetRestApis", e))?;
-                    apis.extend(page.items().iter().filter_map(|api| rest_api!(api)));
-                    next_page(page.position())
-                }
-                Generation::V2 => {
-                    let page = self
-                        .v2
-                        .get_apis()
-                        .max_results(V2_PAGE_LIMIT)
-                        .set_next_token(token.take())
-                        .send()
-                        .await
-                        .map_err(|e| sdk_error("apigatewayv2:GetApis", e))?;
-                    apis.extend(page.items().iter().filter_map(|api| v2_api!(api)));
-                    next_page(page.next_token())
-                }
-            };
-            match next {
-                Some(next) => token = Some(next),
-                None => return Ok(apis),
+        match generation {
+            Generation::V1 => {
+                self.all_pages(|position| {
+                    let request = self.v1.get_rest_apis().limit(V1_PAGE_LIMIT).set_position(position);
+                    async move {
+                        let page = request.send().await.map_err(|e| sdk_error("apigateway:GetRestApis", e))?;
+                        let apis = page.items().iter().filter_map(|api| rest_api!(api)).collect();
+                        Ok(Some((apis, page.position().map(str::to_owned))))
+                    }
+                })
+                .await
+            }
+            Generation::V2 => {
+                self.all_pages(|next_token| {
+                    let request = self.v2.get_apis().max_results(V2_PAGE_LIMIT).set_next_token(next_token);
+                    async move {
+                        let page = request.send().await.map_err(|e| sdk_error("apigatewayv2:GetApis", e))?;
+                        let apis = page.items().iter().filter_map(|api| v2_api!(api)).collect();
+                        Ok(Some((apis, page.next_token().map(str::to_owned))))
+                    }
+                })
+                .await
             }
         }
     }
@@ -415,49 +424,47 @@ impl ApiGateway for SdkApiGateway {
 
     async fn get_stages(&self, generation: Generation, api_id: &str) -> Result<Vec<Stage>> {
         match generation {
+            // One page holds every stage of a REST API.
             Generation::V1 => {
-                self.pacer.wait().await;
-                match self.v1.get_stages().rest_api_id(api_id).send().await {
-                    Ok(stages) => Ok(stages
-                        .item()
-                        .iter()
-                        .filter_map(|s| {
-                            Some(Stage {
-                                name: s.stage_name()?.to_owned(),
-                                deployment_id: s.deployment_id().map(str::to_owned),
-                                tags: tag_map(s.tags()),
-                            })
-                        })
-                        .collect()),
-                    Err(e) if e.as_service_error().is_some_and(|e| e.is_not_found_exception()) => Ok(Vec::new()),
-                    Err(e) => Err(sdk_error("apigateway:GetStages", e)),
-                }
+                self.all_pages(|_| {
+                    let request = self.v1.get_stages().rest_api_id(api_id);
+                    async move {
+                        match request.send().await {
+                            Ok(page) => {
+                                let stages = page
+                                    .item()
+                                    .iter()
+                                    .filter_map(|s| stage(s.stage_name(), s.deployment_id(), s.tags()))
+                                    .collect();
+                                Ok(Some((stages, None)))
+                            }
+                            Err(e) if e.as_service_error().is_some_and(|e| e.is_not_found_exception()) => Ok(None),
+                            Err(e) => Err(sdk_error("apigateway:GetStages", e)),
+                        }
+                    }
+                })
+                .await
             }
             Generation::V2 => {
-                let mut stages = Vec::new();
-                let mut next_token: Option<String> = None;
-                loop {
-                    self.pacer.wait().await;
-                    let request = self.v2.get_stages().api_id(api_id).max_results(V2_PAGE_LIMIT);
-                    let page = match request.set_next_token(next_token.take()).send().await {
-                        Ok(page) => page,
-                        Err(e) if e.as_service_error().is_some_and(|e| e.is_not_found_exception()) => {
-                            return Ok(Vec::new());
+                self.all_pages(|next_token| {
+                    let request =
+                        self.v2.get_stages().api_id(api_id).max_results(V2_PAGE_LIMIT).set_next_token(next_token);
+                    async move {
+                        match request.send().await {
+                            Ok(page) => {
+                                let stages = page
+                                    .items()
+                                    .iter()
+                                    .filter_map(|s| stage(s.stage_name(), s.deployment_id(), s.tags()))
+                                    .collect();
+                                Ok(Some((stages, page.next_token().map(str::to_owned))))
+                            }
+                            Err(e) if e.as_service_error().is_some_and(|e| e.is_not_found_exception()) => Ok(None),
+                            Err(e) => Err(sdk_error("apigatewayv2:GetStages", e)),
                         }
-                        Err(e) => return Err(sdk_error("apigatewayv2:GetStages", e)),
-                    };
-                    stages.extend(page.items().iter().filter_map(|s| {
-                        Some(Stage {
-                            name: s.stage_name()?.to_owned(),
-                            deployment_id: s.deployment_id().map(str::to_owned),
-                            tags: tag_map(s.tags()),
-                        })
-                    }));
-                    match next_page(page.next_token()) {
-                        Some(next) => next_token = Some(next),
-                        None => return Ok(stages),
                     }
-                }
+                })
+                .await
             }
         }
     }

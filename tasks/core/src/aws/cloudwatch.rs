@@ -35,6 +35,15 @@ pub enum MetricSubject {
 }
 
 impl MetricSubject {
+    /// How CloudWatch names the metrics of an API of this kind, id and name.
+    pub fn of(kind: ApiKind, id: &str, name: &str) -> Self {
+        match kind {
+            ApiKind::Rest => Self::RestApi { name: name.to_owned() },
+            ApiKind::Http => Self::HttpApi { id: id.to_owned() },
+            ApiKind::WebSocket => Self::WebSocketApi { id: id.to_owned() },
+        }
+    }
+
     fn dimension(&self) -> (&'static str, &str) {
         match self {
             Self::RestApi { name } => ("ApiName", name),

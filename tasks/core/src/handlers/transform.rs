@@ -101,7 +101,7 @@ impl<G: ApiGateway, M: MetricSource, S: StateStore> Transform<'_, G, M, S> {
             return Ok(apis);
         }
         let mut add = |kind: ApiKind, id: &str, name: &str, version: Option<String>| {
-            let subject = metric_subject(kind, id, name);
+            let subject = MetricSubject::of(kind, id, name);
             if with_traffic.contains(&subject) && self.api_types.includes(kind) {
                 let identity = || ApiIdentity { id: published_api_id(id, stage), name: name.to_owned(), version };
                 apis.entry(subject).or_insert_with(identity);
@@ -121,7 +121,7 @@ impl<G: ApiGateway, M: MetricSource, S: StateStore> Transform<'_, G, M, S> {
         listed.sort_by(|a, b| a.id.cmp(&b.id));
         let mut seen = BTreeSet::new();
         for api in listed {
-            let subject = metric_subject(api.kind, &api.id, &api.name);
+            let subject = MetricSubject::of(api.kind, &api.id, &api.name);
             if !with_traffic.contains(&subject) || !seen.insert(subject) {
                 continue;
             }
@@ -131,14 +131,5 @@ impl<G: ApiGateway, M: MetricSource, S: StateStore> Transform<'_, G, M, S> {
             }
         }
         Ok(apis)
-    }
-}
-
-/// How CloudWatch names an API's metrics.
-fn metric_subject(kind: ApiKind, id: &str, name: &str) -> MetricSubject {
-    match kind {
-        ApiKind::Rest => MetricSubject::RestApi { name: name.to_owned() },
-        ApiKind::Http => MetricSubject::HttpApi { id: id.to_owned() },
-        ApiKind::WebSocket => MetricSubject::WebSocketApi { id: id.to_owned() },
     }
 }
