@@ -27,20 +27,24 @@ def test_http_and_websocket_apis_are_published_with_their_urls_and_follow_every_
     legacy = create_v2_api(proxy, "legacy", "HTTP", {}, {"prod": {}})
     chat = create_v2_api(proxy, "chat", "WEBSOCKET", {"team": "live"}, {"prod": {}})
     gone = create_v2_api(proxy, "gone", "WEBSOCKET", {}, {"prod": {}})
+    search = create_v2_api(proxy, "search", "HTTP", {}, {"prod": {}})
     map_v2_domain(proxy, "api.example.com", orders.id, "prod", "orders")
+    search_mapping = map_v2_domain(proxy, "api.example.com", search.id, "prod", "search")
     map_rest_domain(stack.moto_url, "rest.example.com", pets.id, "prod", "pets")
     stack.aws_proxy.reset()
+    stack.aws_proxy.v2_paging.page_size = 1  # every v2 listing answers one item per page, as AWS may
 
     first = stack.run()
 
     assert first.succeeded, first.printed
-    # The full sync's calls at the wire are the lower bound: per management API one listing page,
-    # one GetStages per API, the domain names and each domain's routes; the discovery is the listing.
+    # The full sync's calls at the wire are the lower bound: per management API its listing pages, the stages of
+    # each API, the domain names and each domain's routes. With one item per v2 page: 5 APIs, 6 stages (orders has
+    # two), 1 domain name, 2 mappings; each followed by NextToken to the end.
     calls = {op: n for (service, op), n in stack.aws_proxy.counts().items() if service == "apigateway"}
     assert calls == {"GetRestApis": 1, "GetStages": 1, "GetDomainNames": 1, "GetBasePathMappings": 1,
-                     "GetApis": 1, "GetStages (v2)": 4, "GetDomainNames (v2)": 1, "GetApiMappings": 1}
+                     "GetApis": 5, "GetStages (v2)": 6, "GetDomainNames (v2)": 1, "GetApiMappings": 2}
     prod = published(stack)[PROD]
-    assert set(prod) == {f"{api.id}_prod" for api in (pets, orders, legacy, chat, gone)}
+    assert set(prod) == {f"{api.id}_prod" for api in (pets, orders, legacy, chat, gone, search)}
     http = prod[f"{orders.id}_prod"]
     assert (http["type"], http["name"], http["version"]) == ("REST", "orders", orders.stages["prod"])
     assert http["tags"] == ["env:production", "team:shop"]
@@ -59,20 +63,24 @@ def test_http_and_websocket_apis_are_published_with_their_urls_and_follow_every_
     v2 = boto("apigatewayv2", proxy)
     at = state_table.item("prod")["assetsWatermark"] + 1
     billing = create_v2_api(proxy, "billing", "HTTP", {}, {"prod": {}})
-    stack.cloudtrail.add_event("CreateApi", eventTime=at, requestParameters={"createApiInput": {"name": "billing"}},
+    stack.cloudtrail.add_event("CreateApi", eventTime=at, requestParameters={"name": "billing", "protocolType": "HTTP"},
                                responseElements={"apiId": billing.id, "name": "billing"})
     redeployed = v2.create_deployment(ApiId=chat.id, StageName="prod")["DeploymentId"]
     stack.cloudtrail.add_event("CreateDeployment", eventTime=at, requestParameters={
-        "apiId": chat.id, "createDeploymentInput": {"stageName": "prod"}}, responseElements={"deploymentId": redeployed})
+        "apiId": chat.id, "stageName": "prod"}, responseElements={"deploymentId": redeployed})
     v2.update_api(ApiId=orders.id, Name="orders-v2")
     stack.cloudtrail.add_event("UpdateApi", eventTime=at, requestParameters={
-        "apiId": orders.id, "updateApiInput": {"name": "orders-v2"}}, responseElements={"apiId": orders.id})
+        "apiId": orders.id, "name": "orders-v2"}, responseElements={"apiId": orders.id})
     v2.tag_resource(ResourceArn=f"{V2_ARN}/{orders.id}", Tags={"tier": "gold"})
     stack.cloudtrail.add_event("TagResource", eventTime=at, requestParameters={
-        "resource-arn": f"{V2_ARN}/{orders.id}", "tagResourceInput": {"tags": {"tier": "gold"}}})
+        "resource-arn": f"{V2_ARN}/{orders.id}", "tags": {"tier": "gold"}})
     map_v2_domain(proxy, "ws.example.com", chat.id, "prod")
     stack.cloudtrail.add_event("CreateApiMapping", eventTime=at, requestParameters={
-        "domainName": "ws.example.com", "createApiMappingInput": {"apiId": chat.id, "stage": "prod"}})
+        "domainName": "ws.example.com", "apiId": chat.id, "stage": "prod"})
+    # A removed mapping names only its domain: the agent finds the API through what it published.
+    v2.delete_api_mapping(DomainName="api.example.com", ApiMappingId=search_mapping)
+    stack.cloudtrail.add_event("DeleteApiMapping", eventTime=at, requestParameters={
+        "domainName": "api.example.com", "apiMappingId": search_mapping})
     v2.delete_stage(ApiId=legacy.id, StageName="prod")
     stack.cloudtrail.add_event("DeleteStage", eventTime=at, requestParameters={"apiId": legacy.id, "stageName": "prod"})
     v2.delete_api(ApiId=gone.id)
@@ -83,8 +91,10 @@ def test_http_and_websocket_apis_are_published_with_their_urls_and_follow_every_
     assert incremental.succeeded, incremental.printed
     assert incremental.output["assets"]["summary"]["fullRuntimes"] == 0
     prod = published(stack)[PROD]
-    assert set(prod) == {f"{api.id}_prod" for api in (pets, orders, chat, billing)}
+    assert set(prod) == {f"{api.id}_prod" for api in (pets, orders, chat, billing, search)}
     assert "tier:gold" in prod[f"{orders.id}_prod"]["tags"]
+    assert "customDomainUrls" not in prod[f"{search.id}_prod"]["attributes"]
+    assert json.loads(prod[f"{orders.id}_prod"]["attributes"]["customDomainUrls"]) == ["https://api.example.com/orders"]
     assert prod[f"{orders.id}_prod"]["name"] == "orders-v2"
     assert prod[f"{chat.id}_prod"]["version"] == redeployed
     assert json.loads(prod[f"{chat.id}_prod"]["attributes"]["customDomainUrls"]) == ["wss://ws.example.com"]
@@ -101,7 +111,7 @@ def test_http_and_websocket_apis_are_published_with_their_urls_and_follow_every_
     stack.apicp.add_api(PROD, {"id": "stray_prod", "name": "stray", "type": "REST"})
     full = stack.run({"mode": "full"})
     assert full.succeeded, full.printed
-    assert set(published(stack)[PROD]) == {f"{api.id}_prod" for api in (pets, orders, chat, billing)}
+    assert set(published(stack)[PROD]) == {f"{api.id}_prod" for api in (pets, orders, chat, billing, search)}
 
 
 def test_http_and_websocket_metrics_reach_the_control_plane_with_the_exact_numbers(clean, state_table):

@@ -32,6 +32,7 @@ from xml.sax.saxutils import escape
 
 from local_server import LocalServer, send_json
 from v2_deployments import V2Deployments, moto_exists
+from v2_paging import V2Paging
 
 # "API Gateway quotas for creating, deploying and managing an API ... These quotas can't be increased": Total
 # operations, 10 requests per second with a burst of 40, per account and Region (v1 and v2 management calls alike).
@@ -191,6 +192,7 @@ class AwsProxy(LocalServer):
         self._timeout = timeout
         self._lock = threading.Lock()
         self.v2_deployments = V2Deployments(moto_exists(self._upstream.hostname, self._upstream.port, timeout))
+        self.v2_paging = V2Paging()
         self.reset()
         self._serve(host, port, log_requests)
 
@@ -246,17 +248,20 @@ class AwsProxy(LocalServer):
             elif fault := self._take_fault(call):
                 error = (fault.status, fault.error_code, fault.message)
             rewrite = None if error else self._take_rewrite(call)
-        v2 = None
+        v2_rewrites = []
         if not error and call.service == "apigateway":
-            v2 = self.v2_deployments.intercept(request.command, url.path, body, dict(request.headers))
-            if isinstance(v2, tuple):
-                status, answer = v2
-                # API Gateway names its errors in this header (REST-JSON protocol).
-                error_type = {400: "BadRequestException", 404: "NotFoundException"}.get(status)
-                send_json(request, status, answer, {"x-amzn-ErrorType": error_type} if error_type else None)
-                return
+            for stand_in in (self.v2_deployments.intercept(request.command, url.path, body, dict(request.headers)),
+                             self.v2_paging.page(request.command, url.path, url.query)):
+                if isinstance(stand_in, tuple):
+                    status, answer = stand_in
+                    # API Gateway names its errors in this header (REST-JSON protocol).
+                    error_type = {400: "BadRequestException", 404: "NotFoundException"}.get(status)
+                    send_json(request, status, answer, {"x-amzn-ErrorType": error_type} if error_type else None)
+                    return
+                if stand_in:
+                    v2_rewrites.append(stand_in)
         if not error:
-            self._forward(request, body, rewrite, v2)
+            self._forward(request, body, rewrite, _chain(v2_rewrites) if v2_rewrites else None)
             return
         status, headers, data = error_answer(call, *error)
         request.send_response(status)
@@ -315,6 +320,15 @@ class AwsProxy(LocalServer):
             request.close_connection = True  # the status line is out; all that is left is to drop the connection
         finally:
             upstream.close()
+
+
+def _chain(rewrites: list[Callable[[dict], dict]]) -> Callable[[dict], dict]:
+    """One JSON rewrite applying `rewrites` in order."""
+    def chained(answer: dict) -> dict:
+        for rewrite in rewrites:
+            answer = rewrite(answer)
+        return answer
+    return chained
 
 
 def _read_body(request: BaseHTTPRequestHandler) -> bytes:

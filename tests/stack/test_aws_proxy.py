@@ -338,3 +338,29 @@ def test_an_auto_deploy_stage_is_deployed_at_once_and_after_each_route_change(pr
     v2.delete_stage(ApiId=api, StageName="live")
     v2.create_stage(ApiId=api, StageName="live")
     assert "DeploymentId" not in v2.get_stages(ApiId=api)["Items"][0], "a re-created stage starts empty"
+
+
+def test_v2_listings_come_in_pages_linked_by_next_token(proxy, moto):
+    v2 = client("apigatewayv2", proxy.url)
+    created = [v2.create_api(Name=f"api{n}", ProtocolType="HTTP")["ApiId"] for n in range(5)]
+    first = v2.get_apis(MaxResults="2")
+    assert len(first["Items"]) == 2 and first["NextToken"]
+    second = v2.get_apis(MaxResults="2", NextToken=first["NextToken"])
+    third = v2.get_apis(MaxResults="2", NextToken=second["NextToken"])
+    assert len(third["Items"]) == 1 and "NextToken" not in third
+    assert [a["ApiId"] for a in first["Items"] + second["Items"] + third["Items"]] == [
+        a["ApiId"] for a in v2.get_apis()["Items"]]
+    assert {a["ApiId"] for a in v2.get_apis()["Items"]} == set(created)
+
+    proxy.v2_paging.page_size = 1  # caps pages below maxResults
+    try:
+        stages = [v2.create_stage(ApiId=created[0], StageName=name) for name in ("a", "b")]
+        page = v2.get_stages(ApiId=created[0], MaxResults="500")
+        assert len(stages) == 2 and len(page["Items"]) == 1 and page["NextToken"]
+        code = lambda call, **kwargs: error_of(call, **kwargs)["Error"]["Code"]  # noqa: E731
+        # A token belongs to its listing; a made-up one is refused as AWS refuses it.
+        assert code(v2.get_stages, ApiId=created[1], NextToken=page["NextToken"]) == "BadRequestException"
+        assert code(v2.get_apis, NextToken="not-a-token") == "BadRequestException"
+        assert code(v2.get_apis, MaxResults="0") == "BadRequestException"
+    finally:
+        proxy.v2_paging.page_size = None

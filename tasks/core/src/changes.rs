@@ -306,9 +306,11 @@ mod tests {
         ApiRef { generation: Generation::V2, id: id.into() }
     }
 
-    /// Records as CloudTrail writes them for each management API: path parameters at the top
-    /// of `requestParameters`, a v2 request body under `<operation>Input`, and the created
-    /// resource in `responseElements`.
+    /// Records as CloudTrail writes them: path parameters at the top of `requestParameters`, the
+    /// created resource in `responseElements`. A v2 record carries its request body flattened
+    /// beside the path parameters, as in real apigatewayv2 `CreateStage`, `UpdateRoute` and
+    /// `CreateIntegration` records (`{"stageName": .., "autoDeploy": true, "apiId": ..}`); a v1
+    /// body stays under `<operation>Input`.
     #[test]
     fn every_write_event_names_the_api_or_domain_it_touched() {
         let arn = "arn:aws:apigateway:eu-west-1::";
@@ -339,42 +341,42 @@ mod tests {
             // HTTP and WebSocket (v2)
             (
                 "CreateApi",
-                json!({"createApiInput": {"name": "h", "protocolType": "HTTP"}}),
+                json!({"name": "h", "protocolType": "HTTP"}),
                 json!({"apiId": "h1", "protocolType": "HTTP"}),
                 apis(&[v2("h1")]),
             ),
-            ("ImportApi", json!({"importApiInput": {"body": "..."}}), json!({"apiId": "h2"}), apis(&[v2("h2")])),
+            ("ImportApi", json!({"body": "...", "failOnWarnings": false}), json!({"apiId": "h2"}), apis(&[v2("h2")])),
             (
                 "ReimportApi",
-                json!({"apiId": "h3", "reimportApiInput": {"body": "..."}}),
+                json!({"apiId": "h3", "body": "..."}),
                 json!({"apiId": "h3"}),
                 apis(&[v2("h3")]),
             ),
-            ("UpdateApi", json!({"apiId": "h4", "updateApiInput": {"name": "x"}}), Value::Null, apis(&[v2("h4")])),
+            ("UpdateApi", json!({"apiId": "h4", "name": "x"}), Value::Null, apis(&[v2("h4")])),
             ("DeleteApi", json!({"apiId": "h5"}), Value::Null, apis(&[v2("h5")])),
             (
                 "CreateStage",
-                json!({"apiId": "w1", "createStageInput": {"stageName": "live", "autoDeploy": true}}),
+                json!({"stageName": "live", "autoDeploy": true, "apiId": "w1"}),
                 json!({"stageName": "live"}),
                 apis(&[v2("w1")]),
             ),
             (
                 "UpdateStage",
-                json!({"apiId": "w2", "stageName": "live", "updateStageInput": {}}),
+                json!({"apiId": "w2", "stageName": "live", "description": "x"}),
                 Value::Null,
                 apis(&[v2("w2")]),
             ),
             ("DeleteStage", json!({"apiId": "w3", "stageName": "live"}), Value::Null, apis(&[v2("w3")])),
             (
                 "CreateDeployment",
-                json!({"apiId": "w4", "createDeploymentInput": {"stageName": "live"}}),
+                json!({"apiId": "w4", "stageName": "live"}),
                 json!({"deploymentId": "d2"}),
                 apis(&[v2("w4")]),
             ),
             ("DeleteDeployment", json!({"apiId": "w5", "deploymentId": "d2"}), Value::Null, apis(&[v2("w5")])),
             (
                 "CreateRoute",
-                json!({"apiId": "h6", "createRouteInput": {"routeKey": "GET /pets"}}),
+                json!({"routeKey": "GET /pets", "target": "integrations/i1", "apiId": "h6"}),
                 Value::Null,
                 apis(&[v2("h6")]),
             ),
@@ -406,10 +408,9 @@ mod tests {
             ),
             (
                 "CreateApiMapping",
-                json!({"domainName": "ws.example.com", "createApiMappingInput":
-                {"apiId": "w6", "stage": "live"}}),
+                json!({"domainName": "ws.example.com", "apiId": "w6", "stage": "live"}),
                 json!({"apiId": "w6", "apiMappingId": "m1"}),
-                domain("ws.example.com"),
+                both(&[v2("w6")], "ws.example.com"),
             ),
             (
                 "DeleteApiMapping",
@@ -433,7 +434,7 @@ mod tests {
             ),
             (
                 "CreateVpcLink",
-                json!({"createVpcLinkInput": {"name": "l"}}),
+                json!({"name": "l", "subnetIds": ["s1"]}),
                 json!({"vpcLinkId": "v1"}),
                 Touched::default(),
             ),
