@@ -45,7 +45,7 @@ def clean(stack):
     stack.cloudtrail.reset()
     stack.aws_proxy.reset()
     stack.aws_proxy.v2_deployments.reset()  # AWS state, wiped with moto's
-    stack.aws_proxy.v2_paging.page_size = None
+    stack.aws_proxy.listing_pages.page_size = None
     return stack
 
 

@@ -32,7 +32,7 @@ def test_http_and_websocket_apis_are_published_with_their_urls_and_follow_every_
     search_mapping = map_v2_domain(proxy, "api.example.com", search.id, "prod", "search")
     map_rest_domain(stack.moto_url, "rest.example.com", pets.id, "prod", "pets")
     stack.aws_proxy.reset()
-    stack.aws_proxy.v2_paging.page_size = 1  # every v2 listing answers one item per page, as AWS may
+    stack.aws_proxy.listing_pages.page_size = 1  # every listing answers one item per page, as AWS may
 
     first = stack.run()
 

@@ -1,35 +1,47 @@
 """On demand (`make test-large`), on the strict local stack, printing their figures:
 
 - a full sync of the largest account API Gateway allows in one region: 600 regional, 120 edge and
-  600 private REST APIs (fixed quotas), each deployed to two stages, `STAGES=*`, at the default
-  API Gateway pace. It must complete in one execution, inside every Lambda timeout, the 256 KiB
-  payload limit and the 25,000 history events, without a single throttled API Gateway call;
+  600 private REST APIs, 600 HTTP and 600 WebSocket APIs (fixed quotas), each deployed to two
+  stages, `STAGES=*`, at the default API Gateway pace. It must complete in one execution, inside
+  every Lambda timeout, the 256 KiB payload limit and the 25,000 history events, without a single
+  throttled API Gateway call, every listing paged as AWS pages it (tests/stack/listing_pages.py);
 - a metrics catch-up of 150 runtimes five hours behind, at the deployed metrics settings.
 """
 
 from __future__ import annotations
 
 import time
+from datetime import datetime, timezone
 
 import pytest
 from conftest import StateTable
-from seed import create_rest_api, put_traffic, recent_minutes
+from seed import create_rest_api, create_v2_api, put_traffic, recent_minutes
 
-from test_workflow import DEV, PROD, published
+from stack import boto
+from test_workflow import DEV, INTERVAL, PROD, latest_window_end, published
 
-# API Gateway's fixed per-region quotas of REST APIs, by endpoint type.
+# API Gateway's fixed per-region quotas of REST APIs, by endpoint type, and of HTTP and WebSocket APIs.
 LARGEST_ACCOUNT = {"REGIONAL": 600, "EDGE": 120, "PRIVATE": 600}
+LARGEST_V2 = {"HTTP": 600, "WEBSOCKET": 600}
 
 
 @pytest.mark.large
-def test_a_full_sync_of_the_largest_account_fits_one_execution_and_every_limit(clean):
+def test_the_largest_account_fits_one_execution_and_every_limit(clean, state_table):
     stack = clean
-    total = 0
+    rest_names = []
     for endpoint_type, count in LARGEST_ACCOUNT.items():
         for i in range(count):
-            create_rest_api(stack.moto_url, f"{endpoint_type.lower()}-{i:03}", {"team": f"t{i % 7}"},
+            rest_names.append(f"{endpoint_type.lower()}-{i:03}")
+            create_rest_api(stack.moto_url, rest_names[-1], {"team": f"t{i % 7}"},
                             {"prod": {"env": "production"}, "dev": {}}, endpoint_type=endpoint_type)
-            total += 1
+    v2_apis = {protocol: [] for protocol in LARGEST_V2}
+    with stack.aws_proxy.unmetered():  # v2 deployments live in the proxy; seeding is not the agent's traffic
+        for protocol, count in LARGEST_V2.items():
+            for i in range(count):
+                v2_apis[protocol].append(create_v2_api(stack.aws_proxy.url, f"{protocol.lower()}-{i:03}", protocol,
+                                                       {"team": f"t{i % 7}"}, {"prod": {"env": "production"}, "dev": {}}))
+    rest = len(rest_names)
+    total = rest + sum(len(apis) for apis in v2_apis.values())
 
     started = time.monotonic()
     run = stack.run({"mode": "full"})
@@ -40,7 +52,8 @@ def test_a_full_sync_of_the_largest_account_fits_one_execution_and_every_limit(c
     calls = {op: n for (service, op), n in stack.aws_proxy.counts().items() if service == "apigateway"}
     throttled = sum(n for (service, _), n in stack.aws_proxy.throttled().items() if service == "apigateway")
     limits = run.limits
-    print(f"\nlargest account: {total} REST APIs x 2 stages, full sync in {seconds:.0f} s")
+    print(f"\nlargest account: {rest} REST + {total - rest} HTTP and WebSocket APIs x 2 stages, "
+          f"full sync in {seconds:.0f} s")
     print(f"API Gateway calls: {calls} (total {sum(calls.values())}), throttled: {throttled}")
     print(f"largest state input: {limits['largestInput']}, largest output: {limits['largestOutput']}")
     print(f"history events: {limits['historyEvents']} of {limits['maxHistoryEvents']}")
@@ -48,12 +61,65 @@ def test_a_full_sync_of_the_largest_account_fits_one_execution_and_every_limit(c
     assert throttled == 0
     assert limits["largestOutput"]["bytes"] < 200 * 1024 and limits["largestInput"]["bytes"] < 200 * 1024
     assert limits["historyEvents"] < 25_000
-    # One listing of the account (a page per 500 APIs on AWS, where moto serves one; a GetStages
-    # per API), made by the discovery and read back by the full sync.
-    # No HTTP or WebSocket API (one empty GetApis), no custom domain name (one GetDomainNames).
-    assert set(calls) == {"GetRestApis", "GetStages", "GetApis", "GetDomainNames"} and calls["GetStages"] == total
-    assert calls["GetApis"] == calls["GetDomainNames"] == 1
-    assert calls["GetRestApis"] <= -(-total // 500)
+    # The lower bound: per management API a page per 500 APIs and a GetStages per API, and one
+    # empty domain name listing (no custom domain here).
+    assert calls == {"GetRestApis": -(-rest // 500), "GetStages": rest, "GetDomainNames": 1,
+                     "GetApis": -(-(total - rest) // 500), "GetStages (v2)": total - rest, "GetDomainNames (v2)": 1}
+
+    # Then one metrics window of prod with traffic on every API of the account.
+    window_start = latest_window_end(time.time()) - INTERVAL
+    minutes = [window_start + 60 * m for m in range(INTERVAL // 60)]
+    put_largest_traffic(stack.moto_url, rest_names, v2_apis, minutes)
+    # The full sync's run may have sent this window already, before the traffic: sent again here
+    # because the watermark is put back, so only what this run sends counts.
+    state_table.put_metrics_watermark("prod", window_start)
+    sent_before = len(stack.apicp.state()["metrics"])
+    stack.aws_proxy.reset()
+    started = time.monotonic()
+    run = stack.run()
+    seconds = time.monotonic() - started
+
+    assert run.succeeded, run.printed[-3000:]
+    reports = [m["body"] for m in stack.apicp.state()["metrics"][sent_before:]
+               if m["runtimeId"] == PROD and m["body"]["timestamp"] // 1000 == window_start + INTERVAL]
+    assert len(reports) == 1, "the window arrives once"
+    per_api = {m["apiId"]: m for m in reports[0]["apiTransactionMetricsList"]}
+    assert len(per_api) == total
+    catalog = published(stack)[PROD]
+    for api_id, metrics in per_api.items():
+        assert (metrics["apiName"], metrics["apiVersion"]) == (catalog[api_id]["name"], catalog[api_id]["version"])
+        kind = catalog[api_id]["attributes"]["awsApiType"]
+        assert metrics["apiMetrics"]["transactionCount"] == {"REST": 50, "HTTP": 50, "WEBSOCKET": 75}[kind], api_id
+    calls = {op: n for (service, op), n in stack.aws_proxy.counts().items() if service == "monitoring"}
+    limits = run.limits
+    print(f"metrics window of {total} active APIs in {seconds:.0f} s; CloudWatch calls: {calls}")
+    # The APIs' names and versions come from the stage's catalog (stored gzipped), not from API Gateway.
+    assert not [op for (service, op) in stack.aws_proxy.counts() if service == "apigateway"]
+    print(f"largest state input: {limits['largestInput']}, largest output: {limits['largestOutput']}")
+    assert limits["largestOutput"]["bytes"] < 200 * 1024 and limits["largestInput"]["bytes"] < 200 * 1024
+    # 1,320 x 5 REST + 600 x 5 HTTP + 600 x 6 WebSocket metrics, at most 500 to a call without splitting an API.
+    assert calls["GetMetricData"] == 27
+
+
+def put_largest_traffic(endpoint: str, rest_names: list[str], v2_apis: dict, minutes: list[int]) -> None:
+    """Per API and minute: REST and HTTP 10 requests (1 4xx), 50 ms, backend 20 ms; WebSocket 3 connections and
+    12 messages. One CloudWatch client, 1,000 datapoints a call."""
+    def datum(metric: str, name: str, value: str, minute: int, amount: float) -> dict:
+        return {"MetricName": metric, "Value": amount, "Timestamp": datetime.fromtimestamp(minute, tz=timezone.utc),
+                "Dimensions": [{"Name": name, "Value": value}, {"Name": "Stage", "Value": "prod"}]}
+
+    http = {"Count": 10, "4xx": 1, "5xx": 0, "Latency": 50.0, "IntegrationLatency": 20.0}
+    data = [datum(metric, "ApiName", name, minute, amount) for name in rest_names for minute in minutes
+            for metric, amount in {"Count": 10, "4XXError": 1, "5XXError": 0, "Latency": 50.0,
+                                   "IntegrationLatency": 20.0}.items()]
+    data += [datum(metric, "ApiId", api.id, minute, amount) for api in v2_apis["HTTP"] for minute in minutes
+             for metric, amount in http.items()]
+    data += [datum(metric, "ApiId", api.id, minute, amount) for api in v2_apis["WEBSOCKET"] for minute in minutes
+             for metric, amount in {"ConnectCount": 3, "MessageCount": 12, "ClientError": 1,
+                                    "IntegrationLatency": 20.0}.items()]
+    cloudwatch = boto("cloudwatch", endpoint)
+    for start in range(0, len(data), 1000):
+        cloudwatch.put_metric_data(Namespace="AWS/ApiGateway", MetricData=data[start:start + 1000])
 
 
 # What a deployment runs with (the defaults of tasks/core/src/config.rs), not the e2e tests' small steps.

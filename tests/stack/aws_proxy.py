@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import http.client
 import json
 import re
@@ -32,7 +33,7 @@ from xml.sax.saxutils import escape
 
 from local_server import LocalServer, send_json
 from v2_deployments import V2Deployments, moto_exists
-from v2_paging import V2Paging
+from listing_pages import ListingPages
 
 # "API Gateway quotas for creating, deploying and managing an API ... These quotas can't be increased": Total
 # operations, 10 requests per second with a burst of 40, per account and Region (v1 and v2 management calls alike).
@@ -192,7 +193,8 @@ class AwsProxy(LocalServer):
         self._timeout = timeout
         self._lock = threading.Lock()
         self.v2_deployments = V2Deployments(moto_exists(self._upstream.hostname, self._upstream.port, timeout))
-        self.v2_paging = V2Paging()
+        self.listing_pages = ListingPages()
+        self._metered = True
         self.reset()
         self._serve(host, port, log_requests)
 
@@ -211,6 +213,17 @@ class AwsProxy(LocalServer):
         ("monitoring", "GetMetricData", b"<StatusCode>Complete</StatusCode>", b"<StatusCode>PartialData</StatusCode>")."""
         with self._lock:
             self._rewrites.append(_Rewrite(service, operation, old, new, count))
+
+    @contextlib.contextmanager
+    def unmetered(self):
+        """Seeding only: inside this block API Gateway calls are neither counted nor held to the quota."""
+        with self._lock:
+            self._metered = False
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._metered = True
 
     def counts(self) -> dict[tuple[str, str], int]:
         """Requests received per (service, operation), throttled and faulted ones included."""
@@ -240,9 +253,11 @@ class AwsProxy(LocalServer):
         call = identify(request.command, url.path, url.query, request.headers, body)
         key = (call.service, call.operation)
         with self._lock:
-            self._counts[key] += 1
+            metered = self._metered or call.service != "apigateway"
+            if metered:
+                self._counts[key] += 1
             error = None
-            if call.service == "apigateway" and not self._bucket(call.region).take():
+            if call.service == "apigateway" and metered and not self._bucket(call.region).take():
                 self._throttled[key] += 1
                 error = (429, "TooManyRequestsException", "Too Many Requests")
             elif fault := self._take_fault(call):
@@ -251,7 +266,7 @@ class AwsProxy(LocalServer):
         v2_rewrites = []
         if not error and call.service == "apigateway":
             for stand_in in (self.v2_deployments.intercept(request.command, url.path, body, dict(request.headers)),
-                             self.v2_paging.page(request.command, url.path, url.query)):
+                             self.listing_pages.page(request.command, url.path, url.query)):
                 if isinstance(stand_in, tuple):
                     status, answer = stand_in
                     # API Gateway names its errors in this header (REST-JSON protocol).

@@ -134,9 +134,9 @@ class EmbeddedStack:
 
     def _start_moto(self) -> str:
         port = free_port()
-        # The moto of this interpreter's environment (the venv), not whatever is first on PATH.
-        moto = str(Path(sys.executable).parent / "moto_server")
-        self._spawn([moto, "-H", "127.0.0.1", "-p", str(port)], "moto.log", os.environ.copy())
+        # moto_server of this interpreter's environment (the venv), with GetMetricData indexed (moto_indexed.py).
+        moto = [sys.executable, str(Path(__file__).with_name("moto_indexed.py"))]
+        self._spawn([*moto, "-H", "127.0.0.1", "-p", str(port)], "moto.log", os.environ.copy())
         wait_until(lambda: port_open(port), "moto server", 60)
         return f"http://127.0.0.1:{port}"
 

@@ -352,7 +352,7 @@ def test_v2_listings_come_in_pages_linked_by_next_token(proxy, moto):
         a["ApiId"] for a in v2.get_apis()["Items"]]
     assert {a["ApiId"] for a in v2.get_apis()["Items"]} == set(created)
 
-    proxy.v2_paging.page_size = 1  # caps pages below maxResults
+    proxy.listing_pages.page_size = 1  # caps pages below maxResults
     try:
         stages = [v2.create_stage(ApiId=created[0], StageName=name) for name in ("a", "b")]
         page = v2.get_stages(ApiId=created[0], MaxResults="500")
@@ -363,4 +363,31 @@ def test_v2_listings_come_in_pages_linked_by_next_token(proxy, moto):
         assert code(v2.get_apis, NextToken="not-a-token") == "BadRequestException"
         assert code(v2.get_apis, MaxResults="0") == "BadRequestException"
     finally:
-        proxy.v2_paging.page_size = None
+        proxy.listing_pages.page_size = None
+
+
+def test_rest_listings_come_25_to_a_page_unless_a_limit_up_to_500_is_asked(proxy, moto, clock):
+    apigateway = client("apigateway", proxy.url)
+    created = []
+    for n in range(30):
+        created.append(apigateway.create_rest_api(name=f"api{n}")["id"])
+        clock.now += 1  # within the management quota
+    first = apigateway.get_rest_apis()
+    assert len(first["items"]) == 25 and first["position"]
+    rest = apigateway.get_rest_apis(position=first["position"])
+    assert len(rest["items"]) == 5 and "position" not in rest
+    assert [a["id"] for a in first["items"] + rest["items"]] == [a["id"] for a in apigateway.get_rest_apis(limit=500)[
+        "items"]]
+    assert {a["id"] for a in apigateway.get_rest_apis(limit=500)["items"]} == set(created)
+    assert error_of(apigateway.get_rest_apis, limit=501)["Error"]["Code"] == "BadRequestException"
+    assert error_of(apigateway.get_domain_names, position="made-up")["Error"]["Code"] == "BadRequestException"
+
+
+def test_seeding_outside_the_quota_is_neither_throttled_nor_counted(proxy, moto):
+    apigateway = client("apigateway", proxy.url)
+    with proxy.unmetered():
+        for _ in range(APIGATEWAY_BURST + 5):
+            apigateway.get_rest_apis()
+    assert proxy.counts() == {}
+    apigateway.get_rest_apis()
+    assert proxy.counts() == {("apigateway", "GetRestApis"): 1}

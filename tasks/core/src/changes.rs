@@ -346,12 +346,7 @@ mod tests {
                 apis(&[v2("h1")]),
             ),
             ("ImportApi", json!({"body": "...", "failOnWarnings": false}), json!({"apiId": "h2"}), apis(&[v2("h2")])),
-            (
-                "ReimportApi",
-                json!({"apiId": "h3", "body": "..."}),
-                json!({"apiId": "h3"}),
-                apis(&[v2("h3")]),
-            ),
+            ("ReimportApi", json!({"apiId": "h3", "body": "..."}), json!({"apiId": "h3"}), apis(&[v2("h3")])),
             ("UpdateApi", json!({"apiId": "h4", "name": "x"}), Value::Null, apis(&[v2("h4")])),
             ("DeleteApi", json!({"apiId": "h5"}), Value::Null, apis(&[v2("h5")])),
             (

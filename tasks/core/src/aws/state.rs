@@ -119,8 +119,9 @@ pub struct CatalogEntry {
     pub domains: Vec<String>,
 }
 
-/// A catalog above this is not stored (the metrics branch then lists API Gateway): far above
-/// any real stage (600 APIs of 100-character names take 80 KB), below DynamoDB's 400 KB items.
+/// A catalog is stored gzipped, and not at all above this (the metrics branch then lists API
+/// Gateway): below DynamoDB's 400 KB items, and far above the largest region (2,520 APIs of
+/// 70-character names: about 400 KB of JSON, under 40 KB gzipped).
 const CATALOG_BUDGET_BYTES: usize = 350 * 1024;
 
 /// The outcome of a claim.
@@ -144,6 +145,9 @@ pub struct Discovery {
 /// A stored listing serves a full sync that starts within this long of it: the same
 /// execution's ensure-runtime (its Task timeout) or a concurrent one.
 pub const LISTING_REUSE_SECONDS: i64 = 900;
+
+/// The attribute holding a stage's catalog, gzipped JSON.
+const CATALOG_ATTRIBUTE: &str = "apisGzip";
 
 /// The key of the discovery item: `#` cannot start an API Gateway stage name.
 const DISCOVERY_KEY: &str = "#discovery";
@@ -268,18 +272,18 @@ impl DynamoStateStore {
     }
 }
 
-/// A report as stored: gzipped JSON. A window of 2,500 APIs is about 1 MB of JSON and a small
-/// fraction of that compressed, inside DynamoDB's 400 KB items.
-fn gzip_report(key: &str, report: &AgentMetricsModel) -> Result<Vec<u8>> {
+/// A large value as stored: gzipped JSON. A report of 2,500 APIs is about 1 MB of JSON and a
+/// small fraction of that compressed, inside DynamoDB's 400 KB items.
+fn gzip_json(key: &str, value: &(impl Serialize + ?Sized)) -> Result<Vec<u8>> {
     let mut gzip = GzEncoder::new(Vec::new(), Compression::default());
-    serde_json::to_writer(&mut gzip, report)
-        .map_err(|e| AgentError::AwsRequestFailed(format!("report {key} cannot be serialized: {e}")))?;
-    gzip.finish().map_err(|e| AgentError::AwsRequestFailed(format!("report {key} cannot be compressed: {e}")))
+    serde_json::to_writer(&mut gzip, value)
+        .map_err(|e| AgentError::AwsRequestFailed(format!("state item {key} cannot be serialized: {e}")))?;
+    gzip.finish().map_err(|e| AgentError::AwsRequestFailed(format!("state item {key} cannot be compressed: {e}")))
 }
 
-fn gunzip_report(key: &str, body: &[u8]) -> Result<AgentMetricsModel> {
+fn gunzip_json<T: DeserializeOwned>(key: &str, body: &[u8]) -> Result<T> {
     serde_json::from_reader(GzDecoder::new(body))
-        .map_err(|e| AgentError::AwsRequestFailed(format!("report {key} is malformed: {e}")))
+        .map_err(|e| AgentError::AwsRequestFailed(format!("state item {key} is malformed: {e}")))
 }
 
 fn json_body(key: &str, value: &(impl Serialize + ?Sized)) -> Result<String> {
@@ -330,21 +334,34 @@ impl StateStore for DynamoStateStore {
 
     async fn put_catalog(&self, stage: &str, entries: &[CatalogEntry]) -> Result<()> {
         let key = catalog_key(stage);
-        let body = json_body(&key, entries)?;
+        let body = gzip_json(&key, entries)?;
         if body.len() > CATALOG_BUDGET_BYTES {
             // Stored without its APIs: the metrics branch then lists API Gateway instead.
             tracing::warn!(stage, bytes = body.len(), "API catalog too large to store");
             return self.put_apis(&key, None, None).await;
         }
-        self.put_apis(&key, Some(body), None).await
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item(KEY, AttributeValue::S(key))
+            .item(CATALOG_ATTRIBUTE, AttributeValue::B(Blob::new(body)))
+            .send()
+            .await
+            .map_err(|e| sdk_error("dynamodb:PutItem", e))?;
+        Ok(())
     }
 
     async fn load_catalog(&self, stage: &str) -> Result<Option<Vec<CatalogEntry>>> {
-        self.load_apis(&catalog_key(stage)).await
+        let key = catalog_key(stage);
+        match self.item(&key).await?.as_ref().and_then(|item| item.get(CATALOG_ATTRIBUTE)) {
+            Some(AttributeValue::B(body)) => gunzip_json(&key, body.as_ref()).map(Some),
+            // Written by an earlier version as JSON text, or too large to store.
+            _ => self.load_apis(&key).await,
+        }
     }
 
     async fn put_report(&self, key: &str, report: &AgentMetricsModel, expires_at: i64) -> Result<()> {
-        let body = gzip_report(key, report)?;
+        let body = gzip_json(key, report)?;
         self.client
             .put_item()
             .table_name(&self.table)
@@ -362,7 +379,7 @@ impl StateStore for DynamoStateStore {
         let Some(AttributeValue::B(body)) = item.as_ref().and_then(|item| item.get("report")) else {
             return Err(AgentError::AwsRequestFailed(format!("report {key} is missing (expired?)")));
         };
-        gunzip_report(key, body.as_ref())
+        gunzip_json(key, body.as_ref())
     }
 
     async fn load_discovery(&self) -> Result<Option<Discovery>> {
@@ -485,6 +502,29 @@ mod tests {
     use crate::metrics::{ApiIdentity, ApiSeries, metrics_model};
 
     #[test]
+    fn the_catalog_of_the_largest_region_is_stored_well_inside_one_dynamodb_item() {
+        let kinds = [ApiKind::Rest, ApiKind::Http, ApiKind::WebSocket];
+        let catalog: Vec<CatalogEntry> = (0..2_520)
+            .map(|i| CatalogEntry {
+                id: format!("{:010x}", i * 7919),
+                kind: kinds[i % 3],
+                name: format!("customer-facing-service-{i:05}-with-a-name-as-long-as-teams-write-them"),
+                deployment: Some(format!("{:06x}", i * 104_729)),
+                domains: vec![format!("api-{}.example.com", i % 40)],
+            })
+            .collect();
+
+        let stored = gzip_json("#catalog#prod", &catalog).unwrap();
+
+        assert!(serde_json::to_vec(&catalog).unwrap().len() > CATALOG_BUDGET_BYTES);
+        assert!(stored.len() < CATALOG_BUDGET_BYTES / 4, "{} bytes stored", stored.len());
+        let read: Vec<CatalogEntry> = gunzip_json("#catalog#prod", &stored).unwrap();
+        assert_eq!(read, catalog);
+        let malformed = gunzip_json::<Vec<CatalogEntry>>("#catalog#prod", b"not gzip").unwrap_err();
+        assert!(malformed.to_string().contains("#catalog#prod is malformed"), "{malformed}");
+    }
+
+    #[test]
     fn a_window_of_2500_apis_is_stored_well_inside_one_dynamodb_item() {
         // The most one stage can serve, each with a long name and a minute of traffic each.
         let apis: Vec<(ApiIdentity, ApiSeries)> = (0..2_500)
@@ -508,11 +548,11 @@ mod tests {
         let report = metrics_model(300, &apis);
         let json = serde_json::to_vec(&report).unwrap().len();
 
-        let stored = gzip_report("#report#rt#300", &report).unwrap();
+        let stored = gzip_json("#report#rt#300", &report).unwrap();
 
         assert!(json > 1_000_000, "{json} bytes of JSON");
         assert!(stored.len() < 350 * 1024, "{} bytes stored", stored.len());
-        let read = gunzip_report("#report#rt#300", &stored).unwrap();
+        let read: AgentMetricsModel = gunzip_json("#report#rt#300", &stored).unwrap();
         assert_eq!(read.api_transaction_metrics_list.len(), 2_500);
         let close = |a: Option<f64>, b: Option<f64>| match (a, b) {
             (Some(a), Some(b)) => (a - b).abs() <= 1e-9 * a.abs().max(1.0),
