@@ -22,7 +22,7 @@ help:
 	@echo "make run     run one execution of the state machine locally; INPUT='{\"mode\":\"full\"}' for a full sync"
 	@echo "make test    validate the ASL, check format and lints, run the Rust tests, the end-to-end tests, the CDK checks"
 	@echo "             and a local execution in a copy of the repository with nothing beside it"
-	@echo "make test-large  on demand: the largest account's full sync and a 150-runtime metrics catch-up (about 12 minutes)"
+	@echo "make test-large  on demand: the largest account (all three API types): full sync, a 2,520-API metrics window, a 150-runtime catch-up (about 20 minutes)"
 	@echo "make deploy  build the arm64 functions and cdk deploy (pass CONTEXT='-c controlPlaneUrl=https://...')"
 
 setup: $(VENV)/.installed $(STACK)/node_modules/.installed cdk/node_modules/.installed
