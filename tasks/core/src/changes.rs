@@ -309,8 +309,9 @@ mod tests {
     /// Records as CloudTrail writes them: path parameters at the top of `requestParameters`, the
     /// created resource in `responseElements`. A v2 record carries its request body flattened
     /// beside the path parameters, as in real apigatewayv2 `CreateStage`, `UpdateRoute` and
-    /// `CreateIntegration` records (`{"stageName": .., "autoDeploy": true, "apiId": ..}`); a v1
-    /// body stays under `<operation>Input`.
+    /// `CreateIntegration` records (`{"stageName": .., "autoDeploy": true, "apiId": ..}`). v1
+    /// bodies are shown under `<operation>Input`; flattened instead, their arrays (a usage plan's
+    /// `apiStages`) are still not top-level strings, so the result is the same.
     #[test]
     fn every_write_event_names_the_api_or_domain_it_touched() {
         let arn = "arn:aws:apigateway:eu-west-1::";
