@@ -11,13 +11,11 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
 
 import pytest
 from conftest import StateTable
-from seed import create_rest_api, create_v2_api, put_traffic, recent_minutes
+from seed import create_rest_api, create_v2_api, datapoints, put_datapoints, put_traffic, recent_minutes
 
-from stack import boto
 from test_workflow import DEV, INTERVAL, PROD, latest_window_end, published
 
 # API Gateway's fixed per-region quotas of REST APIs, by endpoint type, and of HTTP and WebSocket APIs.
@@ -103,23 +101,14 @@ def test_the_largest_account_fits_one_execution_and_every_limit(clean, state_tab
 
 def put_largest_traffic(endpoint: str, rest_names: list[str], v2_apis: dict, minutes: list[int]) -> None:
     """Per API and minute: REST and HTTP 10 requests (1 4xx), 50 ms, backend 20 ms; WebSocket 3 connections and
-    12 messages. One CloudWatch client, 1,000 datapoints a call."""
-    def datum(metric: str, name: str, value: str, minute: int, amount: float) -> dict:
-        return {"MetricName": metric, "Value": amount, "Timestamp": datetime.fromtimestamp(minute, tz=timezone.utc),
-                "Dimensions": [{"Name": name, "Value": value}, {"Name": "Stage", "Value": "prod"}]}
-
+    12 messages. One CloudWatch client for all."""
+    rest = {"Count": 10, "4XXError": 1, "5XXError": 0, "Latency": 50.0, "IntegrationLatency": 20.0}
     http = {"Count": 10, "4xx": 1, "5xx": 0, "Latency": 50.0, "IntegrationLatency": 20.0}
-    data = [datum(metric, "ApiName", name, minute, amount) for name in rest_names for minute in minutes
-            for metric, amount in {"Count": 10, "4XXError": 1, "5XXError": 0, "Latency": 50.0,
-                                   "IntegrationLatency": 20.0}.items()]
-    data += [datum(metric, "ApiId", api.id, minute, amount) for api in v2_apis["HTTP"] for minute in minutes
-             for metric, amount in http.items()]
-    data += [datum(metric, "ApiId", api.id, minute, amount) for api in v2_apis["WEBSOCKET"] for minute in minutes
-             for metric, amount in {"ConnectCount": 3, "MessageCount": 12, "ClientError": 1,
-                                    "IntegrationLatency": 20.0}.items()]
-    cloudwatch = boto("cloudwatch", endpoint)
-    for start in range(0, len(data), 1000):
-        cloudwatch.put_metric_data(Namespace="AWS/ApiGateway", MetricData=data[start:start + 1000])
+    websocket = {"ConnectCount": 3, "MessageCount": 12, "ClientError": 1, "IntegrationLatency": 20.0}
+    data = [d for name in rest_names for d in datapoints("ApiName", name, "prod", minutes, rest)]
+    data += [d for api in v2_apis["HTTP"] for d in datapoints("ApiId", api.id, "prod", minutes, http)]
+    data += [d for api in v2_apis["WEBSOCKET"] for d in datapoints("ApiId", api.id, "prod", minutes, websocket)]
+    put_datapoints(endpoint, data)
 
 
 # What a deployment runs with (the defaults of tasks/core/src/config.rs), not the e2e tests' small steps.

@@ -80,30 +80,33 @@ def map_rest_domain(endpoint: str, domain: str, api_id: str, stage: str, base_pa
     apigw.create_base_path_mapping(domainName=domain, restApiId=api_id, stage=stage, basePath=base_path)
 
 
-def put_v2_traffic(endpoint: str, api_id: str, stage: str, minutes: list[int], values: dict[str, float]) -> None:
-    """One datapoint per metric and minute, named by `ApiId` as for HTTP and WebSocket APIs."""
-    dimensions = [{"Name": "ApiId", "Value": api_id}, {"Name": "Stage", "Value": stage}]
-    data = [{"MetricName": metric, "Dimensions": dimensions, "Value": value,
-             "Timestamp": datetime.fromtimestamp(minute, tz=timezone.utc)}
+def datapoints(name_dimension: str, api: str, stage: str, minutes: list[int], values: dict[str, float],
+               unit: str | None = None) -> list[dict]:
+    """One datapoint per metric and minute (epoch seconds), the API named by `name_dimension` (`ApiName` for REST
+    APIs, `ApiId` for HTTP and WebSocket APIs), as API Gateway publishes them."""
+    dimensions = [{"Name": name_dimension, "Value": api}, {"Name": "Stage", "Value": stage}]
+    return [{"MetricName": metric, "Dimensions": dimensions, "Value": value,
+             "Timestamp": datetime.fromtimestamp(minute, tz=timezone.utc), **({"Unit": unit} if unit else {})}
             for minute in minutes for metric, value in values.items()]
+
+
+def put_datapoints(endpoint: str, data: list[dict]) -> None:
     cloudwatch = boto("cloudwatch", endpoint)
     for start in range(0, len(data), 500):
         cloudwatch.put_metric_data(Namespace="AWS/ApiGateway", MetricData=data[start:start + 500])
+
+
+def put_v2_traffic(endpoint: str, api_id: str, stage: str, minutes: list[int], values: dict[str, float]) -> None:
+    put_datapoints(endpoint, datapoints("ApiId", api_id, stage, minutes, values))
 
 
 def put_traffic(endpoint: str, api_name: str, stage: str, minutes: list[int],
                 traffic: tuple[float, float, float, float, float]) -> None:
-    """One datapoint per metric and minute (epoch seconds), as API Gateway publishes them."""
+    """A REST API's traffic: (Count, 4XXError, 5XXError, Latency ms, IntegrationLatency ms) per minute."""
     count, client_errors, server_errors, latency, integration_latency = traffic
     values = {"Count": count, "4XXError": client_errors, "5XXError": server_errors, "Latency": latency,
               "IntegrationLatency": integration_latency}
-    dimensions = [{"Name": "ApiName", "Value": api_name}, {"Name": "Stage", "Value": stage}]
-    data = [{"MetricName": metric, "Dimensions": dimensions, "Value": value, "Unit": "Count",
-             "Timestamp": datetime.fromtimestamp(minute, tz=timezone.utc)}
-            for minute in minutes for metric, value in values.items()]
-    cloudwatch = boto("cloudwatch", endpoint)
-    for start in range(0, len(data), 500):
-        cloudwatch.put_metric_data(Namespace="AWS/ApiGateway", MetricData=data[start:start + 500])
+    put_datapoints(endpoint, datapoints("ApiName", api_name, stage, minutes, values, unit="Count"))
 
 
 def recent_minutes(count: int, now: float | None = None) -> list[int]:
@@ -121,5 +124,5 @@ def demo(endpoint: str) -> dict[str, SeededApi]:
     return apis
 
 
-__all__ = ["REGION", "SeededApi", "create_rest_api", "create_v2_api", "demo", "deploy_v2_stage", "map_rest_domain",
-           "map_v2_domain", "put_traffic", "put_v2_traffic", "recent_minutes"]
+__all__ = ["REGION", "SeededApi", "create_rest_api", "create_v2_api", "datapoints", "demo", "deploy_v2_stage",
+           "map_rest_domain", "map_v2_domain", "put_datapoints", "put_traffic", "put_v2_traffic", "recent_minutes"]

@@ -103,6 +103,17 @@ pub struct DomainMapping {
     pub stage: String,
 }
 
+impl DomainMapping {
+    /// A route as either management API lists it; `None` when the API or stage is left out.
+    fn listed(domain_name: &str, base_path: &str, api_id: Option<&str>, stage: Option<&str>) -> Option<Self> {
+        Some(Self {
+            route: DomainRoute { domain_name: domain_name.to_owned(), base_path: base_path.to_owned() },
+            api_id: api_id?.to_owned(),
+            stage: stage?.to_owned(),
+        })
+    }
+}
+
 /// An API and the stage it is deployed to: everything its control plane document needs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeployedApi {
@@ -246,19 +257,9 @@ impl SdkApiGateway {
                             .items()
                             .iter()
                             .filter_map(|m| {
-                                Some(DomainMapping {
-                                    route: DomainRoute {
-                                        domain_name: domain_name.clone(),
-                                        // API Gateway writes the root mapping as "(none)".
-                                        base_path: m
-                                            .base_path()
-                                            .filter(|p| *p != "(none)")
-                                            .unwrap_or_default()
-                                            .to_owned(),
-                                    },
-                                    api_id: m.rest_api_id()?.to_owned(),
-                                    stage: m.stage()?.to_owned(),
-                                })
+                                // API Gateway writes the root mapping as "(none)".
+                                let base_path = m.base_path().filter(|p| *p != "(none)").unwrap_or_default();
+                                DomainMapping::listed(domain_name, base_path, m.rest_api_id(), m.stage())
                             })
                             .collect();
                         Ok(Some((routes, page.position().map(str::to_owned))))
@@ -304,14 +305,8 @@ impl SdkApiGateway {
                             .items()
                             .iter()
                             .filter_map(|m| {
-                                Some(DomainMapping {
-                                    route: DomainRoute {
-                                        domain_name: domain_name.clone(),
-                                        base_path: m.api_mapping_key().unwrap_or_default().to_owned(),
-                                    },
-                                    api_id: m.api_id()?.to_owned(),
-                                    stage: m.stage()?.to_owned(),
-                                })
+                                let base_path = m.api_mapping_key().unwrap_or_default();
+                                DomainMapping::listed(domain_name, base_path, m.api_id(), m.stage())
                             })
                             .collect();
                         Ok(Some((routes, page.next_token().map(str::to_owned))))

@@ -2,8 +2,8 @@
 //! network, at sizes the end-to-end tests cannot reach quickly (10,000 APIs).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use super::ack_watermark::ack_watermark;
@@ -357,6 +357,16 @@ fn list_changes<'a, G: ApiGateway>(
     ListChanges { config, gateway, control_plane: plane, state, feed: &NoEvents, executions: &StillRunning }
 }
 
+/// Transform in eu-west-1 for every API type.
+fn transform<'a, G: ApiGateway, M: MetricSource>(
+    gateway: &'a G,
+    metrics: &'a M,
+    state: &'a Memory,
+) -> Transform<'a, G, M, Memory> {
+    static EVERY_TYPE: LazyLock<ApiTypes> = LazyLock::new(ApiTypes::all);
+    Transform { region: "eu-west-1", api_types: &EVERY_TYPE, gateway, metrics, state }
+}
+
 fn assets_input(mode: SyncMode, stages: &[&str]) -> ListChangesInput {
     ListChangesInput {
         kind: Kind::Assets,
@@ -412,13 +422,7 @@ async fn large_documents_are_chunked_and_batched_under_every_limit_without_rerea
     let discovery = state.discovery.lock().unwrap().clone().unwrap();
     assert_eq!((discovery.stages, discovery.at), (vec!["prod".to_owned()], NOW), "ensure-runtime reuses the listing");
 
-    let task = Transform {
-        region: "eu-west-1",
-        api_types: &ApiTypes::all(),
-        gateway: &gateway,
-        metrics: &NoTraffic,
-        state: &state,
-    };
+    let task = transform(&gateway, &NoTraffic, &state);
     let (mut published, mut batches) = (0, 0);
     for chunk in listed.chunks {
         let Chunk::Assets(chunk) = chunk else { panic!("assets chunk expected") };
@@ -700,13 +704,7 @@ async fn metrics_name_their_apis_from_the_catalog_the_assets_branch_keeps_not_fr
     listing.run(assets_input(SyncMode::Full, &["prod"]), NOW).await.unwrap();
     let calls_of_the_full_sync = gateway.calls.load(Ordering::SeqCst);
     let busy = EveryApiBusy::rest(&gateway.apis);
-    let task = Transform {
-        region: "eu-west-1",
-        api_types: &ApiTypes::all(),
-        gateway: &gateway,
-        metrics: &busy,
-        state: &state,
-    };
+    let task = transform(&gateway, &busy, &state);
 
     task.metrics(chunk_of(&[("prod", NOW - 300, NOW)]), NOW).await.unwrap();
 
@@ -737,8 +735,7 @@ fn chunk_of(runtimes: &[(&str, i64, i64)]) -> MetricsChunk {
 /// Transform and publish of one metrics chunk, then the windows the control plane holds.
 async fn send_chunk(plane: &Plane, state: &Memory, chunk: &MetricsChunk) -> Result<PublishOutput> {
     let gateway = Gateway::default();
-    let transform =
-        Transform { region: "eu-west-1", api_types: &ApiTypes::all(), gateway: &gateway, metrics: &NoTraffic, state };
+    let transform = transform(&gateway, &NoTraffic, state);
     let Batch::Metrics(chunk) = transform.metrics(chunk.clone(), NOW).await? else { panic!("a metrics batch") };
     let publish = Publish { control_plane: plane, state, send_until: Instant::now() + Duration::from_secs(60) };
     publish.run(Batch::Metrics(chunk), NOW).await
@@ -774,13 +771,7 @@ async fn publish_starts_no_window_once_its_time_budget_is_spent() {
     let (plane, state) = (Plane::default(), Memory::default());
     let chunk = chunk_of(&[("prod", NOW - 600, NOW)]);
     let gateway = Gateway::default();
-    let transform = Transform {
-        region: "eu-west-1",
-        api_types: &ApiTypes::all(),
-        gateway: &gateway,
-        metrics: &NoTraffic,
-        state: &state,
-    };
+    let transform = transform(&gateway, &NoTraffic, &state);
     let Batch::Metrics(chunk) = transform.metrics(chunk, NOW).await.unwrap() else { panic!("a metrics batch") };
     let spent = Publish { control_plane: &plane, state: &state, send_until: Instant::now() };
 
@@ -974,7 +965,7 @@ fn mixed_account() -> Gateway {
 
 /// Transforms every assets chunk of `output` and returns the documents, by id.
 async fn documents_of(output: &ListChangesOutput, gateway: &Gateway, state: &Memory) -> BTreeMap<String, ApiDocument> {
-    let transform = Transform { region: "eu-west-1", api_types: &ApiTypes::all(), gateway, metrics: &NoTraffic, state };
+    let transform = transform(gateway, &NoTraffic, state);
     let mut documents = BTreeMap::new();
     for chunk in &output.chunks {
         let Chunk::Assets(chunk) = chunk else { continue };
