@@ -15,7 +15,7 @@ export CDK_DISABLE_VERSION_CHECK := true
 export PATH  := $(CURDIR)/$(VENV)/bin:$(PATH)
 INPUT        ?= {}
 
-.PHONY: help setup run test test-large lambdas cdk-check deploy clean
+.PHONY: help setup run test test-large test-properties soak lambdas cdk-check deploy clean
 
 help:
 	@echo "make setup   install the local stack (Python venv, Node 22, interpreter, validator)"
@@ -23,6 +23,8 @@ help:
 	@echo "make test    validate the ASL, check format and lints, run the Rust tests, the end-to-end tests, the CDK checks"
 	@echo "             and a local execution in a copy of the repository with nothing beside it"
 	@echo "make test-large  on demand: the largest account (all three API types): full sync, a 2,520-API metrics window, a 150-runtime catch-up (about 20 minutes)"
+	@echo "make test-properties  on demand: the property tests with PROPTEST_CASES cases each (default 20000)"
+	@echo "make soak    on demand: the fault soak with SOAK_ROUNDS rounds (default 20) and SOAK_SEED"
 	@echo "make deploy  build the arm64 functions and cdk deploy (pass CONTEXT='-c controlPlaneUrl=https://...')"
 
 setup: $(VENV)/.installed $(STACK)/node_modules/.installed cdk/node_modules/.installed
@@ -57,6 +59,16 @@ test: setup
 # metrics catch-up, with their figures.
 test-large: setup
 	cd tests && ../$(PYTHON) -m pytest -q -s --large e2e/test_largest_account.py
+
+# On demand: the property tests far past proptest's default 256 cases.
+PROPTEST_CASES ?= 20000
+test-properties:
+	PROPTEST_CASES=$(PROPTEST_CASES) cargo test -p agent-core --lib properties
+
+# On demand: the fault soak of `make test` (3 rounds) for longer; SOAK_SEED=n replays a run.
+SOAK_ROUNDS ?= 20
+soak: setup
+	cd tests && SOAK_ROUNDS=$(SOAK_ROUNDS) ../$(PYTHON) -m pytest -q -s e2e/test_reliability.py -k faults
 
 # The deployable functions: target/lambda/<name>/bootstrap, built once, reused by synth and deploy.
 lambdas: $(VENV)/.installed

@@ -40,8 +40,9 @@ def test_a_window_failing_once_is_retried_without_resending_the_one_before(clean
     stack = clean
     seed(stack)
     start = windows_behind(state_table, 2)
-    # The control plane accepts prod's first window, then fails the second once.
-    stack.apicp.add_fault(metrics_posts_to(PROD), method="POST", status=503, skip=1)
+    # The control plane accepts prod's first window, then fails the second for one task attempt
+    # (the client's three attempts of the request).
+    stack.apicp.add_fault(metrics_posts_to(PROD), method="POST", status=503, skip=1, count=3)
 
     run = stack.run()
 
@@ -56,8 +57,8 @@ def test_after_a_failed_window_the_rerun_sends_every_window_once_in_order(clean,
     stack = clean
     seed(stack)
     start = windows_behind(state_table, 3)
-    # prod's second window fails on every attempt of this run (1 + 4 retries).
-    stack.apicp.add_fault(metrics_posts_to(PROD), method="POST", status=503, skip=1, count=5)
+    # prod's second window fails on every attempt of this run (1 + 4 retries, 3 requests each).
+    stack.apicp.add_fault(metrics_posts_to(PROD), method="POST", status=503, skip=1, count=15)
 
     failed = stack.run()
 

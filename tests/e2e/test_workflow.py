@@ -145,8 +145,9 @@ def test_incremental_run_publishes_created_and_removes_deleted_apis(clean, state
 def test_transient_control_plane_errors_are_retried_by_the_state_machine(clean, state_table):
     stack = clean
     apis = seed(stack)
-    # New APIs are created with a POST to the runtime's collection.
-    stack.apicp.add_fault(r"/apis$", method="POST", status=503, count=2)
+    # New APIs are created with a POST to the runtime's collection; the client makes three
+    # attempts of a request, so six failures fail two attempts of the task.
+    stack.apicp.add_fault(r"/apis$", method="POST", status=503, count=6)
 
     run = stack.run()
 

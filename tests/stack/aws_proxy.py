@@ -7,6 +7,7 @@ unchanged, streams the answer back, and on the way:
 - names each request's service (from the SigV4 credential scope) and operation, and counts them;
 - enforces API Gateway's management quota, shared by v1 and v2 calls, answering 429 as API Gateway does;
 - answers injected faults with an AWS error in the request's protocol, so the SDK's own error parsing and retries run;
+- throttles at random, seeded and reproducible (`set_throttling`), with each service's own throttling error;
 - serves the deployments of HTTP and WebSocket APIs, which moto lacks (v2_deployments.py).
 
 Usable in-process (`AwsProxy(moto_url).start()`) or as a process:
@@ -21,6 +22,7 @@ import collections
 import contextlib
 import http.client
 import json
+import random
 import re
 import threading
 import time
@@ -40,6 +42,17 @@ from listing_pages import ListingPages
 # https://docs.aws.amazon.com/apigateway/latest/developerguide/limits.html
 APIGATEWAY_RATE_PER_SECOND = 10
 APIGATEWAY_BURST = 40
+
+# Each service's throttling error (status, code, message), as its SDKs meet it: API Gateway (v1 and v2 both sign as
+# `apigateway`) answers 429 TooManyRequestsException, CloudWatch (`monitoring`) 400 Throttling.
+THROTTLING_ERRORS = {
+    "apigateway": (429, "TooManyRequestsException", "Too Many Requests"),
+    "monitoring": (400, "Throttling", "Rate exceeded"),
+}
+# DynamoDB throttles item reads and writes with ProvisionedThroughputExceededException (on-demand tables too), its
+# control plane with ThrottlingException.
+DYNAMODB_ITEM_OPERATIONS = frozenset({"GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query", "Scan",
+                                      "BatchGetItem", "BatchWriteItem"})
 
 # Headers that describe one connection, not the request (RFC 9110 section 7.6.1); `Expect` is answered by this proxy.
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization",
@@ -147,6 +160,16 @@ def error_answer(call: Call, status: int, code: str, message: str) -> tuple[int,
     return status, headers, json.dumps({"message": message}).encode()
 
 
+def throttling_error(call: Call) -> tuple[int, str, str]:
+    """The error with which the service of `call` throttles it: (status, code, message)."""
+    if call.service in THROTTLING_ERRORS:
+        return THROTTLING_ERRORS[call.service]
+    if call.service == "dynamodb" and call.operation in DYNAMODB_ITEM_OPERATIONS:
+        return 400, "ProvisionedThroughputExceededException", "Throughput exceeds the current capacity of your table"
+    # Otherwise the common AWS code: `Throttling` in awsQuery services (STS), `ThrottlingException` elsewhere.
+    return 400, "Throttling" if call.protocol == "query" else "ThrottlingException", "Rate exceeded"
+
+
 class TokenBucket:
     """`rate` tokens a second up to `burst`, starting full; each request takes one."""
 
@@ -172,6 +195,13 @@ class _Fault:
     error_code: str
     message: str
     remaining: int
+
+
+@dataclass
+class _Throttling:
+    random: random.Random
+    rate: float
+    services: tuple[str, ...]
 
 
 @dataclass
@@ -214,9 +244,27 @@ class AwsProxy(LocalServer):
         with self._lock:
             self._rewrites.append(_Rewrite(service, operation, old, new, count))
 
+    def set_throttling(self, seed: int | None, rate: float = 0.3,
+                       services: tuple[str, ...] = ("apigateway", "monitoring")) -> None:
+        """Seeded random throttling: each call to one of `services` (signing names, as `identify` gives them) draws from
+        one `random.Random(seed)` and with probability `rate` is answered its service's throttling error
+        (`throttling_error`) instead of being forwarded, and counted in throttled(). The same seed and calls in the same
+        order meet the same throttling. The quota and targeted faults win over it, yet the call still draws. `seed=None`
+        turns it off, as does reset(); calls inside unmetered() neither draw nor are throttled."""
+        throttling = None
+        if seed is not None:
+            if not 0 <= rate <= 1:
+                raise ValueError(f"throttling rate must be in [0, 1], not {rate!r}")
+            if isinstance(services, str) or not services:
+                raise ValueError(f"throttling services must be a non-empty tuple of names, not {services!r}")
+            throttling = _Throttling(random.Random(seed), float(rate), tuple(services))
+        with self._lock:
+            self._throttling = throttling
+
     @contextlib.contextmanager
     def unmetered(self):
-        """Seeding only: inside this block API Gateway calls are neither counted nor held to the quota."""
+        """Seeding only: inside this block API Gateway calls are neither counted nor held to the quota, and no call is
+        throttled at random."""
         with self._lock:
             self._metered = False
         try:
@@ -231,17 +279,19 @@ class AwsProxy(LocalServer):
             return dict(self._counts)
 
     def throttled(self) -> dict[tuple[str, str], int]:
-        """Requests answered 429 by the API Gateway quota, per (service, operation)."""
+        """Requests answered 429 by the API Gateway quota or throttled at random (set_throttling), per (service,
+        operation)."""
         with self._lock:
             return dict(self._throttled)
 
     def reset(self) -> None:
-        """Forgets counts and faults and refills the quotas."""
+        """Forgets counts, faults and random throttling, and refills the quotas."""
         with self._lock:
             self._counts: collections.Counter = collections.Counter()
             self._throttled: collections.Counter = collections.Counter()
             self._faults: list[_Fault] = []
             self._rewrites: list[_Rewrite] = []
+            self._throttling: _Throttling | None = None
             # moto serves one account, so "per account and Region" is per Region here.
             self._buckets: dict[str, TokenBucket] = {}
 
@@ -256,12 +306,16 @@ class AwsProxy(LocalServer):
             metered = self._metered or call.service != "apigateway"
             if metered:
                 self._counts[key] += 1
-            error = None
+            error, throttled_at_random = None, False
+            throttle = self._draw_throttling(call)  # drawn first, so the sequence depends only on the calls
             if call.service == "apigateway" and metered and not self._bucket(call.region).take():
                 self._throttled[key] += 1
                 error = (429, "TooManyRequestsException", "Too Many Requests")
             elif fault := self._take_fault(call):
                 error = (fault.status, fault.error_code, fault.message)
+            elif throttle:
+                self._throttled[key] += 1
+                error, throttled_at_random = throttling_error(call), True
             rewrite = None if error else self._take_rewrite(call)
         v2_rewrites = []
         if not error and call.service == "apigateway":
@@ -279,6 +333,8 @@ class AwsProxy(LocalServer):
             self._forward(request, body, rewrite, _chain(v2_rewrites) if v2_rewrites else None)
             return
         status, headers, data = error_answer(call, *error)
+        if throttled_at_random and error[0] == 429:
+            headers["Retry-After"] = "1"  # TooManyRequestsException's retryAfterSeconds, a header in the API model
         request.send_response(status)
         for name, value in {**headers, "Content-Length": str(len(data))}.items():
             request.send_header(name, value)
@@ -289,6 +345,13 @@ class AwsProxy(LocalServer):
         if region not in self._buckets:
             self._buckets[region] = TokenBucket(APIGATEWAY_RATE_PER_SECOND, APIGATEWAY_BURST, self._clock)
         return self._buckets[region]
+
+    def _draw_throttling(self, call: Call) -> bool:
+        """Whether random throttling picks this call (caller holds the lock)."""
+        throttling = self._throttling
+        if throttling is None or not self._metered or call.service not in throttling.services:
+            return False
+        return throttling.random.random() < throttling.rate
 
     def _take_fault(self, call: Call) -> _Fault | None:
         for fault in self._faults:

@@ -13,8 +13,25 @@ Usable in-process (`FakeControlPlane(...).start()`) or as a process:
 
 Hooks under `/_fake/` (no authentication) let tests inject faults and inspect state:
 `POST /_fake/faults`, `GET /_fake/state`, `GET /_fake/requests`, `POST /_fake/reset`,
-`POST /_fake/settings` ({"page_size_cap": n or null, "unknown_api_behaviour": mode}),
+`POST /_fake/settings` ({"page_size_cap": n or null, "unknown_api_behaviour": mode, "chaos": {...} or null}),
 `DELETE /_fake/runtimes/{id}` (as an administrator deleting the runtime).
+
+Chaos (`set_chaos`, or `POST /_fake/settings` with {"chaos": {"seed": 7, "rate": 0.3, "kinds": [...], "slow_ms": 3000,
+"path": "regex"}} or {"chaos": null}): seeded, reproducible random faults. Each product request whose path matches
+`path` draws from one `random.Random(seed)`; with probability `rate` it meets one of `kinds`, chosen uniformly:
+- "500", "502", "503", "429": answered with that status and an `errorDetails` body, not processed (nothing stored);
+  429 carries `Retry-After: 1`;
+- "reset": processed as normal (state changed), then the connection is reset with no answer: the answer is lost;
+- "slow": processed as normal, answered only after `slow_ms` (longer than the agent's client timeout);
+- "reset-before" (opt-in, not in CHAOS_KINDS): the connection is reset before processing (nothing stored).
+The same seed and the same requests in the same order meet the same faults. Targeted faults (`add_fault`) take
+precedence; chaos still draws for the request, so the chaos sequence depends only on the requests. reset() turns
+chaos off.
+
+`requests()` records, per product request, `fault` (the kind met, None if none; "delay" for a targeted fault that only
+delays; a targeted status as its string, e.g. "503") and `processed` (the request went through authentication,
+validation and its handler as normal, so its state change happened). `status` is the status the client was sent, or,
+for "reset" and "slow", the one the handler produced (the client never saw it); 0 for "reset-before".
 """
 
 from __future__ import annotations
@@ -22,12 +39,16 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import contextlib
 import copy
 import functools
 import hmac
 import json
 import os
+import random
 import re
+import socket
+import struct
 import threading
 import time
 import uuid
@@ -64,6 +85,11 @@ _UNKNOWN_API_ANSWERS = {
 }
 UNKNOWN_API_BEHAVIOURS = tuple(_UNKNOWN_API_ANSWERS)
 DEFAULT_UNKNOWN_API_BEHAVIOUR = "put-404,delete-404"
+
+# Chaos fault kinds (see the module docstring); "reset-before" is opt-in only.
+CHAOS_KINDS = ("500", "502", "503", "429", "reset", "slow")
+ALL_CHAOS_KINDS = CHAOS_KINDS + ("reset-before",)
+_PROCESSED = (None, "delay", "reset", "slow")  # faults that still let the request be processed as normal
 
 Response = tuple[int, Any]  # (status, JSON payload or None for an empty body)
 
@@ -175,6 +201,24 @@ class _Fault:
     skip: int = 0
 
 
+@dataclass
+class _Chaos:
+    random: random.Random
+    rate: float
+    kinds: tuple[str, ...]
+    slow_ms: int
+    path: re.Pattern
+
+
+def _abort(request: BaseHTTPRequestHandler) -> None:
+    """Closes the connection abortively (RST, no answer): the client sees ECONNRESET, as when a proxy or the service
+    drops it."""
+    request.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    request.close_connection = True
+    request.rfile.close()  # the socket's last file reference, so close() really closes it, now
+    request.connection.close()
+
+
 def _paged(items: list, query: dict, cap: int | None) -> list:
     # The service treats a missing, zero or negative page/size as its default, and never serves more than `cap`.
     page = max(query.get("page", 1), 1)
@@ -234,6 +278,40 @@ class FakeControlPlane(LocalServer):
         with self._lock:
             self._faults.append(fault)
 
+    def set_chaos(
+        self,
+        seed: int | None,
+        rate: float = 0.3,
+        kinds: tuple[str, ...] = CHAOS_KINDS,
+        slow_ms: int = 3000,
+        path: str = ".*",
+    ) -> None:
+        """Seeded random faults on product requests whose path matches the regex `path` (module docstring);
+        `seed=None` turns them off. Raises ValueError on a bad setting. Not kept by reset()."""
+        chaos = None
+        if seed is not None:
+            if isinstance(seed, bool) or not isinstance(seed, int):
+                raise ValueError(f"chaos seed must be an integer, not {seed!r}")
+            if not 0 <= rate <= 1:
+                raise ValueError(f"chaos rate must be in [0, 1], not {rate!r}")
+            kinds = tuple(kinds)
+            if not kinds or any(kind not in ALL_CHAOS_KINDS for kind in kinds):
+                raise ValueError(f"chaos kinds must be some of {ALL_CHAOS_KINDS}, not {kinds!r}")
+            if isinstance(slow_ms, bool) or not isinstance(slow_ms, int) or slow_ms < 0:
+                raise ValueError(f"chaos slow_ms must be a non-negative integer, not {slow_ms!r}")
+            try:
+                pattern = re.compile(path)
+            except re.error as error:
+                raise ValueError(f"chaos path: {error}") from error
+            chaos = _Chaos(random.Random(seed), float(rate), kinds, slow_ms, pattern)
+        with self._lock:
+            self._chaos = chaos
+
+    def clear_faults(self) -> None:
+        """Drops the targeted faults not yet used up."""
+        with self._lock:
+            self._faults.clear()
+
     def set_credentials(self, username: str, password: str) -> None:
         """Rotates the accepted credentials, as an administrator would on the real service."""
         with self._lock:
@@ -270,6 +348,8 @@ class FakeControlPlane(LocalServer):
             del self._apis[runtime_id][api_id]
 
     def state(self) -> dict:
+        """What the fake holds. `metrics` lists every report stored, one entry per accepted POST (a report stored
+        twice appears twice): {runtimeId, body (as posted, with its `timestamp`), receivedAt}."""
         with self._lock:
             return copy.deepcopy(
                 {
@@ -285,7 +365,8 @@ class FakeControlPlane(LocalServer):
             )
 
     def requests(self) -> list[dict]:
-        """Every product request handled: {method, path, query ({name: [values]}), status}."""
+        """Every product request handled: {method, path, query ({name: [values]}), status, fault, processed}
+        (module docstring)."""
         with self._lock:
             return copy.deepcopy(self._requests)
 
@@ -299,6 +380,7 @@ class FakeControlPlane(LocalServer):
             self._metrics: list[dict] = []
             self._requests: list[dict] = []
             self._faults: list[_Fault] = []
+            self._chaos: _Chaos | None = None
 
     # --- request pipeline --------------------------------------------------------------------
 
@@ -343,31 +425,46 @@ class FakeControlPlane(LocalServer):
         url = urlsplit(request.path)
         length = int(request.headers.get("Content-Length") or 0)
         raw_body = request.rfile.read(length) if length else b""
-        extra_headers = {}
         if url.path.startswith("/_fake/"):
-            status, payload = self._hook(request.command, url.path, raw_body)
+            send_json(request, *self._hook(request.command, url.path, raw_body))
+            return
+        fault, slow_ms = self._take_fault(request.command, url.path)
+        extra_headers = {}
+        if fault == "reset-before":
+            status, payload = 0, None
+        elif fault is not None and fault.isdigit():  # an injected status: answered without processing
+            status, payload = int(fault), _errors("injected fault")
+            if status == 429:
+                extra_headers["Retry-After"] = "1"
         else:
             status, payload = self._product(request, url.path, url.query, raw_body)
             if status == 401:
                 extra_headers["WWW-Authenticate"] = 'Basic realm="fake-apicp"'
-            with self._lock:
-                self._requests.append(
-                    {
-                        "method": request.command,
-                        "path": url.path,
-                        "query": parse_qs(url.query, keep_blank_values=True),
-                        "status": status,
-                    }
-                )
+        with self._lock:
+            self._requests.append(
+                {
+                    "method": request.command,
+                    "path": url.path,
+                    "query": parse_qs(url.query, keep_blank_values=True),
+                    "status": status,
+                    "fault": fault,
+                    "processed": fault in _PROCESSED,
+                }
+            )
+        if fault in ("reset", "reset-before"):
+            _abort(request)
+            return
+        if fault == "slow":
+            time.sleep(slow_ms / 1000)  # no lock held, and each connection has its own thread: others go on
+            # The client has given up on this connection by now; close it, saying so, lest it be reused.
+            with contextlib.suppress(ConnectionError):
+                send_json(request, status, payload, {**extra_headers, "Connection": "close"})
+            request.close_connection = True
+            return
         send_json(request, status, payload, extra_headers)
 
     def _product(self, request, path: str, query: str, raw_body: bytes) -> Response:
         method = request.command
-        fault = self._take_fault(method, path)
-        if fault is not None:
-            time.sleep(fault.delay_ms / 1000)
-            if fault.status:
-                return fault.status, _errors("injected fault")
         if not self._authorized(request.headers.get("Authorization")):
             return 401, None
         route, path_params = self._match(method, path)
@@ -416,17 +513,31 @@ class FakeControlPlane(LocalServer):
                 return route, {k: unquote(v) for k, v in found.groupdict().items()}
         return None, {}
 
-    def _take_fault(self, method: str, path: str) -> _Fault | None:
+    def _take_fault(self, method: str, path: str) -> tuple[str | None, int]:
+        """The fault this product request meets (None: none) and, for "slow", how long to hold the answer. A targeted
+        fault wins over chaos; its delay is served here."""
         with self._lock:
-            for fault in self._faults:
-                if fault.method in (None, method) and fault.path.search(path):
-                    if fault.skip > 0:
-                        fault.skip -= 1
-                        return None
-                    fault.remaining -= 1
-                    if fault.remaining <= 0:
-                        self._faults.remove(fault)
-                    return fault
+            chaos, drawn = self._chaos, None
+            # Drawn even when a targeted fault wins, so the chaos sequence depends only on the requests.
+            if chaos and chaos.path.search(path) and chaos.random.random() < chaos.rate:
+                drawn = chaos.random.choice(chaos.kinds)
+            targeted = self._take_targeted(method, path)
+        if targeted is None:
+            return drawn, chaos.slow_ms if chaos else 0
+        time.sleep(targeted.delay_ms / 1000)
+        return (str(targeted.status) if targeted.status else "delay"), 0
+
+    def _take_targeted(self, method: str, path: str) -> _Fault | None:
+        """The targeted fault this request meets, if any (caller holds the lock)."""
+        for fault in self._faults:
+            if fault.method in (None, method) and fault.path.search(path):
+                if fault.skip > 0:
+                    fault.skip -= 1
+                    return None
+                fault.remaining -= 1
+                if fault.remaining <= 0:
+                    self._faults.remove(fault)
+                return fault
         return None
 
     def _hook(self, method: str, path: str, raw_body: bytes) -> Response:
@@ -444,6 +555,8 @@ class FakeControlPlane(LocalServer):
                     self.set_page_size_cap(settings["page_size_cap"])
                 if "unknown_api_behaviour" in settings:
                     self.set_unknown_api_behaviour(settings["unknown_api_behaviour"])
+                if "chaos" in settings:
+                    self.set_chaos(**(settings["chaos"] or {"seed": None}))  # null: off
             except (ValueError, TypeError) as error:
                 return 400, _errors(f"bad settings: {error}")
             return 200, None

@@ -12,7 +12,8 @@ Usable in-process (`FakeCloudTrail(...).start()`) or as a process:
     python fake_cloudtrail.py --host 127.0.0.1 --port 8082
 
 Hooks (no authentication): `POST /_fake/events` (JSON list of events to add),
-`POST /_fake/reset`, `GET /_fake/requests` (LookupEvents request bodies received).
+`POST /_fake/reset`, `GET /_fake/requests` (LookupEvents request bodies received),
+`POST /_fake/settings` ({"throttling": {"seed": n, "rate": r} or null}, see `set_throttling`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import collections
 import copy
 import itertools
 import json
+import random
 import threading
 import time
 import uuid
@@ -148,6 +150,15 @@ class FakeCloudTrail(LocalServer):
             self._events.append((next(self._sequence), event))
         return copy.deepcopy(event)
 
+    def set_throttling(self, seed: int | None, rate: float = 0.3) -> None:
+        """Seeded random throttling on top of the rate limit: each LookupEvents request draws from one
+        `random.Random(seed)` and with probability `rate` is answered ThrottlingException. The same seed and requests
+        in the same order meet the same throttling. `seed=None` turns it off, as does reset()."""
+        if seed is not None and not 0 <= rate <= 1:
+            raise ValueError(f"throttling rate must be in [0, 1], not {rate!r}")
+        with self._lock:
+            self._throttling = None if seed is None else (random.Random(seed), float(rate))
+
     def requests(self) -> list:
         """Every LookupEvents request body received (parsed JSON), throttled ones included."""
         with self._lock:
@@ -159,6 +170,7 @@ class FakeCloudTrail(LocalServer):
             self._requests: list = []
             self._tokens: dict[str, tuple[str, tuple]] = {}  # NextToken -> (query, cursor)
             self._admitted: collections.deque[float] = collections.deque()
+            self._throttling: tuple[random.Random, float] | None = None
 
     # --- request pipeline --------------------------------------------------------------------
 
@@ -190,6 +202,8 @@ class FakeCloudTrail(LocalServer):
             body = raw_body.decode(errors="replace")
         with self._lock:
             self._requests.append(body)
+            if self._throttling and self._throttling[0].random() < self._throttling[1]:
+                raise _ServiceError("ThrottlingException", "Rate exceeded")  # takes no place in the rate window
             self._admit()
         if not isinstance(body, dict):
             raise _ServiceError("SerializationException", "Request body is not a JSON object")
@@ -278,6 +292,14 @@ class FakeCloudTrail(LocalServer):
             return 200, {}
         if (method, path) == ("GET", "/_fake/requests"):
             return 200, self.requests()
+        if (method, path) == ("POST", "/_fake/settings"):
+            try:
+                settings = json.loads(raw_body)
+                if "throttling" in settings:
+                    self.set_throttling(**(settings["throttling"] or {"seed": None}))  # null: off
+            except (ValueError, TypeError) as error:
+                return 400, {"message": f"bad settings: {error}"}
+            return 200, {}
         return 404, {"message": f"No test hook {method} {path}"}
 
 

@@ -7,7 +7,7 @@
 // Prints each state's name, status and duration, then the execution's output; exits 1 when
 // the execution fails. Enforces the Step Functions quotas the interpreter does not: the payload
 // size of every state and Lambda invocation, and the history length.
-import { readFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, readFileSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 // The interpreter's own Lambda client (its dependency, hoisted by npm).
 import { InvokeCommand, LambdaClient } from '@aws-sdk/client-lambda';
@@ -49,6 +49,8 @@ const { values: args } = parseArgs({
     definition: { type: 'string' },
     input: { type: 'string', default: '{}' },
     report: { type: 'string' },
+    // Every history event with its payloads, one JSON line each (what the console shows a user).
+    history: { type: 'string' },
   },
 });
 
@@ -148,6 +150,7 @@ const collect = (async () => {
   for await (const event of execution.eventLogs) {
     if (failure) continue;
     history += historyEvents(event);
+    if (args.history) appendFileSync(args.history, `${JSON.stringify(event)}\n`);
     if (history >= MAX_HISTORY_EVENTS && event.type !== 'ExecutionSucceeded') {
       history = MAX_HISTORY_EVENTS - 1;
       fail('States.Runtime', `The execution reached the maximum number of history events (${MAX_HISTORY_EVENTS}).`);

@@ -157,13 +157,17 @@ class EmbeddedStack:
         self._processes.append(subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
                                                 start_new_session=True))
 
-    def run(self, execution_input: dict | None = None, echo: bool = False) -> ExecutionReport:
-        report_path = self.log_dir / f"execution-{time.time_ns()}.json"
+    def run(self, execution_input: dict | None = None, echo: bool = False, history: bool = False) -> ExecutionReport:
+        """Runs one execution; with `history`, every history event and its payloads are kept beside the
+        stack's logs (`history-*.jsonl`)."""
+        stamp = time.time_ns()
+        report_path = self.log_dir / f"execution-{stamp}.json"
+        history_args = ["--history", str(self.log_dir / f"history-{stamp}.jsonl")] if history else []
         env = {**os.environ, "AWS_ENDPOINT_URL_LAMBDA": self._adapter.url,
                "AWS_REGION": self.function_env["AWS_REGION"]}
         completed = subprocess.run(
             [str(NODE), str(RUNNER), "--definition", str(DEFINITION), "--input", json.dumps(execution_input or {}),
-             "--report", str(report_path)],
+             "--report", str(report_path), *history_args],
             cwd=REPO, env=env, capture_output=not echo, text=True)
         report = json.loads(report_path.read_text())
         return ExecutionReport(status=report["status"], output=report.get("output"), error=report.get("error"),

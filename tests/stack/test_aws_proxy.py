@@ -391,3 +391,93 @@ def test_seeding_outside_the_quota_is_neither_throttled_nor_counted(proxy, moto)
     assert proxy.counts() == {}
     apigateway.get_rest_apis()
     assert proxy.counts() == {("apigateway", "GetRestApis"): 1}
+
+
+def cloudwatch_query(proxy_url, action="ListMetrics"):
+    """A CloudWatch call in the awsQuery form the agent sends (botocore speaks CBOR to CloudWatch)."""
+    now = datetime.now(timezone.utc)
+    signed = {"Authorization": f"AWS4-HMAC-SHA256 Credential=testing/{now:%Y%m%d}/{REGION}/monitoring/aws4_request, "
+                               "SignedHeaders=host, Signature=0"}
+    return requests.post(proxy_url, data={"Action": action, "Version": "2010-08-01"}, headers=signed, timeout=10)
+
+
+def test_random_throttling_answers_each_services_throttling_error_unforwarded(proxy, moto):
+    proxy.set_throttling(1, rate=1.0)
+    apigateway = client("apigateway", proxy.url)
+
+    throttled = error_of(apigateway.create_rest_api, name="pets")
+    assert throttled["Error"] == {"Code": "TooManyRequestsException", "Message": "Too Many Requests"}
+    assert throttled["ResponseMetadata"]["HTTPStatusCode"] == 429
+    assert throttled["ResponseMetadata"]["HTTPHeaders"]["retry-after"] == "1"
+    assert error_of(client("apigatewayv2", proxy.url).get_apis)["Error"]["Code"] == "TooManyRequestsException"
+    cloudwatch = error_of(client("cloudwatch", proxy.url).list_metrics)  # RPC v2 CBOR
+    assert (cloudwatch["Error"]["Code"], cloudwatch["ResponseMetadata"]["HTTPStatusCode"]) == ("Throttling", 400)
+    query = cloudwatch_query(proxy.url)  # awsQuery: an XML ErrorResponse
+    assert query.status_code == 400 and "<Code>Throttling</Code><Message>Rate exceeded</Message>" in query.text
+    client("dynamodb", proxy.url).list_tables()  # not listed: forwarded
+
+    assert client("apigateway", moto).get_rest_apis()["items"] == []  # never reached moto
+    assert proxy.throttled() == {("apigateway", "POST /restapis"): 1, ("apigateway", "GetApis"): 1,
+                                 ("monitoring", "ListMetrics"): 2}
+    proxy.set_throttling(1, rate=0.0)
+    assert apigateway.create_rest_api(name="pets")["name"] == "pets"
+    assert client("cloudwatch", proxy.url).list_metrics()["Metrics"] == []
+    assert cloudwatch_query(proxy.url).status_code == 200
+    proxy.set_throttling(1, rate=1.0)
+    proxy.reset()  # turns it off
+    assert apigateway.get_rest_apis()["items"][0]["name"] == "pets" and proxy.throttled() == {}
+
+
+def test_dynamodb_and_other_services_throttle_in_their_own_words(proxy, moto):
+    proxy.set_throttling(1, rate=1.0, services=("dynamodb", "sts"))
+    dynamodb = client("dynamodb", proxy.url)
+    assert error_of(dynamodb.get_item, TableName="t", Key={"k": {"S": "1"}})["Error"]["Code"] == \
+        "ProvisionedThroughputExceededException"
+    assert error_of(dynamodb.describe_table, TableName="t")["Error"]["Code"] == "ThrottlingException"
+    assert error_of(client("sts", proxy.url).get_caller_identity)["Error"]["Code"] == "Throttling"  # awsQuery
+    with pytest.raises(ValueError):
+        proxy.set_throttling(1, rate=1.5)
+    with pytest.raises(ValueError):
+        proxy.set_throttling(1, rate=0.5, services="apigateway")
+
+
+def throttled_list_tables(proxy, calls):
+    """Which of `calls` ListTables calls were throttled."""
+    dynamodb, outcomes = client("dynamodb", proxy.url), []
+    for _ in range(calls):
+        try:
+            dynamodb.list_tables()
+            outcomes.append(False)
+        except ClientError as error:
+            assert error.response["Error"]["Code"] == "ThrottlingException"
+            outcomes.append(True)
+    return outcomes
+
+
+def throttling_run(proxy, seed, calls=200, rate=0.3):
+    """Which of `calls` ListTables calls were throttled at random under `seed`."""
+    proxy.reset()
+    proxy.set_throttling(seed, rate, services=("dynamodb",))
+    outcomes = throttled_list_tables(proxy, calls)
+    assert proxy.throttled().get(("dynamodb", "ListTables"), 0) == sum(outcomes)
+    return outcomes
+
+
+def test_random_throttling_is_reproducible_from_its_seed_and_near_its_rate(proxy):
+    outcomes = throttling_run(proxy, seed=7)
+
+    assert throttling_run(proxy, seed=7) == outcomes
+    assert throttling_run(proxy, seed=8) != outcomes
+    assert 0.2 * len(outcomes) <= sum(outcomes) <= 0.4 * len(outcomes)
+
+
+def test_seeding_meets_no_random_throttling_nor_shifts_its_sequence(proxy):
+    expected = throttling_run(proxy, seed=3, calls=20, rate=0.5)
+    proxy.reset()
+    proxy.set_throttling(3, rate=0.5, services=("apigateway", "dynamodb"))
+    with proxy.unmetered():
+        for _ in range(10):
+            client("apigateway", proxy.url).get_rest_apis()
+            client("dynamodb", proxy.url).list_tables()
+    assert proxy.throttled() == {}
+    assert throttled_list_tables(proxy, 20) == expected

@@ -6,7 +6,9 @@ services reject, so a green agent test means something.
 """
 
 import base64
+import collections
 import contextlib
+import http.client
 import json
 import os
 import re
@@ -405,6 +407,150 @@ def test_deleted_runtime_is_unknown_everywhere(client, apicp):
     assert apicp.state()["runtimes"] == {}
 
 
+# --- APICP chaos ---------------------------------------------------------------------------
+
+
+def metrics_url(client, runtime_id):
+    return f"{client.base_url}/api/engine/v2/runtimes/{runtime_id}/metrics"
+
+
+def raw_post(fake, path, body, timeout=5.0):
+    """A POST on a fresh connection, so a reset or a timeout is seen as it happens (no pool retrying)."""
+    connection = http.client.HTTPConnection(fake.url.removeprefix("http://"), timeout=timeout)
+    token = base64.b64encode(f"{USERNAME}:{PASSWORD}".encode()).decode()
+    try:
+        connection.request("POST", path, json.dumps(body),
+                           {"Authorization": f"Basic {token}", "Content-Type": "application/json"})
+        return connection.getresponse().status
+    finally:
+        connection.close()
+
+
+def chaos_run(apicp, client, seed, count=400, **settings):
+    """`count` listings under chaos (slow answers not held); the faults the fake says they met."""
+    apicp.reset()
+    apicp.set_chaos(seed, slow_ms=0, **settings)
+    for _ in range(count):
+        with contextlib.suppress(requests.ConnectionError):
+            client.get(client.base_url + RUNTIMES)
+    recorded = apicp.requests()
+    assert len(recorded) == count  # every request reached the fake, none was lost on a reused connection
+    return [r["fault"] for r in recorded]
+
+
+def test_chaos_is_reproducible_from_its_seed_and_near_its_rate(apicp, client):
+    faults = chaos_run(apicp, client, seed=7)
+
+    assert chaos_run(apicp, client, seed=7) == faults
+    assert chaos_run(apicp, client, seed=8) != faults
+    met = [fault for fault in faults if fault]
+    assert 0.2 * len(faults) <= len(met) <= 0.4 * len(faults)
+    assert set(met) == set(fake_apicp.CHAOS_KINDS)  # each default kind, "reset-before" only when asked
+    assert "reset-before" not in fake_apicp.CHAOS_KINDS
+
+
+def test_chaos_status_faults_store_nothing(apicp, client):
+    apicp.set_chaos(1, rate=1.0, kinds=("500", "502", "503", "429"))
+    answers = [client.post(client.base_url + RUNTIMES, json=runtime_body()) for _ in range(12)]
+
+    assert {a.status_code for a in answers} == {500, 502, 503, 429}
+    for answer in answers:
+        assert_rejected(answer, answer.status_code, "injected fault")
+        assert answer.headers.get("Retry-After") == ("1" if answer.status_code == 429 else None)
+    assert apicp.state()["runtimes"] == {}
+    assert [(r["status"], r["fault"], r["processed"]) for r in apicp.requests()] == [
+        (a.status_code, str(a.status_code), False) for a in answers
+    ]
+
+
+def test_chaos_reset_loses_the_answer_of_a_stored_report(apicp, client):
+    runtime_id = register_runtime(client)
+    path = metrics_url(client, runtime_id).removeprefix(apicp.url)
+    report = {"timestamp": 1707114619000}
+    apicp.set_chaos(1, rate=1.0, kinds=("reset",), path="/metrics$")
+
+    with pytest.raises(ConnectionError):  # ECONNRESET, or closed before the status line
+        raw_post(apicp, path, report)
+    [recorded] = apicp.requests()[1:]
+    assert (recorded["path"], recorded["status"], recorded["fault"], recorded["processed"]) == (
+        path, 202, "reset", True)  # the status the handler produced, never sent
+    apicp.set_chaos(None)
+    assert raw_post(apicp, path, report) == 202  # the client's retry: the report is now stored twice
+
+    stored = collections.Counter((m["runtimeId"], m["body"]["timestamp"]) for m in apicp.state()["metrics"])
+    assert stored == {(runtime_id, 1707114619000): 2}
+    assert apicp.requests()[-1]["fault"] is None
+
+
+def test_chaos_slow_answer_outlives_the_client_yet_the_request_is_processed(apicp, client):
+    apicp.set_chaos(1, rate=1.0, kinds=("slow",), slow_ms=2000, path=r"/v2/runtimes$")
+
+    with pytest.raises(TimeoutError):
+        raw_post(apicp, RUNTIMES, runtime_body(), timeout=0.5)
+    [runtime] = apicp.state()["runtimes"].values()
+    assert runtime["name"] == runtime_body()["name"]
+    assert [(r["status"], r["fault"], r["processed"]) for r in apicp.requests()] == [(201, "slow", True)]
+    # The held answer blocks neither the fake's state nor other connections.
+    started = time.monotonic()
+    assert client.get(f"{client.base_url}{RUNTIMES}/{runtime['id']}").status_code == 200  # path does not match
+    assert time.monotonic() - started < 0.5
+
+
+def test_chaos_reset_before_processing_stores_nothing(apicp, client):
+    apicp.set_chaos(1, rate=1.0, kinds=("reset-before",))
+
+    with pytest.raises(ConnectionError):
+        raw_post(apicp, RUNTIMES, runtime_body())
+    assert apicp.state()["runtimes"] == {}
+    assert [(r["status"], r["fault"], r["processed"]) for r in apicp.requests()] == [(0, "reset-before", False)]
+
+
+def test_targeted_faults_win_over_chaos_and_reset_turns_chaos_off(apicp, client):
+    apicp.set_chaos(1, rate=1.0, kinds=("503",))
+    apicp.add_fault("/v2/runtimes$", method="POST", status=0)  # a delay of 0: carries on normally
+    apicp.add_fault("/v2/runtimes$", method="POST", status=409)
+
+    assert client.post(client.base_url + RUNTIMES, json=runtime_body()).status_code == 201
+    assert client.post(client.base_url + RUNTIMES, json=runtime_body()).status_code == 409
+    assert client.get(client.base_url + RUNTIMES).status_code == 503
+    assert [(r["fault"], r["processed"]) for r in apicp.requests()] == [
+        ("delay", True), ("409", False), ("503", False)]
+    apicp.reset()
+    assert client.get(client.base_url + RUNTIMES).status_code == 200
+    assert apicp.requests() == [
+        {"method": "GET", "path": RUNTIMES, "query": {}, "status": 200, "fault": None, "processed": True}]
+
+
+@pytest.mark.parametrize("chaos", [
+    {"seed": 1, "rate": 1.5},
+    {"seed": 1, "rate": -0.1},
+    {"seed": 1, "kinds": ["500", "418"]},
+    {"seed": 1, "kinds": []},
+    {"seed": 1, "kinds": "500"},
+    {"seed": 1, "slow_ms": -1},
+    {"seed": 1, "path": "("},
+    {"seed": "one"},
+    {"seed": 1, "rate": "high"},
+    {"seed": 1, "colour": "red"},
+    {"rate": 0.5},
+    7,
+])
+def test_chaos_settings_are_validated_over_http(apicp, client, chaos):
+    response = requests.post(apicp.url + "/_fake/settings", json={"chaos": chaos})
+    assert_rejected(response, 400, "bad settings")
+    assert client.get(client.base_url + RUNTIMES).status_code == 200
+
+
+def test_chaos_is_settable_over_http(apicp, client):
+    url = apicp.url + "/_fake/settings"
+    chaos = {"seed": 3, "rate": 1.0, "kinds": ["502"], "slow_ms": 0, "path": "/runtimes$"}
+    assert requests.post(url, json={"chaos": chaos}).status_code == 200
+    assert client.get(client.base_url + RUNTIMES).status_code == 502
+    assert requests.get(apicp.url + "/_fake/state").status_code == 200  # hooks meet no chaos
+    assert requests.post(url, json={"chaos": None}).status_code == 200
+    assert client.get(client.base_url + RUNTIMES).status_code == 200
+
+
 # --- CloudTrail ------------------------------------------------------------------------------
 
 LOOKUP_EVENTS = "CloudTrail_20131101.LookupEvents"
@@ -519,6 +665,33 @@ def test_cloudtrail_throttles_third_request_in_a_second():
         time.sleep(1.05)
         assert lookup(fake, {}).status_code == 200
         assert len(fake.requests()) == 4
+
+
+def test_cloudtrail_random_throttling_is_seeded_and_settable_over_http(cloudtrail):
+    def statuses(seed, count=200):
+        cloudtrail.reset()
+        cloudtrail.set_throttling(seed, rate=0.3)
+        answers = [lookup(cloudtrail, {}) for _ in range(count)]
+        for answer in answers:
+            if answer.status_code != 200:
+                assert_aws_error(answer, 400, "ThrottlingException")
+        assert len(cloudtrail.requests()) == count  # throttled ones included
+        return [answer.status_code for answer in answers]
+
+    first = statuses(7)
+    assert statuses(7) == first and statuses(8) != first
+    assert 0.2 * len(first) <= first.count(400) <= 0.4 * len(first)
+
+    url = cloudtrail.url + "/_fake/settings"
+    assert requests.post(url, json={"throttling": {"seed": 1, "rate": 1.0}}).status_code == 200
+    assert_aws_error(lookup(cloudtrail, {}), 400, "ThrottlingException")
+    assert requests.post(url, json={"throttling": None}).status_code == 200
+    assert lookup(cloudtrail, {}).status_code == 200
+    for bad in ({"seed": 1, "rate": 2}, {"rate": 0.5}, {"seed": 1, "rate": "often"}):
+        assert requests.post(url, json={"throttling": bad}).status_code == 400
+    cloudtrail.set_throttling(1, rate=1.0)
+    cloudtrail.reset()  # turns it off
+    assert lookup(cloudtrail, {}).status_code == 200
 
 
 # --- Lambda adapter --------------------------------------------------------------------------

@@ -88,6 +88,10 @@ pub fn now() -> i64 {
 
 /// Parses a task input, turning a contract violation into `InvalidInput` that names the field.
 pub fn parse_input<T: DeserializeOwned>(payload: Value) -> Result<T> {
+    // serde would read a struct from an array too (`["full"]` as `{"mode":"full"}`).
+    if !payload.is_object() {
+        return Err(AgentError::invalid_input(format!("task input: must be a JSON object, not {payload}")));
+    }
     serde_json::from_value(payload).map_err(|e| AgentError::invalid_input(format!("task input: {e}")))
 }
 

@@ -72,6 +72,8 @@ pub struct Touched {
     pub apis: BTreeSet<ApiRef>,
     /// Domain names whose routes may have changed (a mapping's removal names no API).
     pub domains: BTreeSet<String>,
+    /// Records whose content could not be read: what they changed is unknown.
+    pub unreadable: usize,
 }
 
 /// Events that change where a custom domain name routes, in either management API.
@@ -101,6 +103,10 @@ pub fn touched(events: &[ApiEvent], generations: &[Generation]) -> Touched {
         }
     };
     for event in events {
+        if event.unreadable {
+            touched.unreadable += 1;
+            continue;
+        }
         let request = &event.request_parameters;
         if let Some(id) = request.get("restApiId").and_then(Value::as_str) {
             note(Generation::V1, id);
@@ -295,7 +301,7 @@ mod tests {
     }
 
     fn event(name: &str, request: Value, response: Value) -> ApiEvent {
-        ApiEvent { name: name.into(), request_parameters: request, response_elements: response }
+        ApiEvent { name: name.into(), request_parameters: request, response_elements: response, unreadable: false }
     }
 
     fn v1(id: &str) -> ApiRef {
@@ -452,11 +458,11 @@ mod tests {
     }
 
     fn apis(refs: &[ApiRef]) -> Touched {
-        Touched { apis: refs.iter().cloned().collect(), domains: BTreeSet::new() }
+        Touched { apis: refs.iter().cloned().collect(), domains: BTreeSet::new(), unreadable: 0 }
     }
 
     fn domain(name: &str) -> Touched {
-        Touched { apis: BTreeSet::new(), domains: BTreeSet::from([name.to_owned()]) }
+        Touched { apis: BTreeSet::new(), domains: BTreeSet::from([name.to_owned()]), unreadable: 0 }
     }
 
     fn both(refs: &[ApiRef], name: &str) -> Touched {

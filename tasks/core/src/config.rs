@@ -151,6 +151,14 @@ impl Config {
         if !(url.starts_with("https://") || url.starts_with("http://")) {
             return Err(invalid("APICP_URL", "must start with https:// (or http:// for a local stand-in)"));
         }
+        // Checked here, before the URL can reach a log line: credentials belong in the secret.
+        match reqwest::Url::parse(&url) {
+            Err(error) => return Err(invalid("APICP_URL", &format!("is not a URL: {error}"))),
+            Ok(parsed) if !parsed.username().is_empty() || parsed.password().is_some() => {
+                return Err(invalid("APICP_URL", "must not carry credentials; use the secret"));
+            }
+            Ok(_) => {}
+        }
         let credentials = match env.optional("APICP_SECRET_ARN") {
             Some(arn) => CredentialSource::Secret { arn },
             None => match (env.optional("APICP_USERNAME"), env.optional("APICP_PASSWORD")) {
@@ -242,7 +250,7 @@ impl<F: Fn(&str) -> Option<String>> Env<'_, F> {
     fn number(&self, name: &'static str, default: u64) -> Result<u64> {
         match self.optional(name) {
             None => Ok(default),
-            Some(v) => v.parse().map_err(|_| invalid(name, &format!("{v:?} is not a whole number"))),
+            Some(v) => v.parse().map_err(|_| invalid(name, &format!("{v:?} is not a whole number of 0 or more"))),
         }
     }
 

@@ -30,6 +30,13 @@ pub enum AgentError {
     #[error("control plane unavailable: {0}")]
     ControlPlaneUnavailable(String),
 
+    /// A request reached the control plane, or may have, but its answer was lost (a timeout
+    /// after sending, a connection reset, a gateway timeout). The workflow retries it as
+    /// `ControlPlaneUnavailable`; only a non-idempotent request (the metrics POST) must not be
+    /// repeated on the strength of it.
+    #[error("control plane unavailable: {0} (the request may have been applied)")]
+    DeliveryUnknown(String),
+
     /// The control plane answered a status this agent does not expect (404, 409, ...).
     #[error("control plane rejected the request: {0}")]
     ControlPlaneRejected(String),
@@ -80,7 +87,7 @@ impl AgentError {
             Self::InvalidInput { .. } => "InvalidInput",
             Self::CredentialsNotSet(_) => "CredentialsNotSet",
             Self::Unauthorized(_) => "Unauthorized",
-            Self::ControlPlaneUnavailable(_) => "ControlPlaneUnavailable",
+            Self::ControlPlaneUnavailable(_) | Self::DeliveryUnknown(_) => "ControlPlaneUnavailable",
             Self::ControlPlaneRejected(_) => "ControlPlaneRejected",
             Self::Throttled(_) => "Throttled",
             Self::AwsUnavailable(_) => "AwsUnavailable",
@@ -97,6 +104,7 @@ impl AgentError {
         matches!(
             self,
             Self::ControlPlaneUnavailable(_)
+                | Self::DeliveryUnknown(_)
                 | Self::Throttled(_)
                 | Self::AwsUnavailable(_)
                 | Self::MetricsIncomplete(_)
@@ -135,6 +143,7 @@ mod tests {
             (AgentError::CredentialsNotSet("placeholder".into()), "CredentialsNotSet", false),
             (AgentError::Unauthorized("401".into()), "Unauthorized", false),
             (AgentError::ControlPlaneUnavailable("503".into()), "ControlPlaneUnavailable", true),
+            (AgentError::DeliveryUnknown("timed out".into()), "ControlPlaneUnavailable", true),
             (AgentError::ControlPlaneRejected("404".into()), "ControlPlaneRejected", false),
             (AgentError::Throttled("429".into()), "Throttled", true),
             (AgentError::AwsUnavailable("timeout".into()), "AwsUnavailable", true),

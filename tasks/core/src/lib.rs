@@ -18,4 +18,9 @@ pub mod metrics;
 pub mod model;
 pub mod telemetry;
 
+#[cfg(test)]
+mod bad_input;
+#[cfg(test)]
+mod properties;
+
 pub use error::{AgentError, Result};

@@ -22,6 +22,8 @@ pub const RUNTIME_DESCRIPTION_MAX: usize = 300;
 pub const RUNTIME_REGION_MAX: usize = 50;
 pub const API_NAME_MAX: usize = 1024;
 pub const API_DESCRIPTION_MAX: usize = 8191;
+/// Each tag of an `APIDocument` (AWS's own limits keep `key:value` far below it).
+pub const TAG_MAX: usize = 8191;
 
 /// Where a runtime lives in AWS.
 #[derive(Debug, Clone, Copy)]
@@ -120,7 +122,10 @@ pub fn custom_domain_url(kind: ApiKind, route: &DomainRoute) -> String {
 /// (absent when disabled), its type, and every custom domain route to this stage.
 pub fn api_document(deployed: &DeployedApi, region: &str) -> ApiDocument {
     let DeployedApi { api, stage, domains } = deployed;
-    let name = if api.name.trim().is_empty() { api.id.as_str() } else { api.name.as_str() };
+    // Control characters have no place in a display name (AWS allows them); a description
+    // keeps its line breaks and tabs.
+    let name = without_controls(&api.name, &[]);
+    let name = if name.trim().is_empty() { api.id.clone() } else { name };
     let mut attributes = BTreeMap::from([
         ("awsApiId".to_owned(), api.id.clone()),
         ("awsApiType".to_owned(), api.kind.as_str().to_owned()),
@@ -140,9 +145,14 @@ pub fn api_document(deployed: &DeployedApi, region: &str) -> ApiDocument {
     }
     ApiDocument {
         id: published_api_id(&api.id, &stage.name),
-        name: truncate(name, API_NAME_MAX),
-        description: api.description.as_deref().filter(|d| !d.is_empty()).map(|d| truncate(d, API_DESCRIPTION_MAX)),
-        tags: merged_tags(&api.tags, &stage.tags),
+        name: truncate(&name, API_NAME_MAX),
+        description: api
+            .description
+            .as_deref()
+            .map(|d| without_controls(d, &['\n', '\t']))
+            .filter(|d| !d.is_empty())
+            .map(|d| truncate(&d, API_DESCRIPTION_MAX)),
+        tags: merged_tags(&api.tags, &stage.tags).iter().map(|tag| truncate(tag, TAG_MAX)).collect(),
         api_type: match api.kind {
             ApiKind::Rest | ApiKind::Http => ApiType::Rest,
             ApiKind::WebSocket => ApiType::Websocket,
@@ -153,6 +163,11 @@ pub fn api_document(deployed: &DeployedApi, region: &str) -> ApiDocument {
         runtime_api_id: Some(api.id.clone()),
         attributes,
     }
+}
+
+/// `text` without control characters other than those `kept`.
+fn without_controls(text: &str, kept: &[char]) -> String {
+    text.chars().filter(|c| !c.is_control() || kept.contains(c)).collect()
 }
 
 /// At most `max` characters, cut on a character boundary.

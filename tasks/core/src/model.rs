@@ -49,6 +49,31 @@ pub struct RuntimeRef {
 pub struct RuntimesReady {
     pub mode: SyncMode,
     pub runtimes: Vec<RuntimeRef>,
+    /// The runtimes whose heartbeat said inactive, and why: the execution's summary names them.
+    #[serde(default)]
+    pub inactive: Vec<InactiveRuntime>,
+}
+
+/// A runtime reported inactive to the control plane.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct InactiveRuntime {
+    pub stage: String,
+    pub runtime_id: String,
+    pub reason: InactiveReason,
+}
+
+/// Why a heartbeat says inactive: it is active only when the stage is deployed and the agent's
+/// last run for it succeeded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum InactiveReason {
+    /// The last full sync found no API deployed to the stage (a typo in `STAGES`, say).
+    NoDeployedApi,
+    /// No run has synced the stage yet (a new runtime).
+    NotSyncedYet,
+    /// A branch's last run for the stage failed.
+    LastRunFailed,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -188,6 +213,9 @@ pub struct AckInput {
     pub watermarks: Vec<WatermarkUpdate>,
     #[serde(default)]
     pub claimed: Vec<String>,
+    /// Set on the failure path: the claimed stages' runs are recorded as failed.
+    #[serde(default)]
+    pub branch_failed: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

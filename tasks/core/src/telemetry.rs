@@ -25,6 +25,22 @@ pub fn sync_lag_record(kind: Kind, lag_seconds: i64, now: i64) -> Value {
     })
 }
 
+/// Metrics windows whose answer was lost: recorded as sent (never resent), so possibly missing
+/// in the control plane; worth an alarm.
+pub fn windows_in_doubt_record(count: usize, now: i64) -> Value {
+    json!({
+        "_aws": {
+            "Timestamp": now * 1000,
+            "CloudWatchMetrics": [{
+                "Namespace": NAMESPACE,
+                "Dimensions": [[]],
+                "Metrics": [{"Name": "MetricsWindowsInDoubt", "Unit": "Count"}],
+            }],
+        },
+        "MetricsWindowsInDoubt": count,
+    })
+}
+
 /// Writes one EMF record as its own stdout line, apart from the tracing output.
 pub fn emit(record: &Value) {
     println!("{record}");

@@ -14,6 +14,7 @@ use agent_core::control_plane::types::{
     AgentMetricsModel, ApiDocument, ApiMetrics, ApiStatus, ApiType, Heartbeat, Runtime, RuntimeTransactionMetrics,
 };
 use agent_core::control_plane::{ControlPlane, Credentials, CredentialsSource, HttpControlPlane, Upserted};
+use agent_core::error::AgentError;
 use serde_json::{Value, json};
 
 const USER: &str = "agent";
@@ -64,8 +65,9 @@ impl Fake {
         self.hook(reqwest::Method::GET, "state", None).await
     }
 
-    async fn fault(&self, method: &str, path: &str, status: u16, delay_ms: u64) {
-        let fault = json!({"method": method, "path": path, "status": status, "count": 1, "delay_ms": delay_ms});
+    /// A fault on the next `count` matching requests.
+    async fn fault(&self, method: &str, path: &str, status: u16, delay_ms: u64, count: u32) {
+        let fault = json!({"method": method, "path": path, "status": status, "count": count, "delay_ms": delay_ms});
         self.hook(reqwest::Method::POST, "faults", Some(fault)).await;
     }
 }
@@ -146,7 +148,46 @@ async fn wrong_credentials_are_unauthorized_and_never_echoed() {
     let client = fake.client("wrong-password", Duration::from_secs(5));
     let error = client.register_runtime(&runtime("prod")).await.unwrap_err();
     assert_eq!(error.error_type(), "Unauthorized");
-    assert!(!error.to_string().contains("wrong-password"));
+    let message = error.to_string();
+    assert!(!message.contains("wrong-password"), "{message}");
+    assert_eq!(
+        message,
+        format!(
+            "control plane refused the credentials: POST {}/api/assetcatalog/v2/runtimes answered 401 for user \"{USER}\"",
+            fake.url
+        )
+    );
+}
+
+#[tokio::test]
+async fn a_metrics_post_whose_answer_is_lost_is_told_apart_from_one_never_sent() {
+    let fake = Fake::start();
+    let (_, runtime_id) = registered(&fake, "prod").await;
+    let client = fake.client(PASSWORD, Duration::from_millis(500));
+    let metrics = AgentMetricsModel {
+        timestamp: 1_700_000_000_000,
+        runtime_transaction_metrics: RuntimeTransactionMetrics {
+            api_metrics: ApiMetrics::default(),
+            metrics_by_status_code: Default::default(),
+        },
+        api_transaction_metrics_list: vec![],
+    };
+    // The fake stores the report, then answers after the client has given up.
+    fake.fault("POST", "/metrics", 0, 1500, 1).await;
+    let lost = client.send_metrics(&runtime_id, &metrics).await.unwrap_err();
+    assert!(matches!(lost, AgentError::DeliveryUnknown(_)), "{lost:?}");
+    assert_eq!(lost.error_type(), "ControlPlaneUnavailable");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(fake.state().await["metrics"].as_array().unwrap().len(), 1, "stored although unanswered");
+
+    // Nothing listens: the request provably never left.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let credentials = Credentials { username: USER.into(), password: PASSWORD.into() };
+    let unreachable = HttpControlPlane::new(&url, credentials, Duration::from_millis(500), None).unwrap();
+    let refused = unreachable.send_metrics(&runtime_id, &metrics).await.unwrap_err();
+    assert!(matches!(refused, AgentError::ControlPlaneUnavailable(_)), "{refused:?}");
 }
 
 #[tokio::test]
@@ -248,9 +289,12 @@ async fn server_errors_throttling_and_timeouts_are_retryable() {
     let client = fake.client(PASSWORD, Duration::from_millis(500));
     let cases = [(503, 0, "ControlPlaneUnavailable"), (429, 0, "Throttled"), (0, 1500, "ControlPlaneUnavailable")];
     for (status, delay_ms, expected) in cases {
-        fake.fault("POST", "/apis", status, delay_ms).await;
+        // Three attempts within the task, then the error is the state machine's to retry.
+        fake.fault("POST", "/apis", status, delay_ms, 3).await;
         let error = client.upsert_api(&runtime_id, &document("api1_prod", "pets")).await.unwrap_err();
         assert_eq!(error.error_type(), expected, "status {status} delay {delay_ms}");
         assert!(error.is_retryable());
+        fake.fault("POST", "/apis", status, delay_ms, 2).await;
+        client.upsert_api(&runtime_id, &document("api1_prod", "pets")).await.expect("the third attempt passes");
     }
 }

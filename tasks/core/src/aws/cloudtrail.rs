@@ -25,6 +25,8 @@ pub struct ApiEvent {
     pub name: String,
     pub request_parameters: Value,
     pub response_elements: Value,
+    /// The record was missing, truncated or not a JSON object: what it changed is unknown.
+    pub unreadable: bool,
 }
 
 pub trait ChangeFeed: Send + Sync {
@@ -81,11 +83,28 @@ impl ChangeFeed for CloudTrailFeed {
     }
 }
 
-fn parse_event(name: &str, record: Option<&str>) -> ApiEvent {
-    let record: Value = record.and_then(|r| serde_json::from_str(r).ok()).unwrap_or(Value::Null);
+pub(crate) fn parse_event(name: &str, record: Option<&str>) -> ApiEvent {
+    let record = record.and_then(|r| serde_json::from_str::<Value>(r).ok()).filter(Value::is_object);
+    let field = |name: &str| record.as_ref().and_then(|r| r.get(name)).cloned().unwrap_or(Value::Null);
     ApiEvent {
         name: name.to_owned(),
-        request_parameters: record.get("requestParameters").cloned().unwrap_or(Value::Null),
-        response_elements: record.get("responseElements").cloned().unwrap_or(Value::Null),
+        request_parameters: field("requestParameters"),
+        response_elements: field("responseElements"),
+        unreadable: record.is_none(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_truncated_or_foreign_record_is_unreadable_not_empty() {
+        let whole = r#"{"eventName":"UpdateStage","requestParameters":{"restApiId":"r1","stageName":"prod"}}"#;
+        assert!(!parse_event("UpdateStage", Some(whole)).unreadable);
+        assert_eq!(parse_event("UpdateStage", Some(whole)).request_parameters["restApiId"], "r1");
+        for record in [None, Some(&whole[..40]), Some("[1,2]"), Some("null"), Some("")] {
+            assert!(parse_event("UpdateStage", record).unreadable, "{record:?}");
+        }
     }
 }

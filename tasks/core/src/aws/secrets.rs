@@ -43,7 +43,7 @@ impl CredentialsSource for SecretCredentials {
 /// The credentials, `CredentialsNotSet` for the deployment's placeholder (empty fields), and
 /// `InvalidConfig` for anything that is not the documented JSON object. Errors name the secret,
 /// never its content.
-fn parse(arn: &str, text: &str) -> Result<Credentials> {
+pub(crate) fn parse(arn: &str, text: &str) -> Result<Credentials> {
     let invalid = || AgentError::InvalidConfig {
         variable: "APICP_SECRET_ARN",
         reason: format!("secret {arn} must be a JSON string {{\"username\": ..., \"password\": ...}}"),

@@ -34,6 +34,28 @@ pub struct RuntimeState {
     pub assets_watermark: Option<i64>,
     pub assets_full_sync_at: Option<i64>,
     pub metrics_watermark: Option<i64>,
+    /// When the last heartbeat of the runtime was sent.
+    pub last_heartbeat_at: Option<i64>,
+    /// When each branch last ended for the stage, with success and with failure.
+    pub assets_outcome: Outcomes,
+    pub metrics_outcome: Outcomes,
+}
+
+/// When a branch last succeeded and last failed for a stage.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Outcomes {
+    pub succeeded_at: Option<i64>,
+    pub failed_at: Option<i64>,
+}
+
+impl Outcomes {
+    /// Whether the branch's latest recorded end was a success (`None`: it never ended yet).
+    pub fn last_succeeded(&self) -> Option<bool> {
+        match (self.succeeded_at, self.failed_at) {
+            (None, None) => None,
+            (succeeded, failed) => Some(succeeded >= failed),
+        }
+    }
 }
 
 pub trait StateStore: Send + Sync {
@@ -78,6 +100,16 @@ pub trait StateStore: Send + Sync {
         holder: &str,
         expires_at: i64,
     ) -> impl Future<Output = Result<bool>> + Send;
+    /// Records how the branch ended for the stage at `at` (what the next heartbeat reports).
+    fn record_outcome(
+        &self,
+        stage: &str,
+        kind: Kind,
+        succeeded: bool,
+        at: i64,
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// Records that the runtime's heartbeat was sent at `at`.
+    fn record_heartbeat(&self, stage: &str, at: i64) -> impl Future<Output = Result<()>> + Send;
     /// Gives up `holder`'s claim; a claim someone else holds is left alone.
     fn release(&self, stage: &str, kind: Kind, holder: &str) -> impl Future<Output = Result<()>> + Send;
     /// Stores the APIs of one chunk (what list-changes read from API Gateway) under `key`,
@@ -191,6 +223,8 @@ struct BranchAttributes {
     acked_at: &'static str,
     claimed_by: &'static str,
     claim_expires_at: &'static str,
+    succeeded_at: &'static str,
+    failed_at: &'static str,
 }
 
 fn attributes(kind: Kind) -> BranchAttributes {
@@ -200,12 +234,16 @@ fn attributes(kind: Kind) -> BranchAttributes {
             acked_at: "assetsAckedAt",
             claimed_by: "assetsClaimedBy",
             claim_expires_at: "assetsClaimExpiresAt",
+            succeeded_at: "assetsSucceededAt",
+            failed_at: "assetsFailedAt",
         },
         Kind::Metrics => BranchAttributes {
             watermark: "metricsWatermark",
             acked_at: "metricsAckedAt",
             claimed_by: "metricsClaimedBy",
             claim_expires_at: "metricsClaimExpiresAt",
+            succeeded_at: "metricsSucceededAt",
+            failed_at: "metricsFailedAt",
         },
     }
 }
@@ -253,6 +291,20 @@ impl DynamoStateStore {
     }
 
     /// An update of the branch's claim attributes (`#by`, `#until`) naming `:holder`.
+    async fn set_number(&self, stage: &str, attribute: &str, value: i64) -> Result<()> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key(KEY, AttributeValue::S(stage.to_owned()))
+            .update_expression("SET #attribute = :value")
+            .expression_attribute_names("#attribute", attribute)
+            .expression_attribute_values(":value", AttributeValue::N(value.to_string()))
+            .send()
+            .await
+            .map_err(|e| sdk_error("dynamodb:UpdateItem", e))?;
+        Ok(())
+    }
+
     fn claim_update(&self, stage: &str, kind: Kind, holder: &str) -> UpdateItemFluentBuilder {
         let names = attributes(kind);
         self.client
@@ -311,6 +363,11 @@ fn number(item: &HashMap<String, AttributeValue>, name: &str) -> Result<Option<i
     }
 }
 
+fn outcomes(item: &HashMap<String, AttributeValue>, kind: Kind) -> Result<Outcomes> {
+    let names = attributes(kind);
+    Ok(Outcomes { succeeded_at: number(item, names.succeeded_at)?, failed_at: number(item, names.failed_at)? })
+}
+
 impl StateStore for DynamoStateStore {
     async fn load(&self, stage: &str) -> Result<RuntimeState> {
         let Some(item) = self.item(stage).await? else { return Ok(RuntimeState::default()) };
@@ -320,6 +377,9 @@ impl StateStore for DynamoStateStore {
             assets_watermark: number(&item, attributes(Kind::Assets).watermark)?,
             assets_full_sync_at: number(&item, "assetsFullSyncAt")?,
             metrics_watermark: number(&item, attributes(Kind::Metrics).watermark)?,
+            last_heartbeat_at: number(&item, "lastHeartbeatAt")?,
+            assets_outcome: outcomes(&item, Kind::Assets)?,
+            metrics_outcome: outcomes(&item, Kind::Metrics)?,
         })
     }
 
@@ -484,6 +544,15 @@ impl StateStore for DynamoStateStore {
             .condition_expression("#by = :previous")
             .expression_attribute_values(":previous", AttributeValue::S(previous.to_owned()));
         conditional_update(request).await
+    }
+
+    async fn record_outcome(&self, stage: &str, kind: Kind, succeeded: bool, at: i64) -> Result<()> {
+        let names = attributes(kind);
+        self.set_number(stage, if succeeded { names.succeeded_at } else { names.failed_at }, at).await
+    }
+
+    async fn record_heartbeat(&self, stage: &str, at: i64) -> Result<()> {
+        self.set_number(stage, "lastHeartbeatAt", at).await
     }
 
     async fn release(&self, stage: &str, kind: Kind, holder: &str) -> Result<()> {

@@ -63,6 +63,26 @@ impl CredentialsSource for Credentials {
     }
 }
 
+/// Attempts of one request within a task (the state machine then retries the task itself).
+const ATTEMPTS: u32 = 3;
+/// The pause before the second attempt, doubled before each further one.
+const RETRY_PAUSE: Duration = Duration::from_millis(500);
+
+/// Which failed requests may be sent again.
+#[derive(Clone, Copy)]
+enum Repeat {
+    /// Sending it twice leaves the control plane as sending it once would.
+    Idempotent,
+    /// Not idempotent (the metrics POST): repeated only when it was surely not applied.
+    OnlyIfNotApplied,
+}
+
+impl Repeat {
+    fn allows(self, error: &AgentError) -> bool {
+        matches!(self, Self::Idempotent) || !matches!(error, AgentError::DeliveryUnknown(_))
+    }
+}
+
 /// Largest page the contract allows for API listings; runtimes are listed the same way.
 const LIST_PAGE_SIZE: usize = 500;
 const TYPE_PAGE_SIZE: usize = 100;
@@ -97,6 +117,10 @@ impl HttpControlPlane {
         let mut builder = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(5)))
+            // Shorter than load balancers' idle timeouts (60 s on an ALB), and no connection
+            // outlives a frozen Lambda container: a reused connection that the other side has
+            // closed would leave a metrics POST with an unknown outcome.
+            .pool_idle_timeout(Duration::from_secs(20))
             .user_agent(concat!("apigw-apicp-agent/", env!("CARGO_PKG_VERSION")));
         if let Some(pem) = ca_bundle_pem {
             for certificate in reqwest::Certificate::from_pem_bundle(pem).map_err(|e| AgentError::InvalidConfig {
@@ -126,9 +150,8 @@ impl HttpControlPlane {
         Ok(fresh)
     }
 
-    /// Sends one request and returns the status and body; maps transport failures and error
-    /// statuses, except those listed in `accepted`, to `AgentError`. A 401/403 reads the
-    /// credentials again and, if they changed (a rotated secret), repeats the request once.
+    /// Sends a request, repeated up to [`ATTEMPTS`] times while the control plane is briefly
+    /// unavailable or throttling; see [`Self::send_once`].
     async fn send(
         &self,
         method: Method,
@@ -136,18 +159,62 @@ impl HttpControlPlane {
         body: Option<&(impl Serialize + Sync)>,
         accepted: &[StatusCode],
     ) -> Result<(StatusCode, Vec<u8>)> {
+        self.send_repeating(method, url, body, accepted, Repeat::Idempotent).await
+    }
+
+    async fn send_repeating(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<&(impl Serialize + Sync)>,
+        accepted: &[StatusCode],
+        repeat: Repeat,
+    ) -> Result<(StatusCode, Vec<u8>)> {
+        let mut attempt = 1;
+        loop {
+            match self.send_once(method.clone(), url.clone(), body, accepted).await {
+                Err(error) if attempt < ATTEMPTS && error.is_retryable() && repeat.allows(&error) => {
+                    tracing::info!(%error, attempt, "control plane request failed; repeating it");
+                    tokio::time::sleep(RETRY_PAUSE * 2u32.pow(attempt - 1)).await;
+                    attempt += 1;
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
+    /// Sends one request and returns the status and body; maps transport failures and error
+    /// statuses, except those listed in `accepted`, to `AgentError`. A 401/403 reads the
+    /// credentials again and, if they changed (a rotated secret), repeats the request once.
+    async fn send_once(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<&(impl Serialize + Sync)>,
+        accepted: &[StatusCode],
+    ) -> Result<(StatusCode, Vec<u8>)> {
         let what = format!("{method} {}", url.path());
-        let used = self.credentials(false).await?;
+        let mut used = self.credentials(false).await?;
         let (mut status, mut answer) = self.exchange(&what, method.clone(), url.clone(), body, &used).await?;
         if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
             let fresh = self.credentials(true).await?;
             if fresh != used {
                 tracing::info!(request = what, "control plane refused the credentials; retrying with re-read ones");
-                (status, answer) = self.exchange(&what, method, url, body, &fresh).await?;
+                (status, answer) = self.exchange(&what, method.clone(), url.clone(), body, &fresh).await?;
+                used = fresh;
             }
         }
         if status.is_success() || accepted.contains(&status) {
             Ok((status, answer))
+        } else if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+            // Whom to fix it for: the full URL (no query) and the user, never the password.
+            let mut shown = url;
+            shown.set_query(None);
+            Err(AgentError::Unauthorized(format!(
+                "{method} {shown} answered {} for user {:?}",
+                status.as_u16(),
+                used.username
+            )))
         } else {
             Err(status_error(&what, status, &answer))
         }
@@ -220,6 +287,8 @@ pub fn status_error(what: &str, status: StatusCode, body: &[u8]) -> AgentError {
         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => AgentError::Unauthorized(message),
         StatusCode::BAD_REQUEST => AgentError::InvalidInput { message, details },
         StatusCode::TOO_MANY_REQUESTS => AgentError::Throttled(message),
+        // A gateway that timed out waiting for the service cannot say whether it applied the request.
+        StatusCode::GATEWAY_TIMEOUT => AgentError::DeliveryUnknown(message),
         s if s.is_server_error() => AgentError::ControlPlaneUnavailable(message),
         _ if details.is_empty() => AgentError::ControlPlaneRejected(message),
         _ => AgentError::ControlPlaneRejected(format!("{message}: {}", details.join("; "))),
@@ -228,11 +297,16 @@ pub fn status_error(what: &str, status: StatusCode, body: &[u8]) -> AgentError {
 
 fn transport_error(what: &str, error: &reqwest::Error) -> AgentError {
     // reqwest's Display never includes the Authorization header; the URL is left out too so no
-    // query string ends up in the console.
-    if error.is_timeout() {
-        AgentError::ControlPlaneUnavailable(format!("{what} timed out"))
-    } else {
-        AgentError::ControlPlaneUnavailable(format!("{what} failed: {}", describe(error)))
+    // query string ends up in the console. Only a failed connect proves the request was not sent
+    // (hyper itself retries a pooled connection that closed before the request was written).
+    let sent = !error.is_connect();
+    let message = match error.is_timeout() {
+        true => format!("{what} timed out"),
+        false => format!("{what} failed: {}", describe(error)),
+    };
+    match sent {
+        true => AgentError::DeliveryUnknown(message),
+        false => AgentError::ControlPlaneUnavailable(message),
     }
 }
 
@@ -331,7 +405,7 @@ impl ControlPlane for HttpControlPlane {
 
     async fn send_metrics(&self, runtime_id: &str, metrics: &AgentMetricsModel) -> Result<()> {
         let url = self.url(&["api", "engine", "v2", "runtimes", runtime_id, "metrics"]);
-        self.send(Method::POST, url, Some(metrics), &[]).await.map(drop)
+        self.send_repeating(Method::POST, url, Some(metrics), &[], Repeat::OnlyIfNotApplied).await.map(drop)
     }
 }
 

@@ -12,6 +12,12 @@ use crate::model::{AckInput, AckOutput, AckedWatermark, Kind};
 use crate::telemetry;
 
 pub async fn ack_watermark(input: AckInput, state: &impl StateStore, now: i64) -> Result<AckOutput> {
+    if input.branch_failed {
+        // What the next heartbeats report: these stages' last run failed.
+        for stage in &input.claimed {
+            state.record_outcome(stage, input.kind, false, now).await?;
+        }
+    }
     let mut acked = Vec::with_capacity(input.watermarks.len());
     for update in input.watermarks {
         let (position, advanced) = match input.kind {
@@ -30,6 +36,11 @@ pub async fn ack_watermark(input: AckInput, state: &impl StateStore, now: i64) -
             }
         };
         acked.push(AckedWatermark { stage: update.stage, position, advanced });
+    }
+    for watermark in &acked {
+        state
+            .record_outcome(&watermark.stage, input.kind, watermark.advanced || input.kind == Kind::Assets, now)
+            .await?;
     }
     for stage in &input.claimed {
         state.release(stage, input.kind, &input.execution_id).await?;

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 
 use crate::aws::apigateway::ApiGateway;
-use crate::aws::state::StateStore;
+use crate::aws::state::{RuntimeState, StateStore};
 use crate::changes::{AssetPlan, plan_assets};
 use crate::config::{Config, StageSelection, is_valid_stage_name};
 use crate::control_plane::ControlPlane;
@@ -12,7 +12,7 @@ use crate::control_plane::types::Heartbeat;
 use crate::error::{AgentError, Result};
 use crate::handlers::Deployments;
 use crate::mapping::{StageLocation, runtime_id, runtime_registration};
-use crate::model::{ExecutionInput, RuntimeRef, RuntimesReady, SyncMode};
+use crate::model::{ExecutionInput, InactiveReason, InactiveRuntime, RuntimeRef, RuntimesReady, SyncMode};
 
 pub struct EnsureRuntime<'a, G, C, S> {
     pub config: &'a Config,
@@ -43,6 +43,8 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore> EnsureRuntime<'_, G, C, S> {
             super::save_discovery(self.state, &listing, now, full_sync_follows).await?;
         }
         let mut runtimes = Vec::with_capacity(stages.len());
+        let mut heartbeats = Vec::with_capacity(stages.len());
+        let mut inactive = Vec::new();
         let mut runtime_type_checked = false;
         // What the control plane holds now: a runtime deleted there (by hand, or by a cleanup)
         // is registered again instead of every publish to it failing.
@@ -50,7 +52,7 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore> EnsureRuntime<'_, G, C, S> {
         for (stage, state) in stages.into_iter().zip(states) {
             let location = StageLocation { account: self.account, region: self.region, stage: &stage };
             let wanted_id = runtime_id(&self.config.control_plane.runtime_id_template, location);
-            let known = state.registered_id.filter(|_| state.registered_as.as_deref() == Some(&wanted_id));
+            let known = state.registered_id.clone().filter(|_| state.registered_as.as_deref() == Some(&wanted_id));
             let still_there = match &known {
                 Some(id) => match &existing {
                     Some(ids) => ids.contains(id),
@@ -58,8 +60,8 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore> EnsureRuntime<'_, G, C, S> {
                 },
                 None => false,
             };
-            let runtime_id = match known {
-                Some(id) if still_there => id,
+            let (runtime_id, registered_now) = match known {
+                Some(id) if still_there => (id, false),
                 _ => {
                     if !runtime_type_checked {
                         self.control_plane.ensure_runtime_type(&self.config.control_plane.runtime_type).await?;
@@ -70,17 +72,50 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore> EnsureRuntime<'_, G, C, S> {
                     // Also forgets the assets watermark: a new runtime is filled by a full sync.
                     self.state.record_registration(&stage, &wanted_id, &id, now).await?;
                     tracing::info!(stage, runtime_id = id, "runtime registered");
-                    id
+                    (id, true)
                 }
             };
+            let unhealthy = match registered_now {
+                true => Some(InactiveReason::NotSyncedYet),
+                false => self.inactive_reason(&stage, &state).await?,
+            };
+            if let Some(reason) = unhealthy {
+                tracing::warn!(stage, runtime_id, ?reason, "runtime reported inactive");
+                inactive.push(InactiveRuntime { stage: stage.clone(), runtime_id: runtime_id.clone(), reason });
+            }
+            heartbeats.extend(heartbeats_since(
+                &runtime_id,
+                state.last_heartbeat_at,
+                unhealthy.is_none(),
+                self.heartbeat_interval(),
+                now,
+            ));
             runtimes.push(RuntimeRef { runtime_id, stage });
         }
-        let heartbeats: Vec<Heartbeat> = runtimes
-            .iter()
-            .map(|r| Heartbeat { runtime_id: r.runtime_id.clone(), created: now * 1000, active: 1 })
-            .collect();
         self.control_plane.send_heartbeats(&heartbeats).await?;
-        Ok(RuntimesReady { mode: input.mode, runtimes })
+        for runtime in &runtimes {
+            self.state.record_heartbeat(&runtime.stage, now).await?;
+        }
+        Ok(RuntimesReady { mode: input.mode, runtimes, inactive })
+    }
+
+    /// Why the runtime's heartbeat says inactive, if it does: its stage has no deployed API by
+    /// the last full sync, no run synced it yet, or a branch's last run for it failed.
+    async fn inactive_reason(&self, stage: &str, state: &RuntimeState) -> Result<Option<InactiveReason>> {
+        match self.state.load_catalog(stage).await? {
+            Some(catalog) if catalog.is_empty() => return Ok(Some(InactiveReason::NoDeployedApi)),
+            Some(_) => {}
+            None => return Ok(Some(InactiveReason::NotSyncedYet)),
+        }
+        Ok(match (state.assets_outcome.last_succeeded(), state.metrics_outcome.last_succeeded()) {
+            (None, _) => Some(InactiveReason::NotSyncedYet),
+            (Some(false), _) | (_, Some(false)) => Some(InactiveReason::LastRunFailed),
+            _ => None,
+        })
+    }
+
+    fn heartbeat_interval(&self) -> i64 {
+        self.config.control_plane.heartbeat_interval.as_secs().max(1) as i64
     }
 
     /// The execution's stages, else the configured ones; `*` means every stage with a deployment.
@@ -120,5 +155,35 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore> EnsureRuntime<'_, G, C, S> {
         }
         let listing = super::deployments_by_stage(self.gateway, &self.config.api_types).await?;
         Ok((listing.keys().cloned().collect(), Some(listing)))
+    }
+}
+
+/// This run's heartbeat of a runtime, preceded by an inactive one where the last heartbeat is
+/// more than two intervals old: the control plane then shows the outage as a gap, as it does for
+/// the vendor's agent, instead of drawing a line across it.
+fn heartbeats_since(runtime_id: &str, last_at: Option<i64>, active: bool, interval: i64, now: i64) -> Vec<Heartbeat> {
+    let heartbeat = |at: i64, active: bool| Heartbeat {
+        runtime_id: runtime_id.to_owned(),
+        created: at * 1000,
+        active: u8::from(active),
+    };
+    match last_at {
+        Some(last) if now - last > 2 * interval => vec![heartbeat(last + interval, false), heartbeat(now, active)],
+        _ => vec![heartbeat(now, active)],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::heartbeats_since;
+
+    #[test]
+    fn an_outage_longer_than_two_intervals_shows_as_an_inactive_heartbeat_after_the_last_one() {
+        let beats = |last| {
+            heartbeats_since("r", last, true, 60, 10_000).iter().map(|h| (h.created, h.active)).collect::<Vec<_>>()
+        };
+        assert_eq!(beats(None), [(10_000_000, 1)]);
+        assert_eq!(beats(Some(9_880)), [(10_000_000, 1)], "two intervals late is on time");
+        assert_eq!(beats(Some(9_879)), [(9_939_000, 0), (10_000_000, 1)]);
     }
 }

@@ -79,6 +79,11 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed, E: Executions
                 Ok(ListChangesOutput { kind: input.kind, chunks, watermarks, claimed, skipped, summary })
             }
             Err(error) => {
+                for stage in &claimed {
+                    if let Err(error) = self.state.record_outcome(stage, input.kind, false, now).await {
+                        tracing::warn!(stage, %error, "failed run not recorded; the heartbeat may say active");
+                    }
+                }
                 self.give_back(&input, &claimed).await;
                 Err(error)
             }
@@ -145,7 +150,14 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed, E: Executions
 
         for runtime in runtimes {
             let state = self.state.load(&runtime.stage).await?;
-            let plan = plan_assets(mode, &state, now, self.config.change_timing());
+            let mut plan = plan_assets(mode, &state, now, self.config.change_timing());
+            if let AssetPlan::Incremental { start, end } = plan
+                && self.events_in(&mut lookups, start, end).await?.unreadable > 0
+            {
+                // What an unreadable record changed is unknown: listing the stage finds it.
+                tracing::warn!(stage = runtime.stage, start, end, "unreadable CloudTrail record; full sync instead");
+                plan = AssetPlan::Full { position: end };
+            }
             let (upserts, deletes, watermark) = match plan {
                 AssetPlan::UpToDate => continue,
                 AssetPlan::Full { position } => {
@@ -197,11 +209,7 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed, E: Executions
         start: i64,
         end: i64,
     ) -> Result<(Vec<DeployedApi>, Vec<String>)> {
-        let generations = self.config.api_types.generations();
-        if let Entry::Vacant(entry) = lookups.events_by_window.entry((start, end)) {
-            entry.insert(touched(&self.feed.write_events(start, end).await?, &generations));
-        }
-        let window = lookups.events_by_window[&(start, end)].clone();
+        let window = self.events_in(lookups, start, end).await?.clone();
         let mut refs = window.apis;
         if !window.domains.is_empty() {
             refs.extend(self.routed_by(lookups, &window.domains, stage).await?);
@@ -225,6 +233,15 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed, E: Executions
             }
         }
         Ok((upserts, deletes))
+    }
+
+    /// What the write events of `[start, end)` touched, read from CloudTrail once per run.
+    async fn events_in<'l>(&self, lookups: &'l mut Lookups, start: i64, end: i64) -> Result<&'l Touched> {
+        if let Entry::Vacant(entry) = lookups.events_by_window.entry((start, end)) {
+            let generations = self.config.api_types.generations();
+            entry.insert(touched(&self.feed.write_events(start, end).await?, &generations));
+        }
+        Ok(&lookups.events_by_window[&(start, end)])
     }
 
     /// The APIs a change of the `domains` may concern on `stage`: those the catalog says they

@@ -4,6 +4,9 @@
 //! plane as one run would. The metrics POST is not: each window is sent once, in order per
 //! runtime, and recorded as sent (the metrics watermark) the moment the control plane accepts
 //! it, so a retried publish, a failure elsewhere or an overlapping execution never sends it again.
+//! A window whose answer was lost (sent, then a timeout or a reset) may have been stored: it is
+//! recorded as sent too, and logged, because the contract offers no way to ask and a window
+//! counted twice is worse than a window reported missing.
 
 use std::time::{Duration, Instant};
 
@@ -11,6 +14,7 @@ use crate::aws::state::{StateStore, report_key};
 use crate::control_plane::{ControlPlane, Upserted};
 use crate::error::{AgentError, Result};
 use crate::model::{Batch, Chunk, Kind, MetricsChunk, PublishOutput, RuntimeWindows};
+use crate::telemetry;
 
 /// How long one invocation starts new windows: well inside the function's 280-second timeout,
 /// so the window in flight is recorded before Lambda stops the function.
@@ -87,10 +91,30 @@ impl<C: ControlPlane, S: StateStore> Publish<'_, C, S> {
                 )));
             }
             let report = self.state.load_report(&report_key(&runtime.runtime_id, end)).await?;
-            self.control_plane.send_metrics(&runtime.runtime_id, &report).await?;
+            let delivery = self.control_plane.send_metrics(&runtime.runtime_id, &report).await;
+            if let Err(error) = &delivery
+                && !matches!(error, AgentError::DeliveryUnknown(_))
+            {
+                return delivery;
+            }
             // The only gap in which an accepted window can be sent twice: until this write lands.
             self.state.advance_watermark(&runtime.stage, Kind::Metrics, end, None, now).await?;
             sent_until = Some(end);
+            if let Err(error) = delivery {
+                tracing::warn!(
+                    runtime_id = runtime.runtime_id,
+                    stage = runtime.stage,
+                    window_end = end,
+                    %error,
+                    "metrics window in doubt: recorded as sent, never resent"
+                );
+                telemetry::emit(&telemetry::windows_in_doubt_record(1, now));
+                // The runtime's later windows wait for the workflow's retry, after its backoff.
+                return Err(AgentError::ControlPlaneUnavailable(format!(
+                    "runtime {}: the answer to the window ending {end} was lost; it is recorded as sent and not resent",
+                    runtime.runtime_id
+                )));
+            }
             output.windows_sent += 1;
         }
         Ok(())

@@ -22,8 +22,8 @@ use crate::control_plane::{ControlPlane, Upserted};
 use crate::error::{AgentError, Result};
 use crate::metrics::ApiSeries;
 use crate::model::{
-    AckInput, Batch, Chunk, ExecutionInput, Kind, ListChangesInput, ListChangesOutput, MetricsChunk, PublishOutput,
-    RuntimeRef, RuntimeWindows, SyncMode, WatermarkUpdate,
+    AckInput, Batch, Chunk, ExecutionInput, InactiveReason, Kind, ListChangesInput, ListChangesOutput, MetricsChunk,
+    PublishOutput, RuntimeRef, RuntimeWindows, RuntimesReady, SyncMode, WatermarkUpdate,
 };
 
 /// Step Functions' payload limit, with the margin ARCHITECTURE.md asks for.
@@ -106,6 +106,8 @@ struct Plane {
     metrics: Mutex<Vec<(String, i64)>>,
     /// Windows (runtime id, end) the control plane fails once each, as if briefly unavailable.
     failing_windows: Mutex<BTreeSet<(String, i64)>>,
+    /// Windows the control plane stores, but whose answer is lost once each (a reset, a timeout).
+    lost_answers: Mutex<BTreeSet<(String, i64)>>,
 }
 
 impl ControlPlane for Plane {
@@ -139,6 +141,9 @@ impl ControlPlane for Plane {
             return Err(AgentError::ControlPlaneUnavailable(format!("503 for the window ending {end}")));
         }
         self.metrics.lock().unwrap().push((runtime_id.to_owned(), end));
+        if self.lost_answers.lock().unwrap().remove(&(runtime_id.to_owned(), end)) {
+            return Err(AgentError::DeliveryUnknown(format!("POST metrics for the window ending {end} timed out")));
+        }
         Ok(())
     }
 }
@@ -214,6 +219,20 @@ impl StateStore for Memory {
         }
         claims.insert(key, (holder.to_owned(), expires_at));
         Ok(true)
+    }
+    async fn record_outcome(&self, stage: &str, kind: Kind, succeeded: bool, at: i64) -> Result<()> {
+        let mut items = self.items.lock().unwrap();
+        let item = items.entry(stage.to_owned()).or_default();
+        let outcome = match kind {
+            Kind::Assets => &mut item.assets_outcome,
+            Kind::Metrics => &mut item.metrics_outcome,
+        };
+        *(if succeeded { &mut outcome.succeeded_at } else { &mut outcome.failed_at }) = Some(at);
+        Ok(())
+    }
+    async fn record_heartbeat(&self, stage: &str, at: i64) -> Result<()> {
+        self.items.lock().unwrap().entry(stage.to_owned()).or_default().last_heartbeat_at = Some(at);
+        Ok(())
     }
     async fn load_discovery(&self) -> Result<Option<Discovery>> {
         Ok(self.discovery.lock().unwrap().clone())
@@ -500,6 +519,65 @@ async fn runtimes_are_registered_once_and_heartbeat_on_every_run() {
 }
 
 #[tokio::test]
+async fn a_heartbeat_is_active_only_for_a_deployed_stage_whose_last_run_succeeded() {
+    // "prdo" is a typo in STAGES: registered, but no API is deployed to it.
+    let config = config(&[("STAGES", "prod,prdo")]);
+    let gateway = Gateway::with_apis(2, &["prod"], "x");
+    let (plane, state) = (Plane::default(), Memory::default());
+    let task = ensure_runtime(&config, &gateway, &plane, &state);
+    let beats = |plane: &Plane| {
+        let sent: Vec<_> = plane.heartbeats.lock().unwrap().drain(..).map(|h| (h.runtime_id, h.active)).collect();
+        sent
+    };
+    let reasons =
+        |ready: &RuntimesReady| ready.inactive.iter().map(|i| (i.stage.clone(), i.reason)).collect::<Vec<_>>();
+
+    let first = task.run(ExecutionInput::default(), NOW).await.unwrap();
+    assert_eq!(
+        reasons(&first),
+        [("prdo".into(), InactiveReason::NotSyncedYet), ("prod".into(), InactiveReason::NotSyncedYet)]
+    );
+    assert_eq!(beats(&plane), [("111122223333_eu-west-1_prdo".into(), 0), ("111122223333_eu-west-1_prod".into(), 0)]);
+
+    // The run's full sync: prod has two APIs, prdo none; both branches succeed.
+    let input = assets_input(SyncMode::Auto, &["prod", "prdo"]);
+    let execution_id = input.execution_id.clone();
+    let assets = list_changes(&config, &gateway, &plane, &state).run(input, NOW).await.unwrap();
+    let ack = AckInput {
+        kind: Kind::Assets,
+        execution_id,
+        watermarks: assets.watermarks,
+        claimed: assets.claimed,
+        branch_failed: false,
+    };
+    ack_watermark(ack, &state, NOW + 30).await.unwrap();
+    let second = task.run(ExecutionInput::default(), NOW + 60).await.unwrap();
+    assert_eq!(reasons(&second), [("prdo".into(), InactiveReason::NoDeployedApi)], "the summary names the empty stage");
+    assert_eq!(beats(&plane), [("111122223333_eu-west-1_prdo".into(), 0), ("111122223333_eu-west-1_prod".into(), 1)]);
+
+    // prod's metrics branch fails: its next heartbeat says so, until a run succeeds again.
+    state.record_outcome("prod", Kind::Metrics, false, NOW + 90).await.unwrap();
+    let third = task.run(ExecutionInput::default(), NOW + 120).await.unwrap();
+    assert!(reasons(&third).contains(&("prod".into(), InactiveReason::LastRunFailed)));
+    assert_eq!(beats(&plane)[1], ("111122223333_eu-west-1_prod".into(), 0));
+    state.record_outcome("prod", Kind::Metrics, true, NOW + 150).await.unwrap();
+    task.run(ExecutionInput::default(), NOW + 180).await.unwrap();
+    assert_eq!(beats(&plane)[1], ("111122223333_eu-west-1_prod".into(), 1));
+
+    // Ten minutes without a run: the control plane gets the gap, then the live heartbeat.
+    task.run(ExecutionInput::default(), NOW + 780).await.unwrap();
+    let prod: Vec<_> = plane
+        .heartbeats
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|h| h.runtime_id.ends_with("prod"))
+        .map(|h| (h.created, h.active))
+        .collect();
+    assert_eq!(prod, [((NOW + 240) * 1000, 0), ((NOW + 780) * 1000, 1)]);
+}
+
+#[tokio::test]
 async fn a_runtime_deleted_in_the_control_plane_is_registered_again_and_fully_synced() {
     let config = config(&[]);
     let gateway = Gateway::with_apis(3, &["prod"], "x");
@@ -547,6 +625,7 @@ async fn watermarks_only_move_forward() {
         execution_id: "run-1".into(),
         watermarks: vec![WatermarkUpdate { stage: "prod".into(), position, full_sync_at: None }],
         claimed: vec![],
+        branch_failed: false,
     };
     let first = ack_watermark(ack(600), &state, NOW).await.unwrap();
     assert!(first.watermarks[0].advanced);
@@ -623,6 +702,7 @@ async fn acking_releases_the_claims_so_the_next_execution_proceeds() {
         execution_id: "run-1".into(),
         watermarks: vec![],
         claimed: vec!["prod".into()],
+        branch_failed: true,
     };
     let output = ack_watermark(failed_branch, &state, NOW + 61).await.unwrap();
 
@@ -767,6 +847,24 @@ async fn a_window_the_control_plane_accepted_is_never_sent_again() {
 }
 
 #[tokio::test]
+async fn a_window_whose_answer_was_lost_is_recorded_as_sent_and_never_resent() {
+    let (plane, state) = (Plane::default(), Memory::default());
+    let chunk = chunk_of(&[("prod", NOW - 900, NOW)]);
+    // The control plane stores prod's first window, but the agent never sees its 202.
+    plane.lost_answers.lock().unwrap().insert(("rt_prod".into(), NOW - 600));
+
+    let failed = send_chunk(&plane, &state, &chunk).await.unwrap_err();
+
+    assert_eq!(failed.error_type(), "ControlPlaneUnavailable", "the later windows wait for the retry");
+    assert!(failed.to_string().contains("recorded as sent and not resent"), "{failed}");
+    assert_eq!(state.load("prod").await.unwrap().metrics_watermark, Some(NOW - 600));
+    let retried = send_chunk(&plane, &state, &chunk).await.unwrap();
+    assert_eq!((retried.windows_sent, retried.windows_already_sent), (2, 1));
+    let sent: Vec<i64> = plane.metrics.lock().unwrap().iter().map(|(_, end)| *end).collect();
+    assert_eq!(sent, vec![NOW - 600, NOW - 300, NOW], "each window stored once");
+}
+
+#[tokio::test]
 async fn publish_starts_no_window_once_its_time_budget_is_spent() {
     let (plane, state) = (Plane::default(), Memory::default());
     let chunk = chunk_of(&[("prod", NOW - 600, NOW)]);
@@ -792,6 +890,7 @@ async fn the_metrics_ack_fails_the_branch_for_a_stage_left_short_after_releasing
         execution_id: "run-1".into(),
         watermarks: vec![WatermarkUpdate { stage: "prod".into(), position, full_sync_at: None }],
         claimed: vec!["prod".into()],
+        branch_failed: false,
     };
 
     let error = ack_watermark(planned(NOW), &state, NOW).await.unwrap_err();
@@ -1043,6 +1142,7 @@ async fn incremental_runs_follow_http_websocket_and_custom_domain_changes() {
         execution_id: assets_input(SyncMode::Full, &[]).execution_id,
         watermarks: vec![WatermarkUpdate { stage: "prod".into(), position: NOW - 300, full_sync_at: Some(NOW) }],
         claimed: vec!["prod".into()],
+        branch_failed: false,
     };
     ack_watermark(ack, &state, NOW).await.unwrap();
 
@@ -1058,6 +1158,7 @@ async fn incremental_runs_follow_http_websocket_and_custom_domain_changes() {
         name: name.into(),
         request_parameters: request,
         response_elements: response,
+        unreadable: false,
     };
     let feed = Events(vec![
         event("DeleteStage", serde_json::json!({"apiId": "w1", "stageName": "prod"}), serde_json::Value::Null),
@@ -1133,4 +1234,34 @@ async fn metrics_of_http_and_websocket_apis_are_named_by_api_id() {
             ("w1_prod", "w1-name", Some("d-w1")),
         ])
     );
+}
+
+#[tokio::test]
+async fn a_window_with_an_unreadable_cloudtrail_record_is_a_full_sync_of_the_stage() {
+    let config = config(&[]);
+    let gateway = Gateway::with_apis(3, &["prod"], "x");
+    let (plane, state) = (Plane::default(), Memory::default());
+    state.advance_watermark("prod", Kind::Assets, NOW - 300, Some(NOW - 600), NOW - 300).await.unwrap();
+    let truncated = ApiEvent {
+        name: "UpdateStage".into(),
+        request_parameters: serde_json::Value::Null,
+        response_elements: serde_json::Value::Null,
+        unreadable: true,
+    };
+    let feed = Events(vec![truncated]);
+    let task = ListChanges {
+        config: &config,
+        gateway: &gateway,
+        control_plane: &plane,
+        state: &state,
+        feed: &feed,
+        executions: &StillRunning,
+    };
+
+    let output = task.run(assets_input(SyncMode::Auto, &["prod"]), NOW + 300).await.unwrap();
+
+    assert_eq!((output.summary.full_runtimes, output.summary.incremental_runtimes), (1, 0));
+    let Chunk::Assets(chunk) = &output.chunks[0] else { panic!("assets chunk expected") };
+    assert_eq!(chunk.upserts.len(), 3, "every deployed API, whatever the record changed");
+    assert!(output.watermarks[0].position <= NOW, "not past the window the record was in");
 }
