@@ -78,9 +78,12 @@ class StateTable:
                                    ExpressionAttributeValues={":by": {"S": holder}, ":until": {"N": str(until)}})
 
     def put_metrics_watermark(self, stage: str, position: int) -> None:
+        self.put_number(stage, "metricsWatermark", position)
+
+    def put_number(self, stage: str, attribute: str, value: int) -> None:
         self._dynamodb.update_item(TableName=STATE_TABLE, Key={"stage": {"S": stage}},
-                                   UpdateExpression="SET metricsWatermark = :p",
-                                   ExpressionAttributeValues={":p": {"N": str(position)}})
+                                   UpdateExpression="SET #a = :v", ExpressionAttributeNames={"#a": attribute},
+                                   ExpressionAttributeValues={":v": {"N": str(value)}})
 
 
 @pytest.fixture

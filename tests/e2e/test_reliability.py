@@ -19,6 +19,7 @@ from fake_apicp import CHAOS_KINDS
 from seed import create_rest_api, put_traffic, recent_minutes
 from stack import APICP_PASSWORD, APICP_USER, STATE_TABLE, boto
 
+from conftest import StateTable
 from test_workflow import PROD, published, seed
 
 SOAK_SEED = int(os.environ.get("SOAK_SEED", "20261122"))
@@ -121,9 +122,7 @@ def test_under_random_control_plane_faults_and_throttling_the_control_plane_conv
     # Every metrics window the control plane stored, stored once, and none skipped up to the watermark.
     stored = Counter((m["runtimeId"], m["body"]["timestamp"]) for m in stack.apicp.state()["metrics"])
     assert [key for key, times in stored.items() if times > 1] == [], "a window reached the control plane twice"
-    item = boto("dynamodb", stack.moto_url).get_item(TableName=STATE_TABLE, Key={"stage": {"S": "prod"}},
-                                                      ConsistentRead=True)["Item"]
-    watermark = int(item["metricsWatermark"]["N"]) * 1000
+    watermark = StateTable(stack.moto_url).item("prod")["metricsWatermark"] * 1000
     prod_windows = sorted(t for (runtime, t) in stored if runtime == PROD)
     assert prod_windows[-1] == watermark, "the watermark is the last window stored"
     assert prod_windows == list(range(prod_windows[0], watermark + 1, 300_000)), "no window lost"
@@ -133,7 +132,8 @@ def heartbeats_of(stack, runtime: str) -> list[tuple[int, int]]:
     return [(h["created"], h["active"]) for h in stack.apicp.state()["heartbeats"] if h["runtimeId"] == runtime]
 
 
-def test_heartbeats_say_inactive_for_a_stage_without_apis_and_after_a_failed_run_and_show_an_outage(clean):
+def test_heartbeats_say_inactive_for_a_stage_without_apis_and_after_a_failed_run_and_show_an_outage(
+        clean, state_table):
     stack = clean
     seed(stack)
     typo = PROD.replace("prod", "prdo")
@@ -150,9 +150,7 @@ def test_heartbeats_say_inactive_for_a_stage_without_apis_and_after_a_failed_run
 
     # The metrics branch fails for prod: the next heartbeat says so.
     stack.apicp.add_fault("/metrics$", method="POST", status=500, count=50)
-    boto("dynamodb", stack.moto_url).update_item(
-        TableName=STATE_TABLE, Key={"stage": {"S": "prod"}}, UpdateExpression="SET metricsWatermark = :p",
-        ExpressionAttributeValues={":p": {"N": str(int(time.time()) // 300 * 300 - 1200)}})
+    state_table.put_metrics_watermark("prod", int(time.time()) // 300 * 300 - 1200)
     assert not stack.run(stages).succeeded
     stack.apicp.clear_faults()
     third = stack.run(stages)
@@ -161,9 +159,7 @@ def test_heartbeats_say_inactive_for_a_stage_without_apis_and_after_a_failed_run
 
     # Ten minutes without a run (heartbeat interval 60 s): the control plane is shown the gap.
     ten_minutes_ago = int(time.time()) - 600
-    boto("dynamodb", stack.moto_url).update_item(
-        TableName=STATE_TABLE, Key={"stage": {"S": "prod"}}, UpdateExpression="SET lastHeartbeatAt = :t",
-        ExpressionAttributeValues={":t": {"N": str(ten_minutes_ago)}})
+    state_table.put_number("prod", "lastHeartbeatAt", ten_minutes_ago)
     fourth = stack.run(stages)
     assert fourth.succeeded, fourth.printed
     gap, live = heartbeats_of(stack, PROD)[-2:]

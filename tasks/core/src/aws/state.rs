@@ -34,6 +34,8 @@ pub struct RuntimeState {
     pub assets_watermark: Option<i64>,
     pub assets_full_sync_at: Option<i64>,
     pub metrics_watermark: Option<i64>,
+    /// How many APIs the stage's catalog held when it was last written (`None` before that).
+    pub deployed_apis: Option<i64>,
     /// When the last heartbeat of the runtime was sent.
     pub last_heartbeat_at: Option<i64>,
     /// When each branch last ended for the stage, with success and with failure.
@@ -119,7 +121,8 @@ pub trait StateStore: Send + Sync {
     /// The APIs stored under `key`.
     fn load_snapshot(&self, key: &str) -> impl Future<Output = Result<Vec<DeployedApi>>> + Send;
     /// Replaces the catalog of the APIs deployed to `stage` (what the metrics branch needs to
-    /// name CloudWatch's series without listing API Gateway).
+    /// name CloudWatch's series without listing API Gateway), and records its size on the
+    /// stage's item (what the heartbeat reports without reading the catalog).
     fn put_catalog(&self, stage: &str, entries: &[CatalogEntry]) -> impl Future<Output = Result<()>> + Send;
     /// The stage's catalog; `None` before the first full sync stored one.
     fn load_catalog(&self, stage: &str) -> impl Future<Output = Result<Option<Vec<CatalogEntry>>>> + Send;
@@ -377,6 +380,7 @@ impl StateStore for DynamoStateStore {
             assets_watermark: number(&item, attributes(Kind::Assets).watermark)?,
             assets_full_sync_at: number(&item, "assetsFullSyncAt")?,
             metrics_watermark: number(&item, attributes(Kind::Metrics).watermark)?,
+            deployed_apis: number(&item, "deployedApis")?,
             last_heartbeat_at: number(&item, "lastHeartbeatAt")?,
             assets_outcome: outcomes(&item, Kind::Assets)?,
             metrics_outcome: outcomes(&item, Kind::Metrics)?,
@@ -393,6 +397,7 @@ impl StateStore for DynamoStateStore {
     }
 
     async fn put_catalog(&self, stage: &str, entries: &[CatalogEntry]) -> Result<()> {
+        self.set_number(stage, "deployedApis", entries.len() as i64).await?;
         let key = catalog_key(stage);
         let body = gzip_json(&key, entries)?;
         if body.len() > CATALOG_BUDGET_BYTES {

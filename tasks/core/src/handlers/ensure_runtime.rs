@@ -100,12 +100,18 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore> EnsureRuntime<'_, G, C, S> {
     }
 
     /// Why the runtime's heartbeat says inactive, if it does: its stage has no deployed API by
-    /// the last full sync, no run synced it yet, or a branch's last run for it failed.
+    /// the last catalog the assets branch wrote, no run synced it yet, or a branch's last run for
+    /// it failed.
     async fn inactive_reason(&self, stage: &str, state: &RuntimeState) -> Result<Option<InactiveReason>> {
-        match self.state.load_catalog(stage).await? {
-            Some(catalog) if catalog.is_empty() => return Ok(Some(InactiveReason::NoDeployedApi)),
-            Some(_) => {}
+        let deployed = match state.deployed_apis {
+            Some(count) => Some(count > 0),
+            // A catalog written before its size was kept on the stage's item.
+            None => self.state.load_catalog(stage).await?.map(|catalog| !catalog.is_empty()),
+        };
+        match deployed {
+            Some(false) => return Ok(Some(InactiveReason::NoDeployedApi)),
             None => return Ok(Some(InactiveReason::NotSyncedYet)),
+            Some(true) => {}
         }
         Ok(match (state.assets_outcome.last_succeeded(), state.metrics_outcome.last_succeeded()) {
             (None, _) => Some(InactiveReason::NotSyncedYet),

@@ -238,6 +238,7 @@ impl StateStore for Memory {
         Ok(self.discovery.lock().unwrap().clone())
     }
     async fn put_catalog(&self, stage: &str, entries: &[CatalogEntry]) -> Result<()> {
+        self.items.lock().unwrap().entry(stage.to_owned()).or_default().deployed_apis = Some(entries.len() as i64);
         self.catalogs.lock().unwrap().insert(stage.to_owned(), entries.to_vec());
         Ok(())
     }
@@ -373,7 +374,18 @@ fn list_changes<'a, G: ApiGateway>(
     plane: &'a Plane,
     state: &'a Memory,
 ) -> ListChanges<'a, G, Plane, Memory, NoEvents, StillRunning> {
-    ListChanges { config, gateway, control_plane: plane, state, feed: &NoEvents, executions: &StillRunning }
+    list_changes_reading(&NoEvents, config, gateway, plane, state)
+}
+
+/// list-changes reading `feed`'s CloudTrail events, every claim holder running.
+fn list_changes_reading<'a, G: ApiGateway, F: ChangeFeed>(
+    feed: &'a F,
+    config: &'a Config,
+    gateway: &'a G,
+    plane: &'a Plane,
+    state: &'a Memory,
+) -> ListChanges<'a, G, Plane, Memory, F, StillRunning> {
+    ListChanges { config, gateway, control_plane: plane, state, feed, executions: &StillRunning }
 }
 
 /// Transform in eu-west-1 for every API type.
@@ -575,6 +587,11 @@ async fn a_heartbeat_is_active_only_for_a_deployed_stage_whose_last_run_succeede
         .map(|h| (h.created, h.active))
         .collect();
     assert_eq!(prod, [((NOW + 240) * 1000, 0), ((NOW + 780) * 1000, 1)]);
+
+    // A catalog written before its size was kept on the stage's item is read instead.
+    state.items.lock().unwrap().get_mut("prod").unwrap().deployed_apis = None;
+    let legacy = task.run(ExecutionInput::default(), NOW + 840).await.unwrap();
+    assert_eq!(reasons(&legacy), [("prdo".into(), InactiveReason::NoDeployedApi)]);
 }
 
 #[tokio::test]
@@ -1169,14 +1186,7 @@ async fn incremental_runs_follow_http_websocket_and_custom_domain_changes() {
         ),
         event("CreateApi", serde_json::json!({"createApiInput": {"name": "h3"}}), serde_json::json!({"apiId": "h3"})),
     ]);
-    let task = ListChanges {
-        config: &config,
-        gateway: &gateway,
-        control_plane: &plane,
-        state: &state,
-        feed: &feed,
-        executions: &StillRunning,
-    };
+    let task = list_changes_reading(&feed, &config, &gateway, &plane, &state);
 
     let mut input = assets_input(SyncMode::Auto, &["prod"]);
     input.execution_id = "run-2".into();
@@ -1249,14 +1259,7 @@ async fn a_window_with_an_unreadable_cloudtrail_record_is_a_full_sync_of_the_sta
         unreadable: true,
     };
     let feed = Events(vec![truncated]);
-    let task = ListChanges {
-        config: &config,
-        gateway: &gateway,
-        control_plane: &plane,
-        state: &state,
-        feed: &feed,
-        executions: &StillRunning,
-    };
+    let task = list_changes_reading(&feed, &config, &gateway, &plane, &state);
 
     let output = task.run(assets_input(SyncMode::Auto, &["prod"]), NOW + 300).await.unwrap();
 
