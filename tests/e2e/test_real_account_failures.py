@@ -15,6 +15,7 @@ from fake_apicp import UNKNOWN_API_BEHAVIOURS
 from seed import create_rest_api
 from stack import APICP_PASSWORD, APICP_USER, boto, put_control_plane_secret
 
+from conftest import wait_for_a_new_window
 from test_workflow import DEV, PROD, published, seed
 
 
@@ -99,6 +100,7 @@ def test_the_agent_converges_whatever_the_control_plane_answers_for_unknown_apis
     gone = create_rest_api(stack.moto_url, "gone", {}, {"prod": {}})
     boto("apigateway", stack.moto_url).delete_rest_api(restApiId=gone.id)
     stack.cloudtrail.add_event("DeleteRestApi", eventTime=watermark - 30, requestParameters={"restApiId": gone.id})
+    wait_for_a_new_window()
 
     run = stack.run()
 
@@ -131,7 +133,7 @@ def test_an_event_cloudtrail_delivers_late_is_still_applied(clean, state_table):
     late = create_rest_api(stack.moto_url, "late", {}, {"prod": {}})
     stack.cloudtrail.add_event("CreateDeployment", eventTime=watermark - 600,
                                requestParameters={"restApiId": late.id, "stageName": "prod"})
-    time.sleep(1.5)
+    wait_for_a_new_window()
 
     run = stack.run()
 

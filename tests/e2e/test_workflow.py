@@ -8,7 +8,7 @@ import time
 import pytest
 
 from seed import create_rest_api, put_traffic, recent_minutes
-from conftest import running_execution
+from conftest import running_execution, wait_for_a_new_window
 from stack import boto
 
 ACCOUNT, REGION = "123456789012", "us-east-1"
@@ -99,7 +99,7 @@ def test_two_runs_federate_every_deployed_rest_api_once_and_advance_the_watermar
     assert abs(prod_after_first["assetsWatermark"] - (time.time() - 300)) < 120
     assert prod_after_first["assetsFullSyncAt"] >= prod_after_first["assetsWatermark"]
 
-    time.sleep(1.5)  # the assets window must end later than the first run's
+    wait_for_a_new_window()
     second = stack.run()
     assert second.succeeded, second.printed
 
