@@ -296,6 +296,18 @@ export class AgentStack extends Stack {
         'An execution of the API Gateway agent timed out.',
         this.stateMachine.metricTimedOut({ period, statistic: 'Sum' }),
       ),
+      // A window recorded as sent whose answer was lost (or whose task was cut off): the
+      // control plane may lack it, and nobody resends it.
+      anyExecution(
+        'MetricsWindowsInDoubtAlarm',
+        'A metrics window may be missing in the control plane: its answer was lost, so it is recorded as sent and not resent ("metrics window in doubt" in the publish log names it).',
+        new cloudwatch.Metric({
+          namespace: METRICS_NAMESPACE,
+          metricName: 'MetricsWindowsInDoubt',
+          statistic: 'Sum',
+          period,
+        }),
+      ),
       // The newest acked watermark of each branch; no ack at all counts as lagging.
       ...['assets', 'metrics'].map(
         (kind) =>

@@ -225,9 +225,19 @@ describe('the agent stack', () => {
     });
   });
 
-  it('alarms on failed and timed-out executions and on sync lag', () => {
+  it('alarms on failed and timed-out executions, on metrics windows in doubt and on sync lag', () => {
     template.hasResourceProperties('AWS::CloudWatch::Alarm', { MetricName: 'ExecutionsFailed', Threshold: 1 });
     template.hasResourceProperties('AWS::CloudWatch::Alarm', { MetricName: 'ExecutionsTimedOut', Threshold: 1 });
+    // The publish task's EMF metric: a window that may be missing is worth a look, at once.
+    template.hasResourceProperties('AWS::CloudWatch::Alarm', {
+      Namespace: 'ApiGatewayApicpAgent',
+      MetricName: 'MetricsWindowsInDoubt',
+      Dimensions: Match.absent(),
+      Statistic: 'Sum',
+      Threshold: 1,
+      ComparisonOperator: 'GreaterThanOrEqualToThreshold',
+      TreatMissingData: 'notBreaching',
+    });
     // Metrics are read every fetch interval (30 minutes): their lag may be that much larger, and
     // a 15-minute period without an ack is no gap.
     for (const [kind, threshold, period] of [

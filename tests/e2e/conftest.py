@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import time
 import urllib.request
 
 import pytest
 from fake_apicp import UNKNOWN_API_BEHAVIOURS
 from stack import (APICP_PASSWORD, APICP_USER, STATE_TABLE, EmbeddedStack, boto, create_state_table,
-                   put_control_plane_secret)
+                   put_control_plane_secret, start_recorded_execution)
 
 # The fake's default: pages capped below the 500 the agent asks for, as the contract allows.
 DEFAULT_PAGE_SIZE_CAP = 100
@@ -101,10 +100,4 @@ def wait_for_a_new_window() -> None:
 def running_execution(stack, name: str) -> str:
     """An execution of the agent's state machine that Step Functions (moto) reports as running,
     as an overlapping scheduled execution would be; returns its ARN."""
-    sfn = boto("stepfunctions", stack.moto_url)
-    machines = {m["name"]: m["stateMachineArn"] for m in sfn.list_state_machines()["stateMachines"]}
-    machine = machines.get("agent") or sfn.create_state_machine(
-        name="agent", roleArn="arn:aws:iam::123456789012:role/agent",
-        definition=json.dumps({"StartAt": "Wait", "States": {"Wait": {"Type": "Pass", "End": True}}}))["stateMachineArn"]
-    return sfn.start_execution(stateMachineArn=machine, name=name)["executionArn"]
-
+    return start_recorded_execution(stack.moto_url, name)

@@ -7,20 +7,23 @@ each followed by at most `RUNS_TO_CONVERGE` runs); `make soak` runs a longer one
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import os
 import random
+import threading
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from fake_apicp import CHAOS_KINDS
 from seed import create_rest_api, put_traffic, recent_minutes
 from stack import APICP_PASSWORD, APICP_USER, STATE_TABLE, boto
 
-from conftest import StateTable
-from test_workflow import PROD, published, seed
+from conftest import StateTable, wait_for_a_new_window
+from test_workflow import DEV, PROD, latest_window_end, published, seed
 
 SOAK_SEED = int(os.environ.get("SOAK_SEED", "20261122"))
 SOAK_ROUNDS = int(os.environ.get("SOAK_ROUNDS", "3"))
@@ -119,13 +122,7 @@ def test_under_random_control_plane_faults_and_throttling_the_control_plane_conv
     print(f"soak seed {SOAK_SEED}: {SOAK_ROUNDS} rounds converged in {runs} runs; {len(requests)} control plane "
           f"requests, faults {dict(faults)}; AWS throttled {sum(stack.aws_proxy.throttled().values())}")
     assert faults, "the soak met faults"
-    # Every metrics window the control plane stored, stored once, and none skipped up to the watermark.
-    stored = Counter((m["runtimeId"], m["body"]["timestamp"]) for m in stack.apicp.state()["metrics"])
-    assert [key for key, times in stored.items() if times > 1] == [], "a window reached the control plane twice"
-    watermark = StateTable(stack.moto_url).item("prod")["metricsWatermark"] * 1000
-    prod_windows = sorted(t for (runtime, t) in stored if runtime == PROD)
-    assert prod_windows[-1] == watermark, "the watermark is the last window stored"
-    assert prod_windows == list(range(prod_windows[0], watermark + 1, 300_000)), "no window lost"
+    assert_each_window_once_up_to_the_watermark(stack, "prod", PROD)
 
 
 def heartbeats_of(stack, runtime: str) -> list[tuple[int, int]]:
@@ -192,3 +189,160 @@ def test_the_control_plane_password_appears_in_no_log_payload_history_state_or_e
     assert APICP_USER in texts["errors"], "the scan reads what the agent wrote"
     leaked = [name for name, text in texts.items() if APICP_PASSWORD in text]
     assert leaked == [], f"the password appears in {leaked}"
+
+
+def stored_windows(stack) -> Counter:
+    """(runtime, window timestamp) -> how many times the control plane stored that window."""
+    return Counter((m["runtimeId"], m["body"]["timestamp"]) for m in stack.apicp.state()["metrics"])
+
+
+def assert_each_window_once_up_to_the_watermark(stack, stage: str, runtime: str) -> None:
+    stored = stored_windows(stack)
+    assert [key for key, times in stored.items() if times > 1] == [], "a window reached the control plane twice"
+    watermark = StateTable(stack.moto_url).item(stage)["metricsWatermark"] * 1000
+    windows = sorted(t for (r, t) in stored if r == runtime)
+    assert windows and windows[-1] == watermark, "the watermark is the last window stored"
+    assert windows == list(range(windows[0], watermark + 1, 300_000)), "no window lost"
+
+
+def redeploy(stack, api_ids: list[str], stage: str = "prod") -> None:
+    """New deployments of `api_ids`, which CloudTrail reports inside the next incremental window."""
+    apigw = boto("apigateway", stack.moto_url)
+    for api_id in api_ids:
+        apigw.create_deployment(restApiId=api_id, stageName=stage)
+        stack.cloudtrail.add_event("CreateDeployment", eventTime=time.time() - 420,
+                                   requestParameters={"restApiId": api_id, "stageName": stage})
+
+
+def test_throttled_aws_apis_slow_the_run_down_and_what_a_task_gives_up_the_state_machine_retries(clean, state_table):
+    stack = clean
+    apis = seed(stack)
+    state_table.put_metrics_watermark("prod", int(time.time()) // 300 * 300 - 1200)
+    stack.aws_proxy.set_throttling(SOAK_SEED, rate=0.1, services=("apigateway", "monitoring"))
+    stack.cloudtrail.set_throttling(1, rate=0.5)  # seed 1: the first LookupEvents is throttled, the next is not
+    # Five throttled answers in a row: more than the SDK's attempts within one task.
+    stack.aws_proxy.add_fault("apigateway", "GetRestApis", status=429, error_code="TooManyRequestsException", count=5)
+    # Two: the SDK's attempts within the task absorb them.
+    stack.aws_proxy.add_fault("monitoring", "GetMetricData", status=400, error_code="Throttling", count=2)
+
+    full = stack.run({"mode": "full"})
+
+    assert full.succeeded, full.printed
+    assert full.count("EnsureRuntime", "RETRIED") == 1, "the state machine retried the task that gave up"
+    assert apicp_view(stack, PROD) == aws_view(stack, "prod")
+
+    wait_for_a_new_window()
+    redeploy(stack, [apis["pets"].id, apis["orders"].id])
+    incremental = stack.run()
+
+    assert incremental.succeeded, incremental.printed
+    assert apicp_view(stack, PROD) == aws_view(stack, "prod"), "the redeployments arrived"
+    calls = stack.aws_proxy.counts()
+    assert calls[("apigateway", "GetRestApis")] > 5, "sent again after the state machine's retry"
+    assert calls[("monitoring", "GetMetricData")] > 2, "sent again within the task"
+    assert not full.count("MetricsTransform", "RETRIED"), "the task did not give up"
+    assert len(stack.cloudtrail.requests()) == 2, "the throttled LookupEvents was sent again, once"
+    assert_each_window_once_up_to_the_watermark(stack, "prod", PROD)
+
+
+def timed_out(run, task: str) -> bool:
+    """The run failed because Lambda's timeout cut `task` off (the state machine does not retry that)."""
+    failures = [s["error"] for s in run.states if s["name"] == task and s["status"] == "FAILED"]
+    return not run.succeeded and "Sandbox.Timedout" in failures
+
+
+def test_a_publish_cut_off_by_its_timeout_leaves_no_duplicate_window_or_api_and_the_next_run_converges(fresh_stack):
+    # The client waits longer than the function lives: Lambda's timeout, not the client, ends the task.
+    stack = fresh_stack({"APICP_TIMEOUT_SECONDS": "30"})
+    apis = seed(stack)
+    # Five windows due: the first run sends two (its most), the cut-off run and the next the rest.
+    StateTable(stack.moto_url).put_metrics_watermark("prod", latest_window_end(time.time()) - 1500)
+    assert stack.run().succeeded
+    stack.set_function_timeout("publish", 5)
+    try:
+        # Each metrics POST is stored, then answered after the function's 5 s are over.
+        stack.apicp.set_chaos(SOAK_SEED, rate=1.0, kinds=("slow",), slow_ms=8000, path=r"/metrics$")
+        cut_off = stack.run()
+        assert timed_out(cut_off, "MetricsPublish"), cut_off.printed
+        assert len(stored_windows(stack)) > 0, "the window in flight reached the control plane"
+
+        # An API upsert is stored, then the function is cut off before it sends the next.
+        wait_for_a_new_window()
+        redeploy(stack, [apis["pets"].id, apis["orders"].id])
+        stack.apicp.set_chaos(SOAK_SEED, rate=1.0, kinds=("slow",), slow_ms=8000, path=r"/apis")
+        cut_off = stack.run()
+        assert timed_out(cut_off, "AssetsPublish"), cut_off.printed
+    finally:
+        stack.apicp.set_chaos(None)
+        stack.set_function_timeout("publish", None)
+
+    wait_for_a_new_window()
+    converged = stack.run()
+
+    assert converged.succeeded, converged.printed
+    assert apicp_view(stack, PROD) == aws_view(stack, "prod"), "no duplicate API, none missing"
+    assert_each_window_once_up_to_the_watermark(stack, "prod", PROD)
+    in_doubt = [line for line in (stack.log_dir / "functions.log").read_text().splitlines()
+                if "metrics window in doubt" in line and "cut off" in line]
+    assert len(in_doubt) == 1, "the window in flight when the task was cut off is reported in doubt, once"
+
+
+def overlapping_runs(stack, count: int, execution_input: dict | None = None) -> list:
+    with ThreadPoolExecutor(count) as pool:
+        return list(pool.map(lambda _: stack.run(execution_input), range(count)))
+
+
+@contextlib.contextmanager
+def watermark_trace(stack, stages: tuple[str, ...]):
+    """Samples the stages' watermarks while the block runs: [(stage, assets, metrics), ...]."""
+    table, samples, done = StateTable(stack.moto_url), [], threading.Event()
+
+    def sample():
+        while not done.is_set():
+            for stage in stages:
+                item = table.item(stage)
+                samples.append((stage, item.get("assetsWatermark"), item.get("metricsWatermark")))
+            time.sleep(0.05)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        yield samples
+    finally:
+        done.set()
+        sampler.join()
+
+
+def never_backwards(samples: list, stage: str, column: int) -> bool:
+    positions = [s[column] for s in samples if s[0] == stage and s[column] is not None]
+    return positions == sorted(positions)
+
+
+@pytest.mark.parametrize("overlap", [2, 3])
+def test_overlapping_executions_register_and_publish_once_and_leave_no_stage_claimed(clean, state_table, overlap):
+    stack = clean
+    apis = seed(stack)
+    stages = ("prod", "dev")
+    for stage in stages:  # two metrics windows due for each stage
+        state_table.put_metrics_watermark(stage, latest_window_end(time.time()) - 600)
+
+    with watermark_trace(stack, stages) as first_samples:
+        first = overlapping_runs(stack, overlap, {"mode": "full"})
+    wait_for_a_new_window()
+    redeploy(stack, [apis["pets"].id, apis["orders"].id])
+    with watermark_trace(stack, stages) as later_samples:
+        later = overlapping_runs(stack, overlap)
+
+    runs = first + later
+    assert all(run.succeeded for run in runs), [run.printed for run in runs if not run.succeeded]
+    runtimes = Counter(runtime["name"] for runtime in stack.apicp.state()["runtimes"].values())
+    assert runtimes and set(runtimes.values()) == {1}, f"one runtime per stage: {runtimes}"
+    assert apicp_view(stack, PROD) == aws_view(stack, "prod"), "each API once, the redeployments applied"
+    skipped = [stage for run in runs for kind in ("assets", "metrics") for stage in run.output[kind]["skipped"]]
+    assert skipped, "the executions overlapped on a claimed stage"
+    for stage, runtime in (("prod", PROD), ("dev", DEV)):
+        assert_each_window_once_up_to_the_watermark(stack, stage, runtime)
+        for samples in (first_samples, later_samples):
+            assert never_backwards(samples, stage, 1) and never_backwards(samples, stage, 2), samples
+        item = state_table.item(stage)
+        assert not {"assetsClaimedBy", "metricsClaimedBy"} & set(item), f"{stage} left claimed: {item}"

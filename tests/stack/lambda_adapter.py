@@ -6,12 +6,19 @@ function ARNs (404), it answers a function error with HTTP 500 instead of HTTP 2
 quotas. The interpreter's Lambda client would then see a transport failure rather than the
 function's `errorType`, or a result AWS never returns. This proxy accepts ARNs, reshapes error
 answers and enforces those limits, so `Retry`/`Catch` match on our Rust error types exactly as on AWS.
+
+A function that outlives its timeout is cut off, as Lambda stops it and resets its execution
+environment: `on_timeout(watch_url)` (the stack's restart of the emulator, which stops every
+instance; the emulator cannot stop one) must return the emulator's URL to use from then on.
+Without it, the emulator's instance would go on working after the `Sandbox.Timedout` answer,
+which no real Lambda does.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -19,6 +26,7 @@ import urllib.request
 import uuid
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+from typing import Callable
 
 from local_server import LocalServer, send_json
 
@@ -51,9 +59,12 @@ def load_timeouts(path: Path = FUNCTIONS_FILE) -> dict[str, float]:
 
 class LambdaAdapter(LocalServer):
     def __init__(self, watch_url: str, host: str = "127.0.0.1", port: int = 0,
-                 timeouts: dict[str, float] | None = None):
+                 timeouts: dict[str, float] | None = None, on_timeout: Callable[[str], str] | None = None):
         self.watch_url = watch_url.rstrip("/")
         self.timeouts = load_timeouts() if timeouts is None else timeouts
+        self.on_timeout = on_timeout
+        self._emulator_ready = threading.Event()  # cleared while on_timeout restarts the emulator
+        self._emulator_ready.set()
         self._serve(host, port)
 
     def _dispatch(self, request: BaseHTTPRequestHandler) -> None:
@@ -68,8 +79,16 @@ class LambdaAdapter(LocalServer):
                              {"x-amzn-ErrorType": "RequestEntityTooLargeException"})
         function = function_name(match["function"])
         timeout = self.timeouts.get(function, DEFAULT_TIMEOUT_SECONDS)
-        answer = self.invoke(function, body, timeout)
+        self._emulator_ready.wait()
+        watch_url = self.watch_url
+        answer = self.invoke(function, body, timeout, watch_url)
         if answer is None:
+            if self.on_timeout:
+                self._emulator_ready.clear()
+                try:
+                    self.watch_url = self.on_timeout(watch_url).rstrip("/")
+                finally:
+                    self._emulator_ready.set()
             return send_function_error(request, {
                 "errorType": "Sandbox.Timedout",
                 "errorMessage": f"RequestId: {uuid.uuid4()} Error: Task timed out after {timeout:.2f} seconds"})
@@ -88,10 +107,10 @@ class LambdaAdapter(LocalServer):
         return send_json(request, 502, {"Type": "Service", "message": f"emulator answered {status}: {payload}"},
                          {"x-amzn-ErrorType": "ServiceException"})
 
-    def invoke(self, function: str, body: bytes, timeout: float) -> tuple[int, bytes] | None:
+    def invoke(self, function: str, body: bytes, timeout: float, watch_url: str) -> tuple[int, bytes] | None:
         """The emulator's status and body, or None when the function did not answer within `timeout` seconds."""
         request = urllib.request.Request(
-            f"{self.watch_url}/2015-03-31/functions/{function}/invocations",
+            f"{watch_url}/2015-03-31/functions/{function}/invocations",
             data=body or b"{}", method="POST", headers={"Content-Type": "application/json"})
         started = time.monotonic()
         try:
@@ -99,10 +118,12 @@ class LambdaAdapter(LocalServer):
                 status, data = response.status, response.read()
         except urllib.error.HTTPError as error:
             status, data = error.code, error.read()
-        except (TimeoutError, urllib.error.URLError) as error:
-            if not isinstance(getattr(error, "reason", error), TimeoutError):
-                raise
-            return None
+        except (TimeoutError, urllib.error.URLError, ConnectionError) as error:
+            if isinstance(getattr(error, "reason", error), TimeoutError):
+                return None
+            # The emulator dropped the invocation (restarted after another function's timeout):
+            # answered as Lambda answers a failure of its own, which Retry matches.
+            status, data = 502, json.dumps(f"the emulator dropped the invocation: {error}").encode()
         # The socket timeout bounds each read, not the whole answer.
         return None if time.monotonic() - started > timeout else (status, data)
 

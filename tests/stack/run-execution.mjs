@@ -1,7 +1,7 @@
 // Runs one execution of the state machine file with the aws-local-stepfunctions interpreter.
 //
 // Usage: node run-execution.mjs --definition statemachine/agent.asl.json [--input '{"mode":"full"}']
-//        [--report report.json]
+//        [--report report.json] [--history events.jsonl] [--execution-arn arn]
 // The ${...FunctionArn} placeholders become Lambda ARNs, as the CDK's DefinitionSubstitutions
 // do on AWS; the interpreter's Lambda client reaches them at AWS_ENDPOINT_URL_LAMBDA.
 // Prints each state's name, status and duration, then the execution's output; exits 1 when
@@ -51,6 +51,9 @@ const { values: args } = parseArgs({
     report: { type: 'string' },
     // Every history event with its payloads, one JSON line each (what the console shows a user).
     history: { type: 'string' },
+    // The execution's ARN as Step Functions knows it (the stack registers it with moto), so that a
+    // claim's holder can be looked up; by default a local name no service knows.
+    'execution-arn': { type: 'string' },
   },
 });
 
@@ -100,7 +103,11 @@ const invoke = (state, resource) => async (input) => {
   const payload = Buffer.from(JSON.stringify(input));
   const tooLarge = measure('input', state, payload.length);
   if (tooLarge) throw terminal('States.DataLimitExceeded', tooLarge);
-  const response = await lambda.send(new InvokeCommand({ FunctionName: resource, Payload: payload }));
+  // A failed Invoke call reaches the state as Step Functions names it: Lambda.ServiceException,
+  // Lambda.TooManyRequestsException and so on, which the definition's Retry matches.
+  const response = await lambda.send(new InvokeCommand({ FunctionName: resource, Payload: payload })).catch((error) => {
+    throw Object.assign(new Error(error.message), { name: `Lambda.${error.name}` });
+  });
   const result = response.Payload ? JSON.parse(new TextDecoder().decode(response.Payload)) : null;
   if (response.FunctionError) {
     throw Object.assign(new Error(`${result.errorType}: ${result.errorMessage}`, { cause: result }),
@@ -124,12 +131,14 @@ collectTasks(definition.States);
 
 const input = JSON.parse(args.input);
 const startedAt = new Date();
-const name = `local-${startedAt.getTime()}`;
+const executionId = args['execution-arn'] ??
+  `arn:aws:states:${region}:${account}:execution:agent:local-${startedAt.getTime()}-${process.pid}`;
+const name = executionId.split(':').at(-1);
 const execution = machine.run(input, {
   overrides: { taskResourceLocalHandlers: taskHandlers },
   context: {
     Execution: {
-      Id: `arn:aws:states:${region}:${account}:execution:agent:${name}`,
+      Id: executionId,
       Name: name,
       StartTime: startedAt.toISOString(),
       Input: input,
@@ -166,6 +175,8 @@ const collect = (async () => {
       case 'StateExited':
       case 'StateFailed': {
         let { Error: error = null, Cause: cause } = event;
+        // A function's error arrives as its payload ({errorType, errorMessage}).
+        if (cause && typeof cause === 'object') cause = cause.errorMessage ?? JSON.stringify(cause);
         const tooLarge = event.type === 'StateExited' && measure('output', label(event), size(event.state.output));
         if (tooLarge) {
           [error, cause] = ['States.DataLimitExceeded', tooLarge];

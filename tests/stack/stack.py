@@ -19,6 +19,7 @@ Whatever the environment already configures is used instead of the embedded part
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -26,6 +27,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +38,7 @@ sys.path.insert(0, str(HERE))
 from aws_proxy import AwsProxy  # noqa: E402
 from fake_apicp import FakeControlPlane  # noqa: E402
 from fake_cloudtrail import FakeCloudTrail  # noqa: E402
-from lambda_adapter import LambdaAdapter  # noqa: E402
+from lambda_adapter import LambdaAdapter, load_timeouts  # noqa: E402
 
 REPO = HERE.parents[1]
 DEFINITION = REPO / "statemachine" / "agent.asl.json"
@@ -103,6 +105,8 @@ class EmbeddedStack:
     cloudtrail: FakeCloudTrail | None = None
     _processes: list[subprocess.Popen] = field(default_factory=list)
     _adapter: LambdaAdapter | None = None
+    _functions: subprocess.Popen | None = None  # cargo lambda watch
+    _restarting: threading.Lock = field(default_factory=threading.Lock)
 
     def start(self, overrides: dict[str, str] | None = None) -> "EmbeddedStack":
         env = {"AWS_REGION": os.environ.get("AWS_REGION", REGION), "AWS_LAMBDA_LOG_LEVEL": "info"}
@@ -144,31 +148,64 @@ class EmbeddedStack:
         # Build first: `cargo lambda watch` would otherwise compile on the first invocation,
         # inside the state's timeout.
         subprocess.run(["cargo", "build", "--workspace", "--bins", "--quiet"], cwd=REPO, check=True)
+        self._adapter = LambdaAdapter(self._watch(), on_timeout=self._cut_off).start()
+
+    def set_function_timeout(self, function: str, seconds: float | None) -> None:
+        """Gives `function` (a binary's name) another timeout than the deployed one; None restores that."""
+        deployed = load_timeouts()
+        self._adapter.timeouts[function] = deployed[function] if seconds is None else seconds
+
+    def _watch(self) -> str:
+        """Starts `cargo lambda watch`; returns its URL."""
         port = free_port()
         env = {**os.environ, **self.function_env}
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-        self._spawn(["cargo", "lambda", "watch", "-A", "127.0.0.1", "-P", str(port), "--ignore-changes",
-                     "--concurrency", "4"], "functions.log", env)
+        self._functions = self._spawn(["cargo", "lambda", "watch", "-A", "127.0.0.1", "-P", str(port),
+                                       "--ignore-changes", "--concurrency", "4"], "functions.log", env)
         wait_until(lambda: port_open(port), "cargo lambda watch", 120)
-        self._adapter = LambdaAdapter(f"http://127.0.0.1:{port}").start()
+        return f"http://127.0.0.1:{port}"
 
-    def _spawn(self, command: list[str], log_name: str, env: dict) -> None:
+    def _cut_off(self, watch_url: str) -> str:
+        """A function outlived its timeout: stops every function instance (the emulator cannot stop
+        one, and would not start another for a killed one) and starts the emulator again, so that
+        the timed-out function does no more work, as on Lambda, and the next invocation starts cold."""
+        with self._restarting:
+            if self._adapter and self._adapter.watch_url != watch_url.rstrip("/"):
+                return self._adapter.watch_url  # another timeout restarted it already
+            self._processes.remove(self._functions)
+            _stop(self._functions, graceful=False)
+            # The instances' `cargo run` children, should any outlive the emulator.
+            for pid in _processes_with_env(f"AWS_LAMBDA_RUNTIME_API={watch_url.rstrip('/')}/"):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            return self._watch()
+
+    def _spawn(self, command: list[str], log_name: str, env: dict) -> subprocess.Popen:
         log = open(self.log_dir / log_name, "ab")
         self._processes.append(subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
                                                 start_new_session=True))
+        return self._processes[-1]
 
     def run(self, execution_input: dict | None = None, echo: bool = False, history: bool = False) -> ExecutionReport:
         """Runs one execution; with `history`, every history event and its payloads are kept beside the
-        stack's logs (`history-*.jsonl`)."""
+        stack's logs (`history-*.jsonl`). On the embedded AWS, Step Functions (moto) holds the execution
+        as running until it ends, as a claim's `DescribeExecution` expects; safe to call from several
+        threads at once (overlapping executions)."""
         stamp = time.time_ns()
         report_path = self.log_dir / f"execution-{stamp}.json"
         history_args = ["--history", str(self.log_dir / f"history-{stamp}.jsonl")] if history else []
+        execution_arn = start_recorded_execution(self.moto_url, f"local-{stamp}") if self.moto_url else None
+        arn_args = ["--execution-arn", execution_arn] if execution_arn else []
         env = {**os.environ, "AWS_ENDPOINT_URL_LAMBDA": self._adapter.url,
                "AWS_REGION": self.function_env["AWS_REGION"]}
-        completed = subprocess.run(
-            [str(NODE), str(RUNNER), "--definition", str(DEFINITION), "--input", json.dumps(execution_input or {}),
-             "--report", str(report_path), *history_args],
-            cwd=REPO, env=env, capture_output=not echo, text=True)
+        try:
+            completed = subprocess.run(
+                [str(NODE), str(RUNNER), "--definition", str(DEFINITION), "--input", json.dumps(execution_input or {}),
+                 "--report", str(report_path), *history_args, *arn_args],
+                cwd=REPO, env=env, capture_output=not echo, text=True)
+        finally:
+            if execution_arn:
+                boto("stepfunctions", self.moto_url).stop_execution(executionArn=execution_arn)
         report = json.loads(report_path.read_text())
         return ExecutionReport(status=report["status"], output=report.get("output"), error=report.get("error"),
                                cause=report.get("cause"), states=report["states"],
@@ -178,14 +215,30 @@ class EmbeddedStack:
         if self._adapter:
             self._adapter.stop()
         for process in self._processes:
-            try:
-                os.killpg(process.pid, signal.SIGTERM)
-                process.wait(timeout=10)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                os.killpg(process.pid, signal.SIGKILL)
+            _stop(process)
         for fake in (self.apicp, self.cloudtrail, self.aws_proxy):
             if fake:
                 fake.stop()
+
+
+def _stop(process: subprocess.Popen, graceful: bool = True) -> None:
+    """Ends the process and its process group: asked first when `graceful`, else killed at once."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM if graceful else signal.SIGKILL)
+        process.wait(timeout=10)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+def _processes_with_env(prefix: str) -> list[int]:
+    """The processes with an environment entry (`NAME=value`) that starts with `prefix`."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError):
+            if any(e.startswith(prefix.encode()) for e in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")):
+                found.append(int(pid))
+    return found
 
 
 def boto(service: str, endpoint: str):
@@ -195,6 +248,20 @@ def boto(service: str, endpoint: str):
     # moto cannot read gzip-compressed PutMetricData bodies.
     return boto3.client(service, endpoint_url=endpoint, region_name=REGION, aws_access_key_id="testing",
                         aws_secret_access_key="testing", config=Config(disable_request_compression=True))
+
+
+def start_recorded_execution(endpoint: str, name: str) -> str:
+    """An execution of a state machine named `agent` that Step Functions (moto) reports as running until
+    it is stopped; returns its ARN. (moto runs no definition: the interpreter runs the real one.)"""
+    sfn = boto("stepfunctions", endpoint)
+    machines = {m["name"]: m["stateMachineArn"] for m in sfn.list_state_machines()["stateMachines"]}
+    machine = machines.get("agent")
+    if not machine:
+        with contextlib.suppress(sfn.exceptions.StateMachineAlreadyExists):  # another thread created it
+            sfn.create_state_machine(name="agent", roleArn="arn:aws:iam::123456789012:role/agent", definition=json.dumps(
+                {"StartAt": "Wait", "States": {"Wait": {"Type": "Pass", "End": True}}}))
+        machine = next(m["stateMachineArn"] for m in sfn.list_state_machines()["stateMachines"] if m["name"] == "agent")
+    return sfn.start_execution(stateMachineArn=machine, name=name)["executionArn"]
 
 
 def put_control_plane_secret(endpoint: str, username: str, password: str) -> None:

@@ -744,6 +744,23 @@ def test_adapter_answers_sandbox_timedout_when_a_function_outlives_its_timeout()
     assert 1 <= waited < 2
 
 
+def test_adapter_cuts_a_timed_out_function_off_and_sends_later_invocations_where_the_hook_says():
+    with FakeFunctions(delays={"slow": 3}) as stopped, FakeFunctions() as restarted:
+        cut_off = []
+
+        def restart(old_url):
+            cut_off.append(old_url)
+            return restarted.url
+
+        with LambdaAdapter(stopped.url, timeouts={"slow": 1}, on_timeout=restart) as adapter:
+            slow = invoke(adapter, "slow")
+            after = invoke(adapter, "quick")
+
+    assert slow.json()["errorType"] == "Sandbox.Timedout"
+    assert cut_off == [stopped.url.rstrip("/")], "the emulator that ran the function is the one restarted"
+    assert after.json() == {"function": "quick"} and restarted.calls == ["quick"] and stopped.calls == ["slow"]
+
+
 def test_adapter_reads_the_function_timeouts_from_functions_json():
     functions = json.loads(FUNCTIONS_FILE.read_text())
     expected = {spec["binary"]: spec["timeoutSeconds"] for name, spec in functions.items() if name != "_comment"}

@@ -14,5 +14,6 @@ async fn state_store() -> agent_core::Result<DynamoStateStore> {
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     bootstrap::init_tracing();
-    bootstrap::serve(state_store, |input, state| async move { ack_watermark(input, &*state, now()).await }).await
+    bootstrap::serve(state_store, |input, state, _deadline| async move { ack_watermark(input, &*state, now()).await })
+        .await
 }

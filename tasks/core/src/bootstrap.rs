@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
 
 use aws_config::SdkConfig;
 use aws_config::retry::RetryConfig;
@@ -28,12 +29,14 @@ pub fn init_tracing() {
 const AWS_MAX_ATTEMPTS: u32 = 5;
 
 /// AWS configuration from the standard sources (`AWS_REGION`, `AWS_ENDPOINT_URL`, credentials),
-/// with the SDK's adaptive retry: after a throttling answer it also slows the client's own
-/// request rate, which matters for API Gateway's management quota (10 requests/s per account
-/// and region, shared with the customer's own deployments).
+/// with the SDK's standard retry: exponential backoff with jitter, at most 1 + 2 + 4 + 8 s
+/// across the attempts. Not the adaptive mode: the agent paces API Gateway and CloudTrail
+/// itself, and adaptive's client-side limiter, fed by the few calls of a short-lived
+/// invocation, slowed a task to a crawl after one throttled answer (measured: a full minute for
+/// five throttled `GetRestApis`, 20 s for one throttled `LookupEvents`).
 pub async fn aws_config() -> SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .retry_config(RetryConfig::adaptive().with_max_attempts(AWS_MAX_ATTEMPTS))
+        .retry_config(RetryConfig::standard().with_max_attempts(AWS_MAX_ATTEMPTS))
         .load()
         .await
 }
@@ -95,6 +98,18 @@ pub fn parse_input<T: DeserializeOwned>(payload: Value) -> Result<T> {
     serde_json::from_value(payload).map_err(|e| AgentError::invalid_input(format!("task input: {e}")))
 }
 
+/// Lambda's longest timeout.
+const MAX_FUNCTION_TIMEOUT: Duration = Duration::from_secs(900);
+
+/// When Lambda stops the invocation, from the deadline it announces (epoch milliseconds);
+/// `None` when that is not within Lambda's longest timeout from `now`, as with the constant a
+/// local emulator sends (`cargo lambda watch` announces 600,000, ten minutes after 1970).
+pub fn deadline(announced_ms: u64, now: SystemTime) -> Option<Instant> {
+    let announced = SystemTime::UNIX_EPOCH + Duration::from_millis(announced_ms);
+    let remaining = announced.duration_since(now).ok()?;
+    (remaining <= MAX_FUNCTION_TIMEOUT).then(|| Instant::now() + remaining)
+}
+
 /// A container's dependencies (configuration, clients, the account id), built on the first
 /// invocation and kept for the container's life, as Lambda keeps cold-start state.
 ///
@@ -133,13 +148,14 @@ where
 }
 
 /// Runs the Lambda loop: builds the dependencies with `init` (see [`Dependencies`]) and answers
-/// each invocation with `handler`, a failure as its typed error so the state machine can match it.
+/// each invocation with `handler` (given the input, the dependencies and the invocation's
+/// [`deadline`]), a failure as its typed error so the state machine can match it.
 pub async fn serve<D, I, O, F, Fut, Init, InitFut>(init: Init, handler: F) -> Result<(), lambda_runtime::Error>
 where
     D: Send + Sync + 'static,
     I: DeserializeOwned,
     O: Serialize,
-    F: Fn(I, Arc<D>) -> Fut,
+    F: Fn(I, Arc<D>, Option<Instant>) -> Fut,
     Fut: Future<Output = Result<O>>,
     Init: Fn() -> InitFut,
     InitFut: Future<Output = Result<D>>,
@@ -151,8 +167,9 @@ where
     // SDK clients' set-up and the task's future nest beyond the compiler's layout depth limit.
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         Box::pin(async move {
+            let deadline = deadline(event.context.deadline, SystemTime::now());
             let deps = dependencies.get().await?;
-            handler(parse_input(event.payload)?, deps).await
+            handler(parse_input(event.payload)?, deps, deadline).await
         })
     }))
     .await
@@ -163,6 +180,16 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
+
+    #[test]
+    fn the_deadline_is_the_announced_one_unless_it_is_not_a_lambda_timeout_away() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let in_280_s = deadline(1_800_000_280_000, now).expect("a deadline 280 s away");
+        let remaining = in_280_s.duration_since(Instant::now());
+        assert!(remaining > Duration::from_secs(279) && remaining <= Duration::from_secs(280), "{remaining:?}");
+        assert_eq!(deadline(600_000, now), None, "cargo lambda watch's constant: long past");
+        assert_eq!(deadline(1_800_000_901_000, now), None, "beyond any Lambda timeout");
+    }
 
     #[tokio::test]
     async fn a_transient_cold_start_failure_is_retried_on_the_next_invocation() {

@@ -32,7 +32,7 @@ async fn dependencies() -> agent_core::Result<Dependencies> {
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     bootstrap::init_tracing();
-    bootstrap::serve(dependencies, |input, deps| async move {
+    bootstrap::serve(dependencies, |input, deps, _deadline| async move {
         let task = ListChanges {
             config: &deps.config,
             gateway: &deps.gateway,

@@ -7,7 +7,7 @@ use agent_core::aws::state::DynamoStateStore;
 use agent_core::bootstrap::{self, now};
 use agent_core::config::Config;
 use agent_core::control_plane::HttpControlPlane;
-use agent_core::handlers::publish::{Publish, WINDOW_SENDING_BUDGET};
+use agent_core::handlers::publish::{self, Publish};
 
 struct Dependencies {
     control_plane: HttpControlPlane,
@@ -26,8 +26,8 @@ async fn dependencies() -> agent_core::Result<Dependencies> {
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     bootstrap::init_tracing();
-    bootstrap::serve(dependencies, |batch, deps| async move {
-        let send_until = Instant::now() + WINDOW_SENDING_BUDGET;
+    bootstrap::serve(dependencies, |batch, deps, deadline| async move {
+        let send_until = publish::send_until(Instant::now(), deadline, deps.control_plane.longest_request());
         Publish { control_plane: &deps.control_plane, state: &deps.state, send_until }.run(batch, now()).await
     })
     .await

@@ -29,7 +29,7 @@ async fn dependencies() -> agent_core::Result<Dependencies> {
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     bootstrap::init_tracing();
-    bootstrap::serve(dependencies, |chunk: Chunk, deps| async move {
+    bootstrap::serve(dependencies, |chunk: Chunk, deps, _deadline| async move {
         let task = Transform {
             region: &deps.region,
             api_types: &deps.config.api_types,

@@ -34,6 +34,10 @@ pub struct RuntimeState {
     pub assets_watermark: Option<i64>,
     pub assets_full_sync_at: Option<i64>,
     pub metrics_watermark: Option<i64>,
+    /// The end of the metrics window whose POST the publish task last started. Past the watermark,
+    /// the task sending it ended without recording the answer (Lambda cut it off): the window may
+    /// have been stored.
+    pub metrics_in_flight: Option<i64>,
     /// How many APIs the stage's catalog held when it was last written (`None` before that).
     pub deployed_apis: Option<i64>,
     /// When the last heartbeat of the runtime was sent.
@@ -82,6 +86,9 @@ pub trait StateStore: Send + Sync {
         full_sync_at: Option<i64>,
         acked_at: i64,
     ) -> impl Future<Output = Result<bool>> + Send;
+    /// Records (`Some(end)`) that the POST of the stage's metrics window ending `end` starts, or
+    /// forgets it (`None`) after the control plane refused it.
+    fn set_metrics_in_flight(&self, stage: &str, window_end: Option<i64>) -> impl Future<Output = Result<()>> + Send;
     /// Claims the stage's branch for `holder` until `expires_at`, unless another holder's claim
     /// is still live at `now`, whom the answer then names.
     fn claim(
@@ -229,6 +236,8 @@ struct BranchAttributes {
     succeeded_at: &'static str,
     failed_at: &'static str,
 }
+
+const METRICS_IN_FLIGHT: &str = "metricsInFlight";
 
 fn attributes(kind: Kind) -> BranchAttributes {
     match kind {
@@ -380,6 +389,7 @@ impl StateStore for DynamoStateStore {
             assets_watermark: number(&item, attributes(Kind::Assets).watermark)?,
             assets_full_sync_at: number(&item, "assetsFullSyncAt")?,
             metrics_watermark: number(&item, attributes(Kind::Metrics).watermark)?,
+            metrics_in_flight: number(&item, METRICS_IN_FLIGHT)?,
             deployed_apis: number(&item, "deployedApis")?,
             last_heartbeat_at: number(&item, "lastHeartbeatAt")?,
             assets_outcome: outcomes(&item, Kind::Assets)?,
@@ -558,6 +568,22 @@ impl StateStore for DynamoStateStore {
 
     async fn record_heartbeat(&self, stage: &str, at: i64) -> Result<()> {
         self.set_number(stage, "lastHeartbeatAt", at).await
+    }
+
+    async fn set_metrics_in_flight(&self, stage: &str, window_end: Option<i64>) -> Result<()> {
+        if let Some(end) = window_end {
+            return self.set_number(stage, METRICS_IN_FLIGHT, end).await;
+        }
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key(KEY, AttributeValue::S(stage.to_owned()))
+            .update_expression("REMOVE #attribute")
+            .expression_attribute_names("#attribute", METRICS_IN_FLIGHT)
+            .send()
+            .await
+            .map_err(|e| sdk_error("dynamodb:UpdateItem", e))?;
+        Ok(())
     }
 
     async fn release(&self, stage: &str, kind: Kind, holder: &str) -> Result<()> {

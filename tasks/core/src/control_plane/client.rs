@@ -93,6 +93,7 @@ pub struct HttpControlPlane {
     source: Arc<dyn CredentialsSource>,
     /// The credentials last read from `source`; `None` until the first request.
     current: Mutex<Option<Credentials>>,
+    timeout: Duration,
 }
 
 impl std::fmt::Debug for HttpControlPlane {
@@ -131,7 +132,14 @@ impl HttpControlPlane {
             }
         }
         let http = builder.build().map_err(|e| invalid(e.to_string()))?;
-        Ok(Self { http, base, source: Arc::new(credentials), current: Mutex::new(None) })
+        Ok(Self { http, base, source: Arc::new(credentials), current: Mutex::new(None), timeout })
+    }
+
+    /// The longest one request can take with its repetitions: every attempt timing out, and the
+    /// pauses between them.
+    pub fn longest_request(&self) -> Duration {
+        let pauses = (0..ATTEMPTS - 1).map(|n| RETRY_PAUSE * 2u32.pow(n)).sum::<Duration>();
+        self.timeout * ATTEMPTS + pauses
     }
 
     fn url(&self, segments: &[&str]) -> Url {
@@ -460,5 +468,13 @@ mod tests {
                 .unwrap();
         let url = client.url(&["api", "runtimes", "a/b c", "apis"]);
         assert_eq!(url.as_str(), "https://apicp.example.com/base/api/runtimes/a%2Fb%20c/apis");
+    }
+
+    #[test]
+    fn the_longest_request_is_every_attempt_timing_out_plus_the_pauses() {
+        let credentials = Credentials { username: "u".into(), password: "p".into() };
+        let client =
+            HttpControlPlane::new("https://apicp.example.com", credentials, Duration::from_secs(10), None).unwrap();
+        assert_eq!(client.longest_request(), Duration::from_millis(3 * 10_000 + 500 + 1_000));
     }
 }

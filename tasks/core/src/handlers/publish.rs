@@ -6,7 +6,13 @@
 //! it, so a retried publish, a failure elsewhere or an overlapping execution never sends it again.
 //! A window whose answer was lost (sent, then a timeout or a reset) may have been stored: it is
 //! recorded as sent too, and logged, because the contract offers no way to ask and a window
-//! counted twice is worse than a window reported missing.
+//! counted twice is worse than a window reported missing. So is a window whose task ended before
+//! recording the answer (Lambda's timeout cut it off): each POST is preceded by an in-flight mark
+//! on the stage's item, which the next attempt finds past the watermark.
+//!
+//! New windows start only while the invocation has time left for one more window's worst case
+//! (every attempt of the request timing out), so a cut-off is the exception, not the way a slow
+//! control plane ends a task.
 
 use std::time::{Duration, Instant};
 
@@ -16,9 +22,19 @@ use crate::error::{AgentError, Result};
 use crate::model::{Batch, Chunk, Kind, MetricsChunk, PublishOutput, RuntimeWindows};
 use crate::telemetry;
 
-/// How long one invocation starts new windows: well inside the function's 280-second timeout,
-/// so the window in flight is recorded before Lambda stops the function.
-pub const WINDOW_SENDING_BUDGET: Duration = Duration::from_secs(200);
+/// The function's timeout as deployed (`statemachine/functions.json`), for a Lambda runtime
+/// that announces no usable deadline (`cargo lambda watch` sends a constant).
+pub const TIMEOUT_WITHOUT_DEADLINE: Duration = Duration::from_secs(280);
+/// A window's time besides its request: loading its report and the two state writes around it.
+const WINDOW_STATE_TIME: Duration = Duration::from_secs(15);
+
+/// The instant after which no new window starts: the invocation's deadline less the longest a
+/// window can take (`longest_request`, the control plane client's worst case, and its state
+/// writes), so a window in flight is recorded before Lambda stops the function.
+pub fn send_until(started: Instant, deadline: Option<Instant>, longest_request: Duration) -> Instant {
+    let deadline = deadline.unwrap_or(started + TIMEOUT_WITHOUT_DEADLINE);
+    deadline.checked_sub(longest_request + WINDOW_STATE_TIME).map_or(started, |until| until.max(started))
+}
 
 pub struct Publish<'a, C, S> {
     pub control_plane: &'a C,
@@ -78,8 +94,20 @@ impl<C: ControlPlane, S: StateStore> Publish<'_, C, S> {
     }
 
     async fn send_windows(&self, runtime: &RuntimeWindows, now: i64, output: &mut PublishOutput) -> Result<()> {
-        let mut sent_until = self.state.load(&runtime.stage).await?.metrics_watermark;
-        for (_, end) in runtime.windows() {
+        let stage = &runtime.stage;
+        let stored = self.state.load(stage).await?;
+        let mut sent_until = stored.metrics_watermark;
+        let windows = runtime.windows();
+        let next_end = windows.iter().map(|&(_, end)| end).find(|&end| sent_until.is_none_or(|sent| sent < end));
+        if let Some(end) = next_end.filter(|end| stored.metrics_in_flight == Some(*end)) {
+            // The POST of the next window started, and its task ended before recording the
+            // answer (Lambda cut it off). The control plane may hold the window: it is in doubt,
+            // never resent. (Windows go in order: only the next one can have been in flight.)
+            self.state.advance_watermark(stage, Kind::Metrics, end, None, now).await?;
+            sent_until = Some(end);
+            self.window_in_doubt(runtime, end, "the task sending it was cut off", now);
+        }
+        for (_, end) in windows {
             if sent_until.is_some_and(|sent| sent >= end) {
                 output.windows_already_sent += 1;
                 continue;
@@ -91,32 +119,42 @@ impl<C: ControlPlane, S: StateStore> Publish<'_, C, S> {
                 )));
             }
             let report = self.state.load_report(&report_key(&runtime.runtime_id, end)).await?;
-            let delivery = self.control_plane.send_metrics(&runtime.runtime_id, &report).await;
-            if let Err(error) = &delivery
-                && !matches!(error, AgentError::DeliveryUnknown(_))
-            {
-                return delivery;
+            self.state.set_metrics_in_flight(stage, Some(end)).await?;
+            match self.control_plane.send_metrics(&runtime.runtime_id, &report).await {
+                Ok(()) => {}
+                Err(AgentError::DeliveryUnknown(cause)) => {
+                    self.state.advance_watermark(stage, Kind::Metrics, end, None, now).await?;
+                    self.window_in_doubt(runtime, end, &cause, now);
+                    // The runtime's later windows wait for the workflow's retry, after its backoff.
+                    return Err(AgentError::ControlPlaneUnavailable(format!(
+                        "runtime {}: the answer to the window ending {end} was lost; it is recorded as sent and not resent",
+                        runtime.runtime_id
+                    )));
+                }
+                Err(refused) => {
+                    // Not stored: the retry sends it. (Should this write fail, the window would be
+                    // taken for in doubt: never twice, at worst missing.)
+                    self.state.set_metrics_in_flight(stage, None).await?;
+                    return Err(refused);
+                }
             }
-            // The only gap in which an accepted window can be sent twice: until this write lands.
-            self.state.advance_watermark(&runtime.stage, Kind::Metrics, end, None, now).await?;
+            // Should this write not land (an AWS error, the timeout), the in-flight mark makes the
+            // next attempt take the window for in doubt rather than send it again.
+            self.state.advance_watermark(stage, Kind::Metrics, end, None, now).await?;
             sent_until = Some(end);
-            if let Err(error) = delivery {
-                tracing::warn!(
-                    runtime_id = runtime.runtime_id,
-                    stage = runtime.stage,
-                    window_end = end,
-                    %error,
-                    "metrics window in doubt: recorded as sent, never resent"
-                );
-                telemetry::emit(&telemetry::windows_in_doubt_record(1, now));
-                // The runtime's later windows wait for the workflow's retry, after its backoff.
-                return Err(AgentError::ControlPlaneUnavailable(format!(
-                    "runtime {}: the answer to the window ending {end} was lost; it is recorded as sent and not resent",
-                    runtime.runtime_id
-                )));
-            }
             output.windows_sent += 1;
         }
         Ok(())
+    }
+
+    fn window_in_doubt(&self, runtime: &RuntimeWindows, window_end: i64, cause: &str, now: i64) {
+        tracing::warn!(
+            runtime_id = runtime.runtime_id,
+            stage = runtime.stage,
+            window_end,
+            cause,
+            "metrics window in doubt: recorded as sent, never resent"
+        );
+        telemetry::emit(&telemetry::windows_in_doubt_record(1, now));
     }
 }

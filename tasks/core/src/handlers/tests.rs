@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use super::ack_watermark::ack_watermark;
 use super::ensure_runtime::EnsureRuntime;
 use super::list_changes::{ListChanges, WINDOWS_PER_METRICS_CHUNK};
-use super::publish::Publish;
+use super::publish::{self, Publish};
 use super::transform::{BATCH_BUDGET_BYTES, Transform};
 use crate::aws::apigateway::{Api, ApiGateway, ApiKind, DeployedApi, DomainMapping, Generation, Stage};
 use crate::aws::cloudtrail::{ApiEvent, ChangeFeed};
@@ -232,6 +232,10 @@ impl StateStore for Memory {
     }
     async fn record_heartbeat(&self, stage: &str, at: i64) -> Result<()> {
         self.items.lock().unwrap().entry(stage.to_owned()).or_default().last_heartbeat_at = Some(at);
+        Ok(())
+    }
+    async fn set_metrics_in_flight(&self, stage: &str, window_end: Option<i64>) -> Result<()> {
+        self.items.lock().unwrap().entry(stage.to_owned()).or_default().metrics_in_flight = window_end;
         Ok(())
     }
     async fn load_discovery(&self) -> Result<Option<Discovery>> {
@@ -853,7 +857,12 @@ async fn a_window_the_control_plane_accepted_is_never_sent_again() {
     };
     assert_eq!(sent("rt_dev"), vec![NOW - 600, NOW - 300, NOW]);
     assert_eq!(sent("rt_prod"), vec![NOW - 600], "no window after the failed one");
-    assert_eq!(state.load("prod").await.unwrap().metrics_watermark, Some(NOW - 600));
+    let prod = state.load("prod").await.unwrap();
+    assert_eq!(
+        (prod.metrics_watermark, prod.metrics_in_flight),
+        (Some(NOW - 600), None),
+        "the refused one not in doubt"
+    );
 
     // The workflow's retry of the same batch: only what was not accepted yet, in order.
     let retried = send_chunk(&plane, &state, &chunk).await.unwrap();
@@ -879,6 +888,54 @@ async fn a_window_whose_answer_was_lost_is_recorded_as_sent_and_never_resent() {
     assert_eq!((retried.windows_sent, retried.windows_already_sent), (2, 1));
     let sent: Vec<i64> = plane.metrics.lock().unwrap().iter().map(|(_, end)| *end).collect();
     assert_eq!(sent, vec![NOW - 600, NOW - 300, NOW], "each window stored once");
+}
+
+#[tokio::test]
+async fn a_window_whose_task_was_cut_off_while_sending_it_is_in_doubt_and_never_resent() {
+    let (plane, state) = (Plane::default(), Memory::default());
+    let chunk = chunk_of(&[("prod", NOW - 900, NOW)]);
+    // An earlier invocation marked prod's first window in flight, the control plane stored it, and
+    // Lambda's timeout stopped the function before it recorded the answer.
+    state.set_metrics_in_flight("prod", Some(NOW - 600)).await.unwrap();
+    plane.metrics.lock().unwrap().push(("rt_prod".into(), NOW - 600));
+
+    let retried = send_chunk(&plane, &state, &chunk).await.unwrap();
+
+    assert_eq!((retried.windows_sent, retried.windows_already_sent), (2, 1));
+    let sent: Vec<i64> = plane.metrics.lock().unwrap().iter().map(|(_, end)| *end).collect();
+    assert_eq!(sent, vec![NOW - 600, NOW - 300, NOW], "each window stored once");
+    assert_eq!(state.load("prod").await.unwrap().metrics_watermark, Some(NOW));
+}
+
+#[tokio::test]
+async fn an_in_flight_mark_behind_the_next_window_is_stale_and_ignored() {
+    let (plane, state) = (Plane::default(), Memory::default());
+    let chunk = chunk_of(&[("prod", NOW - 900, NOW)]);
+    // Marked by a window sent long ago: the next window to send is not the one it names.
+    state.set_metrics_in_flight("prod", Some(NOW - 1200)).await.unwrap();
+
+    let sent = send_chunk(&plane, &state, &chunk).await.unwrap();
+
+    assert_eq!((sent.windows_sent, sent.windows_already_sent), (3, 0), "nothing taken for in doubt");
+}
+
+#[test]
+fn new_windows_stop_one_worst_case_window_before_the_deadline() {
+    let started = Instant::now();
+    let longest = Duration::from_secs(31); // three 10 s attempts and their pauses
+    let deadline = started + Duration::from_secs(280);
+    assert_eq!(publish::send_until(started, Some(deadline), longest), deadline - Duration::from_secs(31 + 15));
+    assert_eq!(publish::send_until(started, None, longest), deadline - Duration::from_secs(46), "the deployed timeout");
+    let short = started + Duration::from_secs(20);
+    assert_eq!(publish::send_until(started, Some(short), longest), started, "no time for one window: none starts");
+}
+
+#[test]
+fn the_timeout_assumed_without_a_deadline_is_the_deployed_one() {
+    let functions: serde_json::Value =
+        serde_json::from_str(include_str!("../../../../statemachine/functions.json")).unwrap();
+    let deployed = functions["PublishFunctionArn"]["timeoutSeconds"].as_u64();
+    assert_eq!(deployed, Some(publish::TIMEOUT_WITHOUT_DEADLINE.as_secs()));
 }
 
 #[tokio::test]
