@@ -302,18 +302,21 @@ impl DynamoStateStore {
             .map_err(|e| AgentError::AwsRequestFailed(format!("state item {key} is malformed: {e}")))
     }
 
-    /// An update of the branch's claim attributes (`#by`, `#until`) naming `:holder`.
-    async fn set_number(&self, stage: &str, attribute: &str, value: i64) -> Result<()> {
-        self.client
+    /// Sets a number attribute of the stage's item (`Some`) or removes it (`None`).
+    async fn set_number(&self, stage: &str, attribute: &str, value: Option<i64>) -> Result<()> {
+        let request = self
+            .client
             .update_item()
             .table_name(&self.table)
             .key(KEY, AttributeValue::S(stage.to_owned()))
-            .update_expression("SET #attribute = :value")
-            .expression_attribute_names("#attribute", attribute)
-            .expression_attribute_values(":value", AttributeValue::N(value.to_string()))
-            .send()
-            .await
-            .map_err(|e| sdk_error("dynamodb:UpdateItem", e))?;
+            .expression_attribute_names("#attribute", attribute);
+        let request = match value {
+            Some(value) => request
+                .update_expression("SET #attribute = :value")
+                .expression_attribute_values(":value", AttributeValue::N(value.to_string())),
+            None => request.update_expression("REMOVE #attribute"),
+        };
+        request.send().await.map_err(|e| sdk_error("dynamodb:UpdateItem", e))?;
         Ok(())
     }
 
@@ -407,7 +410,7 @@ impl StateStore for DynamoStateStore {
     }
 
     async fn put_catalog(&self, stage: &str, entries: &[CatalogEntry]) -> Result<()> {
-        self.set_number(stage, "deployedApis", entries.len() as i64).await?;
+        self.set_number(stage, "deployedApis", Some(entries.len() as i64)).await?;
         let key = catalog_key(stage);
         let body = gzip_json(&key, entries)?;
         if body.len() > CATALOG_BUDGET_BYTES {
@@ -563,27 +566,15 @@ impl StateStore for DynamoStateStore {
 
     async fn record_outcome(&self, stage: &str, kind: Kind, succeeded: bool, at: i64) -> Result<()> {
         let names = attributes(kind);
-        self.set_number(stage, if succeeded { names.succeeded_at } else { names.failed_at }, at).await
+        self.set_number(stage, if succeeded { names.succeeded_at } else { names.failed_at }, Some(at)).await
     }
 
     async fn record_heartbeat(&self, stage: &str, at: i64) -> Result<()> {
-        self.set_number(stage, "lastHeartbeatAt", at).await
+        self.set_number(stage, "lastHeartbeatAt", Some(at)).await
     }
 
     async fn set_metrics_in_flight(&self, stage: &str, window_end: Option<i64>) -> Result<()> {
-        if let Some(end) = window_end {
-            return self.set_number(stage, METRICS_IN_FLIGHT, end).await;
-        }
-        self.client
-            .update_item()
-            .table_name(&self.table)
-            .key(KEY, AttributeValue::S(stage.to_owned()))
-            .update_expression("REMOVE #attribute")
-            .expression_attribute_names("#attribute", METRICS_IN_FLIGHT)
-            .send()
-            .await
-            .map_err(|e| sdk_error("dynamodb:UpdateItem", e))?;
-        Ok(())
+        self.set_number(stage, METRICS_IN_FLIGHT, window_end).await
     }
 
     async fn release(&self, stage: &str, kind: Kind, holder: &str) -> Result<()> {
