@@ -15,16 +15,18 @@ export CDK_DISABLE_VERSION_CHECK := true
 export PATH  := $(CURDIR)/$(VENV)/bin:$(PATH)
 INPUT        ?= {}
 
-.PHONY: help setup run test test-large test-properties soak lambdas cdk-check deploy clean
+.PHONY: help setup run test test-large test-properties soak bench lambdas cdk-check deploy clean
 
 help:
 	@echo "make setup   install the local stack (Python venv, Node 22, interpreter, validator)"
 	@echo "make run     run one execution of the state machine locally; INPUT='{\"mode\":\"full\"}' for a full sync"
-	@echo "make test    validate the ASL, check format and lints, run the Rust tests, the end-to-end tests, the CDK checks"
-	@echo "             and a local execution in a copy of the repository with nothing beside it"
+	@echo "make test    validate the ASL, check format and lints, run the Rust tests, the CDK checks, the end-to-end tests"
+	@echo "             (with a 10-API benchmark smoke) and a local execution in a copy of the repository with nothing beside it"
 	@echo "make test-large  on demand: the largest account (all three API types): full sync, a 2,520-API metrics window, a 150-runtime catch-up (about 20 minutes)"
 	@echo "make test-properties  on demand: the property tests with PROPTEST_CASES cases each (default 20000)"
 	@echo "make soak    on demand: the fault soak with SOAK_ROUNDS rounds (default 20) and SOAK_SEED"
+	@echo "make bench   on demand: AWS calls, time, memory, payloads, history and cost at 100, 600 and 2,520 APIs"
+	@echo "             (release builds, about 40 minutes); the report goes to docs/benchmarks.md"
 	@echo "make deploy  build the arm64 functions and cdk deploy (pass CONTEXT='-c controlPlaneUrl=https://...')"
 
 setup: $(VENV)/.installed $(STACK)/node_modules/.installed cdk/node_modules/.installed
@@ -51,8 +53,8 @@ test: setup
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --quiet -- -D warnings
 	cargo test --workspace
-	cd tests && ../$(PYTHON) -m pytest -q
 	$(MAKE) --no-print-directory cdk-check
+	cd tests && ../$(PYTHON) -m pytest -q
 	tests/stack/standalone-check.sh
 
 # On demand, outside `make test`: the largest account one region can hold and a 150-runtime
@@ -69,6 +71,12 @@ test-properties:
 SOAK_ROUNDS ?= 20
 soak: setup
 	cd tests && SOAK_ROUNDS=$(SOAK_ROUNDS) ../$(PYTHON) -m pytest -q -s e2e/test_reliability.py -k faults
+
+# On demand: the benchmarks on release builds of the functions for this host (the arm64 deployables are only
+# zipped: they cannot run here); `make test` runs a 10-API smoke of them on the debug build.
+BENCH_SIZES ?= 100,600,2520
+bench: setup lambdas
+	$(PYTHON) tests/stack/benchmarks.py --release --sizes $(BENCH_SIZES) --write docs/benchmarks.md
 
 # The deployable functions: target/lambda/<name>/bootstrap, built once, reused by synth and deploy.
 lambdas: $(VENV)/.installed

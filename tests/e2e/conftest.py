@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import time
-import urllib.request
 
 import pytest
 from fake_apicp import UNKNOWN_API_BEHAVIOURS
-from stack import (APICP_PASSWORD, APICP_USER, STATE_TABLE, EmbeddedStack, boto, create_state_table,
-                   put_control_plane_secret, start_recorded_execution)
+from stack import STATE_TABLE, EmbeddedStack, boto, start_recorded_execution
 
 # The fake's default: pages capped below the 500 the agent asks for, as the contract allows.
 DEFAULT_PAGE_SIZE_CAP = 100
@@ -36,16 +34,9 @@ def stack():
 
 @pytest.fixture
 def clean(stack):
-    urllib.request.urlopen(urllib.request.Request(f"{stack.moto_url}/moto-api/reset", method="POST")).close()
-    create_state_table(stack.moto_url)
-    put_control_plane_secret(stack.moto_url, APICP_USER, APICP_PASSWORD)
-    stack.apicp.reset()
+    stack.reset_account()
     stack.apicp.set_page_size_cap(DEFAULT_PAGE_SIZE_CAP)
     stack.apicp.set_unknown_api_behaviour(UNKNOWN_API_BEHAVIOURS[0])
-    stack.cloudtrail.reset()
-    stack.aws_proxy.reset()
-    stack.aws_proxy.v2_deployments.reset()  # AWS state, wiped with moto's
-    stack.aws_proxy.listing_pages.page_size = None
     return stack
 
 

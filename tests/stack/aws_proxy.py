@@ -5,6 +5,7 @@ Lambda functions' SDK traffic goes through this proxy (their `AWS_ENDPOINT_URL`)
 unchanged, streams the answer back, and on the way:
 
 - names each request's service (from the SigV4 credential scope) and operation, and counts them;
+- keeps each forwarded call's request body and answer size (what DynamoDB and CloudWatch bill by);
 - enforces API Gateway's management quota, shared by v1 and v2 calls, answering 429 as API Gateway does;
 - answers injected faults with an AWS error in the request's protocol, so the SDK's own error parsing and retries run;
 - throttles at random, seeded and reproducible (`set_throttling`), with each service's own throttling error;
@@ -213,6 +214,14 @@ class _Rewrite:
     remaining: int
 
 
+@dataclass(frozen=True)
+class Forwarded:
+    service: str
+    operation: str
+    body: bytes
+    answer_bytes: int
+
+
 class AwsProxy(LocalServer):
     """Forwards to `upstream` (moto's URL). Counters and faults are guarded by one lock, never held while forwarding."""
 
@@ -278,6 +287,12 @@ class AwsProxy(LocalServer):
         with self._lock:
             return dict(self._counts)
 
+    def forwarded(self) -> list[Forwarded]:
+        """Each metered call forwarded to moto, in order, with its request body and the size of its answer: what
+        DynamoDB's capacity units and the metrics CloudWatch bills follow."""
+        with self._lock:
+            return list(self._forwarded)
+
     def throttled(self) -> dict[tuple[str, str], int]:
         """Requests answered 429 by the API Gateway quota or throttled at random (set_throttling), per (service,
         operation)."""
@@ -288,6 +303,7 @@ class AwsProxy(LocalServer):
         """Forgets counts, faults and random throttling, and refills the quotas."""
         with self._lock:
             self._counts: collections.Counter = collections.Counter()
+            self._forwarded: list[Forwarded] = []
             self._throttled: collections.Counter = collections.Counter()
             self._faults: list[_Fault] = []
             self._rewrites: list[_Rewrite] = []
@@ -330,7 +346,10 @@ class AwsProxy(LocalServer):
                 if stand_in:
                     v2_rewrites.append(stand_in)
         if not error:
-            self._forward(request, body, rewrite, _chain(v2_rewrites) if v2_rewrites else None)
+            answered = self._forward(request, body, rewrite, _chain(v2_rewrites) if v2_rewrites else None)
+            if metered:
+                with self._lock:
+                    self._forwarded.append(Forwarded(call.service, call.operation, body, answered))
             return
         status, headers, data = error_answer(call, *error)
         if throttled_at_random and error[0] == 429:
@@ -372,7 +391,8 @@ class AwsProxy(LocalServer):
         return None
 
     def _forward(self, request: BaseHTTPRequestHandler, body: bytes, rewrite: _Rewrite | None = None,
-                 json_rewrite: Callable[[dict], dict] | None = None) -> None:
+                 json_rewrite: Callable[[dict], dict] | None = None) -> int:
+        """Forwards the request; returns the size of the answer's body."""
         upstream = http.client.HTTPConnection(self._upstream.hostname, self._upstream.port, timeout=self._timeout)
         try:
             upstream.putrequest(request.command, request.path, skip_host=True, skip_accept_encoding=True)
@@ -386,16 +406,16 @@ class AwsProxy(LocalServer):
         except (OSError, http.client.HTTPException) as error:
             upstream.close()
             send_json(request, 502, {"message": f"AWS mock at {self._upstream.netloc} unreachable: {error}"})
-            return
+            return 0
         try:
             if rewrite:
-                _send_rewritten(request, response, rewrite)
-            elif json_rewrite:
-                _send_json_rewritten(request, response, json_rewrite)
-            else:
-                _stream(request, response)
+                return _send_rewritten(request, response, rewrite)
+            if json_rewrite:
+                return _send_json_rewritten(request, response, json_rewrite)
+            return _stream(request, response)
         except (OSError, http.client.HTTPException):
             request.close_connection = True  # the status line is out; all that is left is to drop the connection
+            return 0
         finally:
             upstream.close()
 
@@ -422,22 +442,22 @@ def _read_body(request: BaseHTTPRequestHandler) -> bytes:
     return request.rfile.read(length) if length else b""
 
 
-def _send_rewritten(request: BaseHTTPRequestHandler, response: http.client.HTTPResponse, rewrite: _Rewrite) -> None:
+def _send_rewritten(request: BaseHTTPRequestHandler, response: http.client.HTTPResponse, rewrite: _Rewrite) -> int:
     """Sends the upstream answer with `rewrite` applied to its whole body."""
-    _send_buffered(request, response, response.read().replace(rewrite.old, rewrite.new))
+    return _send_buffered(request, response, response.read().replace(rewrite.old, rewrite.new))
 
 
 def _send_json_rewritten(request: BaseHTTPRequestHandler, response: http.client.HTTPResponse,
-                         rewrite: Callable[[dict], dict]) -> None:
+                         rewrite: Callable[[dict], dict]) -> int:
     """Sends the upstream JSON answer through `rewrite` when it succeeded, else as it is."""
     data = response.read()
     if response.status == 200 and data:
         data = json.dumps(rewrite(json.loads(data))).encode()
-    _send_buffered(request, response, data)
+    return _send_buffered(request, response, data)
 
 
-def _send_buffered(request: BaseHTTPRequestHandler, response: http.client.HTTPResponse, data: bytes) -> None:
-    """Sends the upstream answer's status and headers with `data` as its body."""
+def _send_buffered(request: BaseHTTPRequestHandler, response: http.client.HTTPResponse, data: bytes) -> int:
+    """Sends the upstream answer's status and headers with `data` as its body; returns its size."""
     request.send_response_only(response.status, response.reason)
     for name, value in response.getheaders():
         if name.lower() not in HOP_BY_HOP and name.lower() != "content-length":
@@ -445,10 +465,12 @@ def _send_buffered(request: BaseHTTPRequestHandler, response: http.client.HTTPRe
     request.send_header("Content-Length", str(len(data)))
     request.end_headers()
     request.wfile.write(data)
+    return len(data)
 
 
-def _stream(request: BaseHTTPRequestHandler, response: http.client.HTTPResponse) -> None:
-    """Sends the upstream answer on as it arrives: status, headers, body (re-chunked if it came without a length)."""
+def _stream(request: BaseHTTPRequestHandler, response: http.client.HTTPResponse) -> int:
+    """Sends the upstream answer on as it arrives: status, headers, body (re-chunked if it came without a length);
+    returns the body's size."""
     request.send_response_only(response.status, response.reason)  # upstream's own Date and Server headers follow
     bodiless = request.command == "HEAD" or response.status in (204, 304) or response.status < 200
     chunked = response.getheader("Content-Length") is None and not bodiless
@@ -458,10 +480,13 @@ def _stream(request: BaseHTTPRequestHandler, response: http.client.HTTPResponse)
     if chunked:
         request.send_header("Transfer-Encoding", "chunked")
     request.end_headers()
+    sent = 0
     while data := response.read1(65536):
         request.wfile.write(b"%X\r\n%s\r\n" % (len(data), data) if chunked else data)
+        sent += len(data)
     if chunked:
         request.wfile.write(b"0\r\n\r\n")
+    return sent
 
 
 def main() -> None:

@@ -74,6 +74,8 @@ const machine = new StateMachine(definition, { awsConfig: { region, credentials:
 const size = (value) => Buffer.byteLength(JSON.stringify(value ?? null));
 const largest = { input: { state: null, bytes: 0 }, output: { state: null, bytes: 0 } };
 let history = 0;
+// What Step Functions Standard bills: a transition per state entered, and one per retry.
+let transitions = 0;
 let failure = null;
 // Records the size of a state's (or its Lambda invocation's) input or output; the quota's cause when over it.
 const measure = (kind, state, bytes) => {
@@ -167,9 +169,11 @@ const collect = (async () => {
     }
     switch (event.type) {
       case 'StateEntered': {
-        const tooLarge = measure('input', label(event), size(event.state.input));
+        transitions += 1;
+        const inputBytes = size(event.state.input);
+        const tooLarge = measure('input', label(event), inputBytes);
         if (tooLarge) fail('States.DataLimitExceeded', tooLarge);
-        entered.set(key(event), event.timestamp);
+        entered.set(key(event), { at: event.timestamp, inputBytes });
         break;
       }
       case 'StateExited':
@@ -177,19 +181,22 @@ const collect = (async () => {
         let { Error: error = null, Cause: cause } = event;
         // A function's error arrives as its payload ({errorType, errorMessage}).
         if (cause && typeof cause === 'object') cause = cause.errorMessage ?? JSON.stringify(cause);
-        const tooLarge = event.type === 'StateExited' && measure('output', label(event), size(event.state.output));
+        const outputBytes = event.type === 'StateExited' ? size(event.state.output) : null;
+        const tooLarge = outputBytes !== null && measure('output', label(event), outputBytes);
         if (tooLarge) {
           [error, cause] = ['States.DataLimitExceeded', tooLarge];
           history -= historyEvents(event); // AWS logs ExecutionFailed in place of the exit
           fail(error, cause);
         }
-        const ms = event.timestamp - (entered.get(key(event)) ?? event.timestamp);
+        const { at = event.timestamp, inputBytes = null } = entered.get(key(event)) ?? {};
+        const ms = event.timestamp - at;
         const status = error ? 'FAILED' : 'SUCCEEDED';
-        states.push({ name: event.state.name, index: event.index ?? null, status, ms, error });
+        states.push({ name: event.state.name, index: event.index ?? null, status, ms, error, inputBytes, outputBytes });
         line(label(event), status, ms, error ? `${error}: ${cause ?? ''}` : '');
         break;
       }
       case 'StateRetried':
+        transitions += 1;
         states.push({ name: event.state.name, index: event.index ?? null, status: 'RETRIED', attempt: event.retry.attempt });
         line(label(event), 'RETRIED', null, `attempt ${event.retry.attempt}`);
         break;
@@ -207,7 +214,7 @@ const outcome = await execution.result.then((output) => ({ output }), (error) =>
 await collect;
 const limits = {
   maxPayloadBytes: MAX_PAYLOAD_BYTES, largestInput: largest.input, largestOutput: largest.output,
-  maxHistoryEvents: MAX_HISTORY_EVENTS, historyEvents: history,
+  maxHistoryEvents: MAX_HISTORY_EVENTS, historyEvents: history, stateTransitions: transitions,
 };
 let report;
 if (!failure && !outcome.error) {

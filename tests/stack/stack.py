@@ -29,6 +29,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -98,6 +99,8 @@ class EmbeddedStack:
     """Starts what the environment does not provide; `stop()` ends all of it."""
 
     function_env: dict[str, str] = field(default_factory=dict)
+    # The functions' build: debug (fast to build, what the tests run) or release (what the benchmarks time).
+    release: bool = False
     log_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="agent-stack-")))
     moto_url: str | None = None
     aws_proxy: AwsProxy | None = None  # in front of moto for the functions: AWS's quotas, counts, faults
@@ -147,8 +150,38 @@ class EmbeddedStack:
     def _start_functions(self) -> None:
         # Build first: `cargo lambda watch` would otherwise compile on the first invocation,
         # inside the state's timeout.
-        subprocess.run(["cargo", "build", "--workspace", "--bins", "--quiet"], cwd=REPO, check=True)
+        subprocess.run(["cargo", "build", "--workspace", "--bins", "--quiet", *self._profile()], cwd=REPO, check=True)
         self._adapter = LambdaAdapter(self._watch(), on_timeout=self._cut_off).start()
+
+    def _profile(self) -> list[str]:
+        return ["--release"] if self.release else []
+
+    def binary(self, function: str) -> Path:
+        """The host build of a function's binary that this stack runs."""
+        return REPO / "target" / ("release" if self.release else "debug") / function
+
+    def function_processes(self) -> dict[int, str]:
+        """The running function instances: pid -> the function's binary name."""
+        binaries = set(load_timeouts())
+        found = {}
+        for pid in _processes_with_env(f"AWS_LAMBDA_RUNTIME_API={self._adapter.watch_url}/"):
+            with contextlib.suppress(OSError):
+                name = Path(os.readlink(f"/proc/{pid}/exe")).name
+                if name in binaries:
+                    found[pid] = name
+        return found
+
+    def reset_account(self) -> None:
+        """A clean account on the embedded AWS and control plane: nothing deployed, an empty state table, the
+        control plane secret, no calls counted."""
+        urllib.request.urlopen(urllib.request.Request(f"{self.moto_url}/moto-api/reset", method="POST")).close()
+        create_state_table(self.moto_url)
+        put_control_plane_secret(self.moto_url, APICP_USER, APICP_PASSWORD)
+        self.apicp.reset()
+        self.cloudtrail.reset()
+        self.aws_proxy.reset()
+        self.aws_proxy.v2_deployments.reset()  # AWS state, wiped with moto's
+        self.aws_proxy.listing_pages.page_size = None
 
     def set_function_timeout(self, function: str, seconds: float | None) -> None:
         """Gives `function` (a binary's name) another timeout than the deployed one; None restores that."""
@@ -161,7 +194,7 @@ class EmbeddedStack:
         env = {**os.environ, **self.function_env}
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
         self._functions = self._spawn(["cargo", "lambda", "watch", "-A", "127.0.0.1", "-P", str(port),
-                                       "--ignore-changes", "--concurrency", "4"], "functions.log", env)
+                                       "--ignore-changes", "--concurrency", "4", *self._profile()], "functions.log", env)
         wait_until(lambda: port_open(port), "cargo lambda watch", 120)
         return f"http://127.0.0.1:{port}"
 

@@ -238,6 +238,24 @@ def test_counts_name_each_service_and_operation(proxy, moto):
     assert proxy.counts() == {}
 
 
+def test_forwarded_keeps_each_request_body_and_answer_size_in_order(proxy, moto):
+    client("dynamodb", moto).create_table(TableName="t", BillingMode="PAY_PER_REQUEST",
+                                          AttributeDefinitions=[{"AttributeName": "k", "AttributeType": "S"}],
+                                          KeySchema=[{"AttributeName": "k", "KeyType": "HASH"}])
+    dynamodb = client("dynamodb", proxy.url)
+    dynamodb.put_item(TableName="t", Item={"k": {"S": "1"}, "v": {"S": "x" * 3000}})
+    item = dynamodb.get_item(TableName="t", Key={"k": {"S": "1"}})["Item"]
+    proxy.add_fault("dynamodb", "GetItem", status=400, error_code="ThrottlingException")
+    error_of(dynamodb.get_item, TableName="t", Key={"k": {"S": "1"}})
+
+    put, get = proxy.forwarded()  # the faulted call never reached moto
+    assert (put.service, put.operation, get.operation) == ("dynamodb", "PutItem", "GetItem")
+    assert json.loads(put.body)["Item"]["v"]["S"] == "x" * 3000
+    assert item["v"]["S"] == "x" * 3000 and 3000 < get.answer_bytes < 3200  # the item as JSON
+    proxy.reset()
+    assert proxy.forwarded() == []
+
+
 def test_injected_secrets_manager_errors_reach_the_sdk_then_clear(proxy, moto):
     client("secretsmanager", moto).create_secret(Name="apicp", SecretString="s3cret")
     secrets = client("secretsmanager", proxy.url)

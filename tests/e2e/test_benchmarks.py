@@ -1,0 +1,56 @@
+"""The benchmarks (`make bench`) on a 10-API account, as a smoke test: every run they measure succeeds and every figure
+is there. Timings are printed, never asserted; the AWS calls at the wire are asserted against the lower bounds the
+report prints beside them."""
+
+from __future__ import annotations
+
+from benchmarks import (OPERATIONS, STAGES, changes_bound, deployables, full_sync_bound, metrics_read_bound, render,
+                        run)
+from lambda_adapter import load_timeouts
+
+SMOKE_SIZE = 10
+
+
+def test_the_benchmarks_measure_every_run_figure_and_binary_of_a_small_account():
+    results, cold, zips = run([SMOKE_SIZE], release=False, cold_start_runs=1, log=lambda _: None)
+    result = results[SMOKE_SIZE]
+    assert list(result.operations) == list(OPERATIONS)
+    operations = result.operations
+    full, idle, metrics = operations["full sync"], operations["idle incremental"], operations["metrics read"]
+    changes, again = operations["10 changes"], operations["10 changes again"]
+
+    # Calls at the wire: the full sync and the metrics read are at their lower bounds, an idle run reads one page of
+    # CloudTrail and nothing else, ten changes are read from API Gateway and CloudTrail once.
+    assert full.service_calls("apigateway") == full_sync_bound(result.mix)
+    assert (idle.service_calls("apigateway"), idle.service_calls("cloudtrail"), idle.service_calls("monitoring")) == (
+        0, 1, 0)
+    listings, fetches = metrics_read_bound(result.mix)
+    assert (metrics.service_calls("monitoring", "ListMetrics"), metrics.service_calls("monitoring", "GetMetricData")) \
+        == (listings, fetches)
+    assert metrics.metrics_requested == len(STAGES) * (5 * result.mix["REST"] + 5 * result.mix["HTTP"]
+                                                       + 6 * result.mix["WEBSOCKET"])
+    assert metrics.service_calls("apigateway") == 0, "the metrics branch names APIs from the stored catalog"
+    # Six 5-minute windows of the 30-minute fetch interval, per stage, each sent once.
+    assert metrics.control_plane.get("POST /api/engine/{id}/runtimes/{id}/metrics") == 6 * len(STAGES)
+    assert len(result.changes) == 10 and changes.service_calls("cloudtrail") == 1
+    assert changes.service_calls("apigateway") >= changes_bound(result.changes)
+    assert again.service_calls("cloudtrail") == 1
+
+    for operation in operations.values():
+        assert 0 < operation.report.limits["historyEvents"] < 25_000
+        assert operation.report.limits["stateTransitions"] > 0
+        assert operation.dynamodb_units[0] > 0 and operation.control_plane_requests > 0
+    assert set(full.peak_rss) == set(load_timeouts()) and all(rss > 1_000_000 for rss in full.peak_rss.values())
+    assert {function: start.error_type for function, start in cold.items()} == {
+        function: "InvalidInput" for function in load_timeouts()}
+    assert all(0 < start.ready_ms[0] <= start.answered_ms[0] for start in cold.values())
+    # `make test` builds the deployables before the end-to-end tests.
+    assert zips == deployables() and set(zips) == set(load_timeouts()), "run `make lambdas` first"
+    assert all(0 < zipped < size for size, zipped in zips.values())
+
+    report = render(results, cold, zips, release=False, command="smoke")
+    print(report)
+    for heading in ("AWS calls per run", "Full sync at the API Gateway pace", "Control plane requests per run",
+                    "## Tasks", "## Binaries", "Cost per month"):
+        assert heading in report
+    assert report.count(f"| {SMOKE_SIZE} | every ") == 2, "a cost row per schedule"

@@ -1,0 +1,809 @@
+"""Benchmarks: what a run of the agent costs as the account grows, next to AWS's limits and the vendor agent.
+
+Measured on the strict local stack (stack.py), per account size (APIs in the largest region's mix of 1,320 REST,
+600 HTTP and 600 WebSocket APIs, each deployed to two stages) and operation: a full sync, an idle incremental run,
+an incremental run after ten changes, a metrics read; each one execution of the real state machine:
+
+- AWS calls at the wire (the AWS proxy and the CloudTrail fake count them), beside the design's lower bounds and the
+  vendor agent's calls per run;
+- the full sync's duration at the configured API Gateway pace, beside its floor (calls / pace);
+- control plane requests;
+- per task: wall time, peak RSS of the function's process, largest input and output; the execution's history events;
+- each binary's cold start (exec to its first answer, under a Runtime API served here) and deployable zip size;
+- what a month costs at a 1-minute and a 5-minute schedule, from these figures and AWS's list prices.
+
+    python tests/stack/benchmarks.py [--sizes 100,600,2520] [--release] [--write docs/benchmarks.md]
+
+Prints a markdown report; `make bench` runs the three sizes on release builds and keeps the report in
+docs/benchmarks.md. Figures, not verdicts: nothing here fails on a slow machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import io
+import json
+import math
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import zipfile
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from lambda_adapter import FUNCTIONS_FILE, load_timeouts  # noqa: E402
+from seed import SeededApi, create_rest_api, create_v2_api, datapoints, put_datapoints  # noqa: E402
+from stack import DEFINITION, REPO, EmbeddedStack, ExecutionReport, boto  # noqa: E402
+
+SIZES = (100, 600, 2520)
+# The largest region: API Gateway's fixed REST quotas (600 regional, 120 edge, 600 private) and 600 HTTP and
+# 600 WebSocket APIs; smaller accounts keep its proportions.
+LARGEST = {"REST": 1320, "HTTP": 600, "WEBSOCKET": 600}
+REST_ENDPOINT_CYCLE = ["REGIONAL"] * 5 + ["EDGE"] + ["PRIVATE"] * 5  # 600 : 120 : 600
+STAGES = ("prod", "dev")
+# What a deployment runs with: the defaults of tasks/core/src/config.rs and cdk/lib/settings.ts.
+APIGATEWAY_PACE = 5.0  # APIGATEWAY_REQUESTS_PER_SECOND
+METRICS_INTERVAL = 300  # METRICS_INTERVAL_SECONDS
+METRICS_BUFFER = 180  # METRICS_BUFFER_SECONDS
+METRICS_FETCH_INTERVAL = 1800  # METRICS_FETCH_INTERVAL_SECONDS
+RECONCILE_INTERVAL = 86_400  # RECONCILE_INTERVAL_SECONDS
+CHANGES = 10
+# Metrics the agent requests per API-stage and read (README, "What the metrics cost").
+METRICS_PER_API = {"REST": 5, "HTTP": 5, "WEBSOCKET": 6}
+# GetMetricData takes 500 queries, ListMetrics answers 500 metrics a page, listings 500 APIs a page.
+PAGE = 500
+# The vendor agent (ARCHITECTURE.md section 1): GetRestApis unpaged (25 APIs), per API its stages, per API-stage 7
+# GetMetricStatistics calls; CloudTrail once per event name (6), with a 1 s pause per page.
+VENDOR_VISIBLE_APIS = 25
+VENDOR_METRICS_PER_API_STAGE = 7
+VENDOR_LOOKUP_SEQUENCES = 6
+PAYLOAD_LIMIT = 262_144
+HISTORY_LIMIT = 25_000
+ZIP_GOAL_BYTES = 6_000_000
+SECONDS_PER_MONTH = 30 * 24 * 3600
+# us-east-1 list prices (aws.amazon.com/<service>/pricing), without free tiers.
+PRICES = {
+    "sfn_transition": 0.025 / 1000,
+    "sfn_express_request": 1.00 / 1_000_000,
+    "sfn_express_gb_second": 0.00001667,  # billed in 64-MB chunks, per 100 ms
+    "lambda_request": 0.20 / 1_000_000,
+    "lambda_arm64_gb_second": 0.0000133334,
+    "cloudwatch_metric_requested": 0.01 / 1000,  # GetMetricData
+    "cloudwatch_request": 0.01 / 1000,  # ListMetrics
+    "dynamodb_write_unit": 0.625 / 1_000_000,  # on demand
+    "dynamodb_read_unit": 0.125 / 1_000_000,
+}
+EXPRESS_MAX_SECONDS = 300
+DYNAMODB_WRITES = {"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems"}
+
+
+class BenchmarkError(Exception):
+    """A measured execution failed: its figures would mean nothing."""
+
+
+# --- the account ------------------------------------------------------------------------------------------------
+
+
+def account_mix(total: int) -> dict[str, int]:
+    """`total` APIs split as the largest region splits them."""
+    rest = round(total * LARGEST["REST"] / sum(LARGEST.values()))
+    http = (total - rest) // 2
+    return {"REST": rest, "HTTP": http, "WEBSOCKET": total - rest - http}
+
+
+@dataclass
+class Account:
+    apis: dict[str, list[SeededApi]]  # by type
+
+    def mix(self) -> dict[str, int]:
+        return {kind: len(apis) for kind, apis in self.apis.items()}
+
+    @property
+    def total(self) -> int:
+        return sum(self.mix().values())
+
+
+def seed_account(stack: EmbeddedStack, mix: dict[str, int]) -> Account:
+    stages = {"prod": {"env": "production"}, "dev": {}}
+    rest = [create_rest_api(stack.moto_url, f"rest-{i:04}", {"team": f"t{i % 7}"}, stages,
+                            endpoint_type=REST_ENDPOINT_CYCLE[i % len(REST_ENDPOINT_CYCLE)])
+            for i in range(mix["REST"])]
+    with stack.aws_proxy.unmetered():  # v2 deployments live in the proxy; seeding is not the agent's traffic
+        v2 = {kind: [create_v2_api(stack.aws_proxy.url, f"{kind.lower()}-{i:04}", kind, {"team": f"t{i % 7}"}, stages)
+                     for i in range(mix[kind])] for kind in ("HTTP", "WEBSOCKET")}
+    return Account({"REST": rest, **v2})
+
+
+def make_ten_changes(stack: EmbeddedStack, account: Account) -> list[str]:
+    """Two REST APIs created and deployed, two APIs deleted (REST and v2), the others redeployed to prod, round
+    the API types; CloudTrail records each inside the next incremental window. Returns what changed."""
+    apigw = boto("apigateway", stack.moto_url)
+    v2 = boto("apigatewayv2", stack.aws_proxy.url)
+    at = time.time() - 420  # inside the next window: it ends 300 s before now and overlaps 900 s back
+    done, created = [], []
+    for i in range(2):
+        api = create_rest_api(stack.moto_url, f"new-{i}", {"team": "new"}, {"prod": {}, "dev": {}})
+        stack.cloudtrail.add_event("CreateRestApi", eventTime=at, responseElements={"id": api.id})
+        for stage in STAGES:
+            stack.cloudtrail.add_event("CreateDeployment", eventTime=at,
+                                       requestParameters={"restApiId": api.id, "stageName": stage})
+        created.append(api)
+        done.append(f"create {api.id}")
+    for kind in ("REST", "HTTP" if account.apis["HTTP"] else "WEBSOCKET"):
+        gone = account.apis[kind].pop(0)
+        if kind == "REST":
+            apigw.delete_rest_api(restApiId=gone.id)
+            stack.cloudtrail.add_event("DeleteRestApi", eventTime=at, requestParameters={"restApiId": gone.id})
+        else:
+            with stack.aws_proxy.unmetered():
+                v2.delete_api(ApiId=gone.id)
+            stack.cloudtrail.add_event("DeleteApi", eventTime=at, requestParameters={"apiId": gone.id})
+        done.append(f"delete {gone.id}")
+    kinds = ("REST", "HTTP", "WEBSOCKET")
+    round_the_types = [(kind, account.apis[kind][i]) for i in range(max(map(len, account.apis.values())))
+                       for kind in kinds if i < len(account.apis[kind])]
+    for kind, api in round_the_types[:CHANGES - len(done)]:
+        if kind == "REST":
+            apigw.create_deployment(restApiId=api.id, stageName="prod")
+            stack.cloudtrail.add_event("CreateDeployment", eventTime=at,
+                                       requestParameters={"restApiId": api.id, "stageName": "prod"})
+        else:
+            with stack.aws_proxy.unmetered():
+                deployment = v2.create_deployment(ApiId=api.id, StageName="prod")["DeploymentId"]
+            stack.cloudtrail.add_event("CreateDeployment", eventTime=at, requestParameters={
+                "apiId": api.id, "stageName": "prod"}, responseElements={"deploymentId": deployment})
+        done.append(f"redeploy {api.id}")
+    account.apis["REST"] += created
+    return done
+
+
+def put_a_minute_of_traffic(stack: EmbeddedStack, account: Account, minute: int) -> None:
+    """One minute of traffic on every API-stage, so that each is active and read."""
+    rest = {"Count": 10, "4XXError": 1, "5XXError": 0, "Latency": 50.0, "IntegrationLatency": 20.0}
+    http = {"Count": 10, "4xx": 1, "5xx": 0, "Latency": 50.0, "IntegrationLatency": 20.0}
+    websocket = {"ConnectCount": 3, "MessageCount": 12, "ClientError": 1, "IntegrationLatency": 20.0}
+    data = []
+    for stage in STAGES:
+        data += [d for api in account.apis["REST"] for d in datapoints("ApiName", api.name, stage, [minute], rest)]
+        data += [d for api in account.apis["HTTP"] for d in datapoints("ApiId", api.id, stage, [minute], http)]
+        data += [d for api in account.apis["WEBSOCKET"]
+                 for d in datapoints("ApiId", api.id, stage, [minute], websocket)]
+    put_datapoints(stack.moto_url, data)
+
+
+def put_metrics_watermarks(stack: EmbeddedStack, position: int) -> None:
+    dynamodb = boto("dynamodb", stack.moto_url)
+    for stage in STAGES:
+        dynamodb.update_item(TableName=stack.function_env["STATE_TABLE"], Key={"stage": {"S": stage}},
+                             UpdateExpression="SET metricsWatermark = :w",
+                             ExpressionAttributeValues={":w": {"N": str(position)}})
+
+
+def latest_window_end(now: float) -> int:
+    return int((now - METRICS_BUFFER) // METRICS_INTERVAL * METRICS_INTERVAL)
+
+
+# --- one measured execution -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Operation:
+    name: str
+    report: ExecutionReport
+    seconds: float
+    calls: dict[tuple[str, str], int]  # (service, operation) -> calls at the wire, CloudTrail's included
+    throttled: int
+    metrics_requested: int  # GetMetricData queries: what CloudWatch bills
+    dynamodb_units: tuple[float, float]  # (write, read) capacity units, from the items' sizes
+    control_plane: dict[str, int]  # "METHOD /path" -> requests
+    peak_rss: dict[str, int]  # binary -> bytes
+
+    def service_calls(self, service: str, operation: str | None = None) -> int:
+        return sum(n for (s, op), n in self.calls.items() if s == service and operation in (None, op))
+
+    @property
+    def control_plane_requests(self) -> int:
+        return sum(self.control_plane.values())
+
+
+def measure(stack: EmbeddedStack, name: str, execution_input: dict | None = None) -> Operation:
+    stack.aws_proxy.reset()
+    lookups_before = len(stack.cloudtrail.requests())
+    control_plane_before = len(stack.apicp.requests())
+    reset_peak_rss(stack)
+    started = time.monotonic()
+    report = stack.run(execution_input)
+    seconds = time.monotonic() - started
+    if not report.succeeded:
+        raise BenchmarkError(f"{name}: {report.error}: {report.cause}\n{report.printed[-2000:]}")
+    calls = stack.aws_proxy.counts()
+    calls[("cloudtrail", "LookupEvents")] = len(stack.cloudtrail.requests()) - lookups_before
+    forwarded = stack.aws_proxy.forwarded()
+    queries = sum(len(re.findall(rb"MetricDataQueries\.member\.\d+\.Id=", call.body)) for call in forwarded
+                  if call.operation == "GetMetricData")
+    control_plane: dict[str, int] = {}
+    for request in stack.apicp.requests()[control_plane_before:]:
+        kind = f"{request['method']} {path_template(request['path'])}"
+        control_plane[kind] = control_plane.get(kind, 0) + 1
+    return Operation(name, report, seconds, {k: n for k, n in calls.items() if n},
+                     sum(stack.aws_proxy.throttled().values()), queries, dynamodb_units(forwarded), control_plane,
+                     peak_rss(stack))
+
+
+def path_template(path: str) -> str:
+    """The path with its ids (segments holding a digit or `_`: versions, runtime and API ids) as `{id}`."""
+    return "/".join("{id}" if re.search(r"[\d_]", segment) else segment for segment in path.split("?")[0].split("/"))
+
+
+def dynamodb_units(forwarded) -> tuple[float, float]:
+    """Write units (1 KB each) and strongly consistent read units (4 KB each) of the DynamoDB calls, from the sizes of
+    the items written (the request) and read (the answer); JSON's overhead makes them slight overestimates."""
+    writes = reads = 0.0
+    for call in forwarded:
+        if call.service != "dynamodb":
+            continue
+        if call.operation in DYNAMODB_WRITES:
+            writes += max(1, math.ceil(len(call.body) / 1024))
+        else:
+            reads += max(1, math.ceil(call.answer_bytes / 4096))
+    return writes, reads
+
+
+def reset_peak_rss(stack: EmbeddedStack) -> None:
+    for pid in stack.function_processes():
+        try:
+            Path(f"/proc/{pid}/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+        except OSError:
+            pass
+
+
+def peak_rss(stack: EmbeddedStack) -> dict[str, int]:
+    """Each function's largest resident set since reset_peak_rss, over its instances."""
+    peaks: dict[str, int] = {}
+    for pid, binary in stack.function_processes().items():
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        if found := re.search(r"^VmHWM:\s+(\d+) kB", status, re.M):
+            peaks[binary] = max(peaks.get(binary, 0), int(found[1]) * 1024)
+    return peaks
+
+
+# --- one account size -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SizeResult:
+    mix: dict[str, int]
+    operations: dict[str, Operation] = field(default_factory=dict)
+    changes: list[str] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return sum(self.mix.values())
+
+
+OPERATIONS = ("full sync", "idle incremental", "metrics read", "10 changes", "10 changes again")
+
+
+def bench_size(stack: EmbeddedStack, total: int, log=print) -> SizeResult:
+    stack.reset_account()
+    mix = account_mix(total)
+    log(f"{total} APIs {mix} x {len(STAGES)} stages: seeding")
+    account = seed_account(stack, mix)
+    result = SizeResult(mix)
+    # Metrics are read only when a fetch interval is due; until the metrics read below, none is.
+    put_metrics_watermarks(stack, latest_window_end(time.time()))
+
+    def measured(name: str, execution_input: dict | None = None) -> None:
+        log(f"  {name}")
+        result.operations[name] = measure(stack, name, execution_input)
+        time.sleep(1.5)  # watermarks are whole seconds: the next run must have a CloudTrail window to read
+
+    measured("full sync", {"mode": "full"})
+    measured("idle incremental")
+    latest = latest_window_end(time.time())
+    put_a_minute_of_traffic(stack, account, latest - 2 * METRICS_INTERVAL)
+    # One fetch interval due: windows never sent (none was due before), each sent once.
+    put_metrics_watermarks(stack, latest - METRICS_FETCH_INTERVAL)
+    measured("metrics read")
+    result.changes = make_ten_changes(stack, account)
+    measured("10 changes")
+    # The next run's window re-reads the last CHANGE_OVERLAP_SECONDS, for events CloudTrail delivers late.
+    measured("10 changes again")
+    return result
+
+
+# --- bounds -----------------------------------------------------------------------------------------------------
+
+
+def pages(items: int) -> int:
+    return max(1, math.ceil(items / PAGE))
+
+
+def full_sync_bound(mix: dict[str, int]) -> int:
+    """Per management API its listing pages and one domain name listing (no custom domains here); a GetStages per
+    API."""
+    v2 = mix["HTTP"] + mix["WEBSOCKET"]
+    return pages(mix["REST"]) + pages(v2) + 2 + sum(mix.values())
+
+
+def changes_bound(changes: list[str]) -> int:
+    """Per API created or redeployed, the API and its stages; per management API, its custom domain names (whose
+    routes name the APIs); nothing for an API whose deletion CloudTrail reports."""
+    return 2 * sum(1 for change in changes if not change.startswith("delete")) + 2
+
+
+def metrics_read_bound(mix: dict[str, int]) -> tuple[int, int]:
+    """(ListMetrics, GetMetricData) calls of one read of every stage, every API-stage active: per stage a listing of
+    `Count` (REST and HTTP) and of `ConnectCount` and `MessageCount` (WebSocket), and the queries 500 to a call."""
+    listings = pages(mix["REST"] + mix["HTTP"]) + (2 * pages(mix["WEBSOCKET"]) if mix["WEBSOCKET"] else 0)
+    queries = sum(METRICS_PER_API[kind] * n for kind, n in mix.items())
+    return len(STAGES) * listings, len(STAGES) * math.ceil(queries / PAGE)
+
+
+def vendor_per_run(mix: dict[str, int]) -> dict[str, int]:
+    """The vendor agent's calls per run: it sees the first 25 REST APIs only."""
+    seen = min(mix["REST"], VENDOR_VISIBLE_APIS)
+    return {"apigateway": 1 + seen, "cloudwatch": VENDOR_METRICS_PER_API_STAGE * seen * len(STAGES),
+            "cloudtrail": VENDOR_LOOKUP_SEQUENCES, "seen": seen}
+
+
+# --- binaries ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ColdStart:
+    ready_ms: list[float]  # exec -> the runtime's first GET /next
+    answered_ms: list[float]  # exec -> its first answer
+    error_type: str | None
+
+
+def cold_start(binary: Path, env: dict[str, str], runs: int) -> ColdStart:
+    """Starts `binary` `runs` times under a Runtime API served here and invokes it once with an input no task
+    accepts, which it answers after building its dependencies (configuration, the AWS clients, the control plane
+    secret): exec to first answer, the work of a task excluded."""
+    ready, answered, error_type = [], [], None
+    for _ in range(runs):
+        api = RuntimeApi([1, 2, 3]).start()
+        started = time.perf_counter()
+        process = subprocess.Popen([str(binary)], env={**env, **api.environment(binary.name)},
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            if not api.answered.wait(60):
+                raise BenchmarkError(f"{binary.name} did not answer within 60 s")
+        finally:
+            process.kill()
+            process.wait()
+            api.stop()
+        ready.append((api.ready_at - started) * 1000)
+        answered.append((api.answered_at - started) * 1000)
+        error_type = api.answer.get("errorType")
+    return ColdStart(ready, answered, error_type)
+
+
+class RuntimeApi:
+    """The Lambda Runtime API for one invocation: the first GET /next gets `event`; later ones wait."""
+
+    def __init__(self, event):
+        self.event = event
+        self.answered = threading.Event()
+        self.ready_at = self.answered_at = 0.0
+        self.answer: dict = {}
+        self._stop = threading.Event()
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                if not self.path.endswith("/runtime/invocation/next") or api.ready_at:
+                    api._stop.wait(60)  # the next invocation never comes
+                    self.send_response(404)
+                    self.end_headers()
+                    return
+                api.ready_at = time.perf_counter()
+                body = json.dumps(api.event).encode()
+                self.send_response(200)
+                for name, value in {"Lambda-Runtime-Aws-Request-Id": "cold-start",
+                                    "Lambda-Runtime-Deadline-Ms": str(int(time.time() * 1000) + 60_000),
+                                    "Lambda-Runtime-Invoked-Function-Arn":
+                                        "arn:aws:lambda:us-east-1:123456789012:function:bench",
+                                    "Lambda-Runtime-Trace-Id": "Root=1-00000000-000000000000000000000000",
+                                    "Content-Type": "application/json",
+                                    "Content-Length": str(len(body))}.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_POST(self):  # noqa: N802
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length)
+                if not api.answered.is_set():
+                    api.answered_at = time.perf_counter()
+                    api.answer = json.loads(body or b"{}") if body else {}
+                    api.answered.set()
+                self.send_response(202)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+
+    def start(self) -> "RuntimeApi":
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def environment(self, function: str) -> dict[str, str]:
+        return {"AWS_LAMBDA_RUNTIME_API": f"127.0.0.1:{self._server.server_address[1]}",
+                "AWS_LAMBDA_FUNCTION_NAME": function, "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(function_memory_mb()),
+                "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{function}", "AWS_LAMBDA_LOG_STREAM_NAME": "bench"}
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def zipped_size(binary: Path) -> int:
+    """The deployable as the CDK CLI zips an asset directory: the `bootstrap`, deflated at zlib's default level."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.write(binary, "bootstrap")
+    return len(buffer.getvalue())
+
+
+def deployables(directory: Path = REPO / "target" / "lambda") -> dict[str, tuple[int, int]]:
+    """function -> (bootstrap bytes, zip bytes) of the arm64 builds `make lambdas` leaves; {} before one."""
+    return {function: (path.stat().st_size, zipped_size(path)) for function in sorted(load_timeouts())
+            if (path := directory / function / "bootstrap").is_file()}
+
+
+def function_memory_mb() -> int:
+    """The memory the CDK gives each function by default (cdk/lib/settings.ts)."""
+    settings = (REPO / "cdk" / "lib" / "settings.ts").read_text()
+    return int(re.search(r"^\s*functionMemoryMb: (\d+),", settings, re.M)[1])
+
+
+# --- tasks ------------------------------------------------------------------------------------------------------
+
+
+def task_binaries(definition: Path = DEFINITION, functions: Path = FUNCTIONS_FILE) -> dict[str, str]:
+    """Each Task state's name -> the binary it invokes, walking Parallel branches and Map iterators."""
+    binaries = {key: spec["binary"] for key, spec in json.loads(functions.read_text()).items() if not key.startswith("_")}
+    found = {}
+
+    def walk(states: dict) -> None:
+        for name, state in states.items():
+            if state["Type"] == "Task":
+                found[name] = binaries[re.fullmatch(r"\$\{(\w+)\}", state["Resource"])[1]]
+            for branch in state.get("Branches", []):
+                walk(branch["States"])
+            if processor := state.get("ItemProcessor") or state.get("Iterator"):
+                walk(processor["States"])
+
+    walk(json.loads(definition.read_text())["States"])
+    return found
+
+
+@dataclass
+class TaskFigures:
+    invocations: int = 0
+    longest_ms: int = 0
+    longest_in: str = ""
+    input_bytes: int = 0
+    output_bytes: int = 0
+
+
+def task_figures(operations: dict[str, Operation]) -> dict[str, TaskFigures]:
+    """Per Task state over the operations: invocations, the longest (and in which operation), the largest payloads."""
+    tasks = task_binaries()
+    figures = {name: TaskFigures() for name in tasks}
+    for operation in operations.values():
+        for state in operation.report.states:
+            task = figures.get(state["name"])
+            if task is None or state["status"] not in ("SUCCEEDED", "FAILED"):
+                continue
+            task.invocations += 1
+            if state["ms"] > task.longest_ms:
+                task.longest_ms, task.longest_in = state["ms"], operation.name
+            task.input_bytes = max(task.input_bytes, state.get("inputBytes") or 0)
+            task.output_bytes = max(task.output_bytes, state.get("outputBytes") or 0)
+    return figures
+
+
+# --- money ------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunCost:
+    standard: float
+    express: float | None  # None: the execution does not fit Express's 5 minutes
+    lambda_: float
+    cloudwatch: float
+    dynamodb: float
+
+
+def run_cost(operation: Operation, memory_mb: int) -> RunCost:
+    tasks = task_binaries()
+    invocations = [s for s in operation.report.states if s["name"] in tasks and s["status"] in ("SUCCEEDED", "FAILED")]
+    gb_seconds = sum(s["ms"] for s in invocations) / 1000 * memory_mb / 1024
+    express_seconds = math.ceil(operation.seconds * 10) / 10
+    writes, reads = operation.dynamodb_units
+    return RunCost(
+        standard=operation.report.limits["stateTransitions"] * PRICES["sfn_transition"],
+        express=None if operation.seconds > EXPRESS_MAX_SECONDS else
+        PRICES["sfn_express_request"] + express_seconds * 64 / 1024 * PRICES["sfn_express_gb_second"],
+        lambda_=len(invocations) * PRICES["lambda_request"] + gb_seconds * PRICES["lambda_arm64_gb_second"],
+        cloudwatch=operation.metrics_requested * PRICES["cloudwatch_metric_requested"]
+        + operation.service_calls("monitoring", "ListMetrics") * PRICES["cloudwatch_request"],
+        dynamodb=writes * PRICES["dynamodb_write_unit"] + reads * PRICES["dynamodb_read_unit"],
+    )
+
+
+def runs_per_month(schedule_minutes: int) -> dict[str, int]:
+    """How a month's executions split: a full sync per reconcile interval, a metrics read per fetch interval, the
+    rest idle incremental runs (changes are rare and priced per run below)."""
+    executions = SECONDS_PER_MONTH // (60 * schedule_minutes)
+    full = SECONDS_PER_MONTH // RECONCILE_INTERVAL
+    metrics = SECONDS_PER_MONTH // max(METRICS_FETCH_INTERVAL, 60 * schedule_minutes)
+    return {"full sync": full, "metrics read": metrics, "idle incremental": executions - full - metrics}
+
+
+def vendor_cloudwatch_per_month(mix: dict[str, int], schedule_minutes: int) -> float:
+    """The vendor agent's `GetMetricStatistics` calls ($0.01 per 1,000 requests) on every run."""
+    runs = SECONDS_PER_MONTH // (60 * schedule_minutes)
+    return vendor_per_run(mix)["cloudwatch"] * runs * PRICES["cloudwatch_request"]
+
+
+def monthly_cost(result: SizeResult, schedule_minutes: int, memory_mb: int) -> dict[str, float | None]:
+    totals: dict[str, float | None] = {"standard": 0.0, "express": 0.0, "lambda_": 0.0, "cloudwatch": 0.0,
+                                       "dynamodb": 0.0}
+    for operation, runs in runs_per_month(schedule_minutes).items():
+        cost = run_cost(result.operations[operation], memory_mb)
+        for part in totals:
+            value = getattr(cost, part)
+            totals[part] = None if value is None or totals[part] is None else totals[part] + value * runs
+    return totals
+
+
+# --- the report -------------------------------------------------------------------------------------------------
+
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor() or "unknown CPU")
+    memory_kb = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text())[1])
+    rustc = subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip()
+    return (f"{platform.machine()}, {os.cpu_count()} cores ({cpu}), {memory_kb / 1024 ** 2:.0f} GiB, "
+            f"Linux {platform.release()}, {rustc}")
+
+
+def number(value: float) -> str:
+    return f"{value:,.0f}"
+
+
+def kib(value: int) -> str:
+    return f"{value / 1024:,.1f} KiB"
+
+
+def mb(value: int) -> str:
+    return f"{value / 1e6:.2f} MB"
+
+
+def dollars(value: float | None) -> str:
+    if value is None:
+        return "does not fit"
+    return f"${value:,.2f}" if value >= 0.01 or value == 0 else f"${value:.4f}"  # under a cent: 4 decimals
+
+
+def render(results: dict[int, SizeResult], cold: dict[str, ColdStart], zips: dict[str, tuple[int, int]],
+           release: bool, command: str) -> str:
+    memory_mb = function_memory_mb()
+    out = [f"# Benchmarks\n",
+           f"Taken {datetime.date.today().isoformat()} on {machine()}; functions built "
+           f"{'release' if release else 'debug'} for this host, under `cargo lambda watch` behind the stack's Lambda "
+           f"adapter. Command: `{command}`.\n"]
+
+    out.append("## AWS calls per run, at the wire\n")
+    out.append("Measured / lower bound. API Gateway bound: a listing page per 500 APIs and management API, one domain "
+               "name listing each, a `GetStages` per API; after changes, per API created or redeployed the API and its "
+               "stages, and each management API's domain names (a deleted API needs no call), and none for changes already applied; incremental runs: one "
+               "`LookupEvents`; metrics read "
+               "(`ListMetrics` + `GetMetricData`): per stage a `Count` listing (REST and HTTP) and a `ConnectCount` "
+               "and a `MessageCount` listing (WebSocket) per 500 APIs, and the 5 (WebSocket 6) metrics of every "
+               "active API-stage 500 to a `GetMetricData` call. The vendor agent makes the same calls on every run: "
+               "1 + N + 7S (N APIs it sees, S API-stages) and 6 `LookupEvents` sequences with a 1 s pause per "
+               "page, and it sees the first 25 REST APIs only.\n")
+    out.append("| APIs | run | API Gateway | CloudTrail | CloudWatch | DynamoDB | other AWS | throttled | "
+               "vendor agent per run |")
+    out.append("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    for total, result in results.items():
+        vendor = vendor_per_run(result.mix)
+        listings, fetches = metrics_read_bound(result.mix)
+        for name, operation in result.operations.items():
+            apigateway = operation.service_calls("apigateway")
+            bound = (full_sync_bound(result.mix) if name == "full sync" else
+                     changes_bound(result.changes) if name == "10 changes" else 0)
+            lookups = operation.service_calls("cloudtrail")
+            cloudwatch = operation.service_calls("monitoring")
+            cloudwatch_bound = listings + fetches if name == "metrics read" else 0
+            lookup_bound = "0" if name == "full sync" else "1"
+            other = sum(n for (service, _), n in operation.calls.items()
+                        if service not in ("apigateway", "cloudtrail", "monitoring", "dynamodb"))
+            out.append(f"| {number(total)} | {name} | {number(apigateway)} / {number(bound)} | {lookups} / {lookup_bound} | "
+                       f"{number(cloudwatch)} / {number(cloudwatch_bound)} | {number(operation.service_calls('dynamodb'))} | "
+                       f"{other} | {operation.throttled} | API Gateway {vendor['apigateway']}, CloudWatch "
+                       f"{number(vendor['cloudwatch'])}, CloudTrail ≥ {vendor['cloudtrail']} "
+                       f"({vendor['seen']} of {number(total)} APIs) |")
+    out.append("")
+
+    out.append("## Full sync at the API Gateway pace\n")
+    out.append(f"The agent paces its API Gateway calls at {APIGATEWAY_PACE:g} requests/s "
+               "(`APIGATEWAY_REQUESTS_PER_SECOND`); the floor is its calls divided by that pace.\n")
+    out.append("| APIs | API Gateway calls | floor | execution | EnsureRuntime | AssetsListChanges |")
+    out.append("| ---: | ---: | ---: | ---: | ---: | ---: |")
+    for total, result in results.items():
+        full = result.operations["full sync"]
+        longest = {name: max((s["ms"] for s in full.report.states if s["name"] == name), default=0)
+                   for name in ("EnsureRuntime", "AssetsListChanges")}
+        calls = full.service_calls("apigateway")
+        out.append(f"| {number(total)} | {number(calls)} | {calls / APIGATEWAY_PACE:,.1f} s | {full.seconds:,.1f} s | "
+                   f"{longest['EnsureRuntime'] / 1000:,.1f} s | {longest['AssetsListChanges'] / 1000:,.1f} s |")
+    out.append("")
+
+    out.append("## Control plane requests per run\n")
+    out.append("| APIs | run | requests | by kind |")
+    out.append("| ---: | --- | ---: | --- |")
+    for total, result in results.items():
+        for name, operation in result.operations.items():
+            kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(operation.control_plane.items()))
+            out.append(f"| {number(total)} | {name} | {number(operation.control_plane_requests)} | {kinds} |")
+    out.append("")
+
+    out.append("## Tasks\n")
+    out.append(f"Per Task state over the runs above: the longest invocation, the peak RSS of its function's process "
+               f"(the largest over the runs; Lambda gives each {memory_mb} MB), the largest input and output against "
+               f"Step Functions' {kib(PAYLOAD_LIMIT)}.\n")
+    out.append("| APIs | task | invocations | longest | in | peak RSS | largest input | largest output |")
+    out.append("| ---: | --- | ---: | ---: | --- | ---: | ---: | ---: |")
+    tasks = task_binaries()
+    for total, result in results.items():
+        rss: dict[str, int] = {}
+        for operation in result.operations.values():
+            for binary, peak in operation.peak_rss.items():
+                rss[binary] = max(rss.get(binary, 0), peak)
+        for name, task in task_figures(result.operations).items():
+            if not task.invocations:
+                continue
+            peak = rss.get(tasks[name])
+            out.append(f"| {number(total)} | {name} | {task.invocations} | {task.longest_ms / 1000:,.2f} s | "
+                       f"{task.longest_in} | {f'{peak / 2 ** 20:.1f} MiB' if peak else '—'} | "
+                       f"{kib(task.input_bytes)} | {kib(task.output_bytes)} |")
+    out.append("")
+    out.append(f"History events and state transitions of each execution (limit: {number(HISTORY_LIMIT)} events):\n")
+    out.append("| APIs | " + " | ".join(OPERATIONS) + " |")
+    out.append("| ---: |" + " ---: |" * len(OPERATIONS))
+    for total, result in results.items():
+        cells = [f"{number(o.report.limits['historyEvents'])} events, {number(o.report.limits['stateTransitions'])} "
+                 f"transitions" for o in result.operations.values()]
+        out.append(f"| {number(total)} | " + " | ".join(cells) + " |")
+    out.append("")
+
+    out.append("## Binaries\n")
+    out.append("Cold start: the binary started under a Runtime API served by the benchmark (`cargo lambda watch` "
+               "starts functions through `cargo run`, whose own checks would dominate) and invoked with an input no "
+               "task accepts: exec to the runtime's first `next` request, and to its answer after building the "
+               "dependencies (configuration, AWS clients, the control plane secret from Secrets Manager on the local "
+               "stack). Medians of the runs, host build. Zip: the arm64 release `bootstrap` that `make lambdas` "
+               f"builds, deflated as the CDK zips an asset; goal under {mb(ZIP_GOAL_BYTES)}.\n")
+    out.append("| function | ready | first answer | answered | binary (arm64) | zip |")
+    out.append("| --- | ---: | ---: | --- | ---: | ---: |")
+    for function in sorted(set(cold) | set(zips)):
+        start = cold.get(function)
+        size, zipped = zips.get(function, (0, 0))
+        out.append(f"| {function} | "
+                   + (f"{statistics.median(start.ready_ms):.0f} ms | {statistics.median(start.answered_ms):.0f} ms | "
+                      f"{start.error_type} | " if start else "— | — | — | ")
+                   + (f"{mb(size)} | {mb(zipped)} |" if size else "not built (`make lambdas`) | — |"))
+    out.append("")
+
+    out.append("## Cost per month\n")
+    out.append(f"At list prices (us-east-1, no free tier): Step Functions Standard $0.025 per 1,000 state transitions; "
+               f"Express $1.00 per million executions and $0.00001667 per GB-second in 64 MB; Lambda arm64 "
+               f"$0.20 per million requests and $0.0000133334 per GB-second at {memory_mb} MB (the measured task "
+               f"durations); CloudWatch $0.01 per 1,000 metrics requested by `GetMetricData` and per 1,000 "
+               f"`ListMetrics` calls; DynamoDB on demand $0.625 per million write and $0.125 per million read units "
+               f"(units from the items' sizes). A month: a full sync a day (`RECONCILE_INTERVAL_SECONDS`), a metrics "
+               f"read every {METRICS_FETCH_INTERVAL // 60} minutes (`METRICS_FETCH_INTERVAL_SECONDS`), idle "
+               f"incremental runs otherwise; each change adds about what the 10-change run costs over an idle one. "
+               f"Express cannot run an execution longer than 5 minutes: where the full sync takes longer, it does "
+               f"not fit. API Gateway's and CloudTrail's management reads, Secrets Manager within its cache and "
+               f"EventBridge Scheduler within its 14 million free invocations cost nothing here. The vendor agent's "
+               f"CloudWatch bill: {VENDOR_METRICS_PER_API_STAGE} `GetMetricStatistics` calls per API-stage it sees and "
+               f"run.\n")
+    out.append("| APIs | schedule | Step Functions Standard | Step Functions Express | Lambda | CloudWatch | DynamoDB | "
+               "total with Standard | vendor agent's CloudWatch (25 APIs) |")
+    out.append("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for total, result in results.items():
+        for minutes in (1, 5):
+            cost = monthly_cost(result, minutes, memory_mb)
+            with_standard = sum(cost[part] for part in ("standard", "lambda_", "cloudwatch", "dynamodb"))
+            out.append(f"| {number(total)} | every {minutes} min | {dollars(cost['standard'])} | "
+                       f"{dollars(cost['express'])} | {dollars(cost['lambda_'])} | {dollars(cost['cloudwatch'])} | "
+                       f"{dollars(cost['dynamodb'])} | {dollars(with_standard)} | "
+                       f"{dollars(vendor_cloudwatch_per_month(result.mix, minutes))} |")
+    out.append("")
+    out.append("Per 1,000 runs of each kind:\n")
+    out.append("| APIs | run | Standard | Express | Lambda | CloudWatch (metrics requested per run) | "
+               "DynamoDB (write / read units per run) |")
+    out.append("| ---: | --- | ---: | ---: | ---: | ---: | ---: |")
+    for total, result in results.items():
+        for name, operation in result.operations.items():
+            cost = run_cost(operation, memory_mb)
+            writes, reads = operation.dynamodb_units
+            per_1000 = {part: None if value is None else value * 1000 for part, value in vars(cost).items()}
+            out.append(f"| {number(total)} | {name} | {dollars(per_1000['standard'])} | "
+                       f"{dollars(per_1000['express'])} | {dollars(per_1000['lambda_'])} | "
+                       f"{dollars(per_1000['cloudwatch'])} ({number(operation.metrics_requested)}) | "
+                       f"{dollars(per_1000['dynamodb'])} ({number(writes)} / {number(reads)}) |")
+    out.append("")
+    return "\n".join(out)
+
+
+def run(sizes: list[int], release: bool, cold_start_runs: int, log=print) -> tuple[dict, dict, dict]:
+    stack = EmbeddedStack(release=release).start()
+    try:
+        results = {size: bench_size(stack, size, log) for size in sizes}
+        env = {"PATH": os.environ.get("PATH", ""), **stack.function_env}
+        log("cold starts")
+        cold = {function: cold_start(stack.binary(function), env, cold_start_runs) for function in load_timeouts()}
+    finally:
+        stack.stop()
+    return results, cold, deployables()
+
+
+def raw_figures(results: dict[int, SizeResult]) -> dict:
+    return {str(total): {"mix": result.mix, "changes": result.changes, "operations": {
+        name: {"seconds": o.seconds, "calls": {f"{s} {op}": n for (s, op), n in sorted(o.calls.items())},
+               "controlPlane": o.control_plane, "peakRss": o.peak_rss, "limits": o.report.limits,
+               "states": o.report.states} for name, o in result.operations.items()}} for total, result in results.items()}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default=",".join(map(str, SIZES)), help="APIs per account, comma-separated")
+    parser.add_argument("--release", action="store_true", help="run release builds of the functions")
+    parser.add_argument("--cold-starts", type=int, default=5, help="cold starts per binary")
+    parser.add_argument("--write", type=Path, help="also write the report to this file")
+    parser.add_argument("--raw", type=Path, help="also write each run's calls, requests and states as JSON here")
+    args = parser.parse_args()
+    sizes = [int(size) for size in args.sizes.split(",")]
+    results, cold, zips = run(sizes, args.release, args.cold_starts, log=lambda m: print(m, file=sys.stderr))
+    command = "make bench" if args.release and sizes == list(SIZES) else " ".join(["python tests/stack/benchmarks.py",
+                                                                                  *sys.argv[1:]])
+    report = render(results, cold, zips, args.release, command)
+    print(report)
+    if args.raw:
+        args.raw.write_text(json.dumps(raw_figures(results), indent=1))
+    if args.write:
+        args.write.parent.mkdir(parents=True, exist_ok=True)
+        args.write.write_text(report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
