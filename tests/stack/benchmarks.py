@@ -613,7 +613,7 @@ def dollars(value: float | None) -> str:
 def render(results: dict[int, SizeResult], cold: dict[str, ColdStart], zips: dict[str, tuple[int, int]],
            release: bool, command: str) -> str:
     memory_mb = function_memory_mb()
-    out = [f"# Benchmarks\n",
+    out = ["# Benchmarks\n",
            f"Taken {datetime.date.today().isoformat()} on {machine()}; functions built "
            f"{'release' if release else 'debug'} for this host, under `cargo lambda watch` behind the stack's Lambda "
            f"adapter. Command: `{command}`.\n"]

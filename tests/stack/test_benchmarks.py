@@ -1,5 +1,5 @@
 """The benchmarks' arithmetic: account mixes, lower bounds, the vendor's calls, the month's runs and the cost of a run.
-(tests/e2e/test_benchmarks.py runs the benchmarks themselves on a small account.)"""
+(tests/e2e/test_benchmark_smoke.py runs the benchmarks themselves on a small account.)"""
 
 from __future__ import annotations
 
