@@ -893,4 +893,8 @@ def test_execution_report_holds_the_largest_payloads_and_the_history_length(tmp_
         # ExecutionStarted, Start (2), Each (4 + 2 items x 4), Both (3 + 2 branches x 2), Done (2),
         # ExecutionSucceeded.
         "historyEvents": 25,
+        # What Standard bills: Start, Each, Item twice, Both, Left, Right, Done.
+        "stateTransitions": 8,
     }
+    done = next(state for state in report["states"] if state["name"] == "Done")
+    assert (done["inputBytes"], done["outputBytes"]) == (final, final)
