@@ -21,6 +21,7 @@ docs/benchmarks.md. Figures, not verdicts: nothing here fails on a slow machine.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import io
 import json
@@ -104,13 +105,6 @@ def account_mix(total: int) -> dict[str, int]:
 @dataclass
 class Account:
     apis: dict[str, list[SeededApi]]  # by type
-
-    def mix(self) -> dict[str, int]:
-        return {kind: len(apis) for kind, apis in self.apis.items()}
-
-    @property
-    def total(self) -> int:
-        return sum(self.mix().values())
 
 
 def seed_account(stack: EmbeddedStack, mix: dict[str, int]) -> Account:
@@ -261,10 +255,8 @@ def dynamodb_units(forwarded) -> tuple[float, float]:
 
 def reset_peak_rss(stack: EmbeddedStack) -> None:
     for pid in stack.function_processes():
-        try:
+        with contextlib.suppress(OSError):  # an instance that just ended
             Path(f"/proc/{pid}/clear_refs").write_text("5")  # resets VmHWM to the current RSS
-        except OSError:
-            pass
 
 
 def peak_rss(stack: EmbeddedStack) -> dict[str, int]:
@@ -288,10 +280,6 @@ class SizeResult:
     mix: dict[str, int]
     operations: dict[str, Operation] = field(default_factory=dict)
     changes: list[str] = field(default_factory=list)
-
-    @property
-    def total(self) -> int:
-        return sum(self.mix.values())
 
 
 OPERATIONS = ("full sync", "idle incremental", "metrics read", "10 changes", "10 changes again")
