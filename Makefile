@@ -26,7 +26,7 @@ help:
 	@echo "make test-properties  on demand: the property tests with PROPTEST_CASES cases each (default 20000)"
 	@echo "make soak    on demand: the fault soak with SOAK_ROUNDS rounds (default 20) and SOAK_SEED"
 	@echo "make bench   on demand: AWS calls, time, memory, payloads, history and cost at 100, 600 and 2,520 APIs"
-	@echo "             (release builds, about 40 minutes); the report goes to docs/benchmarks.md"
+	@echo "             (release builds, about 20 minutes); the report goes to docs/benchmarks.md"
 	@echo "make deploy  build the arm64 functions and cdk deploy (pass CONTEXT='-c controlPlaneUrl=https://...')"
 
 setup: $(VENV)/.installed $(STACK)/node_modules/.installed cdk/node_modules/.installed

@@ -6,7 +6,7 @@ import time
 
 import pytest
 from fake_apicp import UNKNOWN_API_BEHAVIOURS
-from stack import STATE_TABLE, EmbeddedStack, boto, start_recorded_execution
+from stack import EmbeddedStack, StateTable, start_recorded_execution
 
 # The fake's default: pages capped below the 500 the agent asks for, as the contract allows.
 DEFAULT_PAGE_SIZE_CAP = 100
@@ -52,29 +52,6 @@ def fresh_stack():
     yield start
     for stack in started:
         stack.stop()
-
-
-class StateTable:
-    def __init__(self, endpoint: str):
-        self._dynamodb = boto("dynamodb", endpoint)
-
-    def item(self, stage: str) -> dict:
-        item = self._dynamodb.get_item(TableName=STATE_TABLE, Key={"stage": {"S": stage}}, ConsistentRead=True)
-        return {k: (int(v["N"]) if "N" in v else v.get("S")) for k, v in item.get("Item", {}).items()}
-
-    def claim(self, stage: str, kind: str, holder: str, until: int) -> None:
-        """What an overlapping execution leaves while it works on the stage."""
-        self._dynamodb.update_item(TableName=STATE_TABLE, Key={"stage": {"S": stage}},
-                                   UpdateExpression=f"SET {kind}ClaimedBy = :by, {kind}ClaimExpiresAt = :until",
-                                   ExpressionAttributeValues={":by": {"S": holder}, ":until": {"N": str(until)}})
-
-    def put_metrics_watermark(self, stage: str, position: int) -> None:
-        self.put_number(stage, "metricsWatermark", position)
-
-    def put_number(self, stage: str, attribute: str, value: int) -> None:
-        self._dynamodb.update_item(TableName=STATE_TABLE, Key={"stage": {"S": stage}},
-                                   UpdateExpression="SET #a = :v", ExpressionAttributeNames={"#a": attribute},
-                                   ExpressionAttributeValues={":v": {"N": str(value)}})
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import time
 
 import pytest
 from conftest import StateTable
-from seed import create_rest_api, create_v2_api, datapoints, put_datapoints, put_traffic, recent_minutes
+from seed import create_rest_api, create_v2_api, put_steady_traffic, put_traffic, recent_minutes
 
 from test_workflow import DEV, INTERVAL, PROD, latest_window_end, published
 
@@ -67,7 +67,8 @@ def test_the_largest_account_fits_one_execution_and_every_limit(clean, state_tab
     # Then one metrics window of prod with traffic on every API of the account.
     window_start = latest_window_end(time.time()) - INTERVAL
     minutes = [window_start + 60 * m for m in range(INTERVAL // 60)]
-    put_largest_traffic(stack.moto_url, rest_names, v2_apis, minutes)
+    put_steady_traffic(stack.moto_url, rest_names, [api.id for api in v2_apis["HTTP"]],
+                       [api.id for api in v2_apis["WEBSOCKET"]], ["prod"], minutes)
     # The full sync's run may have sent this window already, before the traffic: sent again here
     # because the watermark is put back, so only what this run sends counts.
     state_table.put_metrics_watermark("prod", window_start)
@@ -97,18 +98,6 @@ def test_the_largest_account_fits_one_execution_and_every_limit(clean, state_tab
     assert limits["largestOutput"]["bytes"] < 200 * 1024 and limits["largestInput"]["bytes"] < 200 * 1024
     # 1,320 x 5 REST + 600 x 5 HTTP + 600 x 6 WebSocket metrics, at most 500 to a call without splitting an API.
     assert calls["GetMetricData"] == 27
-
-
-def put_largest_traffic(endpoint: str, rest_names: list[str], v2_apis: dict, minutes: list[int]) -> None:
-    """Per API and minute: REST and HTTP 10 requests (1 4xx), 50 ms, backend 20 ms; WebSocket 3 connections and
-    12 messages. One CloudWatch client for all."""
-    rest = {"Count": 10, "4XXError": 1, "5XXError": 0, "Latency": 50.0, "IntegrationLatency": 20.0}
-    http = {"Count": 10, "4xx": 1, "5xx": 0, "Latency": 50.0, "IntegrationLatency": 20.0}
-    websocket = {"ConnectCount": 3, "MessageCount": 12, "ClientError": 1, "IntegrationLatency": 20.0}
-    data = [d for name in rest_names for d in datapoints("ApiName", name, "prod", minutes, rest)]
-    data += [d for api in v2_apis["HTTP"] for d in datapoints("ApiId", api.id, "prod", minutes, http)]
-    data += [d for api in v2_apis["WEBSOCKET"] for d in datapoints("ApiId", api.id, "prod", minutes, websocket)]
-    put_datapoints(endpoint, data)
 
 
 # What a deployment runs with (the defaults of tasks/core/src/config.rs), not the e2e tests' small steps.

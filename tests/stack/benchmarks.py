@@ -43,8 +43,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from lambda_adapter import FUNCTIONS_FILE, load_timeouts  # noqa: E402
-from seed import SeededApi, create_rest_api, create_v2_api, datapoints, put_datapoints  # noqa: E402
-from stack import DEFINITION, REPO, EmbeddedStack, ExecutionReport, boto  # noqa: E402
+from seed import SeededApi, create_rest_api, create_v2_api, put_steady_traffic  # noqa: E402
+from stack import DEFINITION, REPO, EmbeddedStack, ExecutionReport, StateTable, boto  # noqa: E402
 
 SIZES = (100, 600, 2520)
 # The largest region: API Gateway's fixed REST quotas (600 regional, 120 edge, 600 private) and 600 HTTP and
@@ -163,24 +163,15 @@ def make_ten_changes(stack: EmbeddedStack, account: Account) -> list[str]:
 
 def put_a_minute_of_traffic(stack: EmbeddedStack, account: Account, minute: int) -> None:
     """One minute of traffic on every API-stage, so that each is active and read."""
-    rest = {"Count": 10, "4XXError": 1, "5XXError": 0, "Latency": 50.0, "IntegrationLatency": 20.0}
-    http = {"Count": 10, "4xx": 1, "5xx": 0, "Latency": 50.0, "IntegrationLatency": 20.0}
-    websocket = {"ConnectCount": 3, "MessageCount": 12, "ClientError": 1, "IntegrationLatency": 20.0}
-    data = []
-    for stage in STAGES:
-        data += [d for api in account.apis["REST"] for d in datapoints("ApiName", api.name, stage, [minute], rest)]
-        data += [d for api in account.apis["HTTP"] for d in datapoints("ApiId", api.id, stage, [minute], http)]
-        data += [d for api in account.apis["WEBSOCKET"]
-                 for d in datapoints("ApiId", api.id, stage, [minute], websocket)]
-    put_datapoints(stack.moto_url, data)
+    put_steady_traffic(stack.moto_url, [api.name for api in account.apis["REST"]],
+                       [api.id for api in account.apis["HTTP"]], [api.id for api in account.apis["WEBSOCKET"]],
+                       list(STAGES), [minute])
 
 
 def put_metrics_watermarks(stack: EmbeddedStack, position: int) -> None:
-    dynamodb = boto("dynamodb", stack.moto_url)
+    state_table = StateTable(stack.moto_url)
     for stage in STAGES:
-        dynamodb.update_item(TableName=stack.function_env["STATE_TABLE"], Key={"stage": {"S": stage}},
-                             UpdateExpression="SET metricsWatermark = :w",
-                             ExpressionAttributeValues={":w": {"N": str(position)}})
+        state_table.put_metrics_watermark(stage, position)
 
 
 def latest_window_end(now: float) -> int:
@@ -364,7 +355,7 @@ def cold_start(binary: Path, env: dict[str, str], runs: int) -> ColdStart:
     secret): exec to first answer, the work of a task excluded."""
     ready, answered, error_type = [], [], None
     for _ in range(runs):
-        api = RuntimeApi([1, 2, 3]).start()
+        api = RuntimeApi(UNACCEPTED_INPUT).start()
         started = time.perf_counter()
         process = subprocess.Popen([str(binary)], env={**env, **api.environment(binary.name)},
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -379,6 +370,10 @@ def cold_start(binary: Path, env: dict[str, str], runs: int) -> ColdStart:
         answered.append((api.answered_at - started) * 1000)
         error_type = api.answer.get("errorType")
     return ColdStart(ready, answered, error_type)
+
+
+# A JSON array: every task expects an object, so each answers InvalidInput once its dependencies are built.
+UNACCEPTED_INPUT = [1, 2, 3]
 
 
 class RuntimeApi:
@@ -755,6 +750,9 @@ def render(results: dict[int, SizeResult], cold: dict[str, ColdStart], zips: dic
 def run(sizes: list[int], release: bool, cold_start_runs: int, log=print) -> tuple[dict, dict, dict]:
     stack = EmbeddedStack(release=release).start()
     try:
+        if not (stack.moto_url and stack.apicp):
+            raise BenchmarkError("the benchmarks run on the embedded stack only: unset AWS_ENDPOINT_URL, "
+                                 "AWS_ACCESS_KEY_ID, AWS_PROFILE and APICP_URL")
         results = {size: bench_size(stack, size, log) for size in sizes}
         env = {"PATH": os.environ.get("PATH", ""), **stack.function_env}
         log("cold starts")

@@ -109,6 +109,25 @@ def put_traffic(endpoint: str, api_name: str, stage: str, minutes: list[int],
     put_datapoints(endpoint, datapoints("ApiName", api_name, stage, minutes, values, unit="Count"))
 
 
+# Per API and minute, by type: REST and HTTP 10 requests (one 4xx), 50 ms, backend 20 ms; WebSocket 3 connections
+# and 12 messages (one client error), backend 20 ms.
+STEADY_TRAFFIC = {
+    "REST": {"Count": 10, "4XXError": 1, "5XXError": 0, "Latency": 50.0, "IntegrationLatency": 20.0},
+    "HTTP": {"Count": 10, "4xx": 1, "5xx": 0, "Latency": 50.0, "IntegrationLatency": 20.0},
+    "WEBSOCKET": {"ConnectCount": 3, "MessageCount": 12, "ClientError": 1, "IntegrationLatency": 20.0},
+}
+
+
+def put_steady_traffic(endpoint: str, rest_names: list[str], http_ids: list[str], websocket_ids: list[str],
+                       stages: list[str], minutes: list[int]) -> None:
+    """STEADY_TRAFFIC on every listed API (REST APIs by name, HTTP and WebSocket APIs by id) and stage, each
+    minute, with one CloudWatch client for all."""
+    apis = [("ApiName", name, "REST") for name in rest_names] + [("ApiId", id_, "HTTP") for id_ in http_ids] + [
+        ("ApiId", id_, "WEBSOCKET") for id_ in websocket_ids]
+    put_datapoints(endpoint, [d for stage in stages for dimension, api, kind in apis
+                              for d in datapoints(dimension, api, stage, minutes, STEADY_TRAFFIC[kind])])
+
+
 def recent_minutes(count: int, now: float | None = None) -> list[int]:
     """The last `count` whole minutes before now."""
     current = int((now or time.time()) // 60 * 60)
@@ -124,5 +143,6 @@ def demo(endpoint: str) -> dict[str, SeededApi]:
     return apis
 
 
-__all__ = ["REGION", "SeededApi", "create_rest_api", "create_v2_api", "datapoints", "demo", "deploy_v2_stage",
-           "map_rest_domain", "map_v2_domain", "put_datapoints", "put_traffic", "put_v2_traffic", "recent_minutes"]
+__all__ = ["REGION", "STEADY_TRAFFIC", "SeededApi", "create_rest_api", "create_v2_api", "datapoints", "demo",
+           "deploy_v2_stage", "map_rest_domain", "map_v2_domain", "put_datapoints", "put_steady_traffic", "put_traffic",
+           "put_v2_traffic", "recent_minutes"]

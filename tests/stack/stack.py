@@ -164,7 +164,7 @@ class EmbeddedStack:
         """The running function instances: pid -> the function's binary name."""
         binaries = set(load_timeouts())
         found = {}
-        for pid in _processes_with_env(f"AWS_LAMBDA_RUNTIME_API={self._adapter.watch_url}/"):
+        for pid in _instances_of(self._adapter.watch_url):
             with contextlib.suppress(OSError):
                 name = Path(os.readlink(f"/proc/{pid}/exe")).name
                 if name in binaries:
@@ -208,7 +208,7 @@ class EmbeddedStack:
             self._processes.remove(self._functions)
             _stop(self._functions, graceful=False)
             # The instances' `cargo run` children, should any outlive the emulator.
-            for pid in _processes_with_env(f"AWS_LAMBDA_RUNTIME_API={watch_url.rstrip('/')}/"):
+            for pid in _instances_of(watch_url):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
             return self._watch()
@@ -264,6 +264,12 @@ def _stop(process: subprocess.Popen, graceful: bool = True) -> None:
             os.killpg(process.pid, signal.SIGKILL)
 
 
+def _instances_of(watch_url: str) -> list[int]:
+    """The processes the emulator at `watch_url` started (`cargo run` and the function binaries): their Runtime
+    API is its."""
+    return _processes_with_env(f"AWS_LAMBDA_RUNTIME_API={watch_url.rstrip('/')}/")
+
+
 def _processes_with_env(prefix: str) -> list[int]:
     """The processes with an environment entry (`NAME=value`) that starts with `prefix`."""
     found = []
@@ -281,6 +287,31 @@ def boto(service: str, endpoint: str):
     # moto cannot read gzip-compressed PutMetricData bodies.
     return boto3.client(service, endpoint_url=endpoint, region_name=REGION, aws_access_key_id="testing",
                         aws_secret_access_key="testing", config=Config(disable_request_compression=True))
+
+
+class StateTable:
+    """The agent's state table on the embedded AWS, read and set as a test or benchmark needs."""
+
+    def __init__(self, endpoint: str):
+        self._dynamodb = boto("dynamodb", endpoint)
+
+    def item(self, stage: str) -> dict:
+        item = self._dynamodb.get_item(TableName=STATE_TABLE, Key={"stage": {"S": stage}}, ConsistentRead=True)
+        return {k: (int(v["N"]) if "N" in v else v.get("S")) for k, v in item.get("Item", {}).items()}
+
+    def claim(self, stage: str, kind: str, holder: str, until: int) -> None:
+        """What an overlapping execution leaves while it works on the stage."""
+        self._dynamodb.update_item(TableName=STATE_TABLE, Key={"stage": {"S": stage}},
+                                   UpdateExpression=f"SET {kind}ClaimedBy = :by, {kind}ClaimExpiresAt = :until",
+                                   ExpressionAttributeValues={":by": {"S": holder}, ":until": {"N": str(until)}})
+
+    def put_metrics_watermark(self, stage: str, position: int) -> None:
+        self.put_number(stage, "metricsWatermark", position)
+
+    def put_number(self, stage: str, attribute: str, value: int) -> None:
+        self._dynamodb.update_item(TableName=STATE_TABLE, Key={"stage": {"S": stage}},
+                                   UpdateExpression="SET #a = :v", ExpressionAttributeNames={"#a": attribute},
+                                   ExpressionAttributeValues={":v": {"N": str(value)}})
 
 
 def start_recorded_execution(endpoint: str, name: str) -> str:
