@@ -171,7 +171,9 @@ def test_a_failed_publish_leaves_the_assets_watermark_and_keeps_metrics_progress
     state_table.put_metrics_watermark("prod", before["metricsWatermark"] - INTERVAL)
     time.sleep(2)
 
+    started = time.time()
     run = stack.run()
+    ended = time.time()
 
     assert not run.succeeded
     assert run.error == "ControlPlaneUnavailable", run.printed
@@ -179,7 +181,9 @@ def test_a_failed_publish_leaves_the_assets_watermark_and_keeps_metrics_progress
     after = state_table.item("prod")
     assert "assetsClaimedBy" not in after, "the failed branch gave its claim back"
     assert after["assetsWatermark"] == before["assetsWatermark"], "no watermark past unpublished data"
-    assert after["metricsWatermark"] == before["metricsWatermark"], "the metrics branch still acked its window"
+    # The latest due window when metrics list-changes ran: a window may come due during the run.
+    acked = after["metricsWatermark"]
+    assert latest_window_end(started) <= acked <= latest_window_end(ended), "the metrics branch still acked its windows"
     assert f"{payments.id}_prod" not in published(stack)[PROD]
     assert set(published(stack)[PROD]) == {f"{apis['pets'].id}_prod", f"{apis['orders'].id}_prod"}
 
