@@ -95,7 +95,7 @@ const DOMAIN_EVENTS: [&str; 9] = [
 /// `apiId`, and resource ARNs `/restapis/<id>` or `/apis/<id>`. Only the request's top-level
 /// fields (its path) are read: nested bodies hold other ids (a usage plan's `apiStages` names
 /// REST APIs by `apiId`). Deleted APIs are included: re-reading them is how deletions are found.
-pub fn touched(events: &[ApiEvent], generations: &[Generation]) -> Touched {
+pub fn touched<'e>(events: impl IntoIterator<Item = &'e ApiEvent>, generations: &[Generation]) -> Touched {
     let mut touched = Touched::default();
     let mut note = |generation: Generation, id: &str| {
         if generations.contains(&generation) && !id.is_empty() {
@@ -142,6 +142,21 @@ pub fn touched(events: &[ApiEvent], generations: &[Generation]) -> Touched {
         }
     }
     touched
+}
+
+/// The most event ids remembered for one window, well inside a DynamoDB item; beyond it the
+/// oldest are left out, and the next window applies them once more (idempotent, only slower).
+pub const APPLIED_EVENTS_LIMIT: usize = 5_000;
+
+/// The ids of a window's events that the next window re-reads (those of its last `overlap`
+/// before `end`), newest first: remembered with the watermark, so that each change is applied
+/// once and only events delivered late are applied there.
+pub fn events_to_remember(events: &[ApiEvent], end: i64, overlap: Duration) -> Vec<String> {
+    let from = end - overlap.as_secs() as i64;
+    let mut remembered: Vec<&ApiEvent> =
+        events.iter().filter(|e| !e.id.is_empty() && (from..end).contains(&e.time)).collect();
+    remembered.sort_by_key(|e| std::cmp::Reverse(e.time));
+    remembered.into_iter().take(APPLIED_EVENTS_LIMIT).map(|e| e.id.clone()).collect()
 }
 
 /// The API an API Gateway resource ARN belongs to, if any.
@@ -285,6 +300,28 @@ mod tests {
     }
 
     #[test]
+    fn a_window_remembers_the_events_the_next_one_re_reads_newest_first_and_at_most_the_limit() {
+        let end = 200 * DAY;
+        let at = |id: &str, time: i64| ApiEvent { id: id.into(), time, ..event("UpdateStage", json!({}), json!({})) };
+        let events = [
+            at("before-the-overlap", end - 901),
+            at("first-of-the-overlap", end - 900),
+            at("last", end - 1),
+            at("", end - 10), // no id: cannot be recognized when read again
+            at("middle", end - 300),
+        ];
+
+        let remembered = events_to_remember(&events, end, TIMING.overlap);
+
+        assert_eq!(remembered, ["last", "middle", "first-of-the-overlap"]);
+        let burst: Vec<ApiEvent> =
+            (0..APPLIED_EVENTS_LIMIT as i64 + 10).map(|i| at(&format!("e{i}"), end - 800 + i / 10)).collect();
+        let remembered = events_to_remember(&burst, end, TIMING.overlap);
+        assert_eq!(remembered.len(), APPLIED_EVENTS_LIMIT);
+        assert!(!remembered.contains(&"e0".to_owned()), "the oldest are left out");
+    }
+
+    #[test]
     fn a_long_backlog_is_read_in_bounded_steps_and_the_watermark_only_covers_what_was_read() {
         let now = 200 * DAY;
         let mut watermark = now - 3 * 3600 - 300;
@@ -301,7 +338,14 @@ mod tests {
     }
 
     fn event(name: &str, request: Value, response: Value) -> ApiEvent {
-        ApiEvent { name: name.into(), request_parameters: request, response_elements: response, unreadable: false }
+        ApiEvent {
+            id: format!("{name}-id"),
+            time: 0,
+            name: name.into(),
+            request_parameters: request,
+            response_elements: response,
+            unreadable: false,
+        }
     }
 
     fn v1(id: &str) -> ApiRef {

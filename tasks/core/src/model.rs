@@ -146,6 +146,10 @@ pub struct WatermarkUpdate {
     /// Set when this position closes a full reconciliation (epoch seconds of its start).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub full_sync_at: Option<i64>,
+    /// Assets: the key of the CloudTrail events applied that the next window re-reads, so that
+    /// it skips them instead of applying each change again on every run within the overlap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_events: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -101,7 +101,7 @@ proptest! {
     ) {
         let record = serde_json::json!({"eventName": name, "requestParameters": request, "responseElements": response});
         let text = record.to_string();
-        let event = parse_event(&name, Some(&text));
+        let event = parse_event("e1", 0, &name, Some(&text));
         prop_assert!(!event.unreadable);
         let found = touched(std::slice::from_ref(&event), &Generation::ALL);
         let mut strings = Vec::new();
@@ -116,7 +116,7 @@ proptest! {
         // The same record cut short anywhere: unreadable, never a panic, never a guess.
         let cut = text.char_indices().map(|(i, _)| i).nth(cut).unwrap_or(text.len());
         if cut < text.len() {
-            let truncated = parse_event(&name, Some(&text[..cut]));
+            let truncated = parse_event("e1", 0, &name, Some(&text[..cut]));
             prop_assert!(truncated.unreadable);
             let found = touched(&[truncated], &Generation::ALL);
             prop_assert!(found.apis.is_empty() && found.domains.is_empty());

@@ -22,6 +22,10 @@ const REQUEST_SPACING: Duration = Duration::from_millis(500);
 /// A write event of API Gateway, reduced to what locates the changed resources.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiEvent {
+    /// CloudTrail's id of the event: how a window that re-reads it knows it was applied.
+    pub id: String,
+    /// When the call was made (epoch seconds).
+    pub time: i64,
     pub name: String,
     pub request_parameters: Value,
     pub response_elements: Value,
@@ -72,7 +76,10 @@ impl ChangeFeed for CloudTrailFeed {
                 if event.read_only() == Some("true") {
                     continue;
                 }
-                events.push(parse_event(event.event_name().unwrap_or_default(), event.cloud_trail_event()));
+                let id = event.event_id().unwrap_or_default();
+                // Without a time, the window's start: never remembered as applied, so re-applied.
+                let time = event.event_time().map_or(start, DateTime::secs);
+                events.push(parse_event(id, time, event.event_name().unwrap_or_default(), event.cloud_trail_event()));
             }
             match page.next_token() {
                 Some(token) if !token.is_empty() => next_token = Some(token.to_owned()),
@@ -83,10 +90,12 @@ impl ChangeFeed for CloudTrailFeed {
     }
 }
 
-pub(crate) fn parse_event(name: &str, record: Option<&str>) -> ApiEvent {
+pub(crate) fn parse_event(id: &str, time: i64, name: &str, record: Option<&str>) -> ApiEvent {
     let record = record.and_then(|r| serde_json::from_str::<Value>(r).ok()).filter(Value::is_object);
     let field = |name: &str| record.as_ref().and_then(|r| r.get(name)).cloned().unwrap_or(Value::Null);
     ApiEvent {
+        id: id.to_owned(),
+        time,
         name: name.to_owned(),
         request_parameters: field("requestParameters"),
         response_elements: field("responseElements"),
@@ -101,10 +110,11 @@ mod tests {
     #[test]
     fn a_missing_truncated_or_foreign_record_is_unreadable_not_empty() {
         let whole = r#"{"eventName":"UpdateStage","requestParameters":{"restApiId":"r1","stageName":"prod"}}"#;
-        assert!(!parse_event("UpdateStage", Some(whole)).unreadable);
-        assert_eq!(parse_event("UpdateStage", Some(whole)).request_parameters["restApiId"], "r1");
+        let parse = |record| parse_event("e1", 1_800_000_000, "UpdateStage", record);
+        assert!(!parse(Some(whole)).unreadable);
+        assert_eq!(parse(Some(whole)).request_parameters["restApiId"], "r1");
         for record in [None, Some(&whole[..40]), Some("[1,2]"), Some("null"), Some("")] {
-            assert!(parse_event("UpdateStage", record).unreadable, "{record:?}");
+            assert!(parse(record).unreadable, "{record:?}");
         }
     }
 }

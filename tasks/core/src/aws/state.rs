@@ -22,7 +22,7 @@ use super::sdk_error;
 use crate::aws::apigateway::{ApiKind, DeployedApi};
 use crate::control_plane::types::AgentMetricsModel;
 use crate::error::{AgentError, Result};
-use crate::model::Kind;
+use crate::model::{Kind, WatermarkUpdate};
 
 /// What the table remembers about one runtime. Times are epoch seconds.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -33,6 +33,9 @@ pub struct RuntimeState {
     pub registered_as: Option<String>,
     pub assets_watermark: Option<i64>,
     pub assets_full_sync_at: Option<i64>,
+    /// The key of the item listing the CloudTrail events already applied that the next window
+    /// re-reads (its overlap); `None`: none known, every event read is applied.
+    pub assets_applied_events: Option<String>,
     pub metrics_watermark: Option<i64>,
     /// The end of the metrics window whose POST the publish task last started. Past the watermark,
     /// the task sending it ended without recording the answer (Lambda cut it off): the window may
@@ -76,14 +79,20 @@ pub trait StateStore: Send + Sync {
         registered_id: &str,
         at: i64,
     ) -> impl Future<Output = Result<()>> + Send;
-    /// Moves the branch's watermark to `position` if that is ahead of the stored one; returns
-    /// whether it moved. `full_sync_at` records a completed full reconciliation.
-    fn advance_watermark(
+    /// Moves the stage's assets watermark to `update.position` if that is ahead of the stored
+    /// one, with what the run leaves for the next (a completed full reconciliation, the events
+    /// applied in the next window's overlap, forgotten when `None`); returns whether it moved.
+    fn advance_assets_watermark(
+        &self,
+        update: &WatermarkUpdate,
+        acked_at: i64,
+    ) -> impl Future<Output = Result<bool>> + Send;
+    /// Moves the stage's metrics watermark to `position` if that is ahead of the stored one;
+    /// returns whether it moved.
+    fn advance_metrics_watermark(
         &self,
         stage: &str,
-        kind: Kind,
         position: i64,
-        full_sync_at: Option<i64>,
         acked_at: i64,
     ) -> impl Future<Output = Result<bool>> + Send;
     /// Records (`Some(end)`) that the POST of the stage's metrics window ending `end` starts, or
@@ -141,6 +150,12 @@ pub trait StateStore: Send + Sync {
         expires_at: i64,
     ) -> impl Future<Output = Result<()>> + Send;
     fn load_report(&self, key: &str) -> impl Future<Output = Result<AgentMetricsModel>> + Send;
+    /// Stores the ids of CloudTrail events applied by this run under `key`, removed by the
+    /// table's TTL after `expires_at`.
+    fn put_applied_events(&self, key: &str, ids: &[String], expires_at: i64)
+    -> impl Future<Output = Result<()>> + Send;
+    /// The event ids stored under `key`; `None` when they are gone (expired).
+    fn load_applied_events(&self, key: &str) -> impl Future<Output = Result<Option<Vec<String>>>> + Send;
     /// The stages found by the last discovery (`STAGES=*`) and when it ran.
     fn load_discovery(&self) -> impl Future<Output = Result<Option<Discovery>>> + Send;
     fn save_discovery(&self, discovery: &Discovery) -> impl Future<Output = Result<()>> + Send;
@@ -206,6 +221,18 @@ fn catalog_key(stage: &str) -> String {
 pub fn snapshot_key(execution_id: &str, stage: &str, chunk: usize) -> String {
     format!("#snapshot#{execution_id}#{stage}#{chunk}")
 }
+
+/// The key of the CloudTrail events an execution applied in the overlap of the window after
+/// `window_end`: a retried list-changes overwrites its own.
+pub fn applied_events_key(execution_id: &str, window_end: i64) -> String {
+    format!("#applied#{execution_id}#{window_end}")
+}
+
+/// The attribute of the applied events' ids (a JSON list).
+const EVENT_IDS_ATTRIBUTE: &str = "eventIds";
+
+/// The stage attribute naming the item of the events applied in the next window's overlap.
+const APPLIED_EVENTS: &str = "assetsAppliedEvents";
 
 /// The key of the report of the metrics window of `runtime_id` that ends at `window_end`.
 pub fn report_key(runtime_id: &str, window_end: i64) -> String {
@@ -331,6 +358,21 @@ impl DynamoStateStore {
             .expression_attribute_values(":holder", AttributeValue::S(holder.to_owned()))
     }
 
+    /// The conditional update moving the branch's watermark to `position` (`:pos`) at `acked_at`
+    /// (`:acked`); false when the stored watermark is already at or past it, as a replayed or
+    /// overlapping execution's would be.
+    fn advance(&self, stage: &str, kind: Kind, position: i64, acked_at: i64) -> UpdateItemFluentBuilder {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key(KEY, AttributeValue::S(stage.to_owned()))
+            .condition_expression("attribute_not_exists(#wm) OR #wm < :pos")
+            .expression_attribute_names("#wm", attributes(kind).watermark)
+            .expression_attribute_names("#acked", attributes(kind).acked_at)
+            .expression_attribute_values(":pos", AttributeValue::N(position.to_string()))
+            .expression_attribute_values(":acked", AttributeValue::N(acked_at.to_string()))
+    }
+
     /// The update that makes `holder` hold the branch's claim until `expires_at`.
     fn claim_set(&self, stage: &str, kind: Kind, holder: &str, expires_at: i64) -> UpdateItemFluentBuilder {
         self.claim_update(stage, kind, holder)
@@ -391,6 +433,7 @@ impl StateStore for DynamoStateStore {
             registered_as: item.get("registeredAs").and_then(|v| v.as_s().ok()).cloned(),
             assets_watermark: number(&item, attributes(Kind::Assets).watermark)?,
             assets_full_sync_at: number(&item, "assetsFullSyncAt")?,
+            assets_applied_events: item.get(APPLIED_EVENTS).and_then(|v| v.as_s().ok()).cloned(),
             metrics_watermark: number(&item, attributes(Kind::Metrics).watermark)?,
             metrics_in_flight: number(&item, METRICS_IN_FLIGHT)?,
             deployed_apis: number(&item, "deployedApis")?,
@@ -506,7 +549,7 @@ impl StateStore for DynamoStateStore {
             // full sync, not an incremental one that would leave the runtime nearly empty.
             .update_expression(
                 "SET registeredId = :id, registeredAs = :as, registeredAt = :at \
-                 REMOVE assetsWatermark, assetsFullSyncAt",
+                 REMOVE assetsWatermark, assetsFullSyncAt, assetsAppliedEvents",
             )
             .expression_attribute_values(":id", AttributeValue::S(registered_id.to_owned()))
             .expression_attribute_values(":as", AttributeValue::S(registered_as.to_owned()))
@@ -517,31 +560,51 @@ impl StateStore for DynamoStateStore {
         Ok(())
     }
 
-    async fn advance_watermark(
-        &self,
-        stage: &str,
-        kind: Kind,
-        position: i64,
-        full_sync_at: Option<i64>,
-        acked_at: i64,
-    ) -> Result<bool> {
-        let mut update = String::from("SET #wm = :pos, #acked = :acked");
-        let mut request = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key(KEY, AttributeValue::S(stage.to_owned()))
-            .condition_expression("attribute_not_exists(#wm) OR #wm < :pos")
-            .expression_attribute_names("#wm", attributes(kind).watermark)
-            .expression_attribute_names("#acked", attributes(kind).acked_at)
-            .expression_attribute_values(":pos", AttributeValue::N(position.to_string()))
-            .expression_attribute_values(":acked", AttributeValue::N(acked_at.to_string()));
-        if let Some(at) = full_sync_at {
-            update.push_str(", assetsFullSyncAt = :full");
+    async fn advance_assets_watermark(&self, update: &WatermarkUpdate, acked_at: i64) -> Result<bool> {
+        let mut set = String::from("SET #wm = :pos, #acked = :acked");
+        let mut request = self.advance(&update.stage, Kind::Assets, update.position, acked_at);
+        if let Some(at) = update.full_sync_at {
+            set.push_str(", assetsFullSyncAt = :full");
             request = request.expression_attribute_values(":full", AttributeValue::N(at.to_string()));
         }
-        // False: the stored watermark is already at or past this position; nothing to do.
-        conditional_update(request.update_expression(update)).await
+        // The applied events always describe the new position's overlap: kept with it, or
+        // forgotten when this run applied none there.
+        let expression = match &update.applied_events {
+            Some(key) => {
+                request = request.expression_attribute_values(":applied", AttributeValue::S(key.clone()));
+                format!("{set}, {APPLIED_EVENTS} = :applied")
+            }
+            None => format!("{set} REMOVE {APPLIED_EVENTS}"),
+        };
+        conditional_update(request.update_expression(expression)).await
+    }
+
+    async fn advance_metrics_watermark(&self, stage: &str, position: i64, acked_at: i64) -> Result<bool> {
+        let request = self.advance(stage, Kind::Metrics, position, acked_at);
+        conditional_update(request.update_expression("SET #wm = :pos, #acked = :acked")).await
+    }
+
+    async fn put_applied_events(&self, key: &str, ids: &[String], expires_at: i64) -> Result<()> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item(KEY, AttributeValue::S(key.to_owned()))
+            .item(EVENT_IDS_ATTRIBUTE, AttributeValue::S(json_body(key, ids)?))
+            .item(EXPIRES_AT, AttributeValue::N(expires_at.to_string()))
+            .send()
+            .await
+            .map_err(|e| sdk_error("dynamodb:PutItem", e))?;
+        Ok(())
+    }
+
+    async fn load_applied_events(&self, key: &str) -> Result<Option<Vec<String>>> {
+        let item = self.item(key).await?;
+        let Some(ids) = item.as_ref().and_then(|item| item.get(EVENT_IDS_ATTRIBUTE)?.as_s().ok()) else {
+            return Ok(None);
+        };
+        serde_json::from_str(ids)
+            .map(Some)
+            .map_err(|e| AgentError::AwsRequestFailed(format!("state item {key} is malformed: {e}")))
     }
 
     async fn claim(&self, stage: &str, kind: Kind, holder: &str, now: i64, expires_at: i64) -> Result<Claim> {

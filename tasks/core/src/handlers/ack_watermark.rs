@@ -22,9 +22,7 @@ pub async fn ack_watermark(input: AckInput, state: &impl StateStore, now: i64) -
     for update in input.watermarks {
         let (position, advanced) = match input.kind {
             Kind::Assets => {
-                let advanced = state
-                    .advance_watermark(&update.stage, input.kind, update.position, update.full_sync_at, now)
-                    .await?;
+                let advanced = state.advance_assets_watermark(&update, now).await?;
                 if !advanced {
                     tracing::info!(stage = update.stage, position = update.position, "watermark already at or past");
                 }

@@ -2,15 +2,17 @@
 //! once it is published.
 
 use std::collections::hash_map::Entry;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use crate::aws::apigateway::{
     Api, ApiGateway, DeployedApi, DomainMapping, Generation, Stage, deployed_stage, routes_to,
 };
-use crate::aws::cloudtrail::ChangeFeed;
+use crate::aws::cloudtrail::{ApiEvent, ChangeFeed};
 use crate::aws::executions::Executions;
-use crate::aws::state::{CatalogEntry, Claim, Discovery, LISTING_REUSE_SECONDS, StateStore, snapshot_key};
-use crate::changes::{ApiRef, AssetPlan, Touched, chunk_assets, plan_assets, touched};
+use crate::aws::state::{
+    CatalogEntry, Claim, Discovery, LISTING_REUSE_SECONDS, RuntimeState, StateStore, applied_events_key, snapshot_key,
+};
+use crate::changes::{ApiRef, AssetPlan, Touched, chunk_assets, events_to_remember, plan_assets, touched};
 use crate::config::{Config, StageSelection};
 use crate::control_plane::ControlPlane;
 use crate::error::{AgentError, Result};
@@ -22,7 +24,8 @@ use crate::model::{
     SyncMode, WatermarkUpdate,
 };
 
-/// Snapshots outlive the longest execution (an hour) by far, and then expire by the table's TTL.
+/// Snapshots outlive the longest execution (an hour) by far, and then expire by the table's TTL;
+/// so do the applied events, read by the next run (an older watermark re-applies its overlap).
 const SNAPSHOT_TTL_SECONDS: i64 = 86_400;
 
 /// The most metrics windows one Map iteration reads and sends: a whole catch-up of one runtime
@@ -44,7 +47,12 @@ struct Listing {
 /// per touched API, one listing of the custom domain routes per management API.
 #[derive(Default)]
 struct Lookups {
-    events_by_window: HashMap<(i64, i64), Touched>,
+    events_by_window: HashMap<(i64, i64), Vec<ApiEvent>>,
+    /// The ids of the events earlier runs applied, by the key they are stored under.
+    applied_before: HashMap<String, HashSet<String>>,
+    /// The key under which this run stored the events it applied, per window end (`None`: none
+    /// in the next window's overlap).
+    applied_now: HashMap<i64, Option<String>>,
     current: HashMap<ApiRef, Option<(Api, Vec<Stage>)>>,
     mappings: HashMap<Generation, Vec<DomainMapping>>,
 }
@@ -151,12 +159,19 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed, E: Executions
         for runtime in runtimes {
             let state = self.state.load(&runtime.stage).await?;
             let mut plan = plan_assets(mode, &state, now, self.config.change_timing());
-            if let AssetPlan::Incremental { start, end } = plan
-                && self.events_in(&mut lookups, start, end).await?.unreadable > 0
-            {
-                // What an unreadable record changed is unknown: listing the stage finds it.
-                tracing::warn!(stage = runtime.stage, start, end, "unreadable CloudTrail record; full sync instead");
-                plan = AssetPlan::Full { position: end };
+            let mut window = Touched::default();
+            if let AssetPlan::Incremental { start, end } = plan {
+                window = self.unapplied_changes(&mut lookups, &runtime.stage, &state, start, end).await?;
+                if window.unreadable > 0 {
+                    // What an unreadable record changed is unknown: listing the stage finds it.
+                    tracing::warn!(
+                        stage = runtime.stage,
+                        start,
+                        end,
+                        "unreadable CloudTrail record; full sync instead"
+                    );
+                    plan = AssetPlan::Full { position: end };
+                }
             }
             let (upserts, deletes, watermark) = match plan {
                 AssetPlan::UpToDate => continue,
@@ -169,16 +184,27 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed, E: Executions
                     (
                         deployed,
                         deletes,
-                        WatermarkUpdate { stage: runtime.stage.clone(), position, full_sync_at: Some(now) },
+                        WatermarkUpdate {
+                            stage: runtime.stage.clone(),
+                            position,
+                            full_sync_at: Some(now),
+                            applied_events: None,
+                        },
                     )
                 }
                 AssetPlan::Incremental { start, end } => {
-                    let (upserts, deletes) = self.changed_on(&mut lookups, &runtime.stage, start, end).await?;
+                    let (upserts, deletes) = self.changed_on(&mut lookups, &runtime.stage, window).await?;
+                    let applied_events = self.remember_applied(&mut lookups, execution_id, start, end, now).await?;
                     output.summary.incremental_runtimes += 1;
                     (
                         upserts,
                         deletes,
-                        WatermarkUpdate { stage: runtime.stage.clone(), position: end, full_sync_at: None },
+                        WatermarkUpdate {
+                            stage: runtime.stage.clone(),
+                            position: end,
+                            full_sync_at: None,
+                            applied_events,
+                        },
                     )
                 }
             };
@@ -199,17 +225,15 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed, E: Executions
         Ok(output)
     }
 
-    /// What changed on `stage` in the CloudTrail window `[start, end)`: the current state of
-    /// every API the window's events touched, as an upsert when it is deployed to the stage and
-    /// as a delete when it is gone from it (deleting an absent API is a no-op).
+    /// What changed on `stage` in a CloudTrail window: the current state of every API its
+    /// events touched, as an upsert when it is deployed to the stage and as a delete when it is
+    /// gone from it (deleting an absent API is a no-op).
     async fn changed_on(
         &self,
         lookups: &mut Lookups,
         stage: &str,
-        start: i64,
-        end: i64,
+        window: Touched,
     ) -> Result<(Vec<DeployedApi>, Vec<String>)> {
-        let window = self.events_in(lookups, start, end).await?.clone();
         let mut refs = window.apis;
         if !window.domains.is_empty() {
             refs.extend(self.routed_by(lookups, &window.domains, stage).await?);
@@ -235,13 +259,64 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed, E: Executions
         Ok((upserts, deletes))
     }
 
-    /// What the write events of `[start, end)` touched, read from CloudTrail once per run.
-    async fn events_in<'l>(&self, lookups: &'l mut Lookups, start: i64, end: i64) -> Result<&'l Touched> {
+    /// What the write events of `[start, end)` (read from CloudTrail once per run) touched,
+    /// leaving out those an earlier run applied to the stage: the window re-reads the previous
+    /// one's last minutes (its overlap) only for the events CloudTrail delivered late.
+    async fn unapplied_changes(
+        &self,
+        lookups: &mut Lookups,
+        stage: &str,
+        state: &RuntimeState,
+        start: i64,
+        end: i64,
+    ) -> Result<Touched> {
         if let Entry::Vacant(entry) = lookups.events_by_window.entry((start, end)) {
-            let generations = self.config.api_types.generations();
-            entry.insert(touched(&self.feed.write_events(start, end).await?, &generations));
+            entry.insert(self.feed.write_events(start, end).await?);
         }
-        Ok(&lookups.events_by_window[&(start, end)])
+        if let Some(key) = &state.assets_applied_events
+            && let Entry::Vacant(entry) = lookups.applied_before.entry(key.clone())
+        {
+            let ids = self.state.load_applied_events(key).await?.unwrap_or_else(|| {
+                tracing::info!(stage, key, "the applied events expired; the overlap is applied again");
+                Vec::new()
+            });
+            entry.insert(ids.into_iter().collect());
+        }
+        let applied = state.assets_applied_events.as_ref().and_then(|key| lookups.applied_before.get(key));
+        let (fresh, applied): (Vec<&ApiEvent>, Vec<&ApiEvent>) = lookups.events_by_window[&(start, end)]
+            .iter()
+            .partition(|event| !applied.is_some_and(|ids| ids.contains(&event.id)));
+        if !applied.is_empty() {
+            tracing::info!(stage, events = applied.len(), "events already applied by an earlier run; skipped");
+        }
+        Ok(touched(fresh, &self.config.api_types.generations()))
+    }
+
+    /// Stores, once per window end, the ids of the window's events that the next window
+    /// re-reads; their key is committed with the watermark.
+    async fn remember_applied(
+        &self,
+        lookups: &mut Lookups,
+        execution_id: &str,
+        start: i64,
+        end: i64,
+        now: i64,
+    ) -> Result<Option<String>> {
+        if let Some(key) = lookups.applied_now.get(&end) {
+            return Ok(key.clone());
+        }
+        let overlap = self.config.change_timing().overlap;
+        let ids = events_to_remember(&lookups.events_by_window[&(start, end)], end, overlap);
+        let key = match ids.is_empty() {
+            true => None,
+            false => {
+                let key = applied_events_key(execution_id, end);
+                self.state.put_applied_events(&key, &ids, now + SNAPSHOT_TTL_SECONDS).await?;
+                Some(key)
+            }
+        };
+        lookups.applied_now.insert(end, key.clone());
+        Ok(key)
     }
 
     /// The APIs a change of the `domains` may concern on `stage`: those the catalog says they
@@ -386,7 +461,12 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed, E: Executions
             open.runtimes.push(due);
             open_windows += windows;
             output.summary.windows += windows;
-            output.watermarks.push(WatermarkUpdate { stage: runtime.stage.clone(), position: end, full_sync_at: None });
+            output.watermarks.push(WatermarkUpdate {
+                stage: runtime.stage.clone(),
+                position: end,
+                full_sync_at: None,
+                applied_events: None,
+            });
         }
         if !open.runtimes.is_empty() {
             output.chunks.push(Chunk::Metrics(open));

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use crate::aws::state::{StateStore, report_key};
 use crate::control_plane::{ControlPlane, Upserted};
 use crate::error::{AgentError, Result};
-use crate::model::{Batch, Chunk, Kind, MetricsChunk, PublishOutput, RuntimeWindows};
+use crate::model::{Batch, Chunk, MetricsChunk, PublishOutput, RuntimeWindows};
 use crate::telemetry;
 
 /// The function's timeout as deployed (`statemachine/functions.json`), for a Lambda runtime
@@ -103,7 +103,7 @@ impl<C: ControlPlane, S: StateStore> Publish<'_, C, S> {
             // The POST of the next window started, and its task ended before recording the
             // answer (Lambda cut it off). The control plane may hold the window: it is in doubt,
             // never resent. (Windows go in order: only the next one can have been in flight.)
-            self.state.advance_watermark(stage, Kind::Metrics, end, None, now).await?;
+            self.state.advance_metrics_watermark(stage, end, now).await?;
             sent_until = Some(end);
             self.window_in_doubt(runtime, end, "the task sending it was cut off", now);
         }
@@ -123,7 +123,7 @@ impl<C: ControlPlane, S: StateStore> Publish<'_, C, S> {
             match self.control_plane.send_metrics(&runtime.runtime_id, &report).await {
                 Ok(()) => {}
                 Err(AgentError::DeliveryUnknown(cause)) => {
-                    self.state.advance_watermark(stage, Kind::Metrics, end, None, now).await?;
+                    self.state.advance_metrics_watermark(stage, end, now).await?;
                     self.window_in_doubt(runtime, end, &cause, now);
                     // The runtime's later windows wait for the workflow's retry, after its backoff.
                     return Err(AgentError::ControlPlaneUnavailable(format!(
@@ -140,7 +140,7 @@ impl<C: ControlPlane, S: StateStore> Publish<'_, C, S> {
             }
             // Should this write not land (an AWS error, the timeout), the in-flight mark makes the
             // next attempt take the window for in doubt rather than send it again.
-            self.state.advance_watermark(stage, Kind::Metrics, end, None, now).await?;
+            self.state.advance_metrics_watermark(stage, end, now).await?;
             sent_until = Some(end);
             output.windows_sent += 1;
         }

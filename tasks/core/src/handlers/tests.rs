@@ -160,6 +160,7 @@ struct Memory {
     snapshots: Mutex<HashMap<String, Vec<DeployedApi>>>,
     catalogs: Mutex<HashMap<String, Vec<CatalogEntry>>>,
     reports: Mutex<HashMap<String, AgentMetricsModel>>,
+    applied_events: Mutex<HashMap<String, Vec<String>>>,
 }
 
 impl StateStore for Memory {
@@ -171,31 +172,37 @@ impl StateStore for Memory {
         let item = items.entry(stage.to_owned()).or_default();
         item.registered_as = Some(registered_as.to_owned());
         item.registered_id = Some(registered_id.to_owned());
-        (item.assets_watermark, item.assets_full_sync_at) = (None, None);
+        (item.assets_watermark, item.assets_full_sync_at, item.assets_applied_events) = (None, None, None);
         Ok(())
     }
-    async fn advance_watermark(
-        &self,
-        stage: &str,
-        kind: Kind,
-        position: i64,
-        full: Option<i64>,
-        _: i64,
-    ) -> Result<bool> {
+    async fn advance_assets_watermark(&self, update: &WatermarkUpdate, _: i64) -> Result<bool> {
         let mut items = self.items.lock().unwrap();
-        let item = items.entry(stage.to_owned()).or_default();
-        let current = match kind {
-            Kind::Assets => &mut item.assets_watermark,
-            Kind::Metrics => &mut item.metrics_watermark,
-        };
-        if current.is_some_and(|c| c >= position) {
+        let item = items.entry(update.stage.clone()).or_default();
+        if item.assets_watermark.is_some_and(|c| c >= update.position) {
             return Ok(false);
         }
-        *current = Some(position);
-        if full.is_some() {
-            item.assets_full_sync_at = full;
+        item.assets_watermark = Some(update.position);
+        if update.full_sync_at.is_some() {
+            item.assets_full_sync_at = update.full_sync_at;
         }
+        item.assets_applied_events = update.applied_events.clone();
         Ok(true)
+    }
+    async fn advance_metrics_watermark(&self, stage: &str, position: i64, _: i64) -> Result<bool> {
+        let mut items = self.items.lock().unwrap();
+        let item = items.entry(stage.to_owned()).or_default();
+        if item.metrics_watermark.is_some_and(|c| c >= position) {
+            return Ok(false);
+        }
+        item.metrics_watermark = Some(position);
+        Ok(true)
+    }
+    async fn put_applied_events(&self, key: &str, ids: &[String], _: i64) -> Result<()> {
+        self.applied_events.lock().unwrap().insert(key.to_owned(), ids.to_vec());
+        Ok(())
+    }
+    async fn load_applied_events(&self, key: &str) -> Result<Option<Vec<String>>> {
+        Ok(self.applied_events.lock().unwrap().get(key).cloned())
     }
     async fn claim(&self, stage: &str, kind: Kind, holder: &str, now: i64, expires_at: i64) -> Result<Claim> {
         if self.unclaimable == Some(stage) {
@@ -295,6 +302,10 @@ impl Executions for RunningOnly {
     async fn is_running(&self, execution: &str) -> Result<bool> {
         Ok(self.0.contains(&execution))
     }
+}
+
+fn watermark(stage: &str, position: i64, full_sync_at: Option<i64>) -> WatermarkUpdate {
+    WatermarkUpdate { stage: stage.into(), position, full_sync_at, applied_events: None }
 }
 
 struct NoEvents;
@@ -437,10 +448,7 @@ async fn a_full_listing_of_10000_apis_stays_far_below_the_payload_limit() {
         })
         .collect();
     assert_eq!(listed.len(), 10_000, "every API exactly once");
-    assert_eq!(
-        output.watermarks,
-        vec![WatermarkUpdate { stage: "prod".into(), position: NOW - 300, full_sync_at: Some(NOW) }]
-    );
+    assert_eq!(output.watermarks, vec![watermark("prod", NOW - 300, Some(NOW))]);
 }
 
 #[tokio::test]
@@ -605,7 +613,7 @@ async fn a_runtime_deleted_in_the_control_plane_is_registered_again_and_fully_sy
     let (plane, state) = (Plane::default(), Memory::default());
     let task = ensure_runtime(&config, &gateway, &plane, &state);
     task.run(ExecutionInput::default(), NOW).await.unwrap();
-    state.advance_watermark("prod", Kind::Assets, NOW - 300, Some(NOW), NOW).await.unwrap();
+    state.advance_assets_watermark(&watermark("prod", NOW - 300, Some(NOW)), NOW).await.unwrap();
 
     plane.runtimes.lock().unwrap().clear();
     task.run(ExecutionInput::default(), NOW + 60).await.unwrap();
@@ -644,7 +652,7 @@ async fn watermarks_only_move_forward() {
     let ack = |position| AckInput {
         kind: Kind::Assets,
         execution_id: "run-1".into(),
-        watermarks: vec![WatermarkUpdate { stage: "prod".into(), position, full_sync_at: None }],
+        watermarks: vec![watermark("prod", position, None)],
         claimed: vec![],
         branch_failed: false,
     };
@@ -958,11 +966,11 @@ async fn publish_starts_no_window_once_its_time_budget_is_spent() {
 async fn the_metrics_ack_fails_the_branch_for_a_stage_left_short_after_releasing_its_claims() {
     let state = Memory::default();
     state.claim("prod", Kind::Metrics, "run-1", NOW, NOW + 3600).await.unwrap();
-    state.advance_watermark("prod", Kind::Metrics, NOW - 600, None, NOW).await.unwrap();
+    state.advance_metrics_watermark("prod", NOW - 600, NOW).await.unwrap();
     let planned = |position| AckInput {
         kind: Kind::Metrics,
         execution_id: "run-1".into(),
-        watermarks: vec![WatermarkUpdate { stage: "prod".into(), position, full_sync_at: None }],
+        watermarks: vec![watermark("prod", position, None)],
         claimed: vec!["prod".into()],
         branch_failed: false,
     };
@@ -985,7 +993,7 @@ async fn a_catch_up_over_150_runtimes_takes_a_few_map_iterations_and_starts_with
     let stages: Vec<String> = (0..150).map(|i| format!("s{i:03}")).collect();
     // A day-long outage for all but the first, which has never sent a window.
     for stage in &stages[1..] {
-        state.advance_watermark(stage, Kind::Metrics, NOW - 86_400, None, NOW).await.unwrap();
+        state.advance_metrics_watermark(stage, NOW - 86_400, NOW).await.unwrap();
     }
     let input = ListChangesInput {
         kind: Kind::Metrics,
@@ -1085,7 +1093,7 @@ async fn a_discovery_stores_the_listing_only_when_a_full_sync_follows() {
     // First run: nothing synced yet, so the assets branch will fully sync.
     task.run(ExecutionInput::default(), NOW).await.unwrap();
     assert_eq!(parts(), BTreeMap::from([("prod".into(), 1)]));
-    state.advance_watermark("prod", Kind::Assets, NOW - 300, Some(NOW), NOW).await.unwrap();
+    state.advance_assets_watermark(&watermark("prod", NOW - 300, Some(NOW)), NOW).await.unwrap();
 
     // Rediscovery on schedule while the stage is in sync: only the stage names are kept.
     task.run(ExecutionInput::default(), NOW + 120).await.unwrap();
@@ -1197,11 +1205,36 @@ async fn only_the_configured_api_types_are_read_and_published() {
     assert_eq!(gateway.calls.load(Ordering::SeqCst), 1 + 1 + 1);
 }
 
-struct Events(Vec<ApiEvent>);
+/// CloudTrail holding these events, each delivered at once; every LookupEvents is counted.
+#[derive(Default)]
+struct Events {
+    events: Mutex<Vec<ApiEvent>>,
+    lookups: AtomicUsize,
+}
+
+impl Events {
+    fn new(events: Vec<ApiEvent>) -> Self {
+        Self { events: Mutex::new(events), lookups: AtomicUsize::new(0) }
+    }
+}
 
 impl ChangeFeed for Events {
-    async fn write_events(&self, _: i64, _: i64) -> Result<Vec<ApiEvent>> {
-        Ok(self.0.clone())
+    async fn write_events(&self, start: i64, end: i64) -> Result<Vec<ApiEvent>> {
+        self.lookups.fetch_add(1, Ordering::SeqCst);
+        let events = self.events.lock().unwrap();
+        Ok(events.iter().filter(|e| (start..end).contains(&e.time)).cloned().collect())
+    }
+}
+
+/// A readable write event of API Gateway made at `time`.
+fn write_event(id: &str, time: i64, name: &str, request: serde_json::Value, response: serde_json::Value) -> ApiEvent {
+    ApiEvent {
+        id: id.into(),
+        time,
+        name: name.into(),
+        request_parameters: request,
+        response_elements: response,
+        unreadable: false,
     }
 }
 
@@ -1214,7 +1247,7 @@ async fn incremental_runs_follow_http_websocket_and_custom_domain_changes() {
     let ack = AckInput {
         kind: Kind::Assets,
         execution_id: assets_input(SyncMode::Full, &[]).execution_id,
-        watermarks: vec![WatermarkUpdate { stage: "prod".into(), position: NOW - 300, full_sync_at: Some(NOW) }],
+        watermarks: vec![watermark("prod", NOW - 300, Some(NOW))],
         claimed: vec!["prod".into()],
         branch_failed: false,
     };
@@ -1228,13 +1261,8 @@ async fn incremental_runs_follow_http_websocket_and_custom_domain_changes() {
         "h3".into(),
         vec![Stage { name: "prod".into(), deployment_id: Some("d-h3".into()), tags: BTreeMap::new() }],
     );
-    let event = |name: &str, request: serde_json::Value, response: serde_json::Value| ApiEvent {
-        name: name.into(),
-        request_parameters: request,
-        response_elements: response,
-        unreadable: false,
-    };
-    let feed = Events(vec![
+    let event = |name: &str, request, response| write_event(&format!("{name}-1"), NOW, name, request, response);
+    let feed = Events::new(vec![
         event("DeleteStage", serde_json::json!({"apiId": "w1", "stageName": "prod"}), serde_json::Value::Null),
         event(
             "DeleteBasePathMapping",
@@ -1308,14 +1336,12 @@ async fn a_window_with_an_unreadable_cloudtrail_record_is_a_full_sync_of_the_sta
     let config = config(&[]);
     let gateway = Gateway::with_apis(3, &["prod"], "x");
     let (plane, state) = (Plane::default(), Memory::default());
-    state.advance_watermark("prod", Kind::Assets, NOW - 300, Some(NOW - 600), NOW - 300).await.unwrap();
+    state.advance_assets_watermark(&watermark("prod", NOW - 300, Some(NOW - 600)), NOW - 300).await.unwrap();
     let truncated = ApiEvent {
-        name: "UpdateStage".into(),
-        request_parameters: serde_json::Value::Null,
-        response_elements: serde_json::Value::Null,
         unreadable: true,
+        ..write_event("e1", NOW - 100, "UpdateStage", serde_json::Value::Null, serde_json::Value::Null)
     };
-    let feed = Events(vec![truncated]);
+    let feed = Events::new(vec![truncated]);
     let task = list_changes_reading(&feed, &config, &gateway, &plane, &state);
 
     let output = task.run(assets_input(SyncMode::Auto, &["prod"]), NOW + 300).await.unwrap();
@@ -1324,4 +1350,70 @@ async fn a_window_with_an_unreadable_cloudtrail_record_is_a_full_sync_of_the_sta
     let Chunk::Assets(chunk) = &output.chunks[0] else { panic!("assets chunk expected") };
     assert_eq!(chunk.upserts.len(), 3, "every deployed API, whatever the record changed");
     assert!(output.watermarks[0].position <= NOW, "not past the window the record was in");
+}
+
+/// The APIs (upserts and deletes) an assets listing will publish, in order.
+fn assets_touched(output: &ListChangesOutput) -> Vec<String> {
+    let chunks = output.chunks.iter().filter_map(|chunk| match chunk {
+        Chunk::Assets(chunk) => Some(chunk.upserts.iter().chain(&chunk.deletes).cloned()),
+        Chunk::Metrics(_) => None,
+    });
+    chunks.flatten().collect()
+}
+
+#[tokio::test]
+async fn a_change_is_applied_once_and_the_overlap_applies_only_events_delivered_late() {
+    let config = config(&[]);
+    let gateway = Gateway::with_apis(3, &["prod"], "x");
+    let (plane, state) = (Plane::default(), Memory::default());
+    state.advance_assets_watermark(&watermark("prod", NOW - 300, Some(NOW - 600)), NOW - 300).await.unwrap();
+    let redeployed = |id: &str, time, api: &str| {
+        write_event(id, time, "CreateDeployment", serde_json::json!({"restApiId": api}), serde_json::Value::Null)
+    };
+    let feed = Events::new(vec![redeployed("e1", NOW - 200, "0000000001")]);
+    let task = list_changes_reading(&feed, &config, &gateway, &plane, &state);
+    // One execution: its listing, the API Gateway calls it made, and its ack.
+    let execution = |n: usize, now: i64, published: bool| {
+        let mut input = assets_input(SyncMode::Auto, &["prod"]);
+        input.execution_id = format!("run-{n}");
+        let (task, state, gateway) = (&task, &state, &gateway);
+        async move {
+            let output = task.run(input.clone(), now).await.unwrap();
+            let calls = gateway.calls.swap(0, Ordering::SeqCst);
+            let ack = AckInput {
+                kind: Kind::Assets,
+                execution_id: input.execution_id,
+                watermarks: if published { output.watermarks.clone() } else { vec![] },
+                claimed: output.claimed.clone(),
+                branch_failed: !published,
+            };
+            ack_watermark(ack, state, now).await.unwrap();
+            (assets_touched(&output), calls, output)
+        }
+    };
+
+    let (touched, calls, _) = execution(1, NOW + 300, false).await;
+    // GetStages, GetRestApi and the custom domain routes.
+    assert_eq!((touched, calls), (vec!["0000000001".to_owned()], 3));
+    assert_eq!(state.load("prod").await.unwrap().assets_applied_events, None, "nothing committed");
+    // Its publish failed: the next execution applies the change again, and commits it.
+    let (touched, _, _) = execution(2, NOW + 300, true).await;
+    assert_eq!(touched, ["0000000001"]);
+    assert!(state.load("prod").await.unwrap().assets_applied_events.is_some());
+
+    // The next window re-reads e1 (inside its overlap) and skips it; e2, made before the last
+    // window ended but delivered since, is applied.
+    feed.events.lock().unwrap().push(redeployed("e2", NOW - 100, "0000000002"));
+    let (touched, calls, _) = execution(3, NOW + 360, true).await;
+    assert_eq!((touched, calls), (vec!["0000000002".to_owned()], 3));
+
+    let (touched, calls, _) = execution(4, NOW + 420, true).await;
+    assert_eq!((touched, calls), (vec![], 0), "both were applied");
+    assert_eq!(feed.lookups.load(Ordering::SeqCst), 4, "every run still reads its window");
+
+    // Once the window has moved past them, nothing is left to remember.
+    let (touched, _, output) = execution(5, NOW + 1_500, true).await;
+    assert!(touched.is_empty());
+    assert_eq!(output.watermarks[0].applied_events, None);
+    assert_eq!(state.load("prod").await.unwrap().assets_applied_events, None, "forgotten with the new watermark");
 }
