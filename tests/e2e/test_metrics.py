@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from test_workflow import BUFFER, DEV, INTERVAL, PROD, TRAFFIC, latest_window_end, seed
+from stack import METRICS_BUFFER as BUFFER
+from test_workflow import DEV, INTERVAL, PROD, TRAFFIC, latest_window_end, seed
 
 
 def windows_received(stack, runtime_id: str) -> list[int]:

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from fake_apicp import CHAOS_KINDS
-from seed import create_rest_api, put_traffic, recent_minutes
+from seed import create_rest_api, put_traffic, recent_minutes, redeploy_rest_apis
 from stack import APICP_PASSWORD, APICP_USER, STATE_TABLE, boto
 
 from conftest import StateTable, wait_for_a_new_window
@@ -205,15 +205,6 @@ def assert_each_window_once_up_to_the_watermark(stack, stage: str, runtime: str)
     assert windows == list(range(windows[0], watermark + 1, 300_000)), "no window lost"
 
 
-def redeploy(stack, api_ids: list[str], stage: str = "prod") -> None:
-    """New deployments of `api_ids`, which CloudTrail reports inside the next incremental window."""
-    apigw = boto("apigateway", stack.moto_url)
-    for api_id in api_ids:
-        apigw.create_deployment(restApiId=api_id, stageName=stage)
-        stack.cloudtrail.add_event("CreateDeployment", eventTime=time.time() - 420,
-                                   requestParameters={"restApiId": api_id, "stageName": stage})
-
-
 def test_throttled_aws_apis_slow_the_run_down_and_what_a_task_gives_up_the_state_machine_retries(clean, state_table):
     stack = clean
     apis = seed(stack)
@@ -232,7 +223,7 @@ def test_throttled_aws_apis_slow_the_run_down_and_what_a_task_gives_up_the_state
     assert apicp_view(stack, PROD) == aws_view(stack, "prod")
 
     wait_for_a_new_window()
-    redeploy(stack, [apis["pets"].id, apis["orders"].id])
+    redeploy_rest_apis(stack, [apis["pets"].id, apis["orders"].id])
     incremental = stack.run()
 
     assert incremental.succeeded, incremental.printed
@@ -268,7 +259,7 @@ def test_a_publish_cut_off_by_its_timeout_leaves_no_duplicate_window_or_api_and_
 
         # An API upsert is stored, then the function is cut off before it sends the next.
         wait_for_a_new_window()
-        redeploy(stack, [apis["pets"].id, apis["orders"].id])
+        redeploy_rest_apis(stack, [apis["pets"].id, apis["orders"].id])
         stack.apicp.set_chaos(SOAK_SEED, rate=1.0, kinds=("slow",), slow_ms=8000, path=r"/apis")
         cut_off = stack.run()
         assert timed_out(cut_off, "AssetsPublish"), cut_off.printed
@@ -329,7 +320,7 @@ def test_overlapping_executions_register_and_publish_once_and_leave_no_stage_cla
     with watermark_trace(stack, stages) as first_samples:
         first = overlapping_runs(stack, overlap, {"mode": "full"})
     wait_for_a_new_window()
-    redeploy(stack, [apis["pets"].id, apis["orders"].id])
+    redeploy_rest_apis(stack, [apis["pets"].id, apis["orders"].id])
     with watermark_trace(stack, stages) as later_samples:
         later = overlapping_runs(stack, overlap)
 

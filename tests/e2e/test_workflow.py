@@ -9,11 +9,10 @@ import pytest
 
 from seed import create_rest_api, put_traffic, recent_minutes
 from conftest import running_execution, wait_for_a_new_window
-from stack import boto
+from stack import METRICS_INTERVAL as INTERVAL, boto, latest_window_end
 
 ACCOUNT, REGION = "123456789012", "us-east-1"
 PROD, DEV = f"{ACCOUNT}_{REGION}_prod", f"{ACCOUNT}_{REGION}_dev"
-INTERVAL, BUFFER = 300, 180
 
 # name -> (API tags, {stage: stage tags}); "draft" has no stage, so nothing deploys it.
 APIS = {
@@ -33,10 +32,6 @@ def seed(stack):
         for stage in stages:
             put_traffic(stack.moto_url, name, stage, minutes, TRAFFIC[name])
     return apis
-
-
-def latest_window_end(now: float) -> int:
-    return int((now - BUFFER) // INTERVAL * INTERVAL)
 
 
 def published(stack) -> dict[str, dict[str, dict]]:

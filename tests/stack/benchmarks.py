@@ -43,8 +43,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from lambda_adapter import FUNCTIONS_FILE, load_timeouts  # noqa: E402
-from seed import SeededApi, create_rest_api, create_v2_api, put_steady_traffic  # noqa: E402
-from stack import DEFINITION, REPO, EmbeddedStack, ExecutionReport, StateTable, boto  # noqa: E402
+from seed import SeededApi, create_rest_api, create_v2_api, put_steady_traffic, redeploy_rest_apis  # noqa: E402
+from stack import (DEFINITION, METRICS_INTERVAL, REPO, EmbeddedStack, ExecutionReport, StateTable,  # noqa: E402
+                   boto, latest_window_end)
 
 SIZES = (100, 600, 2520)
 # The largest region: API Gateway's fixed REST quotas (600 regional, 120 edge, 600 private) and 600 HTTP and
@@ -54,8 +55,6 @@ REST_ENDPOINT_CYCLE = ["REGIONAL"] * 5 + ["EDGE"] + ["PRIVATE"] * 5  # 600 : 120
 STAGES = ("prod", "dev")
 # What a deployment runs with: the defaults of tasks/core/src/config.rs and cdk/lib/settings.ts.
 APIGATEWAY_PACE = 5.0  # APIGATEWAY_REQUESTS_PER_SECOND
-METRICS_INTERVAL = 300  # METRICS_INTERVAL_SECONDS
-METRICS_BUFFER = 180  # METRICS_BUFFER_SECONDS
 METRICS_FETCH_INTERVAL = 1800  # METRICS_FETCH_INTERVAL_SECONDS
 RECONCILE_INTERVAL = 86_400  # RECONCILE_INTERVAL_SECONDS
 CHANGES = 10
@@ -148,9 +147,7 @@ def make_ten_changes(stack: EmbeddedStack, account: Account) -> list[str]:
                        for kind in kinds if i < len(account.apis[kind])]
     for kind, api in round_the_types[:CHANGES - len(done)]:
         if kind == "REST":
-            apigw.create_deployment(restApiId=api.id, stageName="prod")
-            stack.cloudtrail.add_event("CreateDeployment", eventTime=at,
-                                       requestParameters={"restApiId": api.id, "stageName": "prod"})
+            redeploy_rest_apis(stack, [api.id], at=at)
         else:
             with stack.aws_proxy.unmetered():
                 deployment = v2.create_deployment(ApiId=api.id, StageName="prod")["DeploymentId"]
@@ -172,10 +169,6 @@ def put_metrics_watermarks(stack: EmbeddedStack, position: int) -> None:
     state_table = StateTable(stack.moto_url)
     for stage in STAGES:
         state_table.put_metrics_watermark(stage, position)
-
-
-def latest_window_end(now: float) -> int:
-    return int((now - METRICS_BUFFER) // METRICS_INTERVAL * METRICS_INTERVAL)
 
 
 # --- one measured execution -------------------------------------------------------------------------------------

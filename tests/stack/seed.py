@@ -64,6 +64,18 @@ def deploy_v2_stage(proxy_url: str, api_id: str, stage: str, tags: dict[str, str
     return v2.create_deployment(ApiId=api_id, StageName=stage)["DeploymentId"]
 
 
+def redeploy_rest_apis(stack, api_ids: list[str], stage: str = "prod", at: float | None = None) -> None:
+    """New deployments of the REST APIs `api_ids` to `stage` in the stack's account, each with the CloudTrail record
+    an incremental window reads, made at `at`: by default 420 s ago, inside the next window (which ends 300 s before
+    now and overlaps 900 s back)."""
+    apigw = boto("apigateway", stack.moto_url)
+    at = time.time() - 420 if at is None else at
+    for api_id in api_ids:
+        apigw.create_deployment(restApiId=api_id, stageName=stage)
+        stack.cloudtrail.add_event("CreateDeployment", eventTime=at,
+                                   requestParameters={"restApiId": api_id, "stageName": stage})
+
+
 def map_v2_domain(endpoint: str, domain: str, api_id: str, stage: str, key: str = "") -> str:
     """A regional custom domain name (created if new) routing `key` to the API's stage; returns the mapping id."""
     v2 = boto("apigatewayv2", endpoint)
@@ -145,4 +157,4 @@ def demo(endpoint: str) -> dict[str, SeededApi]:
 
 __all__ = ["REGION", "STEADY_TRAFFIC", "SeededApi", "create_rest_api", "create_v2_api", "datapoints", "demo",
            "deploy_v2_stage", "map_rest_domain", "map_v2_domain", "put_datapoints", "put_steady_traffic", "put_traffic",
-           "put_v2_traffic", "recent_minutes"]
+           "put_v2_traffic", "recent_minutes", "redeploy_rest_apis"]

@@ -289,6 +289,16 @@ def boto(service: str, endpoint: str):
                         aws_secret_access_key="testing", config=Config(disable_request_compression=True))
 
 
+# The metrics windows the agent runs with by default (METRICS_INTERVAL_SECONDS, METRICS_BUFFER_SECONDS), as here.
+METRICS_INTERVAL = 300
+METRICS_BUFFER = 180
+
+
+def latest_window_end(now: float) -> int:
+    """The end (epoch seconds) of the latest metrics window due at `now`."""
+    return int((now - METRICS_BUFFER) // METRICS_INTERVAL * METRICS_INTERVAL)
+
+
 class StateTable:
     """The agent's state table on the embedded AWS, read and set as a test or benchmark needs."""
 

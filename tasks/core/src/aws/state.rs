@@ -228,6 +228,9 @@ pub fn applied_events_key(execution_id: &str, window_end: i64) -> String {
     format!("#applied#{execution_id}#{window_end}")
 }
 
+/// The attribute of a snapshot's (or an oversized catalog's) APIs, a JSON list.
+const APIS_ATTRIBUTE: &str = "apis";
+
 /// The attribute of the applied events' ids (a JSON list).
 const EVENT_IDS_ATTRIBUTE: &str = "eventIds";
 
@@ -265,6 +268,9 @@ struct BranchAttributes {
 }
 
 const METRICS_IN_FLIGHT: &str = "metricsInFlight";
+
+/// What every watermark advance sets (see `DynamoStateStore::advance`).
+const ADVANCE: &str = "SET #wm = :pos, #acked = :acked";
 
 fn attributes(kind: Kind) -> BranchAttributes {
     match kind {
@@ -306,11 +312,12 @@ impl DynamoStateStore {
         Ok(output.item)
     }
 
-    /// Puts the item `key` holding the JSON `apis` (if any), expiring at `expires_at` (if any).
-    async fn put_apis(&self, key: &str, apis: Option<String>, expires_at: Option<i64>) -> Result<()> {
+    /// Puts the item `key` holding the JSON text `json` (if any) in `attribute`, expiring at
+    /// `expires_at` (if any).
+    async fn put_json(&self, key: &str, attribute: &str, json: Option<String>, expires_at: Option<i64>) -> Result<()> {
         let mut request = self.client.put_item().table_name(&self.table).item(KEY, AttributeValue::S(key.to_owned()));
-        if let Some(apis) = apis {
-            request = request.item("apis", AttributeValue::S(apis));
+        if let Some(json) = json {
+            request = request.item(attribute, AttributeValue::S(json));
         }
         if let Some(at) = expires_at {
             request = request.item(EXPIRES_AT, AttributeValue::N(at.to_string()));
@@ -319,9 +326,10 @@ impl DynamoStateStore {
         Ok(())
     }
 
-    /// The JSON `apis` of the item `key`; `None` when the item or the attribute is absent.
-    async fn load_apis<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
-        let Some(body) = self.item(key).await?.and_then(|item| item.get("apis")?.as_s().ok().cloned()) else {
+    /// The JSON text in `attribute` of the item `key`; `None` when the item or the attribute is
+    /// absent.
+    async fn load_json<T: DeserializeOwned>(&self, key: &str, attribute: &str) -> Result<Option<T>> {
+        let Some(body) = self.item(key).await?.and_then(|item| item.get(attribute)?.as_s().ok().cloned()) else {
             return Ok(None);
         };
         serde_json::from_str(&body)
@@ -359,8 +367,8 @@ impl DynamoStateStore {
     }
 
     /// The conditional update moving the branch's watermark to `position` (`:pos`) at `acked_at`
-    /// (`:acked`); false when the stored watermark is already at or past it, as a replayed or
-    /// overlapping execution's would be.
+    /// (`:acked`), whose expression starts with [`ADVANCE`]; false when the stored watermark is
+    /// already at or past it, as a replayed or overlapping execution's would be.
     fn advance(&self, stage: &str, kind: Kind, position: i64, acked_at: i64) -> UpdateItemFluentBuilder {
         self.client
             .update_item()
@@ -444,12 +452,12 @@ impl StateStore for DynamoStateStore {
     }
 
     async fn put_snapshot(&self, key: &str, apis: &[DeployedApi], expires_at: i64) -> Result<()> {
-        self.put_apis(key, Some(json_body(key, apis)?), Some(expires_at)).await
+        self.put_json(key, APIS_ATTRIBUTE, Some(json_body(key, apis)?), Some(expires_at)).await
     }
 
     async fn load_snapshot(&self, key: &str) -> Result<Vec<DeployedApi>> {
         let missing = || AgentError::AwsRequestFailed(format!("snapshot {key} is missing (expired?)"));
-        self.load_apis(key).await?.ok_or_else(missing)
+        self.load_json(key, APIS_ATTRIBUTE).await?.ok_or_else(missing)
     }
 
     async fn put_catalog(&self, stage: &str, entries: &[CatalogEntry]) -> Result<()> {
@@ -459,7 +467,7 @@ impl StateStore for DynamoStateStore {
         if body.len() > CATALOG_BUDGET_BYTES {
             // Stored without its APIs: the metrics branch then lists API Gateway instead.
             tracing::warn!(stage, bytes = body.len(), "API catalog too large to store");
-            return self.put_apis(&key, None, None).await;
+            return self.put_json(&key, APIS_ATTRIBUTE, None, None).await;
         }
         self.client
             .put_item()
@@ -477,7 +485,7 @@ impl StateStore for DynamoStateStore {
         match self.item(&key).await?.as_ref().and_then(|item| item.get(CATALOG_ATTRIBUTE)) {
             Some(AttributeValue::B(body)) => gunzip_json(&key, body.as_ref()).map(Some),
             // Written by an earlier version as JSON text, or too large to store.
-            _ => self.load_apis(&key).await,
+            _ => self.load_json(&key, APIS_ATTRIBUTE).await,
         }
     }
 
@@ -561,7 +569,7 @@ impl StateStore for DynamoStateStore {
     }
 
     async fn advance_assets_watermark(&self, update: &WatermarkUpdate, acked_at: i64) -> Result<bool> {
-        let mut set = String::from("SET #wm = :pos, #acked = :acked");
+        let mut set = String::from(ADVANCE);
         let mut request = self.advance(&update.stage, Kind::Assets, update.position, acked_at);
         if let Some(at) = update.full_sync_at {
             set.push_str(", assetsFullSyncAt = :full");
@@ -581,30 +589,15 @@ impl StateStore for DynamoStateStore {
 
     async fn advance_metrics_watermark(&self, stage: &str, position: i64, acked_at: i64) -> Result<bool> {
         let request = self.advance(stage, Kind::Metrics, position, acked_at);
-        conditional_update(request.update_expression("SET #wm = :pos, #acked = :acked")).await
+        conditional_update(request.update_expression(ADVANCE)).await
     }
 
     async fn put_applied_events(&self, key: &str, ids: &[String], expires_at: i64) -> Result<()> {
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .item(KEY, AttributeValue::S(key.to_owned()))
-            .item(EVENT_IDS_ATTRIBUTE, AttributeValue::S(json_body(key, ids)?))
-            .item(EXPIRES_AT, AttributeValue::N(expires_at.to_string()))
-            .send()
-            .await
-            .map_err(|e| sdk_error("dynamodb:PutItem", e))?;
-        Ok(())
+        self.put_json(key, EVENT_IDS_ATTRIBUTE, Some(json_body(key, ids)?), Some(expires_at)).await
     }
 
     async fn load_applied_events(&self, key: &str) -> Result<Option<Vec<String>>> {
-        let item = self.item(key).await?;
-        let Some(ids) = item.as_ref().and_then(|item| item.get(EVENT_IDS_ATTRIBUTE)?.as_s().ok()) else {
-            return Ok(None);
-        };
-        serde_json::from_str(ids)
-            .map(Some)
-            .map_err(|e| AgentError::AwsRequestFailed(format!("state item {key} is malformed: {e}")))
+        self.load_json(key, EVENT_IDS_ATTRIBUTE).await
     }
 
     async fn claim(&self, stage: &str, kind: Kind, holder: &str, now: i64, expires_at: i64) -> Result<Claim> {

@@ -163,6 +163,15 @@ struct Memory {
     applied_events: Mutex<HashMap<String, Vec<String>>>,
 }
 
+/// Moves `watermark` to `position` unless it is already there or past; whether it moved.
+fn advance(watermark: &mut Option<i64>, position: i64) -> bool {
+    let moved = watermark.is_none_or(|current| current < position);
+    if moved {
+        *watermark = Some(position);
+    }
+    moved
+}
+
 impl StateStore for Memory {
     async fn load(&self, stage: &str) -> Result<RuntimeState> {
         Ok(self.items.lock().unwrap().get(stage).cloned().unwrap_or_default())
@@ -178,10 +187,9 @@ impl StateStore for Memory {
     async fn advance_assets_watermark(&self, update: &WatermarkUpdate, _: i64) -> Result<bool> {
         let mut items = self.items.lock().unwrap();
         let item = items.entry(update.stage.clone()).or_default();
-        if item.assets_watermark.is_some_and(|c| c >= update.position) {
+        if !advance(&mut item.assets_watermark, update.position) {
             return Ok(false);
         }
-        item.assets_watermark = Some(update.position);
         if update.full_sync_at.is_some() {
             item.assets_full_sync_at = update.full_sync_at;
         }
@@ -190,12 +198,7 @@ impl StateStore for Memory {
     }
     async fn advance_metrics_watermark(&self, stage: &str, position: i64, _: i64) -> Result<bool> {
         let mut items = self.items.lock().unwrap();
-        let item = items.entry(stage.to_owned()).or_default();
-        if item.metrics_watermark.is_some_and(|c| c >= position) {
-            return Ok(false);
-        }
-        item.metrics_watermark = Some(position);
-        Ok(true)
+        Ok(advance(&mut items.entry(stage.to_owned()).or_default().metrics_watermark, position))
     }
     async fn put_applied_events(&self, key: &str, ids: &[String], _: i64) -> Result<()> {
         self.applied_events.lock().unwrap().insert(key.to_owned(), ids.to_vec());
