@@ -78,10 +78,12 @@ BENCH_SIZES ?= 100,600,2520
 bench: setup lambdas
 	$(PYTHON) tests/stack/benchmarks.py --release --sizes $(BENCH_SIZES) --write docs/benchmarks.md
 
-# The deployable functions: target/lambda/<name>/bootstrap, built once, reused by synth and deploy.
+# The deployable functions: target/lambda/<name>/bootstrap, built once, reused by synth and deploy;
+# and the settings checker the CDK app runs at synth (target/debug/check-settings, for this host).
 lambdas: $(VENV)/.installed
 	@rustup target list --installed | grep -qx $(LAMBDA_TARGET) || rustup target add $(LAMBDA_TARGET)
-	cargo lambda build --release --arm64 --quiet
+	cargo lambda build --release --arm64 --quiet --workspace --exclude agent-settings
+	cargo build --quiet -p agent-settings --bin check-settings
 
 # Types, template assertions and cdk-nag (node --test), then an offline synth linted by cfn-lint.
 cdk-check: setup lambdas

@@ -6,13 +6,21 @@ import { App, Validations } from 'aws-cdk-lib';
 import { AwsSolutionsChecks } from 'cdk-nag';
 
 import { AgentStack } from '../lib/agent-stack.ts';
-import { settingsFromContext } from '../lib/settings.ts';
+import { type AgentSettings, settingsFromContext } from '../lib/settings.ts';
 
 const repo = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const app = new App();
+let settings: AgentSettings;
+try {
+  settings = settingsFromContext((key) => app.node.tryGetContext(key));
+} catch (error) {
+  // The settings checker's message, naming the variable and the context key: no stack trace.
+  console.error((error as Error).message);
+  process.exit(1);
+}
 new AgentStack(app, app.node.tryGetContext('stackName') ?? 'ApiGatewayApicpAgent', {
   description: 'Federates Amazon API Gateway into webMethods API Control Plane',
-  settings: settingsFromContext((key) => app.node.tryGetContext(key)),
+  settings,
   lambdaAssetsDir: join(repo, 'target', 'lambda'),
   definitionFile: join(repo, 'statemachine', 'agent.asl.json'),
 });

@@ -1,6 +1,12 @@
-// The deployment's settings: typed props of the stack, each also readable from CDK context
-// (`cdk deploy -c controlPlaneUrl=https://...`). They become the functions' environment, which
-// the Rust side validates again at cold start (tasks/core/src/config.rs).
+// The deployment's settings: typed props of the stack, read from CDK context values
+// (`cdk deploy -c controlPlaneUrl=https://...`). One checker validates them: settingsFromContext
+// hands the context values, as the functions' environment variables, to `check-settings`
+// (tasks/settings) and builds the settings from the normalized JSON it prints; the functions run
+// the same checker at cold start. No rule is written here.
+import { spawnSync } from 'node:child_process';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
 import { Duration } from 'aws-cdk-lib';
 import { RetentionDays } from 'aws-cdk-lib/aws-logs';
 
@@ -49,12 +55,14 @@ export interface AgentSettings {
   readonly discoveryInterval: Duration;
   /** CLAIM_TTL_SECONDS: how long a branch's claim on a stage outlives an execution that died holding it. */
   readonly claimTtl: Duration;
+  /** ORPHAN_GRACE_SECONDS: how long the runtime of a stage no longer federated stays before it is deleted with its APIs. */
+  readonly orphanGrace: Duration;
   /** APIGATEWAY_REQUESTS_PER_SECOND: the agent's share of API Gateway's quota (10/s per account and region). */
   readonly apiGatewayRequestsPerSecond: number;
-  /** How often the schedule starts an execution. */
+  /** SCHEDULE_RATE_MINUTES: how often the schedule starts an execution (the functions get it too). */
   readonly scheduleRate: Duration;
   readonly scheduleEnabled: boolean;
-  /** An Express workflow instead of a Standard one (cheaper; executions end after 5 minutes). */
+  /** EXPRESS: an Express workflow instead of a Standard one (cheaper; executions end after 5 minutes). */
   readonly express: boolean;
   readonly functionMemoryMb: number;
   readonly logRetention: RetentionDays;
@@ -64,6 +72,10 @@ export interface AgentSettings {
   readonly alarmTopicArn?: string;
 }
 
+/**
+ * The defaults, as the checker (tasks/settings) applies them: written out for readers and tools
+ * (tests/stack/benchmarks.py reads functionMemoryMb); the CDK tests keep them equal to the checker's.
+ */
 export const DEFAULTS = {
   controlPlaneTimeout: Duration.seconds(10),
   runtimeType: 'AWS_API_GATEWAY',
@@ -87,6 +99,7 @@ export const DEFAULTS = {
   metricsMaxWindowsPerRun: 60,
   claimTtl: Duration.hours(1),
   discoveryInterval: Duration.hours(1),
+  orphanGrace: Duration.days(1),
   apiGatewayRequestsPerSecond: 5,
   scheduleRate: Duration.minutes(1),
   scheduleEnabled: true,
@@ -96,107 +109,186 @@ export const DEFAULTS = {
   syncLagThreshold: Duration.minutes(30),
 } satisfies Partial<AgentSettings>;
 
+/**
+ * Each CDK context key the checker validates, and the environment variable it becomes: the
+ * functions' variables, then the deployment's own (which only the checker reads).
+ */
+export const CONTEXT_VARIABLES = {
+  controlPlaneUrl: 'APICP_URL',
+  controlPlaneSecretArn: 'APICP_SECRET_ARN',
+  controlPlaneCaBundle: 'APICP_CA_BUNDLE',
+  controlPlaneTimeoutSeconds: 'APICP_TIMEOUT_SECONDS',
+  runtimeType: 'APICP_RUNTIME_TYPE',
+  stages: 'STAGES',
+  apiTypes: 'API_TYPES',
+  runtimeIdTemplate: 'RUNTIME_ID_TEMPLATE',
+  runtimeNameTemplate: 'RUNTIME_NAME_TEMPLATE',
+  runtimeDescriptionTemplate: 'RUNTIME_DESCRIPTION_TEMPLATE',
+  runtimeLocation: 'RUNTIME_LOCATION',
+  runtimeTags: 'RUNTIME_TAGS',
+  runtimeCapacity: 'RUNTIME_CAPACITY',
+  heartbeatIntervalSeconds: 'HEARTBEAT_INTERVAL_SECONDS',
+  changeBufferSeconds: 'CHANGE_BUFFER_SECONDS',
+  changeOverlapSeconds: 'CHANGE_OVERLAP_SECONDS',
+  changeMaxWindowSeconds: 'CHANGE_MAX_WINDOW_SECONDS',
+  reconcileIntervalSeconds: 'RECONCILE_INTERVAL_SECONDS',
+  allowEmptyListingDeletes: 'ALLOW_EMPTY_LISTING_DELETES',
+  chunkSize: 'CHUNK_SIZE',
+  metricsIntervalSeconds: 'METRICS_INTERVAL_SECONDS',
+  metricsBufferSeconds: 'METRICS_BUFFER_SECONDS',
+  metricsFetchIntervalSeconds: 'METRICS_FETCH_INTERVAL_SECONDS',
+  metricsBackfillSeconds: 'METRICS_BACKFILL_SECONDS',
+  metricsMaxWindowsPerRun: 'METRICS_MAX_WINDOWS_PER_RUN',
+  apiGatewayRequestsPerSecond: 'APIGATEWAY_REQUESTS_PER_SECOND',
+  discoveryIntervalSeconds: 'DISCOVERY_INTERVAL_SECONDS',
+  claimTtlSeconds: 'CLAIM_TTL_SECONDS',
+  orphanGraceSeconds: 'ORPHAN_GRACE_SECONDS',
+  scheduleRateMinutes: 'SCHEDULE_RATE_MINUTES',
+  express: 'EXPRESS',
+  scheduleEnabled: 'SCHEDULE_ENABLED',
+  functionMemoryMb: 'FUNCTION_MEMORY_MB',
+  logRetentionDays: 'LOG_RETENTION_DAYS',
+  syncLagThresholdMinutes: 'SYNC_LAG_THRESHOLD_MINUTES',
+} as const;
+
+type ContextKey = keyof typeof CONTEXT_VARIABLES;
+
+/** What `check-settings` prints: the normalized settings, under the context keys. */
+interface CheckedSettings {
+  controlPlaneUrl: string;
+  controlPlaneSecretArn: string | null;
+  controlPlaneCaBundle: string | null;
+  controlPlaneTimeoutSeconds: number;
+  runtimeType: string;
+  stages: string[];
+  apiTypes: ApiType[];
+  runtimeIdTemplate: string;
+  runtimeNameTemplate: string;
+  runtimeDescriptionTemplate: string;
+  runtimeLocation: string | null;
+  runtimeTags: string[];
+  runtimeCapacity: string | null;
+  heartbeatIntervalSeconds: number;
+  changeBufferSeconds: number;
+  changeOverlapSeconds: number;
+  changeMaxWindowSeconds: number;
+  reconcileIntervalSeconds: number;
+  allowEmptyListingDeletes: boolean;
+  chunkSize: number;
+  metricsIntervalSeconds: number;
+  metricsBufferSeconds: number;
+  metricsFetchIntervalSeconds: number;
+  metricsBackfillSeconds: number;
+  metricsMaxWindowsPerRun: number;
+  claimTtlSeconds: number;
+  discoveryIntervalSeconds: number;
+  orphanGraceSeconds: number;
+  apiGatewayRequestsPerSecond: number;
+  scheduleRateMinutes: number;
+  scheduleEnabled: boolean;
+  express: boolean;
+  functionMemoryMb: number;
+  logRetentionDays: number;
+  syncLagThresholdMinutes: number;
+}
+
+const repo = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+/**
+ * `cargo build -p agent-settings --bin check-settings`'s output, which `make lambdas` (and so the
+ * cdk.json app command) builds before every synth.
+ */
+export const CHECKER = join(resolve(repo, process.env.CARGO_TARGET_DIR ?? 'target'), 'debug', 'check-settings');
+
+/** APICP_SECRET_ARN for the checker when the stack creates the secret. */
+const CREATED_SECRET = 'created-by-the-stack';
+
 type Lookup = (key: string) => unknown;
 
-/** Settings from CDK context values; anything missing takes its default. Throws naming the key. */
+/**
+ * Settings from CDK context values, checked and normalized by `check-settings`; anything missing
+ * takes its default. Throws the checker's message, prefixed with the context key it names.
+ */
 export function settingsFromContext(lookup: Lookup): AgentSettings {
   const text = (key: string): string | undefined => {
     const value = lookup(key);
     if (value === undefined || value === null || value === '') return undefined;
+    if (Array.isArray(value)) return value.map(String).join(',');
     if (typeof value !== 'string' && typeof value !== 'number' && typeof value !== 'boolean') {
-      throw new Error(`context ${key} must be a string`);
+      throw new Error(`context ${key} must be a string, not ${JSON.stringify(value)}`);
     }
     return String(value);
   };
-  const integer = (key: string, fallback: number, min = 0): number => {
+  const given = new Map<ContextKey, string>();
+  for (const key of Object.keys(CONTEXT_VARIABLES) as ContextKey[]) {
     const value = text(key);
-    if (value === undefined) return fallback;
-    if (!/^\d+$/.test(value) || Number(value) < min) throw new Error(`context ${key}=${value} must be a whole number >= ${min}`);
-    return Number(value);
-  };
-  const seconds = (key: string, fallback: Duration, min = 0) =>
-    Duration.seconds(integer(key, fallback.toSeconds(), min));
-  const rate = (key: string, fallback: number): number => {
-    const value = text(key);
-    if (value === undefined) return fallback;
-    const parsed = Number(value);
-    if (!(parsed > 0 && parsed <= 10)) throw new Error(`context ${key}=${value} must be above 0 and at most 10`);
-    return parsed;
-  };
-  const flag = (key: string, fallback: boolean): boolean => {
-    const value = text(key);
-    if (value === undefined) return fallback;
-    if (value !== 'true' && value !== 'false') throw new Error(`context ${key}=${value} must be true or false`);
-    return value === 'true';
-  };
-  const list = (key: string, fallback: string[]): string[] => {
-    const value = lookup(key);
-    if (Array.isArray(value)) return value.map(String);
-    const joined = text(key);
-    return joined === undefined ? fallback : joined.split(',').map((s) => s.trim()).filter(Boolean);
-  };
-
-  const controlPlaneUrl = text('controlPlaneUrl');
-  if (!controlPlaneUrl || !/^https:\/\//.test(controlPlaneUrl)) {
-    throw new Error('context controlPlaneUrl is required and must start with https:// (cdk deploy -c controlPlaneUrl=https://...)');
+    if (value !== undefined) given.set(key, value);
   }
-  const retention = integer('logRetentionDays', DEFAULTS.logRetention, 1);
-  if (!Object.values(RetentionDays).includes(retention)) {
-    throw new Error(`context logRetentionDays=${retention} is not a CloudWatch Logs retention`);
-  }
-  const metricsInterval = seconds('metricsIntervalSeconds', DEFAULTS.metricsInterval, 60);
-  const metricsFetchInterval = seconds('metricsFetchIntervalSeconds', DEFAULTS.metricsFetchInterval);
-  const metricsMaxWindowsPerRun = integer('metricsMaxWindowsPerRun', DEFAULTS.metricsMaxWindowsPerRun, 1);
-  if (metricsMaxWindowsPerRun * metricsInterval.toSeconds() < metricsFetchInterval.toSeconds()) {
-    throw new Error('context metricsMaxWindowsPerRun times metricsIntervalSeconds must cover metricsFetchIntervalSeconds');
-  }
-  const isApiType = (t: string): t is ApiType => (API_TYPES as readonly string[]).includes(t);
-  const requestedTypes = list('apiTypes', DEFAULTS.apiTypes).map((t) => t.toUpperCase());
-  const apiTypes = requestedTypes.filter(isApiType);
-  if (apiTypes.length === 0 || apiTypes.length !== requestedTypes.length) {
-    const unknown = requestedTypes.find((t) => !isApiType(t));
-    throw new Error(`context apiTypes must list some of ${API_TYPES.join(', ')}${unknown ? ` (not ${unknown})` : ''}`);
-  }
+  const checked = runChecker(given);
+  const seconds = Duration.seconds;
   return {
-    controlPlaneUrl,
-    controlPlaneSecretArn: text('controlPlaneSecretArn'),
-    controlPlaneCaBundle: text('controlPlaneCaBundle'),
-    controlPlaneTimeout: seconds('controlPlaneTimeoutSeconds', DEFAULTS.controlPlaneTimeout, 1),
-    runtimeType: text('runtimeType') ?? DEFAULTS.runtimeType,
-    stages: list('stages', DEFAULTS.stages),
-    apiTypes,
-    runtimeIdTemplate: text('runtimeIdTemplate') ?? DEFAULTS.runtimeIdTemplate,
-    runtimeNameTemplate: text('runtimeNameTemplate') ?? DEFAULTS.runtimeNameTemplate,
-    runtimeDescriptionTemplate: text('runtimeDescriptionTemplate') ?? DEFAULTS.runtimeDescriptionTemplate,
-    runtimeLocation: text('runtimeLocation'),
-    runtimeTags: list('runtimeTags', DEFAULTS.runtimeTags),
-    runtimeCapacity: text('runtimeCapacity'),
-    heartbeatInterval: seconds('heartbeatIntervalSeconds', DEFAULTS.heartbeatInterval, 1),
-    apiGatewayRequestsPerSecond: rate('apiGatewayRequestsPerSecond', DEFAULTS.apiGatewayRequestsPerSecond),
-    changeBuffer: seconds('changeBufferSeconds', DEFAULTS.changeBuffer),
-    changeOverlap: seconds('changeOverlapSeconds', DEFAULTS.changeOverlap),
-    changeMaxWindow: seconds('changeMaxWindowSeconds', DEFAULTS.changeMaxWindow, 60),
-    reconcileInterval: seconds('reconcileIntervalSeconds', DEFAULTS.reconcileInterval, 60),
-    allowEmptyListingDeletes: flag('allowEmptyListingDeletes', DEFAULTS.allowEmptyListingDeletes),
-    chunkSize: integer('chunkSize', DEFAULTS.chunkSize, 1),
-    metricsInterval,
-    metricsBuffer: seconds('metricsBufferSeconds', DEFAULTS.metricsBuffer),
-    metricsFetchInterval,
-    metricsBackfill: seconds('metricsBackfillSeconds', DEFAULTS.metricsBackfill),
-    metricsMaxWindowsPerRun,
-    claimTtl: seconds('claimTtlSeconds', DEFAULTS.claimTtl, 60),
-    discoveryInterval: seconds('discoveryIntervalSeconds', DEFAULTS.discoveryInterval),
-    scheduleRate: Duration.minutes(integer('scheduleRateMinutes', DEFAULTS.scheduleRate.toMinutes(), 1)),
-    scheduleEnabled: flag('scheduleEnabled', DEFAULTS.scheduleEnabled),
-    express: flag('express', DEFAULTS.express),
-    functionMemoryMb: integer('functionMemoryMb', DEFAULTS.functionMemoryMb, 128),
-    logRetention: retention,
-    syncLagThreshold: Duration.minutes(integer('syncLagThresholdMinutes', DEFAULTS.syncLagThreshold.toMinutes(), 1)),
+    controlPlaneUrl: checked.controlPlaneUrl,
+    // The checker saw a stand-in when the stack creates the secret.
+    controlPlaneSecretArn: given.has('controlPlaneSecretArn') ? (checked.controlPlaneSecretArn ?? undefined) : undefined,
+    controlPlaneCaBundle: checked.controlPlaneCaBundle ?? undefined,
+    controlPlaneTimeout: seconds(checked.controlPlaneTimeoutSeconds),
+    runtimeType: checked.runtimeType,
+    stages: checked.stages,
+    apiTypes: checked.apiTypes,
+    runtimeIdTemplate: checked.runtimeIdTemplate,
+    runtimeNameTemplate: checked.runtimeNameTemplate,
+    runtimeDescriptionTemplate: checked.runtimeDescriptionTemplate,
+    runtimeLocation: checked.runtimeLocation ?? undefined,
+    runtimeTags: checked.runtimeTags,
+    runtimeCapacity: checked.runtimeCapacity ?? undefined,
+    heartbeatInterval: seconds(checked.heartbeatIntervalSeconds),
+    changeBuffer: seconds(checked.changeBufferSeconds),
+    changeOverlap: seconds(checked.changeOverlapSeconds),
+    changeMaxWindow: seconds(checked.changeMaxWindowSeconds),
+    reconcileInterval: seconds(checked.reconcileIntervalSeconds),
+    allowEmptyListingDeletes: checked.allowEmptyListingDeletes,
+    chunkSize: checked.chunkSize,
+    metricsInterval: seconds(checked.metricsIntervalSeconds),
+    metricsBuffer: seconds(checked.metricsBufferSeconds),
+    metricsFetchInterval: seconds(checked.metricsFetchIntervalSeconds),
+    metricsBackfill: seconds(checked.metricsBackfillSeconds),
+    metricsMaxWindowsPerRun: checked.metricsMaxWindowsPerRun,
+    discoveryInterval: seconds(checked.discoveryIntervalSeconds),
+    claimTtl: seconds(checked.claimTtlSeconds),
+    orphanGrace: seconds(checked.orphanGraceSeconds),
+    apiGatewayRequestsPerSecond: checked.apiGatewayRequestsPerSecond,
+    scheduleRate: Duration.minutes(checked.scheduleRateMinutes),
+    scheduleEnabled: checked.scheduleEnabled,
+    express: checked.express,
+    functionMemoryMb: checked.functionMemoryMb,
+    logRetention: checked.logRetentionDays as RetentionDays,
+    syncLagThreshold: Duration.minutes(checked.syncLagThresholdMinutes),
     alarmTopicArn: text('alarmTopicArn'),
   };
 }
 
-/** The environment variables of tasks/core/src/config.rs, less the table and the secret. */
+/** Runs `check-settings` on the given context values, in a clean environment of their variables. */
+function runChecker(given: Map<ContextKey, string>): CheckedSettings {
+  const environment: Record<string, string> = { APICP_SECRET_ARN: CREATED_SECRET };
+  for (const [key, value] of given) environment[CONTEXT_VARIABLES[key]] = value;
+  const run = spawnSync(CHECKER, [], { env: environment, encoding: 'utf8' });
+  if (run.error) {
+    throw new Error(
+      `cannot run the settings checker ${CHECKER} (${run.error.message}): build it with ` +
+        '`cargo build -p agent-settings --bin check-settings` (`make lambdas` does)',
+    );
+  }
+  if (run.status !== 0) {
+    const message = run.stderr.trim() || `check-settings ended with ${run.status ?? run.signal}`;
+    const variable = /^invalid configuration ([A-Z0-9_]+):/.exec(message)?.[1];
+    const key = (Object.keys(CONTEXT_VARIABLES) as ContextKey[]).find((k) => CONTEXT_VARIABLES[k] === variable);
+    if (key === undefined) throw new Error(message);
+    throw new Error(`context ${key}${given.has(key) ? `=${given.get(key)}` : ' (not set)'}: ${message}`);
+  }
+  return JSON.parse(run.stdout) as CheckedSettings;
+}
+
+/** The environment variables the functions read (tasks/settings), less the table and the secret. */
 export function functionEnvironment(settings: AgentSettings): Record<string, string> {
   const optional: Record<string, string | undefined> = {
     APICP_CA_BUNDLE: settings.controlPlaneCaBundle,
@@ -228,6 +320,10 @@ export function functionEnvironment(settings: AgentSettings): Record<string, str
     METRICS_MAX_WINDOWS_PER_RUN: String(settings.metricsMaxWindowsPerRun),
     CLAIM_TTL_SECONDS: String(settings.claimTtl.toSeconds()),
     DISCOVERY_INTERVAL_SECONDS: String(settings.discoveryInterval.toSeconds()),
+    ORPHAN_GRACE_SECONDS: String(settings.orphanGrace.toSeconds()),
+    // The cross-checks with the schedule and the workflow's type run at cold start too.
+    SCHEDULE_RATE_MINUTES: String(settings.scheduleRate.toMinutes()),
+    EXPRESS: String(settings.express),
     ...(Object.fromEntries(Object.entries(optional).filter(([, v]) => v !== undefined)) as Record<string, string>),
   };
 }

@@ -1,20 +1,29 @@
 // Assertions on the synthesized template, cdk-nag's verdict, and the deployed definition.
 import assert from 'node:assert/strict';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
-import { App, Validations } from 'aws-cdk-lib';
+import { App, Duration, Validations } from 'aws-cdk-lib';
 import { Match, Template } from 'aws-cdk-lib/assertions';
 import { Topic } from 'aws-cdk-lib/aws-sns';
 import { AwsSolutionsChecks } from 'cdk-nag';
 
 import { AgentStack } from '../lib/agent-stack.ts';
-import { type AgentSettings, functionEnvironment, settingsFromContext } from '../lib/settings.ts';
+import {
+  type AgentSettings,
+  CONTEXT_VARIABLES,
+  DEFAULTS,
+  functionEnvironment,
+  settingsFromContext,
+} from '../lib/settings.ts';
 
 const repo = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+// The settings checker the stack runs (`make lambdas` builds it too): a no-op when up to date.
+execFileSync('cargo', ['build', '-q', '-p', 'agent-settings', '--bin', 'check-settings'], { cwd: repo, stdio: 'inherit' });
 const definitionFile = join(repo, 'statemachine', 'agent.asl.json');
 const BINARIES = ['ensure-runtime', 'list-changes', 'transform', 'publish', 'ack-watermark'];
 
@@ -311,22 +320,107 @@ describe('options', () => {
 
   it('offers an Express workflow, another rate and an alarm topic', () => {
     const topic = 'arn:aws:sns:eu-west-1:111122223333:ops';
-    const { template } = synth({ express: 'true', scheduleRateMinutes: '5', alarmTopicArn: topic });
+    // A heartbeat at least as long as the schedule's interval (the checker refuses a shorter one).
+    const { template } = synth({ express: 'true', scheduleRateMinutes: '5', heartbeatIntervalSeconds: '300', alarmTopicArn: topic });
     template.hasResourceProperties('AWS::StepFunctions::StateMachine', { StateMachineType: 'EXPRESS' });
     template.hasResourceProperties('AWS::Scheduler::Schedule', { ScheduleExpression: 'rate(5 minutes)' });
     template.allResourcesProperties('AWS::CloudWatch::Alarm', { AlarmActions: [topic], OKActions: [topic] });
   });
 
-  it('rejects bad context with the key named', () => {
-    assert.throws(() => settingsFromContext(() => undefined), /controlPlaneUrl/);
-    assert.throws(
-      () => settingsFromContext((k) => ({ controlPlaneUrl: 'https://x', chunkSize: 'ten' })[k]),
-      /chunkSize/,
+  it('rejects bad context with the checker\'s message, naming the variable and the context key', () => {
+    const refused = (context: Record<string, unknown>): string => {
+      try {
+        settingsFromContext((k) => ({ controlPlaneUrl: 'https://x', ...context })[k]);
+      } catch (error) {
+        return (error as Error).message;
+      }
+      assert.fail(`${JSON.stringify(context)} was accepted`);
+    };
+    assert.throws(() => settingsFromContext(() => undefined), {
+      message: 'context controlPlaneUrl (not set): invalid configuration APICP_URL: is required',
+    });
+    assert.equal(
+      refused({ chunkSize: 'ten' }),
+      'context chunkSize=ten: invalid configuration CHUNK_SIZE: "ten" is not a whole number of 0 or more',
     );
-    assert.throws(
-      () => settingsFromContext((k) => ({ controlPlaneUrl: 'https://x', apiTypes: 'REST,GRPC' })[k]),
-      /apiTypes.*GRPC/,
+    assert.equal(
+      refused({ apiTypes: 'REST,GRPC' }),
+      'context apiTypes=REST,GRPC: invalid configuration API_TYPES: "GRPC" is not one of REST, HTTP, WEBSOCKET',
     );
+    assert.equal(
+      refused({ controlPlaneUrl: 'http://apicp.example.com' }),
+      'context controlPlaneUrl=http://apicp.example.com: invalid configuration APICP_URL: must start with https://: ' +
+        'http:// is only for a control plane on this host (127.0.0.1, ::1 or localhost), as the credentials would ' +
+        'otherwise cross the network in clear text',
+    );
+    assert.equal(
+      refused({ logRetentionDays: 2 }),
+      'context logRetentionDays=2: invalid configuration LOG_RETENTION_DAYS: 2 is not a CloudWatch Logs retention: ' +
+        'use one of 1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, ' +
+        '3288, 3653 (days), or 9999 to keep them forever',
+    );
+    // A cross-check names the setting it refuses, given or not.
+    assert.match(
+      refused({ scheduleRateMinutes: '5' }),
+      /^context heartbeatIntervalSeconds \(not set\): invalid configuration HEARTBEAT_INTERVAL_SECONDS: 60 is shorter than the schedule's interval of 300 seconds/,
+    );
+    assert.match(
+      refused({ claimTtlSeconds: 600 }),
+      /^context claimTtlSeconds=600: invalid configuration CLAIM_TTL_SECONDS: 600 is shorter than the Standard workflow's execution timeout of 3600 seconds/,
+    );
+    for (const [key, value] of [
+      ['functionMemoryMb', '64'],
+      ['scheduleRateMinutes', '0'],
+      ['syncLagThresholdMinutes', '5'],
+      ['controlPlaneTimeoutSeconds', '120'],
+      ['runtimeIdTemplate', '{account}'],
+      ['changeBufferSeconds', '0'],
+      ['changeMaxWindowSeconds', '30'],
+      ['express', 'maybe'],
+      ['orphanGraceSeconds', '-1'],
+      ['stages', ['prod', 'bad stage']],
+    ] as const) {
+      const variable = CONTEXT_VARIABLES[key];
+      const message = refused({ [key]: value });
+      assert.ok(message.startsWith(`context ${key}=${[value].flat().join(',')}: invalid configuration ${variable}: `), message);
+    }
+    assert.throws(() => settingsFromContext((k) => ({ controlPlaneUrl: 'https://x', chunkSize: { n: 1 } })[k]), /context chunkSize must be a string/);
+  });
+
+  it('fails the app\'s synth with the checker\'s message', () => {
+    const app = (context: Record<string, string>) =>
+      spawnSync(process.execPath, [join(repo, 'cdk', 'bin', 'agent.ts')], {
+        cwd: join(repo, 'cdk'),
+        encoding: 'utf8',
+        env: { ...process.env, CDK_CONTEXT_JSON: JSON.stringify(context), CDK_OUTDIR: mkdtempSync(join(tmpdir(), 'agent-out-')) },
+      });
+    const bad = app({ controlPlaneUrl: 'https://apicp.example.com', chunkSize: '0' });
+    assert.equal(bad.status, 1, bad.stderr);
+    assert.equal(bad.stderr.trim(), 'context chunkSize=0: invalid configuration CHUNK_SIZE: must be between 1 and 500');
+    const missing = app({});
+    assert.equal(missing.status, 1);
+    assert.match(missing.stderr, /context controlPlaneUrl \(not set\): invalid configuration APICP_URL: is required/);
+  });
+
+  it('synthesizes the defaults, which are the checker\'s', () => {
+    const plain = (settings: object) =>
+      Object.fromEntries(Object.entries(settings).map(([k, v]) => [k, v instanceof Duration ? v.toSeconds() : v]));
+    const settings = settingsFromContext((k) => ({ controlPlaneUrl: 'https://apicp.example.com/' })[k]);
+    assert.deepEqual(plain(settings), {
+      ...plain(DEFAULTS),
+      controlPlaneUrl: 'https://apicp.example.com',
+      controlPlaneSecretArn: undefined,
+      controlPlaneCaBundle: undefined,
+      runtimeLocation: undefined,
+      runtimeCapacity: undefined,
+      alarmTopicArn: undefined,
+    });
+    const template = Template.fromStack(new AgentStack(new App(), 'Defaults', { settings, lambdaAssetsDir: assetsDir, definitionFile }));
+    template.resourceCountIs('AWS::Lambda::Function', 5);
+    const [fn] = Object.values(template.findResources('AWS::Lambda::Function'));
+    assert.equal(fn.Properties.Environment.Variables.SCHEDULE_RATE_MINUTES, '1');
+    assert.equal(fn.Properties.Environment.Variables.ORPHAN_GRACE_SECONDS, '86400');
+    assert.equal(fn.Properties.Environment.Variables.EXPRESS, 'false');
   });
 
   it('maps settings onto the variables the Rust configuration reads', () => {
@@ -339,10 +433,16 @@ describe('options', () => {
     assert.equal(variables.RUNTIME_CAPACITY, '10 per second');
     assert.equal(variables.METRICS_INTERVAL_SECONDS, '300');
     assert.equal(variables.API_TYPES, 'REST,HTTP,WEBSOCKET');
-    const rustVariables = readFileSync(join(repo, 'tasks', 'core', 'src', 'config.rs'), 'utf8').matchAll(/\benv\.\w+\("([A-Z_]+)"/g);
-    const known = new Set([...Object.keys(variables), 'STATE_TABLE', 'APICP_SECRET_ARN', 'APICP_USERNAME', 'APICP_PASSWORD', 'APICP_CA_BUNDLE', 'RUNTIME_LOCATION']);
-    for (const [, name] of rustVariables) {
-      assert.ok(known.has(name), `${name} is read by the functions but not set by the stack`);
+    // Every variable the checker reads is the stack's (set on the functions, or only checked at synth).
+    const source = join(repo, 'tasks', 'settings', 'src', 'lib.rs');
+    const read = new Set([...readFileSync(source, 'utf8').matchAll(/\benv\.\w+\(\s*"([A-Z_]+)"/g)].map(([, name]) => name));
+    const known = new Set([...Object.keys(variables), ...Object.values(CONTEXT_VARIABLES), 'STATE_TABLE', 'APICP_USERNAME', 'APICP_PASSWORD']);
+    assert.ok(read.size >= 35, `${source} reads ${read.size} variables`);
+    for (const name of read) {
+      assert.ok(known.has(name), `${name} is read by the checker but not set by the stack`);
+    }
+    for (const name of [...Object.keys(variables), ...Object.values(CONTEXT_VARIABLES)]) {
+      assert.ok(read.has(name), `${name} is set by the stack but not read by the checker`);
     }
   });
 });

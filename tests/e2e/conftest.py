@@ -6,7 +6,7 @@ import time
 
 import pytest
 from fake_apicp import UNKNOWN_API_BEHAVIOURS
-from stack import EmbeddedStack, StateTable, start_recorded_execution
+from stack import EmbeddedStack, StateTable, due_window_end, start_recorded_execution
 
 # The fake's default: pages capped below the 500 the agent asks for, as the contract allows.
 DEFAULT_PAGE_SIZE_CAP = 100
@@ -69,3 +69,10 @@ def running_execution(stack, name: str) -> str:
     """An execution of the agent's state machine that Step Functions (moto) reports as running,
     as an overlapping scheduled execution would be; returns its ARN."""
     return start_recorded_execution(stack.moto_url, name)
+
+
+def metrics_window_end(state_table: StateTable, stages=("prod", "dev")) -> int:
+    """The end of the latest metrics window the next run reads for `stages`: before now less the metrics buffer, and
+    before their assets watermarks, up to which their API catalogs are complete. The stages must have been synced
+    (the metrics branch waits for a stage's first full sync)."""
+    return due_window_end(time.time(), min(state_table.item(stage)["assetsWatermark"] for stage in stages))

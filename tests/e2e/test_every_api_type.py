@@ -126,7 +126,7 @@ def test_http_and_websocket_metrics_reach_the_control_plane_with_the_exact_numbe
     put_v2_traffic(stack.moto_url, chat.id, "prod", minutes, {
         "ConnectCount": 3, "MessageCount": 12, "ClientError": 1, "IntegrationError": 2, "ExecutionError": 1,
         "IntegrationLatency": 40.0})
-    start = windows_behind(state_table, 1, stages=("prod",))
+    start = windows_behind(stack, state_table, 1, stages=("prod",))
 
     run = stack.run()
 

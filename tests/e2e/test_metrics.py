@@ -3,12 +3,11 @@ CloudWatch's answer is complete. The control plane's metrics POST is not idempot
 
 from __future__ import annotations
 
-import time
 
 import pytest
 
-from stack import METRICS_BUFFER as BUFFER
-from test_workflow import DEV, INTERVAL, PROD, TRAFFIC, latest_window_end, seed
+from conftest import metrics_window_end
+from test_workflow import DEV, INTERVAL, PROD, TRAFFIC, seed
 
 
 def windows_received(stack, runtime_id: str) -> list[int]:
@@ -20,18 +19,12 @@ def metrics_posts_to(runtime_id: str) -> str:
     return rf"/v2/runtimes/{runtime_id}/metrics$"
 
 
-def steer_clear_of_a_new_window(seconds: float = 150) -> None:
-    """Waits, if need be, until no window comes due in the next `seconds`: a window due in the
-    middle of a test would add one the assertions do not expect."""
-    until_next = INTERVAL - (time.time() - BUFFER) % INTERVAL
-    if until_next < seconds:
-        time.sleep(until_next + 1)
-
-
-def windows_behind(state_table, intervals: int, stages=("prod", "dev")) -> int:
-    """Puts the stages' metrics watermark `intervals` windows before the latest; returns it."""
-    steer_clear_of_a_new_window()
-    start = latest_window_end(time.time()) - intervals * INTERVAL
+def windows_behind(stack, state_table, intervals: int, stages=("prod", "dev")) -> int:
+    """Puts the stages' metrics watermark `intervals` windows before the latest the next run reads; returns it.
+    Stages never synced are synced first (the metrics branch waits for a stage's first full sync)."""
+    if any("assetsWatermark" not in state_table.item(stage) for stage in stages):
+        assert stack.run().succeeded
+    start = metrics_window_end(state_table, stages) - intervals * INTERVAL
     for stage in stages:
         state_table.put_metrics_watermark(stage, start)
     return start
@@ -40,7 +33,7 @@ def windows_behind(state_table, intervals: int, stages=("prod", "dev")) -> int:
 def test_a_window_failing_once_is_retried_without_resending_the_one_before(clean, state_table):
     stack = clean
     seed(stack)
-    start = windows_behind(state_table, 2)
+    start = windows_behind(stack, state_table, 2)
     # The control plane accepts prod's first window, then fails the second for one task attempt
     # (the client's three attempts of the request).
     stack.apicp.add_fault(metrics_posts_to(PROD), method="POST", status=503, skip=1, count=3)
@@ -57,14 +50,15 @@ def test_a_window_failing_once_is_retried_without_resending_the_one_before(clean
 def test_after_a_failed_window_the_rerun_sends_every_window_once_in_order(clean, state_table):
     stack = clean
     seed(stack)
-    start = windows_behind(state_table, 3)
+    start = windows_behind(stack, state_table, 3)
     # prod's second window fails on every attempt of this run (1 + 4 retries, 3 requests each).
     stack.apicp.add_fault(metrics_posts_to(PROD), method="POST", status=503, skip=1, count=15)
 
     failed = stack.run()
 
     assert not failed.succeeded
-    assert failed.error == "WindowsNotSent", failed.printed
+    # The chunk's own error after its retries, with the stage it held short.
+    assert failed.error == "ControlPlaneUnavailable" and "stage prod" in failed.cause, failed.printed
     assert windows_received(stack, PROD) == [start + INTERVAL], "a failed window stops that runtime"
     assert windows_received(stack, DEV) == [start + INTERVAL, start + 2 * INTERVAL], "and not the others"
     prod = state_table.item("prod")
@@ -82,8 +76,8 @@ def test_after_a_failed_window_the_rerun_sends_every_window_once_in_order(clean,
 def test_a_partial_cloudwatch_answer_is_never_sent_as_zero_traffic(clean, state_table):
     stack = clean
     seed(stack)
-    start = windows_behind(state_table, 1, stages=("prod",))
-    windows_behind(state_table, 0, stages=("dev",))
+    start = windows_behind(stack, state_table, 1, stages=("prod",))
+    windows_behind(stack, state_table, 0, stages=("dev",))
     # Every GetMetricData answer of this run (the first attempt and both retries) says the data is
     # partial. CloudWatch signs its requests as "monitoring".
     stack.aws_proxy.add_rewrite("monitoring", "GetMetricData", b"<StatusCode>Complete</StatusCode>",
@@ -92,7 +86,8 @@ def test_a_partial_cloudwatch_answer_is_never_sent_as_zero_traffic(clean, state_
     waiting = stack.run()
 
     assert not waiting.succeeded
-    assert waiting.error == "WindowsNotSent", waiting.printed
+    assert waiting.error == "MetricsIncomplete", waiting.printed
+    assert "PartialData" in waiting.cause and "stage prod" in waiting.cause, waiting.cause
     assert waiting.count("MetricsTransform", "RETRIED") == 2
     assert windows_received(stack, PROD) == [], "nothing sent rather than zero traffic"
     assert state_table.item("prod")["metricsWatermark"] == start
@@ -110,7 +105,7 @@ def test_after_an_outage_the_missed_windows_arrive_once_each_oldest_first(clean,
     stack = clean
     seed(stack)
     # An outage of three intervals: nothing ran since these watermarks.
-    outage_start = windows_behind(state_table, 3)
+    outage_start = windows_behind(stack, state_table, 3)
 
     first, second = stack.run(), stack.run()
 
@@ -127,8 +122,10 @@ def test_after_an_outage_the_missed_windows_arrive_once_each_oldest_first(clean,
 def test_a_new_installation_starts_with_the_backfill_and_the_three_averages_mean_what_apicp_means(clean, state_table):
     stack = clean
     seed(stack)
-    steer_clear_of_a_new_window()
-    latest = latest_window_end(time.time())
+    first = stack.run()
+    assert first.succeeded, first.printed
+    assert first.output["metrics"]["summary"]["windows"] == 0, "the metrics wait for the stages' first sync"
+    latest = metrics_window_end(state_table)
 
     run = stack.run()
 

@@ -22,7 +22,7 @@ from fake_apicp import CHAOS_KINDS
 from seed import create_rest_api, put_traffic, recent_minutes, redeploy_rest_apis
 from stack import APICP_PASSWORD, APICP_USER, STATE_TABLE, boto
 
-from conftest import StateTable, wait_for_a_new_window
+from conftest import StateTable, metrics_window_end, wait_for_a_new_window
 from test_workflow import DEV, PROD, latest_window_end, published, seed
 
 SOAK_SEED = int(os.environ.get("SOAK_SEED", "20261122"))
@@ -231,7 +231,7 @@ def test_throttled_aws_apis_slow_the_run_down_and_what_a_task_gives_up_the_state
     calls = stack.aws_proxy.counts()
     assert calls[("apigateway", "GetRestApis")] > 5, "sent again after the state machine's retry"
     assert calls[("monitoring", "GetMetricData")] > 2, "sent again within the task"
-    assert not full.count("MetricsTransform", "RETRIED"), "the task did not give up"
+    assert not incremental.count("MetricsTransform", "RETRIED"), "the task did not give up"
     assert len(stack.cloudtrail.requests()) == 2, "the throttled LookupEvents was sent again, once"
     assert_each_window_once_up_to_the_watermark(stack, "prod", PROD)
 
@@ -246,8 +246,10 @@ def test_a_publish_cut_off_by_its_timeout_leaves_no_duplicate_window_or_api_and_
     # The client waits longer than the function lives: Lambda's timeout, not the client, ends the task.
     stack = fresh_stack({"APICP_TIMEOUT_SECONDS": "30"})
     apis = seed(stack)
-    # Five windows due: the first run sends two (its most), the cut-off run and the next the rest.
-    StateTable(stack.moto_url).put_metrics_watermark("prod", latest_window_end(time.time()) - 1500)
+    assert stack.run().succeeded  # the first sync, which the metrics branch waits for
+    # Five windows due: the next run sends two (its most), the cut-off run and the next the rest.
+    table = StateTable(stack.moto_url)
+    table.put_metrics_watermark("prod", metrics_window_end(table, ("prod",)) - 1500)
     assert stack.run().succeeded
     stack.set_function_timeout("publish", 5)
     try:

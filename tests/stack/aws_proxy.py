@@ -34,6 +34,7 @@ from typing import Callable
 from urllib.parse import parse_qs, urlsplit
 from xml.sax.saxutils import escape
 
+from iam_check import Use, use_of
 from local_server import LocalServer, send_json
 from v2_deployments import V2Deployments, moto_exists
 from listing_pages import ListingPages
@@ -220,6 +221,38 @@ class Forwarded:
     operation: str
     body: bytes
     answer_bytes: int
+    # The function that made the call (`app/<name>` in its user agent), "" when unnamed.
+    app: str = ""
+    path: str = ""
+
+
+@dataclass(frozen=True)
+class Received:
+    """One metered request as it arrived, answered or not."""
+
+    at: float  # epoch seconds
+    service: str
+    operation: str
+    app: str
+
+
+@dataclass
+class _Delay:
+    service: str
+    operation: str | None
+    seconds: float
+    remaining: int | None
+
+
+APP_NAME = re.compile(r"\bapp/([A-Za-z0-9!#$%&'*+.^_`|~-]+)")
+
+
+def app_name(headers) -> str:
+    """The application name in an AWS SDK's user agent (`app/<name>`), or ""."""
+    for header in ("x-amz-user-agent", "User-Agent"):
+        if found := APP_NAME.search(headers.get(header) or ""):
+            return found.group(1)
+    return ""
 
 
 class AwsProxy(LocalServer):
@@ -234,6 +267,7 @@ class AwsProxy(LocalServer):
         self.v2_deployments = V2Deployments(moto_exists(self._upstream.hostname, self._upstream.port, timeout))
         self.listing_pages = ListingPages()
         self._metered = True
+        self._uses: set[Use] = set()  # kept across reset(): a whole test session's calls
         self.reset()
         self._serve(host, port, log_requests)
 
@@ -246,6 +280,23 @@ class AwsProxy(LocalServer):
         with self._lock:
             self._faults.append(_Fault(service, operation, status, error_code, message or f"injected {error_code}",
                                        count))
+
+    def add_delay(self, service: str, operation: str | None, seconds: float, count: int | None = None) -> None:
+        """The next `count` (None: all) requests to `service` (and `operation`, if given) are answered `seconds` late:
+        a service slower than AWS."""
+        with self._lock:
+            self._delays.append(_Delay(service, operation, seconds, count))
+
+    def uses(self) -> set[Use]:
+        """Every kind of call each of the agent's functions made since the proxy started (not forgotten by reset()), as
+        IAM authorizes it (iam_check)."""
+        with self._lock:
+            return set(self._uses)
+
+    def received(self) -> list[Received]:
+        """Every metered request, in the order it arrived, with its time and the function that made it."""
+        with self._lock:
+            return list(self._received)
 
     def add_rewrite(self, service: str, operation: str, old: bytes, new: bytes, count: int = 1) -> None:
         """The next `count` answers of `operation` have `old` replaced by `new`: AWS answers moto never gives, such as
@@ -307,6 +358,8 @@ class AwsProxy(LocalServer):
             self._throttled: collections.Counter = collections.Counter()
             self._faults: list[_Fault] = []
             self._rewrites: list[_Rewrite] = []
+            self._delays: list[_Delay] = []
+            self._received: list[Received] = []
             self._throttling: _Throttling | None = None
             # moto serves one account, so "per account and Region" is per Region here.
             self._buckets: dict[str, TokenBucket] = {}
@@ -318,10 +371,15 @@ class AwsProxy(LocalServer):
         body = _read_body(request)
         call = identify(request.command, url.path, url.query, request.headers, body)
         key = (call.service, call.operation)
+        app = app_name(request.headers)
         with self._lock:
             metered = self._metered or call.service != "apigateway"
             if metered:
                 self._counts[key] += 1
+                self._received.append(Received(time.time(), call.service, call.operation, app))
+            if use := use_of(app, call.service, call.operation, request.command, url.path, body):
+                self._uses.add(use)
+            delay = self._take_delay(call)
             error, throttled_at_random = None, False
             throttle = self._draw_throttling(call)  # drawn first, so the sequence depends only on the calls
             if call.service == "apigateway" and metered and not self._bucket(call.region).take():
@@ -345,11 +403,13 @@ class AwsProxy(LocalServer):
                     return
                 if stand_in:
                     v2_rewrites.append(stand_in)
+        if delay:
+            time.sleep(delay)  # this request's own thread: others go on
         if not error:
             answered = self._forward(request, body, rewrite, _chain(v2_rewrites) if v2_rewrites else None)
             if metered:
                 with self._lock:
-                    self._forwarded.append(Forwarded(call.service, call.operation, body, answered))
+                    self._forwarded.append(Forwarded(call.service, call.operation, body, answered, app, url.path))
             return
         status, headers, data = error_answer(call, *error)
         if throttled_at_random and error[0] == 429:
@@ -380,6 +440,16 @@ class AwsProxy(LocalServer):
                     self._faults.remove(fault)
                 return fault
         return None
+
+    def _take_delay(self, call: Call) -> float:
+        for delay in self._delays:
+            if delay.service == call.service and delay.operation in (None, call.operation):
+                if delay.remaining is not None:
+                    delay.remaining -= 1
+                    if delay.remaining <= 0:
+                        self._delays.remove(delay)
+                return delay.seconds
+        return 0.0
 
     def _take_rewrite(self, call: Call) -> _Rewrite | None:
         for rewrite in self._rewrites:

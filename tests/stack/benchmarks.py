@@ -45,7 +45,7 @@ sys.path.insert(0, str(HERE))
 from lambda_adapter import FUNCTIONS_FILE, load_timeouts  # noqa: E402
 from seed import SeededApi, create_rest_api, create_v2_api, put_steady_traffic, redeploy_rest_apis  # noqa: E402
 from stack import (DEFINITION, METRICS_INTERVAL, REPO, EmbeddedStack, ExecutionReport, StateTable,  # noqa: E402
-                   boto, latest_window_end)
+                   boto, due_window_end, latest_window_end)
 
 SIZES = (100, 600, 2520)
 # The largest region: API Gateway's fixed REST quotas (600 regional, 120 edge, 600 private) and 600 HTTP and
@@ -285,7 +285,12 @@ def bench_size(stack: EmbeddedStack, total: int, log=print) -> SizeResult:
 
     measured("full sync", {"mode": "full"})
     measured("idle incremental")
-    latest = latest_window_end(time.time())
+    # The latest window the read covers also ends before the stages' assets watermark (their catalogs' reach).
+    synced = min(StateTable(stack.moto_url).item(stage)["assetsWatermark"] for stage in STAGES)
+    latest = due_window_end(time.time(), synced)
+    # A minute of traffic in the read, and one an hour before, as an API in use has: CloudWatch lists a metric only
+    # fifteen minutes after its first datapoint, and the read probes the APIs it does not list.
+    put_a_minute_of_traffic(stack, account, latest - 3600)
     put_a_minute_of_traffic(stack, account, latest - 2 * METRICS_INTERVAL)
     # One fetch interval due: windows never sent (none was due before), each sent once.
     put_metrics_watermarks(stack, latest - METRICS_FETCH_INTERVAL)

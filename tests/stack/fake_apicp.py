@@ -14,7 +14,8 @@ Usable in-process (`FakeControlPlane(...).start()`) or as a process:
 Hooks under `/_fake/` (no authentication) let tests inject faults and inspect state:
 `POST /_fake/faults`, `GET /_fake/state`, `GET /_fake/requests`, `POST /_fake/reset`,
 `POST /_fake/settings` ({"page_size_cap": n or null, "unknown_api_behaviour": mode, "chaos": {...} or null}),
-`DELETE /_fake/runtimes/{id}` (as an administrator deleting the runtime).
+`DELETE /_fake/runtimes/{id}` (as an administrator deleting the runtime), `POST /_fake/refused` (a JSON list of API ids
+the service refuses, see `refuse_apis`).
 
 Chaos (`set_chaos`, or `POST /_fake/settings` with {"chaos": {"seed": 7, "rate": 0.3, "kinds": [...], "slow_ms": 3000,
 "path": "regex"}} or {"chaos": null}): seeded, reproducible random faults. Each product request whose path matches
@@ -337,6 +338,13 @@ class FakeControlPlane(LocalServer):
                 raise KeyError(f"no runtime {runtime_id}")
             self._apis.pop(runtime_id, None)
 
+    def refuse_apis(self, api_ids: list[str]) -> None:
+        """The service refuses to create, update or delete these API ids with a 400 and its `errorDetails`, as it refuses
+        a document it finds invalid (a rule of the tenant, a conflict with an API another agent publishes); the agent
+        must go on with the others. An empty list refuses none. reset() refuses none."""
+        with self._lock:
+            self._refused = set(api_ids)
+
     def add_api(self, runtime_id: str, document: dict) -> None:
         """Adds an API to a registered runtime, as another agent or an administrator would."""
         with self._lock:
@@ -381,6 +389,7 @@ class FakeControlPlane(LocalServer):
             self._requests: list[dict] = []
             self._faults: list[_Fault] = []
             self._chaos: _Chaos | None = None
+            self._refused: set[str] = set()
 
     # --- request pipeline --------------------------------------------------------------------
 
@@ -390,6 +399,7 @@ class FakeControlPlane(LocalServer):
             ("runtime-management", "GET", "/v2/runtimes", self._list_runtimes),
             ("runtime-management", "GET", "/v2/runtimes/{id}", self._get_runtime),
             ("runtime-management", "PUT", "/v2/runtimes/{id}", self._update_runtime),
+            ("runtime-management", "DELETE", "/v1/runtimes/{id}", self._delete_runtime),
             ("runtime-type", "GET", "/runtimes/types", self._list_runtime_types),
             ("runtime-type", "POST", "/runtimes/types", self._create_runtime_type),
             ("api-management", "GET", "/runtimes/{runtimeId}/apis", self._list_apis),
@@ -560,6 +570,9 @@ class FakeControlPlane(LocalServer):
             except (ValueError, TypeError) as error:
                 return 400, _errors(f"bad settings: {error}")
             return 200, None
+        if (method, path) == ("POST", "/_fake/refused"):
+            self.refuse_apis(json.loads(raw_body))
+            return 200, None
         if method == "DELETE" and path.startswith("/_fake/runtimes/"):
             try:
                 self.delete_runtime(unquote(path.removeprefix("/_fake/runtimes/")))
@@ -634,6 +647,16 @@ class FakeControlPlane(LocalServer):
             self._runtimes[runtime_id] = stored
             return 200, stored
 
+    def _delete_runtime(self, call: _Call) -> Response:
+        """Deletes the runtime "and its associated APIs" (runtime-management.yaml). The document lists 200, 401 and 500;
+        an unknown runtime gets the 404 this fake answers on every other path naming one."""
+        runtime_id = call.path["id"]
+        with self._lock:
+            if self._runtimes.pop(runtime_id, None) is None:
+                return 404, _runtime_not_found(runtime_id)
+            self._apis.pop(runtime_id, None)
+        return 200, None
+
     def _runtime_type_exists(self, name: str) -> bool:
         return any(t["name"] == name for t in self._runtime_types.values())
 
@@ -679,10 +702,18 @@ class FakeControlPlane(LocalServer):
             cap = self._page_size_cap
         return 200, _paged(documents, call.query, cap)
 
+    def _refusal(self, api_id: str) -> Response | None:
+        """The 400 of an API the service refuses (caller holds the lock)."""
+        if api_id in self._refused:
+            return 400, _errors(f"apiDocument: API {api_id} is refused by this tenant's rules")
+        return None
+
     def _create_api(self, call: _Call) -> Response:
         runtime_id = call.path["runtimeId"]
         document = {**call.body, "id": call.body.get("id") or str(uuid.uuid4())}
         with self._lock:
+            if refused := self._refusal(document["id"]):
+                return refused
             apis = self._runtime_apis(runtime_id)
             if apis is None:
                 return 404, _runtime_not_found(runtime_id)
@@ -717,6 +748,8 @@ class FakeControlPlane(LocalServer):
         runtime_id, api_id = call.path["runtimeId"], call.path["apiId"]
         document = {**call.body, "id": api_id}
         with self._lock:
+            if refused := self._refusal(api_id):
+                return refused
             apis = self._runtime_apis(runtime_id)
             if apis is None:
                 return 404, self._not_found(call, apis)
@@ -730,6 +763,8 @@ class FakeControlPlane(LocalServer):
 
     def _delete_api(self, call: _Call) -> Response:
         with self._lock:
+            if refused := self._refusal(call.path["apiId"]):
+                return refused
             apis = self._runtime_apis(call.path["runtimeId"])
             if apis is None:
                 return 404, self._not_found(call, apis)

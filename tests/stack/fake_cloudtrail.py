@@ -32,6 +32,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import urlsplit
 
+from aws_proxy import app_name
 from local_server import LocalServer, send_json
 
 LOOKUP_EVENTS = "CloudTrail_20131101.LookupEvents"
@@ -94,6 +95,7 @@ class FakeCloudTrail(LocalServer):
         self._log_requests = log_requests
         self._lock = threading.Lock()
         self._sequence = itertools.count()  # tie-breaker for events with equal EventTime
+        self._callers: set[str] = set()
         self.reset()
         self._serve(host, port, log_requests)
 
@@ -159,6 +161,12 @@ class FakeCloudTrail(LocalServer):
         with self._lock:
             self._throttling = None if seed is None else (random.Random(seed), float(rate))
 
+    def callers(self) -> set[str]:
+        """The functions (`app/<name>` of the SDK's user agent) that called LookupEvents since the fake started, not
+        forgotten by reset()."""
+        with self._lock:
+            return set(self._callers)
+
     def requests(self) -> list:
         """Every LookupEvents request body received (parsed JSON), throttled ones included."""
         with self._lock:
@@ -200,8 +208,11 @@ class FakeCloudTrail(LocalServer):
             body = json.loads(raw_body or b"{}")
         except ValueError:
             body = raw_body.decode(errors="replace")
+        app = app_name(request.headers)
         with self._lock:
             self._requests.append(body)
+            if app:
+                self._callers.add(app)
             if self._throttling and self._throttling[0].random() < self._throttling[1]:
                 raise _ServiceError("ThrottlingException", "Rate exceeded")  # takes no place in the rate window
             self._admit()

@@ -1,5 +1,7 @@
-"""moto's server with an index in front of CloudWatch `GetMetricData`, which moto answers in time proportional to
-queries x periods x every datapoint stored: hours for one read of the largest region (13,200 metrics).
+"""moto's server with an index in front of CloudWatch `GetMetricData`, and `ListMetrics` as CloudWatch lists.
+
+`GetMetricData`: moto answers in time proportional to queries x periods x every datapoint stored: hours for one read
+of the largest region (13,200 metrics).
 
 Test support only, not product code, and not a stand-in: every answer is still computed by moto's own
 `get_metric_data`, query by query, over the datapoints that query can match (same metric name and the same
@@ -8,19 +10,40 @@ are not plain `MetricStat` queries (math and Metrics Insights expressions, which
 data), and queries with a dimension without value, go to moto unchanged with every datapoint.
 test_fakes.py checks that both give the same answers on random data.
 
+`ListMetrics`: moto lists every metric it ever received, at once. CloudWatch does not: "after you create a metric,
+allow up to fifteen minutes for the metric to appear" in ListMetrics, and metrics that have not had any new data
+points in the past two weeks are not listed (the ListMetrics reference); `RecentlyActive=PT3H` lists only metrics with
+data points in the past three hours. So here a metric is listed only when it has a data point between two weeks (or,
+with `RecentlyActive`, three hours) ago and `MOTO_LIST_METRICS_DELAY_SECONDS` (default 900, AWS's fifteen minutes)
+ago: a metric whose first data point is newer is not listed yet, nor one whose traffic starts again after two weeks.
+The datapoints' own timestamps stand for when their requests were made.
+
 Run as `python moto_indexed.py -H 127.0.0.1 -p PORT`, the arguments of `moto_server`.
 """
 
 from __future__ import annotations
 
+import calendar
+import os
 import sys
+import threading
+import time
 from collections import defaultdict
 from types import SimpleNamespace
 from typing import Any
 
 from moto.cloudwatch.models import CloudWatchBackend
+from moto.cloudwatch.responses import CloudWatchResponse
 
 _moto_get_metric_data = CloudWatchBackend.get_metric_data
+_moto_get_filtered_metrics = CloudWatchBackend.get_filtered_metrics
+_moto_list_metrics_response = CloudWatchResponse.list_metrics
+
+LISTING_DELAY_SECONDS = float(os.environ.get("MOTO_LIST_METRICS_DELAY_SECONDS", "900"))
+LISTED_FOR_SECONDS = 14 * 86400
+RECENTLY_ACTIVE_SECONDS = 3 * 3600
+# The RecentlyActive parameter of the ListMetrics request being answered (moto serves each request in a thread).
+_request = threading.local()
 
 
 def _key(metric_name: str, dimensions: list[tuple[Any, Any]]) -> tuple:
@@ -57,8 +80,37 @@ def indexed_get_metric_data(self: CloudWatchBackend, queries: list[dict[str, Any
     return results
 
 
+def listed_metrics(self: CloudWatchBackend, metric_name: str, namespace: str,
+                   dimensions: list[dict[str, str]]) -> list:
+    """moto's filtered metrics, less those CloudWatch would not list now (module docstring)."""
+    metrics = _moto_get_filtered_metrics(self, metric_name, namespace, dimensions)
+    now = time.time()
+    since = now - (RECENTLY_ACTIVE_SECONDS if getattr(_request, "recently_active", None) else LISTED_FOR_SECONDS)
+    until = now - LISTING_DELAY_SECONDS
+    listable = set()
+    for datum in self.get_all_metrics():
+        stamp = calendar.timegm(datum.timestamp.utctimetuple()) if datum.timestamp else now
+        if since <= stamp <= until:
+            listable.add(_metric_of(datum))
+    return [metric for metric in metrics if _metric_of(metric) in listable]
+
+
+def _metric_of(datum) -> tuple:
+    return datum.namespace, datum.name, tuple(sorted((d.name, d.value) for d in datum.dimensions))
+
+
+def list_metrics_response(self: CloudWatchResponse):
+    _request.recently_active = self._get_param("RecentlyActive")
+    try:
+        return _moto_list_metrics_response(self)
+    finally:
+        _request.recently_active = None
+
+
 def install() -> None:
     CloudWatchBackend.get_metric_data = indexed_get_metric_data  # type: ignore[method-assign]
+    CloudWatchBackend.get_filtered_metrics = listed_metrics  # type: ignore[method-assign]
+    CloudWatchResponse.list_metrics = list_metrics_response  # type: ignore[method-assign]
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -39,6 +40,7 @@ sys.path.insert(0, str(HERE))
 from aws_proxy import AwsProxy  # noqa: E402
 from fake_apicp import FakeControlPlane  # noqa: E402
 from fake_cloudtrail import FakeCloudTrail  # noqa: E402
+from iam_check import Use  # noqa: E402
 from lambda_adapter import LambdaAdapter, load_timeouts  # noqa: E402
 
 REPO = HERE.parents[1]
@@ -244,6 +246,17 @@ class EmbeddedStack:
                                cause=report.get("cause"), states=report["states"],
                                printed=completed.stdout or "", limits=report.get("limits", {}))
 
+    def record_uses(self, directory: Path) -> None:
+        """Writes each kind of AWS call the functions made (iam_check.Use, one JSON line each) to a file of its own in
+        `directory`, for the check of the calls against the template's grants."""
+        if not self.aws_proxy:
+            return
+        uses = set(self.aws_proxy.uses())
+        uses |= {Use(caller, "cloudtrail:LookupEvents", "*") for caller in self.cloudtrail.callers()}
+        directory.mkdir(parents=True, exist_ok=True)
+        lines = [json.dumps(dataclasses.asdict(use)) for use in sorted(uses)]
+        (directory / f"{os.getpid()}-{id(self)}.jsonl").write_text("\n".join(lines) + "\n")
+
     def stop(self) -> None:
         if self._adapter:
             self._adapter.stop()
@@ -297,6 +310,12 @@ METRICS_BUFFER = 180
 def latest_window_end(now: float) -> int:
     """The end (epoch seconds) of the latest metrics window due at `now`."""
     return int((now - METRICS_BUFFER) // METRICS_INTERVAL * METRICS_INTERVAL)
+
+
+def due_window_end(now: float, assets_watermark: int) -> int:
+    """The end of the latest metrics window a run reads at `now` for a stage whose assets watermark is
+    `assets_watermark`: the window also ends before it, up to which the stage's API catalog is complete."""
+    return int(min(now - METRICS_BUFFER, assets_watermark) // METRICS_INTERVAL * METRICS_INTERVAL)
 
 
 class StateTable:

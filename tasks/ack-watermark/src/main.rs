@@ -7,13 +7,15 @@ use agent_core::handlers::ack_watermark::ack_watermark;
 
 async fn state_store() -> agent_core::Result<DynamoStateStore> {
     let config = Config::from_env()?;
-    let aws = bootstrap::aws_config().await;
+    let aws = bootstrap::aws_config("ack-watermark").await;
     Ok(bootstrap::state_store(&config, &aws))
 }
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     bootstrap::init_tracing();
-    bootstrap::serve(state_store, |input, state, _deadline| async move { ack_watermark(input, &*state, now()).await })
-        .await
+    bootstrap::serve("ack-watermark", state_store, |input, state, _deadline| async move {
+        ack_watermark(input, &*state, now()).await
+    })
+    .await
 }

@@ -5,8 +5,8 @@ use std::future::Future;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use aws_config::SdkConfig;
 use aws_config::retry::RetryConfig;
+use aws_config::{AppName, SdkConfig};
 use lambda_runtime::{LambdaEvent, service_fn};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -14,8 +14,9 @@ use serde_json::Value;
 use tokio::sync::OnceCell;
 
 use crate::aws::apigateway::SdkApiGateway;
+use crate::aws::pace::Pacer;
 use crate::aws::secrets::SecretCredentials;
-use crate::aws::state::DynamoStateStore;
+use crate::aws::state::{API_GATEWAY_SCHEDULE, DynamoStateStore, Slots};
 use crate::config::{Config, CredentialSource};
 use crate::control_plane::{Credentials, HttpControlPlane};
 use crate::error::{AgentError, Result};
@@ -34,11 +35,17 @@ const AWS_MAX_ATTEMPTS: u32 = 5;
 /// itself, and adaptive's client-side limiter, fed by the few calls of a short-lived
 /// invocation, slowed a task to a crawl after one throttled answer (measured: a full minute for
 /// five throttled `GetRestApis`, 20 s for one throttled `LookupEvents`).
-pub async fn aws_config() -> SdkConfig {
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .retry_config(RetryConfig::standard().with_max_attempts(AWS_MAX_ATTEMPTS))
-        .load()
-        .await
+///
+/// Every request's user agent names the task (`app/<binary>`): CloudTrail shows which of the
+/// agent's functions made a call, and the local stack checks each function's calls against its
+/// IAM grants.
+pub async fn aws_config(binary: &str) -> SdkConfig {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .retry_config(RetryConfig::standard().with_max_attempts(AWS_MAX_ATTEMPTS));
+    if let Ok(app) = AppName::new(binary.to_owned()) {
+        loader = loader.app_name(app);
+    }
+    loader.load().await
 }
 
 pub fn region(aws: &SdkConfig) -> Result<String> {
@@ -75,12 +82,14 @@ pub fn state_store(config: &Config, aws: &SdkConfig) -> DynamoStateStore {
     DynamoStateStore::new(aws_sdk_dynamodb::Client::new(aws), &config.state_table)
 }
 
-/// API Gateway (both management APIs), paced at the configured share of its management quota.
-pub fn api_gateway(config: &Config, aws: &SdkConfig) -> SdkApiGateway {
+/// API Gateway (both management APIs), paced at the configured share of its management quota
+/// together with every other execution and container of the account (see `aws::pace`).
+pub fn api_gateway(config: &Config, aws: &SdkConfig, state: &DynamoStateStore) -> SdkApiGateway {
+    let schedule = Slots::new(state.clone(), API_GATEWAY_SCHEDULE);
     SdkApiGateway::new(
         aws_sdk_apigateway::Client::new(aws),
         aws_sdk_apigatewayv2::Client::new(aws),
-        config.apigateway_requests_per_second,
+        Pacer::shared(config.apigateway_requests_per_second, schedule),
     )
 }
 
@@ -108,6 +117,28 @@ pub fn deadline(announced_ms: u64, now: SystemTime) -> Option<Instant> {
     let announced = SystemTime::UNIX_EPOCH + Duration::from_millis(announced_ms);
     let remaining = announced.duration_since(now).ok()?;
     (remaining <= MAX_FUNCTION_TIMEOUT).then(|| Instant::now() + remaining)
+}
+
+/// The functions as deployed: the CDK and the local stack read the same file.
+const FUNCTIONS: &str = include_str!("../../../statemachine/functions.json");
+
+/// The timeout `binary` is deployed with (`statemachine/functions.json`), or Lambda's longest.
+pub fn deployed_timeout(binary: &str) -> Duration {
+    let functions: serde_json::Map<String, Value> = serde_json::from_str(FUNCTIONS).unwrap_or_default();
+    functions
+        .values()
+        .find(|spec| spec["binary"] == binary)
+        .and_then(|spec| spec["timeoutSeconds"].as_u64())
+        .map_or(MAX_FUNCTION_TIMEOUT, Duration::from_secs)
+}
+
+/// The timeout a function assumes when its runtime announces no usable deadline: the deployed
+/// one, or `AGENT_TIMEOUT_SECONDS` (for a local emulator told to stop functions sooner).
+fn assumed_timeout(binary: &str) -> Duration {
+    std::env::var("AGENT_TIMEOUT_SECONDS")
+        .ok()
+        .and_then(|seconds| seconds.trim().parse().ok())
+        .map_or_else(|| deployed_timeout(binary), Duration::from_secs)
 }
 
 /// A container's dependencies (configuration, clients, the account id), built on the first
@@ -147,15 +178,20 @@ where
     }
 }
 
-/// Runs the Lambda loop: builds the dependencies with `init` (see [`Dependencies`]) and answers
-/// each invocation with `handler` (given the input, the dependencies and the invocation's
-/// [`deadline`]), a failure as its typed error so the state machine can match it.
-pub async fn serve<D, I, O, F, Fut, Init, InitFut>(init: Init, handler: F) -> Result<(), lambda_runtime::Error>
+/// Runs the Lambda loop of the function `binary`: builds the dependencies with `init` (see
+/// [`Dependencies`]) and answers each invocation with `handler` (given the input, the
+/// dependencies and when Lambda stops the invocation: its announced [`deadline`], else the
+/// timeout assumed from now), a failure as its typed error so the state machine can match it.
+pub async fn serve<D, I, O, F, Fut, Init, InitFut>(
+    binary: &'static str,
+    init: Init,
+    handler: F,
+) -> Result<(), lambda_runtime::Error>
 where
     D: Send + Sync + 'static,
     I: DeserializeOwned,
     O: Serialize,
-    F: Fn(I, Arc<D>, Option<Instant>) -> Fut,
+    F: Fn(I, Arc<D>, Instant) -> Fut,
     Fut: Future<Output = Result<O>>,
     Init: Fn() -> InitFut,
     InitFut: Future<Output = Result<D>>,
@@ -167,7 +203,9 @@ where
     // SDK clients' set-up and the task's future nest beyond the compiler's layout depth limit.
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         Box::pin(async move {
-            let deadline = deadline(event.context.deadline, SystemTime::now());
+            let started = Instant::now();
+            let deadline = deadline(event.context.deadline, SystemTime::now())
+                .unwrap_or_else(|| started + assumed_timeout(binary));
             let deps = dependencies.get().await?;
             handler(parse_input(event.payload)?, deps, deadline).await
         })
@@ -189,6 +227,13 @@ mod tests {
         assert!(remaining > Duration::from_secs(279) && remaining <= Duration::from_secs(280), "{remaining:?}");
         assert_eq!(deadline(600_000, now), None, "cargo lambda watch's constant: long past");
         assert_eq!(deadline(1_800_000_901_000, now), None, "beyond any Lambda timeout");
+    }
+
+    #[test]
+    fn each_function_assumes_its_deployed_timeout() {
+        assert_eq!(deployed_timeout("publish"), Duration::from_secs(280));
+        assert_eq!(deployed_timeout("ensure-runtime"), Duration::from_secs(880));
+        assert_eq!(deployed_timeout("unknown"), MAX_FUNCTION_TIMEOUT);
     }
 
     #[tokio::test]

@@ -74,6 +74,17 @@ pub struct Touched {
     pub domains: BTreeSet<String>,
     /// Records whose content could not be read: what they changed is unknown.
     pub unreadable: usize,
+    /// Readable records of a write that should name an API or a custom domain name and name
+    /// none (no `requestParameters`, a `responseElements` of another shape): what they changed
+    /// is unknown too.
+    pub nameless: usize,
+}
+
+impl Touched {
+    /// Whether some record leaves unknown what it changed: only listing the stage finds it.
+    pub fn needs_listing(&self) -> bool {
+        self.unreadable + self.nameless > 0
+    }
 }
 
 /// Events that change where a custom domain name routes, in either management API.
@@ -89,6 +100,58 @@ const DOMAIN_EVENTS: [&str; 9] = [
     "DeleteApiMapping",
 ];
 
+/// Write operations of either management API that change nothing a published API shows:
+/// account settings, API keys and usage plans, VPC links, client certificates, access
+/// associations and portals. Any other write record that names no API and no domain name
+/// cannot be located, and makes the window a full sync of the stage.
+const ACCOUNT_OPERATIONS: [&str; 41] = [
+    "UpdateAccount",
+    "CreateApiKey",
+    "UpdateApiKey",
+    "DeleteApiKey",
+    "ImportApiKeys",
+    "CreateUsagePlan",
+    "UpdateUsagePlan",
+    "DeleteUsagePlan",
+    "CreateUsagePlanKey",
+    "DeleteUsagePlanKey",
+    "UpdateUsage",
+    "CreateVpcLink",
+    "UpdateVpcLink",
+    "DeleteVpcLink",
+    "GenerateClientCertificate",
+    "UpdateClientCertificate",
+    "DeleteClientCertificate",
+    "CreateDomainNameAccessAssociation",
+    "DeleteDomainNameAccessAssociation",
+    "RejectDomainNameAccessAssociation",
+    "CreatePortal",
+    "UpdatePortal",
+    "DeletePortal",
+    "PublishPortal",
+    "DisablePortal",
+    "PreviewPortal",
+    "CreatePortalProduct",
+    "UpdatePortalProduct",
+    "DeletePortalProduct",
+    "PutPortalProductSharingPolicy",
+    "DeletePortalProductSharingPolicy",
+    "CreateProductPage",
+    "UpdateProductPage",
+    "DeleteProductPage",
+    "CreateProductRestEndpointPage",
+    "UpdateProductRestEndpointPage",
+    "DeleteProductRestEndpointPage",
+    "ImportDocumentationParts",
+    "CreateSdkType",
+    "UpdateSdkType",
+    "DeleteSdkType",
+];
+
+/// Resource kinds, in API Gateway ARNs, that are not APIs (tagging them changes no API).
+const OTHER_RESOURCES: [&str; 8] =
+    ["usageplans", "apikeys", "domainnames", "vpclinks", "clientcertificates", "account", "portals", "portalproducts"];
+
 /// The APIs and domain names the write events touched, for the selected management APIs.
 /// REST (v1) and v2 records are told apart by their fields, never by event name (both APIs have
 /// `CreateStage`, `CreateDeployment`, `TagResource`...): a v1 path names `restApiId`, a v2 path
@@ -97,48 +160,59 @@ const DOMAIN_EVENTS: [&str; 9] = [
 /// REST APIs by `apiId`). Deleted APIs are included: re-reading them is how deletions are found.
 pub fn touched<'e>(events: impl IntoIterator<Item = &'e ApiEvent>, generations: &[Generation]) -> Touched {
     let mut touched = Touched::default();
-    let mut note = |generation: Generation, id: &str| {
-        if generations.contains(&generation) && !id.is_empty() {
-            touched.apis.insert(ApiRef { generation, id: id.to_owned() });
-        }
-    };
     for event in events {
         if event.unreadable {
             touched.unreadable += 1;
             continue;
         }
+        if event.failed {
+            continue;
+        }
+        // The APIs the record names (of either management API).
+        let mut named_apis: Vec<(Generation, &str)> = Vec::new();
         let request = &event.request_parameters;
         if let Some(id) = request.get("restApiId").and_then(Value::as_str) {
-            note(Generation::V1, id);
+            named_apis.push((Generation::V1, id));
         }
         if let Some(id) = request.get("apiId").and_then(Value::as_str) {
-            note(Generation::V2, id);
+            named_apis.push((Generation::V2, id));
         }
+        // Whether it names something that is not an API (a domain name, a usage plan...).
+        let mut names_other = ACCOUNT_OPERATIONS.contains(&event.name.as_str());
         // Tagging names the resource by ARN, e.g. arn:aws:apigateway:<region>::/apis/<id>/stages/<stage>.
         for value in request.as_object().into_iter().flat_map(|fields| fields.values()).filter_map(Value::as_str) {
-            if let Some((generation, id)) = api_of_arn(value) {
-                note(generation, id);
+            match resource_of_arn(value) {
+                Some(Resource::Api(generation, id)) => named_apis.push((generation, id)),
+                Some(Resource::Other) => names_other = true,
+                None => {}
             }
         }
         // A created or imported API is only named in the response.
         let response = &event.response_elements;
-        match event.name.as_str() {
+        let created = match event.name.as_str() {
             "CreateRestApi" | "ImportRestApi" => {
-                if let Some(id) = response.get("id").and_then(Value::as_str) {
-                    note(Generation::V1, id);
-                }
+                response.get("id").and_then(Value::as_str).map(|id| (Generation::V1, id))
             }
-            "CreateApi" | "ImportApi" => {
-                if let Some(id) = response.get("apiId").and_then(Value::as_str) {
-                    note(Generation::V2, id);
-                }
+            "CreateApi" | "ImportApi" => response.get("apiId").and_then(Value::as_str).map(|id| (Generation::V2, id)),
+            _ => None,
+        };
+        named_apis.extend(created);
+        named_apis.retain(|(_, id)| !id.is_empty());
+        if let Some(domain) = request.get("domainName").and_then(Value::as_str).filter(|d| !d.is_empty()) {
+            names_other = true;
+            if DOMAIN_EVENTS.contains(&event.name.as_str()) {
+                touched.domains.insert(domain.to_owned());
             }
-            _ => {}
         }
-        if DOMAIN_EVENTS.contains(&event.name.as_str())
-            && let Some(domain) = request.get("domainName").and_then(Value::as_str)
-        {
-            touched.domains.insert(domain.to_owned());
+        for (generation, id) in &named_apis {
+            if generations.contains(generation) {
+                touched.apis.insert(ApiRef { generation: *generation, id: (*id).to_owned() });
+            }
+        }
+        let named = names_other || !named_apis.is_empty();
+        if !named {
+            tracing::warn!(event = event.name, id = event.id, "CloudTrail record names no API or domain name");
+            touched.nameless += 1;
         }
     }
     touched
@@ -159,16 +233,25 @@ pub fn events_to_remember(events: &[ApiEvent], end: i64, overlap: Duration) -> V
     remembered.into_iter().take(APPLIED_EVENTS_LIMIT).map(|e| e.id.clone()).collect()
 }
 
-/// The API an API Gateway resource ARN belongs to, if any.
-fn api_of_arn(arn: &str) -> Option<(Generation, &str)> {
+/// What an API Gateway resource ARN names.
+enum Resource<'a> {
+    Api(Generation, &'a str),
+    /// A resource that is not an API (a usage plan, a domain name...).
+    Other,
+}
+
+/// The resource an API Gateway ARN (`arn:<partition>:apigateway:<region>::/<kind>/<id>...`)
+/// names; `None` for anything else.
+fn resource_of_arn(arn: &str) -> Option<Resource<'_>> {
     let path = arn.strip_prefix("arn:")?.split_once("::/")?.1;
-    let (generation, rest) = if let Some(rest) = path.strip_prefix("restapis/") {
-        (Generation::V1, rest)
-    } else {
-        (Generation::V2, path.strip_prefix("apis/")?)
-    };
-    let id = rest.split('/').next()?;
-    (!id.is_empty()).then_some((generation, id))
+    let (kind, rest) = path.split_once('/').unwrap_or((path, ""));
+    let id = rest.split('/').next().unwrap_or_default();
+    match kind {
+        "restapis" if !id.is_empty() => Some(Resource::Api(Generation::V1, id)),
+        "apis" if !id.is_empty() => Some(Resource::Api(Generation::V2, id)),
+        other if OTHER_RESOURCES.contains(&other) => Some(Resource::Other),
+        _ => None,
+    }
 }
 
 /// Largest snapshot of one chunk (serialized APIs), well inside DynamoDB's 400 KB item limit.
@@ -176,22 +259,27 @@ pub const SNAPSHOT_BUDGET_BYTES: usize = 300 * 1024;
 
 /// Splits one runtime's work into chunks of at most `size` items, upserts first; a chunk also
 /// closes when its upserts' snapshot would outgrow [`SNAPSHOT_BUDGET_BYTES`]. Each chunk comes
-/// with the APIs of its upserts, to be stored as its snapshot.
+/// with the APIs of its upserts, to be stored as its snapshot, and records itself in `run`.
 pub fn chunk_assets(
     runtime_id: &str,
     stage: &str,
+    run: &str,
     upserts: Vec<DeployedApi>,
     deletes: Vec<String>,
     size: usize,
 ) -> Vec<(AssetChunk, Vec<DeployedApi>)> {
-    let empty = || {
+    let mut index = 0;
+    let mut empty = || {
         let chunk = AssetChunk {
             runtime_id: runtime_id.to_owned(),
             stage: stage.to_owned(),
+            run: run.to_owned(),
+            index,
             upserts: vec![],
             deletes: vec![],
             snapshot: None,
         };
+        index += 1;
         (chunk, Vec::new(), 0)
     };
     // (chunk, the APIs of its upserts, their serialized size)
@@ -345,6 +433,7 @@ mod tests {
             request_parameters: request,
             response_elements: response,
             unreadable: false,
+            failed: false,
         }
     }
 
@@ -484,11 +573,29 @@ mod tests {
                 json!({"vpcLinkId": "v1"}),
                 Touched::default(),
             ),
+            // A write that should name an API and names none: only a listing finds what it did.
+            ("CreateRestApi", json!({"name": "new"}), Value::Null, nameless()),
+            ("CreateApi", json!({"name": "h"}), json!({"id": "not-how-v2-answers"}), nameless()),
+            ("UpdateStage", Value::Null, Value::Null, nameless()),
+            ("CreateDeployment", json!({"stageName": "prod"}), json!({"id": "d1"}), nameless()),
+            ("DeleteDomainName", json!({}), Value::Null, nameless()),
+            ("TagResource", json!({"resourceArn": "arn:aws:apigateway:eu-west-1::/"}), Value::Null, nameless()),
         ];
         for (name, request, response, expected) in cases {
             let found = touched(&[event(name, request.clone(), response)], &Generation::ALL);
             assert_eq!(found, expected, "{name} {request}");
         }
+    }
+
+    fn nameless() -> Touched {
+        Touched { nameless: 1, ..Touched::default() }
+    }
+
+    #[test]
+    fn a_call_that_failed_changed_nothing_and_is_not_followed() {
+        let failed = ApiEvent { failed: true, ..event("DeleteRestApi", json!({"restApiId": "r1"}), Value::Null) };
+        let no_name = ApiEvent { failed: true, ..event("CreateRestApi", json!({"name": "x"}), Value::Null) };
+        assert_eq!(touched(&[failed, no_name], &Generation::ALL), Touched::default());
     }
 
     #[test]
@@ -502,11 +609,11 @@ mod tests {
     }
 
     fn apis(refs: &[ApiRef]) -> Touched {
-        Touched { apis: refs.iter().cloned().collect(), domains: BTreeSet::new(), unreadable: 0 }
+        Touched { apis: refs.iter().cloned().collect(), ..Touched::default() }
     }
 
     fn domain(name: &str) -> Touched {
-        Touched { apis: BTreeSet::new(), domains: BTreeSet::from([name.to_owned()]), unreadable: 0 }
+        Touched { domains: BTreeSet::from([name.to_owned()]), ..Touched::default() }
     }
 
     fn both(refs: &[ApiRef], name: &str) -> Touched {
@@ -537,7 +644,7 @@ mod tests {
     fn chunks_hold_at_most_size_items_and_lose_none() {
         let upserts: Vec<DeployedApi> = (0..7).map(|i| deployed(&format!("u{i}"), 10)).collect();
         let deletes: Vec<String> = (0..4).map(|i| format!("d{i}")).collect();
-        let chunks = chunk_assets("rt", "prod", upserts.clone(), deletes.clone(), 5);
+        let chunks = chunk_assets("rt", "prod", "run", upserts.clone(), deletes.clone(), 5);
         assert_eq!(chunks.len(), 3);
         assert!(chunks.iter().all(|(c, _)| c.upserts.len() + c.deletes.len() <= 5));
         let all_upserts: Vec<_> = chunks.iter().flat_map(|(c, _)| c.upserts.clone()).collect();
@@ -545,14 +652,16 @@ mod tests {
         let ids: Vec<String> = upserts.iter().map(|a| a.api.id.clone()).collect();
         assert_eq!((all_upserts, all_deletes), (ids, deletes));
         assert!(chunks.iter().all(|(c, apis)| c.upserts == apis.iter().map(|a| a.api.id.clone()).collect::<Vec<_>>()));
-        assert!(chunk_assets("rt", "prod", vec![], vec![], 5).is_empty());
+        let indexes: Vec<usize> = chunks.iter().map(|(c, _)| c.index).collect();
+        assert_eq!(indexes, [0, 1, 2], "each chunk knows its place in the stage's run");
+        assert!(chunk_assets("rt", "prod", "run", vec![], vec![], 5).is_empty());
     }
 
     #[test]
     fn a_chunk_closes_before_its_snapshot_outgrows_a_dynamodb_item() {
         // 10 APIs with 100 KiB descriptions: at most two fit one 300 KiB snapshot.
         let upserts: Vec<DeployedApi> = (0..10).map(|i| deployed(&format!("u{i}"), 100 * 1024)).collect();
-        let chunks = chunk_assets("rt", "prod", upserts, vec![], 100);
+        let chunks = chunk_assets("rt", "prod", "run", upserts, vec![], 100);
         assert_eq!(chunks.len(), 5);
         for (_, apis) in &chunks {
             assert!(serde_json::to_vec(apis).unwrap().len() <= SNAPSHOT_BUDGET_BYTES + 16);

@@ -1,41 +1,18 @@
 //! Configuration read once per container from environment variables.
 //!
-//! Every setting is validated at cold start; a bad value fails with `InvalidConfig` naming the
-//! variable, so a misconfigured deployment shows the culprit in the Step Functions console.
+//! Every setting is validated at cold start by the agent-settings crate (tasks/settings), the
+//! same checker `cdk synth` runs: a bad value fails with `InvalidConfig` naming the variable, so a
+//! misconfigured deployment shows the culprit in the Step Functions console. This module turns
+//! the checked settings into the types the functions work with.
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
+use agent_settings::{ApiType, Scope, Settings, SettingsError};
+pub use agent_settings::{Capacity, CredentialSource, MAX_CHUNK_SIZE, StageSelection, is_valid_stage_name};
+
 use crate::aws::apigateway::{ApiKind, Generation};
 use crate::error::{AgentError, Result};
-
-/// Which stages to federate: an explicit list, or every stage found in the account and region.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StageSelection {
-    All,
-    Named(Vec<String>),
-}
-
-/// Where the control plane credentials come from.
-#[derive(Clone, PartialEq, Eq)]
-pub enum CredentialSource {
-    /// A Secrets Manager secret (ARN) holding `{"username": ..., "password": ...}`.
-    Secret { arn: String },
-    /// Plain environment variables: for local runs only.
-    Inline { username: String, password: String },
-}
-
-impl std::fmt::Debug for CredentialSource {
-    // Never print a password, even in debug logs.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Secret { arn } => f.debug_struct("Secret").field("arn", arn).finish(),
-            Self::Inline { username, .. } => {
-                f.debug_struct("Inline").field("username", username).field("password", &"***").finish()
-            }
-        }
-    }
-}
 
 /// The kinds of API federated (`API_TYPES`), never empty.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,12 +35,19 @@ impl ApiTypes {
     pub fn kinds(&self) -> impl Iterator<Item = ApiKind> + '_ {
         self.0.iter().copied()
     }
-}
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Capacity {
-    pub value: u64,
-    pub unit: String,
+    fn of(types: &BTreeSet<ApiType>) -> Self {
+        Self(
+            types
+                .iter()
+                .map(|api_type| match api_type {
+                    ApiType::Rest => ApiKind::Rest,
+                    ApiType::Http => ApiKind::Http,
+                    ApiType::WebSocket => ApiKind::WebSocket,
+                })
+                .collect(),
+        )
+    }
 }
 
 /// Settings of the control plane connection and of the runtimes we register there.
@@ -111,11 +95,12 @@ pub struct Config {
     pub claim_ttl: Duration,
     /// With `STAGES=*`, how long a discovery of the account's stages is reused.
     pub discovery_interval: Duration,
+    /// How long a runtime whose stage is no longer federated stays in the control plane before
+    /// it is deleted with its APIs.
+    pub orphan_grace: Duration,
     /// The agent's share of API Gateway's management quota (10 requests/s per account and region).
     pub apigateway_requests_per_second: f64,
 }
-
-pub const MAX_CHUNK_SIZE: usize = 500;
 
 impl Config {
     pub fn change_timing(&self) -> crate::changes::ChangeTiming {
@@ -146,196 +131,58 @@ impl Config {
     }
 
     fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
-        let env = Env(&lookup);
-        let url = env.required("APICP_URL")?;
-        if !(url.starts_with("https://") || url.starts_with("http://")) {
-            return Err(invalid("APICP_URL", "must start with https:// (or http:// for a local stand-in)"));
-        }
-        // Checked here, before the URL can reach a log line: credentials belong in the secret.
-        match reqwest::Url::parse(&url) {
-            Err(error) => return Err(invalid("APICP_URL", &format!("is not a URL: {error}"))),
-            Ok(parsed) if !parsed.username().is_empty() || parsed.password().is_some() => {
-                return Err(invalid("APICP_URL", "must not carry credentials; use the secret"));
-            }
-            Ok(_) => {}
-        }
-        let credentials = match env.optional("APICP_SECRET_ARN") {
-            Some(arn) => CredentialSource::Secret { arn },
-            None => match (env.optional("APICP_USERNAME"), env.optional("APICP_PASSWORD")) {
-                (Some(username), Some(password)) => CredentialSource::Inline { username, password },
-                _ => {
-                    return Err(invalid(
-                        "APICP_SECRET_ARN",
-                        "is required (or APICP_USERNAME and APICP_PASSWORD for a local run)",
-                    ));
-                }
-            },
-        };
-        let metrics_interval = env.seconds("METRICS_INTERVAL_SECONDS", 300)?;
-        if metrics_interval.as_secs() < 60 || metrics_interval.as_secs() % 60 != 0 {
-            return Err(invalid("METRICS_INTERVAL_SECONDS", "must be a positive multiple of 60"));
-        }
-        let metrics_fetch_interval = env.seconds("METRICS_FETCH_INTERVAL_SECONDS", 1800)?;
-        let metrics_max_windows_per_run = env.number("METRICS_MAX_WINDOWS_PER_RUN", 60)?.max(1) as usize;
-        if (metrics_max_windows_per_run as u64) * metrics_interval.as_secs() < metrics_fetch_interval.as_secs() {
-            return Err(invalid(
-                "METRICS_MAX_WINDOWS_PER_RUN",
-                "times METRICS_INTERVAL_SECONDS must cover METRICS_FETCH_INTERVAL_SECONDS, or a run never catches up",
-            ));
-        }
-        let chunk_size = env.number("CHUNK_SIZE", 100)?;
-        if !(1..=MAX_CHUNK_SIZE as u64).contains(&chunk_size) {
-            return Err(invalid("CHUNK_SIZE", &format!("must be between 1 and {MAX_CHUNK_SIZE}")));
-        }
-        let runtime_tags = env.list("RUNTIME_TAGS");
-        if let Some(tag) = runtime_tags.iter().find(|t| t.len() > 50 || t.chars().any(char::is_whitespace)) {
-            return Err(invalid(
-                "RUNTIME_TAGS",
-                &format!("tag {tag:?} must be at most 50 characters without whitespace"),
-            ));
-        }
+        let settings = Settings::from_lookup(Scope::Function, lookup).map_err(invalid_config)?;
+        let seconds = Duration::from_secs;
         Ok(Self {
             control_plane: ControlPlaneConfig {
-                url: url.trim_end_matches('/').to_owned(),
-                credentials,
-                ca_bundle: env.optional("APICP_CA_BUNDLE"),
-                timeout: env.seconds("APICP_TIMEOUT_SECONDS", 10)?,
-                runtime_type: env.optional("APICP_RUNTIME_TYPE").unwrap_or_else(|| "AWS_API_GATEWAY".into()),
-                runtime_id_template: env
-                    .optional("RUNTIME_ID_TEMPLATE")
-                    .unwrap_or_else(|| "{account}_{region}_{stage}".into()),
-                runtime_name_template: env
-                    .optional("RUNTIME_NAME_TEMPLATE")
-                    .unwrap_or_else(|| "{stage} ({region} {account})".into()),
-                runtime_description_template: env
-                    .optional("RUNTIME_DESCRIPTION_TEMPLATE")
-                    .unwrap_or_else(|| "Amazon API Gateway stage {stage} in {region}, account {account}".into()),
-                runtime_location: env.optional("RUNTIME_LOCATION"),
-                runtime_tags,
-                runtime_capacity: env.optional("RUNTIME_CAPACITY").map(|v| parse_capacity(&v)).transpose()?,
-                heartbeat_interval: env.seconds("HEARTBEAT_INTERVAL_SECONDS", 60)?,
+                url: settings.control_plane_url,
+                credentials: settings.credentials,
+                ca_bundle: settings.control_plane_ca_bundle,
+                timeout: seconds(settings.control_plane_timeout_seconds),
+                runtime_type: settings.runtime_type,
+                runtime_id_template: settings.runtime_id_template,
+                runtime_name_template: settings.runtime_name_template,
+                runtime_description_template: settings.runtime_description_template,
+                runtime_location: settings.runtime_location,
+                runtime_tags: settings.runtime_tags,
+                runtime_capacity: settings.runtime_capacity,
+                heartbeat_interval: seconds(settings.heartbeat_interval_seconds),
             },
-            state_table: env.required("STATE_TABLE")?,
-            stages: parse_stages(&env.optional("STAGES").unwrap_or_else(|| "*".into()))?,
-            api_types: parse_api_types(env.optional("API_TYPES").as_deref())?,
-            change_buffer: env.seconds("CHANGE_BUFFER_SECONDS", 300)?,
-            change_overlap: env.seconds("CHANGE_OVERLAP_SECONDS", 900)?,
-            change_max_window: env.seconds("CHANGE_MAX_WINDOW_SECONDS", 3600)?.max(Duration::from_secs(60)),
-            reconcile_interval: env.seconds("RECONCILE_INTERVAL_SECONDS", 86_400)?,
-            allow_empty_listing_deletes: env.flag("ALLOW_EMPTY_LISTING_DELETES", false)?,
-            chunk_size: chunk_size as usize,
-            metrics_interval,
-            metrics_buffer: env.seconds("METRICS_BUFFER_SECONDS", 180)?,
-            metrics_fetch_interval,
-            metrics_backfill: env.seconds("METRICS_BACKFILL_SECONDS", 3600)?,
-            metrics_max_windows_per_run,
-            claim_ttl: env.seconds("CLAIM_TTL_SECONDS", 3600)?,
-            discovery_interval: env.seconds("DISCOVERY_INTERVAL_SECONDS", 3600)?,
-            apigateway_requests_per_second: env.rate("APIGATEWAY_REQUESTS_PER_SECOND", 5.0)?,
+            // Scope::Function requires it.
+            state_table: settings.state_table.unwrap_or_default(),
+            stages: settings.stages,
+            api_types: ApiTypes::of(&settings.api_types),
+            change_buffer: seconds(settings.change_buffer_seconds),
+            change_overlap: seconds(settings.change_overlap_seconds),
+            change_max_window: seconds(settings.change_max_window_seconds),
+            reconcile_interval: seconds(settings.reconcile_interval_seconds),
+            allow_empty_listing_deletes: settings.allow_empty_listing_deletes,
+            chunk_size: settings.chunk_size,
+            metrics_interval: seconds(settings.metrics_interval_seconds),
+            metrics_buffer: seconds(settings.metrics_buffer_seconds),
+            metrics_fetch_interval: seconds(settings.metrics_fetch_interval_seconds),
+            metrics_backfill: seconds(settings.metrics_backfill_seconds),
+            metrics_max_windows_per_run: settings.metrics_max_windows_per_run,
+            claim_ttl: seconds(settings.claim_ttl_seconds),
+            discovery_interval: seconds(settings.discovery_interval_seconds),
+            orphan_grace: seconds(settings.orphan_grace_seconds),
+            apigateway_requests_per_second: settings.api_gateway_requests_per_second,
         })
     }
 }
 
-struct Env<'a, F: Fn(&str) -> Option<String>>(&'a F);
-
-impl<F: Fn(&str) -> Option<String>> Env<'_, F> {
-    fn optional(&self, name: &str) -> Option<String> {
-        (self.0)(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
-    }
-
-    fn required(&self, name: &'static str) -> Result<String> {
-        self.optional(name).ok_or_else(|| invalid(name, "is required"))
-    }
-
-    fn number(&self, name: &'static str, default: u64) -> Result<u64> {
-        match self.optional(name) {
-            None => Ok(default),
-            Some(v) => v.parse().map_err(|_| invalid(name, &format!("{v:?} is not a whole number of 0 or more"))),
-        }
-    }
-
-    /// Requests per second: above 0 and at most API Gateway's quota of 10.
-    fn rate(&self, name: &'static str, default: f64) -> Result<f64> {
-        let Some(v) = self.optional(name) else { return Ok(default) };
-        match v.parse::<f64>() {
-            Ok(rate) if rate > 0.0 && rate <= 10.0 => Ok(rate),
-            _ => Err(invalid(name, &format!("{v:?} is not a rate between 0 (excluded) and 10 requests per second"))),
-        }
-    }
-
-    fn seconds(&self, name: &'static str, default: u64) -> Result<Duration> {
-        self.number(name, default).map(Duration::from_secs)
-    }
-
-    fn flag(&self, name: &'static str, default: bool) -> Result<bool> {
-        match self.optional(name).map(|v| v.to_ascii_lowercase()) {
-            None => Ok(default),
-            Some(v) if v == "true" || v == "1" => Ok(true),
-            Some(v) if v == "false" || v == "0" => Ok(false),
-            Some(v) => Err(invalid(name, &format!("{v:?} is not true or false"))),
-        }
-    }
-
-    fn list(&self, name: &str) -> Vec<String> {
-        self.optional(name)
-            .map(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect())
-            .unwrap_or_default()
-    }
-}
-
-fn invalid(variable: &'static str, reason: &str) -> AgentError {
-    AgentError::InvalidConfig { variable, reason: reason.to_owned() }
+fn invalid_config(error: SettingsError) -> AgentError {
+    AgentError::InvalidConfig { variable: error.variable, reason: error.reason }
 }
 
 /// `*` or a comma-separated list of API Gateway stage names.
 pub fn parse_stages(value: &str) -> Result<StageSelection> {
-    if value.trim() == "*" {
-        return Ok(StageSelection::All);
-    }
-    let names: Vec<String> = value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect();
-    if names.is_empty() {
-        return Err(invalid("STAGES", "must be * or a comma-separated list of stage names"));
-    }
-    if let Some(bad) = names.iter().find(|n| !is_valid_stage_name(n)) {
-        return Err(invalid("STAGES", &format!("{bad:?} is not a valid API Gateway stage name")));
-    }
-    Ok(StageSelection::Named(names))
+    agent_settings::parse_stages(value).map_err(invalid_config)
 }
 
 /// A comma-separated list of `REST`, `HTTP` and `WEBSOCKET` (any case); all three when unset.
 pub fn parse_api_types(value: Option<&str>) -> Result<ApiTypes> {
-    let Some(value) = value else { return Ok(ApiTypes::all()) };
-    let mut kinds = BTreeSet::new();
-    for name in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let kind = ApiKind::ALL
-            .into_iter()
-            .find(|k| k.as_str().eq_ignore_ascii_case(name))
-            .ok_or_else(|| invalid("API_TYPES", &format!("{name:?} is not one of REST, HTTP, WEBSOCKET")))?;
-        kinds.insert(kind);
-    }
-    if kinds.is_empty() {
-        return Err(invalid("API_TYPES", "must name at least one of REST, HTTP, WEBSOCKET"));
-    }
-    Ok(ApiTypes(kinds))
-}
-
-/// API Gateway stage names: letters, digits, hyphens and underscores, at most 128 characters.
-pub fn is_valid_stage_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 128 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-}
-
-/// `<value> <unit>`, e.g. `10000 per second`, with a unit the control plane accepts.
-fn parse_capacity(value: &str) -> Result<Capacity> {
-    const UNITS: [&str; 7] = ["per second", "per minute", "per hour", "per day", "per week", "per month", "per year"];
-    let (number, unit) = value.split_once(' ').unwrap_or((value, ""));
-    let unit = unit.trim();
-    match (number.parse::<u64>(), UNITS.contains(&unit)) {
-        (Ok(value), true) => Ok(Capacity { value, unit: unit.to_owned() }),
-        _ => Err(invalid(
-            "RUNTIME_CAPACITY",
-            &format!("{value:?} must look like \"10000 per second\" (units: {})", UNITS.join(", ")),
-        )),
-    }
+    agent_settings::parse_api_types(value).map(|types| ApiTypes::of(&types)).map_err(invalid_config)
 }
 
 #[cfg(test)]
@@ -432,6 +279,39 @@ mod tests {
     #[test]
     fn stage_lists_and_capacity_parse() {
         assert_eq!(parse_stages(" prod , dev ").unwrap(), StageSelection::Named(vec!["prod".into(), "dev".into()]));
-        assert_eq!(parse_capacity("10000 per second").unwrap(), Capacity { value: 10_000, unit: "per second".into() });
+        let mut values = minimal();
+        values.insert("RUNTIME_CAPACITY", "10000 per second");
+        let capacity = Config::from_map(&values).unwrap().control_plane.runtime_capacity;
+        assert_eq!(capacity, Some(Capacity { value: 10_000, unit: "per second".into() }));
+    }
+
+    #[test]
+    fn durations_keep_their_defaults_and_refusals_are_invalid_config() {
+        let config = Config::from_map(&minimal()).unwrap();
+        assert_eq!(config.orphan_grace, Duration::from_secs(86_400));
+        assert_eq!(config.claim_ttl, Duration::from_secs(3600));
+        assert_eq!(config.change_max_window, Duration::from_secs(3600));
+        assert_eq!(config.control_plane.heartbeat_interval, Duration::from_secs(60));
+        let mut values = minimal();
+        values.insert("CHANGE_MAX_WINDOW_SECONDS", "30");
+        let error = Config::from_map(&values).unwrap_err();
+        assert_eq!(error.error_type(), "InvalidConfig");
+        assert_eq!(error.to_string(), "invalid configuration CHANGE_MAX_WINDOW_SECONDS: must be at least 60 seconds");
+    }
+
+    /// The settings crate checks APICP_TIMEOUT_SECONDS against the publish function's timeout
+    /// with its own copy of the client's attempts and pauses and of the deployed timeout.
+    #[test]
+    fn the_timeout_check_counts_as_the_client_and_the_deployment_do() {
+        use crate::control_plane::{Credentials, HttpControlPlane};
+        let credentials = Credentials { username: "u".into(), password: "p".into() };
+        for seconds in [1, 10, 87] {
+            let client =
+                HttpControlPlane::new("https://apicp", credentials.clone(), Duration::from_secs(seconds), None);
+            let longest = client.unwrap().longest_request();
+            assert_eq!(longest, Duration::from_millis(agent_settings::longest_control_plane_request_ms(seconds)));
+        }
+        let publish = crate::bootstrap::deployed_timeout("publish");
+        assert_eq!(publish, Duration::from_secs(agent_settings::publish_timeout_seconds()));
     }
 }

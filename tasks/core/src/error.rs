@@ -111,6 +111,22 @@ impl AgentError {
         )
     }
 
+    /// Whether the control plane refused one request for what it carries (a `400` with its
+    /// details, or an answer such as `404`, `409` or `413` this agent does not expect): another
+    /// API's request may well succeed, and repeating this one cannot change the answer. Publish
+    /// records such an API as refused and goes on with the others.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, Self::InvalidInput { .. } | Self::ControlPlaneRejected(_))
+    }
+
+    /// Whether the error concerns one stage only (its runtime unknown to the control plane, a
+    /// listing it refused, a full sync that would empty it): that stage is held back and the
+    /// other stages go on. Anything else (credentials, permissions, an unavailable service) would
+    /// fail every stage alike.
+    pub fn is_stage_scoped(&self) -> bool {
+        matches!(self, Self::UnsafeDeletion { .. }) || self.is_refusal()
+    }
+
     /// Whether a failed cold start with this error can never heal in this container: only a
     /// redeploy changes the configuration. Anything else (a throttled or unreachable AWS API, a
     /// secret not filled in yet) is tried again on the next invocation.
@@ -158,6 +174,75 @@ mod tests {
             let diagnostic = Diagnostic::from(error);
             assert_eq!(diagnostic.error_type, expected_type);
             assert!(!diagnostic.error_message.is_empty());
+        }
+    }
+
+    #[test]
+    fn only_an_answer_about_the_request_itself_refuses_one_api() {
+        let refusals = [AgentError::invalid_input("400"), AgentError::ControlPlaneRejected("409".into())];
+        assert!(refusals.iter().all(AgentError::is_refusal));
+        let whole_control_plane = [
+            AgentError::Unauthorized("401".into()),
+            AgentError::Throttled("429".into()),
+            AgentError::ControlPlaneUnavailable("503".into()),
+            AgentError::DeliveryUnknown("timed out".into()),
+        ];
+        assert!(!whole_control_plane.iter().any(AgentError::is_refusal));
+    }
+
+    /// Every Task of the deployed workflow, with the errors its `Retry` lists.
+    fn tasks_and_their_retries() -> Vec<(String, Vec<String>)> {
+        fn walk(states: &serde_json::Map<String, serde_json::Value>, found: &mut Vec<(String, Vec<String>)>) {
+            for (name, state) in states {
+                if state["Type"] == "Task" {
+                    let retried = state["Retry"].as_array().into_iter().flatten();
+                    let errors = retried.flat_map(|r| r["ErrorEquals"].as_array().cloned().unwrap_or_default());
+                    found.push((name.clone(), errors.filter_map(|e| e.as_str().map(str::to_owned)).collect()));
+                }
+                let nested = state["ItemProcessor"]["States"].as_object().into_iter();
+                let branches =
+                    state["Branches"].as_array().into_iter().flatten().filter_map(|b| b["States"].as_object());
+                for states in nested.chain(branches) {
+                    walk(states, found);
+                }
+            }
+        }
+        let workflow: serde_json::Value =
+            serde_json::from_str(include_str!("../../../statemachine/agent.asl.json")).unwrap();
+        let mut found = Vec::new();
+        walk(workflow["States"].as_object().unwrap(), &mut found);
+        found
+    }
+
+    #[test]
+    fn every_task_of_the_workflow_retries_exactly_the_retryable_errors_and_a_timed_out_function() {
+        let retryable = [
+            AgentError::ControlPlaneUnavailable(String::new()),
+            AgentError::Throttled(String::new()),
+            AgentError::AwsUnavailable(String::new()),
+        ];
+        let never = [
+            AgentError::Unauthorized(String::new()),
+            AgentError::InvalidConfig { variable: "X", reason: String::new() },
+            AgentError::invalid_input(""),
+            AgentError::AwsAccessDenied(String::new()),
+            AgentError::UnsafeDeletion { runtime_id: String::new(), count: 0 },
+            AgentError::CredentialsNotSet(String::new()),
+        ];
+        let tasks = tasks_and_their_retries();
+        assert!(tasks.len() >= 11, "{tasks:?}");
+        for (task, retried) in tasks {
+            for error in &retryable {
+                assert!(error.is_retryable() && retried.iter().any(|r| r == error.error_type()), "{task}: {error:?}");
+            }
+            for error in &never {
+                assert!(!error.is_retryable() && !retried.iter().any(|r| r == error.error_type()), "{task}: {error:?}");
+            }
+            // Lambda's own: its service's errors, and a function its timeout stopped (whose
+            // work is kept, call by call or item by item, so the retry goes on from there).
+            for lambda in ["Lambda.ServiceException", "Lambda.TooManyRequestsException", "Sandbox.Timedout"] {
+                assert!(retried.iter().any(|r| r == lambda), "{task} does not retry {lambda}");
+            }
         }
     }
 

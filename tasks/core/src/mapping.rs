@@ -81,6 +81,12 @@ pub fn published_api_id(api_id: &str, stage: &str) -> String {
     format!("{api_id}_{stage}")
 }
 
+/// The API Gateway id of the API published as `published_id` for `stage` (the inverse of
+/// [`published_api_id`]).
+pub fn aws_api_id<'a>(published_id: &'a str, stage: &str) -> &'a str {
+    published_id.strip_suffix(stage).and_then(|id| id.strip_suffix('_')).unwrap_or(published_id)
+}
+
 /// `key:value` tags of the API merged with those of the stage; the stage's value wins.
 pub fn merged_tags(api: &BTreeMap<String, String>, stage: &BTreeMap<String, String>) -> Vec<String> {
     let mut merged = api.clone();

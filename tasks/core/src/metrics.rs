@@ -26,7 +26,7 @@ pub struct ApiSeries {
 }
 
 /// Sums from which counts and weighted averages derive; adding two gives their union.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Totals {
     pub count: f64,
     pub client_errors: f64,
@@ -35,7 +35,7 @@ pub struct Totals {
     integration_latency: WeightedMean,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 struct WeightedMean {
     weighted_sum: f64,
     weight: f64,
@@ -128,20 +128,21 @@ impl ApiSeries {
 }
 
 /// An API of the runtime as the control plane knows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ApiIdentity {
     pub id: String,
     pub name: String,
     pub version: Option<String>,
 }
 
-/// The `AgentMetricsModel` of one runtime and window. APIs without requests are left out; the
-/// runtime totals are always sent, zero included, so a quiet window is not a gap.
-pub fn metrics_model(window_end: i64, apis: &[(ApiIdentity, ApiSeries)]) -> AgentMetricsModel {
+/// The `AgentMetricsModel` of one runtime and window, from each API's totals in it. APIs without
+/// requests are left out; the runtime totals are always sent, zero included, so a quiet window
+/// is not a gap.
+pub fn metrics_model(window_end: i64, apis: &[(ApiIdentity, Totals)]) -> AgentMetricsModel {
     let mut runtime = Totals::default();
     let mut per_api = Vec::new();
-    for (api, series) in apis {
-        let totals = Totals::of(series);
+    for (api, totals) in apis {
+        let totals = *totals;
         runtime = runtime + totals;
         if totals.count > 0.0 {
             per_api.push(ApiTransactionMetrics {
@@ -194,15 +195,18 @@ pub fn split_windows(start: i64, end: i64, interval: i64) -> Vec<(i64, i64)> {
 }
 
 /// The range `[start, end)` of whole windows to read now for a stage whose windows are sent up
-/// to `watermark`, or `None` while fewer than the fetch interval's are due. A first run starts
-/// `backfill` back; a catch-up takes at most `max_windows` per run.
-pub fn due_range(watermark: Option<i64>, now: i64, timing: WindowTiming) -> Option<(i64, i64)> {
+/// to `watermark`, or `None` while fewer than the fetch interval's are due. Windows end before
+/// `covered_until`, up to which the stage's API catalog names every API deployed (the assets
+/// watermark: an API created later is not in it yet). A first run starts `backfill` back; a
+/// catch-up takes at most `max_windows` per run.
+pub fn due_range(watermark: Option<i64>, now: i64, covered_until: i64, timing: WindowTiming) -> Option<(i64, i64)> {
     let interval = timing.interval;
-    let latest_end = (now - timing.buffer).div_euclid(interval) * interval;
+    let align = |time: i64| time.div_euclid(interval) * interval;
+    let latest_end = align((now - timing.buffer).min(covered_until));
     let start = match watermark {
         Some(watermark) if latest_end - watermark < timing.fetch_interval => return None,
         Some(watermark) => watermark,
-        None => (latest_end - timing.backfill.max(interval)).div_euclid(interval) * interval,
+        None => align(latest_end - timing.backfill.max(interval)),
     };
     let windows = split_windows(start, latest_end, interval);
     let last = windows.get(timing.max_windows.max(1) - 1).or(windows.last())?;
@@ -246,8 +250,8 @@ mod tests {
         let busy = ApiSeries { count: series(&[(0, 5.0)]), latency: series(&[(0, 50.0)]), ..ApiSeries::default() };
         let also_busy =
             ApiSeries { count: series(&[(0, 15.0)]), latency: series(&[(0, 10.0)]), ..ApiSeries::default() };
-        let model =
-            metrics_model(600, &[(api("a"), busy), (api("b"), also_busy), (api("quiet"), ApiSeries::default())]);
+        let apis = [(api("a"), busy), (api("b"), also_busy), (api("quiet"), ApiSeries::default())];
+        let model = metrics_model(600, &apis.map(|(api, series)| (api, Totals::of(&series))));
         assert_eq!(model.timestamp, 600_000);
         assert_eq!(model.api_transaction_metrics_list.len(), 2);
         let runtime = &model.runtime_transaction_metrics.api_metrics;
@@ -271,14 +275,17 @@ mod tests {
         // now 10:17:30 with a 3-minute buffer: the latest window ends at 10:10 (interval 5 min).
         let now = 10 * 3600 + 17 * 60 + 30;
         let ten = 10 * 3600 + 10 * 60;
-        assert_eq!(due_range(Some(ten - 900), now, TIMING), Some((ten - 900, ten)));
+        assert_eq!(due_range(Some(ten - 900), now, i64::MAX, TIMING), Some((ten - 900, ten)));
         assert_eq!(
             split_windows(ten - 900, ten, 300),
             vec![(ten - 900, ten - 600), (ten - 600, ten - 300), (ten - 300, ten)]
         );
         let two = WindowTiming { max_windows: 2, ..TIMING };
-        assert_eq!(due_range(Some(ten - 900), now, two), Some((ten - 900, ten - 300)), "catch-up is bounded");
-        assert_eq!(due_range(Some(ten), now, TIMING), None, "nothing due yet");
+        assert_eq!(due_range(Some(ten - 900), now, i64::MAX, two), Some((ten - 900, ten - 300)), "catch-up is bounded");
+        assert_eq!(due_range(Some(ten), now, i64::MAX, TIMING), None, "nothing due yet");
+        // Windows the stage's catalog does not cover yet wait for it.
+        assert_eq!(due_range(Some(ten - 900), now, ten - 1, TIMING), Some((ten - 900, ten - 300)));
+        assert_eq!(due_range(Some(ten - 900), now, ten - 601, TIMING), None, "less than the fetch interval covered");
         // A watermark off the grid (the interval changed) first closes up to it.
         assert_eq!(split_windows(ten - 420, ten, 300), vec![(ten - 420, ten - 300), (ten - 300, ten)]);
     }
@@ -287,11 +294,14 @@ mod tests {
     fn a_first_run_backfills_and_later_runs_wait_for_the_fetch_interval() {
         let now = 10 * 3600 + 17 * 60 + 30;
         let ten = 10 * 3600 + 10 * 60;
-        assert_eq!(due_range(None, now, TIMING), Some((ten - 3600, ten)), "the last hour: 12 windows");
+        assert_eq!(due_range(None, now, i64::MAX, TIMING), Some((ten - 3600, ten)), "the last hour: 12 windows");
         let half_hourly = WindowTiming { interval: 60, fetch_interval: 1800, max_windows: 60, ..TIMING };
         let minute_end = (now - 180) / 60 * 60;
-        assert_eq!(due_range(Some(minute_end - 1740), now, half_hourly), None, "29 minutes due: wait");
-        assert_eq!(due_range(Some(minute_end - 1800), now, half_hourly), Some((minute_end - 1800, minute_end)));
+        assert_eq!(due_range(Some(minute_end - 1740), now, i64::MAX, half_hourly), None, "29 minutes due: wait");
+        assert_eq!(
+            due_range(Some(minute_end - 1800), now, i64::MAX, half_hourly),
+            Some((minute_end - 1800, minute_end))
+        );
     }
 
     #[test]

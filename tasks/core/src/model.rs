@@ -34,6 +34,28 @@ pub struct ExecutionInput {
     pub stages: Option<Vec<String>>,
 }
 
+/// The input of `ensure-runtime`: the execution's input as it was given, and the execution.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EnsureRuntimeInput {
+    /// The execution input (`{}`, `{"mode":"full"}`...), read by [`Self::execution_input`].
+    pub input: serde_json::Value,
+    /// `$$.Execution.Id`: who holds the account's listing while this task lists it.
+    pub execution_id: String,
+}
+
+impl EnsureRuntimeInput {
+    /// The execution input, refused with `InvalidInput` unless it is exactly an [`ExecutionInput`].
+    pub fn execution_input(&self) -> crate::Result<ExecutionInput> {
+        let invalid = |reason: String| crate::AgentError::invalid_input(format!("execution input: {reason}"));
+        // serde would read a struct from an array too (`["full"]` as `{"mode":"full"}`).
+        if !self.input.is_object() {
+            return Err(invalid(format!("must be a JSON object, not {}", self.input)));
+        }
+        serde_json::from_value(self.input.clone()).map_err(|e| invalid(e.to_string()))
+    }
+}
+
 /// One federated stage, i.e. one control plane runtime.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -52,6 +74,27 @@ pub struct RuntimesReady {
     /// The runtimes whose heartbeat said inactive, and why: the execution's summary names them.
     #[serde(default)]
     pub inactive: Vec<InactiveRuntime>,
+    /// Runtimes of stages no longer federated: deleted from the control plane (with their APIs)
+    /// once they have been orphaned for `ORPHAN_GRACE_SECONDS`.
+    #[serde(default)]
+    pub orphaned: Vec<OrphanedRuntime>,
+    /// The execution holding the account's first discovery, while it runs: this execution has
+    /// no stage to work on and leaves the account to it.
+    #[serde(default)]
+    pub discovery_in_progress: Option<String>,
+}
+
+/// A runtime the agent registered for a stage it no longer federates (a stage removed from
+/// `STAGES`, a stage without deployed APIs any more, an id from a former `RUNTIME_ID_TEMPLATE`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OrphanedRuntime {
+    pub runtime_id: String,
+    pub stage: String,
+    /// When it was first found orphaned (epoch seconds).
+    pub since: i64,
+    /// Whether this run deleted it from the control plane (after the grace period).
+    pub deleted: bool,
 }
 
 /// A runtime reported inactive to the control plane.
@@ -100,6 +143,11 @@ pub enum Chunk {
 pub struct AssetChunk {
     pub runtime_id: String,
     pub stage: String,
+    /// The state table item where this run records, for the stage, which chunks were published
+    /// and which APIs the control plane refused ([`run_key`]); read by `ack-watermark`.
+    pub run: String,
+    /// The chunk's position among the stage's chunks of the run.
+    pub index: usize,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub upserts: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -121,6 +169,10 @@ pub struct RuntimeWindows {
     pub start: i64,
     pub end: i64,
     pub interval: i64,
+    /// Transform has stored a report for each window: a later transform of the chunk (the rest
+    /// of a chunk that outlived one invocation) does not read CloudWatch for them again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reports_stored: bool,
 }
 
 impl RuntimeWindows {
@@ -136,13 +188,25 @@ pub struct MetricsChunk {
     pub runtimes: Vec<RuntimeWindows>,
 }
 
-/// A watermark to commit once every publish of the run succeeded.
+/// A watermark to commit once every chunk of the stage was published.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WatermarkUpdate {
     pub stage: String,
     /// Epoch seconds: everything before it has been published.
     pub position: i64,
+    /// Assets: when the state this run publishes was read from API Gateway (epoch seconds); a
+    /// later full sync never applies a listing made before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_at: Option<i64>,
+    /// Assets: the stage's chunks this run; the watermark moves only once every one of them is
+    /// recorded as published in `run`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub chunks: usize,
+    /// Assets: the run record ([`AssetChunk::run`]) when the stage has chunks or carries
+    /// refused APIs over from earlier runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<String>,
     /// Set when this position closes a full reconciliation (epoch seconds of its start).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub full_sync_at: Option<i64>,
@@ -150,6 +214,88 @@ pub struct WatermarkUpdate {
     /// it skips them instead of applying each change again on every run within the overlap.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub applied_events: Option<String>,
+}
+
+impl WatermarkUpdate {
+    /// A plain move of `stage`'s watermark to `position`.
+    pub fn at(stage: &str, position: i64) -> Self {
+        Self {
+            stage: stage.to_owned(),
+            position,
+            read_at: None,
+            chunks: 0,
+            run: None,
+            full_sync_at: None,
+            applied_events: None,
+        }
+    }
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// The key of the state table item recording one branch's run of one stage: the chunks
+/// published, the APIs refused, a failure; written by publish and the failure path, read by
+/// `ack-watermark`, and expiring after a day.
+pub fn run_key(kind: Kind, execution_id: &str, stage: &str) -> String {
+    let kind = match kind {
+        Kind::Assets => "assets",
+        Kind::Metrics => "metrics",
+    };
+    format!("#run#{kind}#{execution_id}#{stage}")
+}
+
+/// What publish did to one API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Operation {
+    Upsert,
+    Delete,
+}
+
+/// An API the control plane refused (a `4xx` other than 401, 403, 429 for its upsert or
+/// delete): left out of the run, so every other API is published, and retried by later runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Refused {
+    /// The API's id in the control plane (`<apiId>_<stage>`).
+    pub id: String,
+    pub operation: Operation,
+    /// The error's `errorType` (`InvalidInput`, `ControlPlaneRejected`).
+    pub error: String,
+    pub message: String,
+    /// When it was refused (epoch seconds).
+    pub at: i64,
+}
+
+/// Why a stage's branch did not complete this run: named in the execution output, recorded as
+/// the stage's failed run; the stage's work is retried by the next run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StageFailure {
+    pub stage: String,
+    /// The `errorType` of the failure.
+    pub error: String,
+    pub cause: String,
+}
+
+/// One cause of a branch's failure and the stages it held back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BranchFailure {
+    pub error: String,
+    pub cause: String,
+    pub stages: Vec<String>,
+}
+
+/// A refused API as the execution output names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RefusedApi {
+    pub stage: String,
+    #[serde(flatten)]
+    pub refused: Refused,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -170,8 +316,13 @@ pub struct ListChangesOutput {
     pub watermarks: Vec<WatermarkUpdate>,
     /// Stages this execution claimed for the branch; `ack-watermark` releases them.
     pub claimed: Vec<String>,
-    /// Stages skipped because an overlapping execution holds their claim.
+    /// Stages skipped because an overlapping execution holds their claim, or (assets) because
+    /// another execution is listing the account.
     pub skipped: Vec<String>,
+    /// Stages whose work failed while it was planned (a full sync that would empty a runtime,
+    /// a runtime the control plane does not know): the other stages go on.
+    #[serde(default)]
+    pub held_back: Vec<StageFailure>,
     pub summary: ChangeSummary,
 }
 
@@ -182,10 +333,15 @@ pub enum Batch {
     #[serde(rename_all = "camelCase")]
     Assets {
         runtime_id: String,
+        stage: String,
+        /// The chunk's run record, position and snapshot (see [`AssetChunk`]).
+        run: String,
+        index: usize,
+        snapshot: Option<String>,
         upserts: Vec<ApiDocument>,
         deletes: Vec<String>,
         /// What did not fit in this batch's payload budget; the workflow loops on it.
-        next: Option<AssetChunk>,
+        next: Option<Box<AssetChunk>>,
     },
     /// The chunk whose window reports transform stored in the state table (a report of a
     /// window with 2,500 APIs is far larger than a state payload may be).
@@ -204,8 +360,18 @@ pub struct PublishOutput {
     pub windows_sent: usize,
     /// Windows skipped because an earlier attempt had them accepted already.
     pub windows_already_sent: usize,
+    /// APIs the control plane refused in this batch (recorded in the run, retried later).
+    pub refused: usize,
     /// The chunk to transform next (the rest of an oversized chunk), or null.
     pub next: Option<Chunk>,
+}
+
+/// The input of `ack-watermark`: a branch's commit, or a chunk's failure to record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "camelCase", deny_unknown_fields)]
+pub enum AckRequest {
+    Commit(AckInput),
+    ChunkFailed(ChunkFailure),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -217,9 +383,34 @@ pub struct AckInput {
     pub watermarks: Vec<WatermarkUpdate>,
     #[serde(default)]
     pub claimed: Vec<String>,
+    /// Stages list-changes held back (see [`ListChangesOutput::held_back`]).
+    #[serde(default)]
+    pub held_back: Vec<StageFailure>,
     /// Set on the failure path: the claimed stages' runs are recorded as failed.
     #[serde(default)]
     pub branch_failed: bool,
+}
+
+/// A Map iteration that failed after its retries: its error, recorded in the run of each of its
+/// stages so that `ack-watermark` names it (the stages' watermarks stay where they are whether or
+/// not this record lands: only chunks recorded as published move them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ChunkFailure {
+    pub kind: Kind,
+    pub execution_id: String,
+    pub stages: Vec<String>,
+    /// Step Functions' error object of the `Catch`: `{"Error": ..., "Cause": ...}`.
+    pub error: CaughtError,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaughtError {
+    #[serde(rename = "Error")]
+    pub error: String,
+    #[serde(rename = "Cause", default)]
+    pub cause: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -238,6 +429,21 @@ pub struct AckedWatermark {
 pub struct AckOutput {
     pub kind: Kind,
     pub watermarks: Vec<AckedWatermark>,
-    /// Seconds between now and the newest acked watermark: how far behind the control plane is.
+    /// Seconds between now and the oldest watermark of the branch's stages: how far behind the
+    /// control plane is for its worst stage.
     pub lag_seconds: Option<i64>,
+    /// Why stages did not complete, grouped by cause; the workflow fails with the first after
+    /// the other stages were committed.
+    #[serde(default)]
+    pub failures: Vec<BranchFailure>,
+    /// APIs the control plane refuses, by stage (at most [`REFUSED_IN_OUTPUT`]); retried by
+    /// later runs and every full sync.
+    #[serde(default)]
+    pub refused: Vec<RefusedApi>,
+    /// How many APIs the control plane refuses in the branch's stages, all told.
+    #[serde(default)]
+    pub refused_count: usize,
 }
+
+/// The most refused APIs the execution output names; the logs and the state table name all.
+pub const REFUSED_IN_OUTPUT: usize = 20;

@@ -12,7 +12,7 @@ use crate::aws::apigateway::{Api, ApiKind, DeployedApi, DomainRoute, Generation,
 use crate::aws::cloudtrail::parse_event;
 use crate::changes::touched;
 use crate::mapping::{API_DESCRIPTION_MAX, API_NAME_MAX, TAG_MAX, api_document, published_api_id};
-use crate::metrics::{ApiIdentity, ApiSeries, Series, metrics_model};
+use crate::metrics::{ApiIdentity, ApiSeries, Series, Totals, metrics_model};
 
 fn any_json() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
@@ -166,7 +166,8 @@ proptest! {
                 (identity, ApiSeries { count, client_errors, server_errors, latency, integration_latency })
             })
             .collect();
-        let model = metrics_model(600, &apis);
+        let totals: Vec<(ApiIdentity, Totals)> = apis.iter().map(|(api, s)| (api.clone(), Totals::of(s))).collect();
+        let model = metrics_model(600, &totals);
         let runtime = &model.runtime_transaction_metrics;
         let total: f64 = apis.iter().map(|(_, s)| s.count.values().sum::<f64>()).sum();
         prop_assert_eq!(runtime.api_metrics.transaction_count, total);

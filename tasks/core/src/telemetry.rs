@@ -9,7 +9,7 @@ use crate::model::Kind;
 /// Namespace of the agent's own metrics (the CDK stack's alarms use the same).
 pub const NAMESPACE: &str = "ApiGatewayApicpAgent";
 
-/// How far behind now the newest acked watermark of a branch is.
+/// How far behind now the oldest watermark of a branch's stages is (its worst stage).
 pub fn sync_lag_record(kind: Kind, lag_seconds: i64, now: i64) -> Value {
     json!({
         "_aws": {
@@ -38,6 +38,22 @@ pub fn windows_in_doubt_record(count: usize, now: i64) -> Value {
             }],
         },
         "MetricsWindowsInDoubt": count,
+    })
+}
+
+/// How many APIs the control plane refuses in the stages an assets run committed (retried by
+/// the next runs): worth an alarm while it stays above zero.
+pub fn refused_apis_record(count: usize, now: i64) -> Value {
+    json!({
+        "_aws": {
+            "Timestamp": now * 1000,
+            "CloudWatchMetrics": [{
+                "Namespace": NAMESPACE,
+                "Dimensions": [[]],
+                "Metrics": [{"Name": "RefusedApis", "Unit": "Count"}],
+            }],
+        },
+        "RefusedApis": count,
     })
 }
 

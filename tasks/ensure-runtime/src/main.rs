@@ -1,5 +1,6 @@
 //! `ensure-runtime` Lambda: registers one control plane runtime per stage and sends heartbeats.
 
+use agent_core::aws::executions::SdkExecutions;
 use agent_core::aws::{apigateway::SdkApiGateway, identity, state::DynamoStateStore};
 use agent_core::bootstrap::{self, now};
 use agent_core::config::Config;
@@ -13,17 +14,20 @@ struct Dependencies {
     gateway: SdkApiGateway,
     control_plane: HttpControlPlane,
     state: DynamoStateStore,
+    executions: SdkExecutions,
 }
 
 async fn dependencies() -> agent_core::Result<Dependencies> {
     let config = Config::from_env()?;
-    let aws = bootstrap::aws_config().await;
+    let aws = bootstrap::aws_config("ensure-runtime").await;
+    let state = bootstrap::state_store(&config, &aws);
     Ok(Dependencies {
         account: identity::account_id(&aws_sdk_sts::Client::new(&aws)).await?,
         region: bootstrap::region(&aws)?,
-        gateway: bootstrap::api_gateway(&config, &aws),
+        gateway: bootstrap::api_gateway(&config, &aws, &state),
         control_plane: bootstrap::control_plane(&config, &aws)?,
-        state: bootstrap::state_store(&config, &aws),
+        executions: SdkExecutions::new(aws_sdk_sfn::Client::new(&aws)),
+        state,
         config,
     })
 }
@@ -31,7 +35,7 @@ async fn dependencies() -> agent_core::Result<Dependencies> {
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     bootstrap::init_tracing();
-    bootstrap::serve(dependencies, |input, deps, _deadline| async move {
+    bootstrap::serve("ensure-runtime", dependencies, |input, deps, _deadline| async move {
         let task = EnsureRuntime {
             config: &deps.config,
             account: &deps.account,
@@ -39,6 +43,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             gateway: &deps.gateway,
             control_plane: &deps.control_plane,
             state: &deps.state,
+            executions: &deps.executions,
         };
         task.run(input, now()).await
     })

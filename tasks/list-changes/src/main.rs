@@ -18,11 +18,12 @@ struct Dependencies {
 
 async fn dependencies() -> agent_core::Result<Dependencies> {
     let config = Config::from_env()?;
-    let aws = bootstrap::aws_config().await;
+    let aws = bootstrap::aws_config("list-changes").await;
+    let state = bootstrap::state_store(&config, &aws);
     Ok(Dependencies {
-        gateway: bootstrap::api_gateway(&config, &aws),
+        gateway: bootstrap::api_gateway(&config, &aws, &state),
         control_plane: bootstrap::control_plane(&config, &aws)?,
-        state: bootstrap::state_store(&config, &aws),
+        state,
         feed: CloudTrailFeed::new(aws_sdk_cloudtrail::Client::new(&aws)),
         executions: SdkExecutions::new(aws_sdk_sfn::Client::new(&aws)),
         config,
@@ -32,7 +33,7 @@ async fn dependencies() -> agent_core::Result<Dependencies> {
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     bootstrap::init_tracing();
-    bootstrap::serve(dependencies, |input, deps, _deadline| async move {
+    bootstrap::serve("list-changes", dependencies, |input, deps, _deadline| async move {
         let task = ListChanges {
             config: &deps.config,
             gateway: &deps.gateway,

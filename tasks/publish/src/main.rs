@@ -1,13 +1,11 @@
 //! `publish` Lambda: sends one batch of documents, or a chunk's stored metrics windows, to the
 //! control plane.
 
-use std::time::Instant;
-
 use agent_core::aws::state::DynamoStateStore;
 use agent_core::bootstrap::{self, now};
 use agent_core::config::Config;
 use agent_core::control_plane::HttpControlPlane;
-use agent_core::handlers::publish::{self, Publish};
+use agent_core::handlers::publish::Publish;
 
 struct Dependencies {
     control_plane: HttpControlPlane,
@@ -16,7 +14,7 @@ struct Dependencies {
 
 async fn dependencies() -> agent_core::Result<Dependencies> {
     let config = Config::from_env()?;
-    let aws = bootstrap::aws_config().await;
+    let aws = bootstrap::aws_config("publish").await;
     Ok(Dependencies {
         control_plane: bootstrap::control_plane(&config, &aws)?,
         state: bootstrap::state_store(&config, &aws),
@@ -26,9 +24,11 @@ async fn dependencies() -> agent_core::Result<Dependencies> {
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     bootstrap::init_tracing();
-    bootstrap::serve(dependencies, |batch, deps, deadline| async move {
-        let send_until = publish::send_until(Instant::now(), deadline, deps.control_plane.longest_request());
-        Publish { control_plane: &deps.control_plane, state: &deps.state, send_until }.run(batch, now()).await
+    bootstrap::serve("publish", dependencies, |batch, deps, deadline| async move {
+        let longest_request = deps.control_plane.longest_request();
+        Publish { control_plane: &deps.control_plane, state: &deps.state, deadline, longest_request }
+            .run(batch, now())
+            .await
     })
     .await
 }

@@ -7,12 +7,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::Mutex;
-use tokio::time::Instant;
 
+use super::pace::Pacer;
 use super::sdk_error;
 use crate::error::Result;
 
@@ -150,32 +148,6 @@ pub trait ApiGateway: Send + Sync {
     fn list_domain_mappings(&self, generation: Generation) -> impl Future<Output = Result<Vec<DomainMapping>>> + Send;
 }
 
-/// Spaces the starts of requests at least `1 / rate` apart: a steady share of API Gateway's
-/// management quota (10 requests/s per account and region, burst 40, shared with the customer's
-/// own deployments and not raisable), never a burst that would take the customer's room.
-#[derive(Debug)]
-pub struct Pacer {
-    interval: Duration,
-    next: Mutex<Instant>,
-}
-
-impl Pacer {
-    pub fn per_second(rate: f64) -> Self {
-        Self { interval: Duration::from_secs_f64(1.0 / rate), next: Mutex::new(Instant::now()) }
-    }
-
-    /// Waits for this request's slot.
-    pub async fn wait(&self) {
-        let slot = {
-            let mut next = self.next.lock().await;
-            let slot = (*next).max(Instant::now());
-            *next = slot + self.interval;
-            slot
-        };
-        tokio::time::sleep_until(slot).await;
-    }
-}
-
 /// Both management APIs behind one pacer: v1 and v2 calls count against the same quota.
 #[derive(Debug, Clone)]
 pub struct SdkApiGateway {
@@ -194,9 +166,9 @@ const V2_PAGE_LIMIT: &str = "500";
 type Page<T> = Option<(Vec<T>, Option<String>)>;
 
 impl SdkApiGateway {
-    /// `requests_per_second`: this client's share of the account's management quota.
-    pub fn new(v1: aws_sdk_apigateway::Client, v2: aws_sdk_apigatewayv2::Client, requests_per_second: f64) -> Self {
-        Self { v1, v2, pacer: Arc::new(Pacer::per_second(requests_per_second)) }
+    /// `pacer`: the agent's share of the account's management quota.
+    pub fn new(v1: aws_sdk_apigateway::Client, v2: aws_sdk_apigatewayv2::Client, pacer: Pacer) -> Self {
+        Self { v1, v2, pacer: Arc::new(pacer) }
     }
 
     /// Every item of a listing, one paced request per page, until a page names no next one. A
@@ -208,7 +180,7 @@ impl SdkApiGateway {
         let mut items = Vec::new();
         let mut token = None;
         loop {
-            self.pacer.wait().await;
+            self.pacer.wait().await?;
             let Some((page, next)) = fetch(token.take()).await? else { return Ok(Vec::new()) };
             items.extend(page);
             match next.filter(|t| !t.is_empty()) {
@@ -402,7 +374,7 @@ impl ApiGateway for SdkApiGateway {
     }
 
     async fn get_api(&self, generation: Generation, api_id: &str) -> Result<Option<Api>> {
-        self.pacer.wait().await;
+        self.pacer.wait().await?;
         match generation {
             Generation::V1 => match self.v1.get_rest_api().rest_api_id(api_id).send().await {
                 Ok(api) => Ok(rest_api!(&api)),
@@ -469,29 +441,5 @@ impl ApiGateway for SdkApiGateway {
             Generation::V1 => self.v1_domain_mappings().await,
             Generation::V2 => self.v2_domain_mappings().await,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test(start_paused = true)]
-    async fn the_pacer_spaces_requests_at_the_configured_rate_without_a_burst() {
-        let pacer = Pacer::per_second(4.0);
-        let start = Instant::now();
-        let mut starts = Vec::new();
-        for _ in 0..5 {
-            pacer.wait().await;
-            starts.push(start.elapsed().as_millis());
-        }
-        assert_eq!(starts, vec![0, 250, 500, 750, 1000]);
-
-        // After a pause the next request goes at once, but no faster afterwards.
-        tokio::time::sleep(Duration::from_secs(10)).await;
-        let resumed = Instant::now();
-        pacer.wait().await;
-        pacer.wait().await;
-        assert_eq!(resumed.elapsed().as_millis(), 250);
     }
 }

@@ -31,6 +31,8 @@ pub struct ApiEvent {
     pub response_elements: Value,
     /// The record was missing, truncated or not a JSON object: what it changed is unknown.
     pub unreadable: bool,
+    /// The call failed (the record has an `errorCode`): it changed nothing.
+    pub failed: bool,
 }
 
 pub trait ChangeFeed: Send + Sync {
@@ -100,6 +102,7 @@ pub(crate) fn parse_event(id: &str, time: i64, name: &str, record: Option<&str>)
         request_parameters: field("requestParameters"),
         response_elements: field("responseElements"),
         unreadable: record.is_none(),
+        failed: !field("errorCode").is_null(),
     }
 }
 
@@ -116,5 +119,8 @@ mod tests {
         for record in [None, Some(&whole[..40]), Some("[1,2]"), Some("null"), Some("")] {
             assert!(parse(record).unreadable, "{record:?}");
         }
+        let refused =
+            r#"{"eventName":"DeleteRestApi","errorCode":"NotFoundException","requestParameters":{"restApiId":"r1"}}"#;
+        assert!(parse(Some(refused)).failed && !parse(Some(whole)).failed);
     }
 }

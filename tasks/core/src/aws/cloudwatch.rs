@@ -21,13 +21,15 @@ use crate::error::{AgentError, Result};
 use crate::metrics::{ApiSeries, Series};
 
 const NAMESPACE: &str = "AWS/ApiGateway";
-const MAX_QUERIES_PER_CALL: usize = 500;
+/// The most queries one `GetMetricData` call takes.
+pub const MAX_QUERIES_PER_CALL: usize = 500;
 const PERIOD_SECONDS: i32 = 60;
 /// ListMetrics can restrict itself to metrics with datapoints in the last 3 hours.
 const RECENTLY_ACTIVE_SECONDS: i64 = 3 * 3600;
 
 /// An API on a stage as CloudWatch knows it: REST APIs by name, HTTP and WebSocket APIs by id.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", content = "key")]
 pub enum MetricSubject {
     RestApi { name: String },
     HttpApi { id: String },
@@ -57,6 +59,16 @@ impl MetricSubject {
             Self::HttpApi { .. } => &HTTP_METRICS,
             Self::WebSocketApi { .. } => &WEBSOCKET_METRICS,
         }
+    }
+
+    /// The metrics read for the API: all of them, or only those counting its requests.
+    fn reads(&self, only_counts: bool) -> impl Iterator<Item = &'static MetricRead> {
+        self.metrics().iter().filter(move |(_, _, target)| !only_counts || *target == Target::Count)
+    }
+
+    /// How many queries (metrics requested, what CloudWatch bills) one read of the API takes.
+    pub fn queries(&self) -> usize {
+        self.metrics().len()
     }
 }
 
@@ -120,6 +132,17 @@ pub trait MetricSource: Send + Sync {
         start: i64,
         end: i64,
     ) -> impl Future<Output = Result<BTreeMap<MetricSubject, ApiSeries>>> + Send;
+    /// Which of `apis` had any request on the stage over `[start, end)`: one query per API of
+    /// the metric(s) counting its requests (one for REST and HTTP APIs, two for WebSocket ones),
+    /// for the APIs that `ListMetrics` cannot vouch for (a new metric takes up to 15 minutes to
+    /// be listed; one without data for two weeks is not listed).
+    fn with_traffic(
+        &self,
+        stage: &str,
+        apis: &[MetricSubject],
+        start: i64,
+        end: i64,
+    ) -> impl Future<Output = Result<BTreeSet<MetricSubject>>> + Send;
 }
 
 #[derive(Debug, Clone)]
@@ -202,8 +225,33 @@ impl MetricSource for CloudWatchMetrics {
         start: i64,
         end: i64,
     ) -> Result<BTreeMap<MetricSubject, ApiSeries>> {
+        self.read(stage, apis, start, end, false).await
+    }
+
+    async fn with_traffic(
+        &self,
+        stage: &str,
+        apis: &[MetricSubject],
+        start: i64,
+        end: i64,
+    ) -> Result<BTreeSet<MetricSubject>> {
+        let counted = self.read(stage, apis, start, end, true).await?;
+        Ok(counted.into_iter().filter(|(_, series)| series.count.values().any(|n| *n > 0.0)).map(|(s, _)| s).collect())
+    }
+}
+
+impl CloudWatchMetrics {
+    /// The 1-minute datapoints of every metric of `apis` (or only of those counting requests).
+    async fn read(
+        &self,
+        stage: &str,
+        apis: &[MetricSubject],
+        start: i64,
+        end: i64,
+        only_counts: bool,
+    ) -> Result<BTreeMap<MetricSubject, ApiSeries>> {
         let mut series: BTreeMap<MetricSubject, ApiSeries> = BTreeMap::new();
-        for QueryBatch { queries, owners } in query_batches(stage, apis) {
+        for QueryBatch { queries, owners } in query_batches(stage, apis, only_counts) {
             let mut completeness = Completeness::expecting(owners.keys());
             let mut next_token: Option<String> = None;
             loop {
@@ -254,15 +302,15 @@ struct QueryBatch {
 /// The calls that read every metric of `apis` on `stage`: one query per API and metric,
 /// whatever the number of windows, up to 500 queries per call (100 REST or HTTP APIs, 83
 /// WebSocket APIs); an API's queries never straddle two calls. What CloudWatch bills.
-fn query_batches(stage: &str, apis: &[MetricSubject]) -> Vec<QueryBatch> {
+fn query_batches(stage: &str, apis: &[MetricSubject], only_counts: bool) -> Vec<QueryBatch> {
     let mut batches: Vec<QueryBatch> = Vec::new();
     for (api_index, subject) in apis.iter().enumerate() {
-        let metrics = subject.metrics();
-        if batches.last().is_none_or(|b| b.queries.len() + metrics.len() > MAX_QUERIES_PER_CALL) {
+        let reads = subject.reads(only_counts).count();
+        if batches.last().is_none_or(|b| b.queries.len() + reads > MAX_QUERIES_PER_CALL) {
             batches.push(QueryBatch { queries: Vec::new(), owners: BTreeMap::new() });
         }
         let batch = batches.last_mut().expect("a batch was just opened");
-        for (metric_index, (metric_name, stat, target)) in metrics.iter().enumerate() {
+        for (metric_index, (metric_name, stat, target)) in subject.reads(only_counts).enumerate() {
             // Query ids must start with a lowercase letter: q<api index>_<metric index>.
             let id = format!("q{api_index}_{metric_index}");
             batch.owners.insert(id.clone(), (subject.clone(), *target));
@@ -358,14 +406,22 @@ mod tests {
             ((0..1_320).map(rest).chain((0..600).map(http)).chain((0..600).map(websocket)).collect(), 27, 13_200),
         ];
         for (apis, calls, metrics) in cases {
-            let batches = query_batches("prod", &apis);
+            let batches = query_batches("prod", &apis, false);
             let requested: usize = batches.iter().map(|b| b.queries.len()).sum();
             assert_eq!((batches.len(), requested), (calls, metrics), "{} active API-stages", apis.len());
             assert!(batches.iter().all(|b| b.queries.len() <= MAX_QUERIES_PER_CALL));
             let ids: BTreeSet<&String> = batches.iter().flat_map(|b| b.owners.keys()).collect();
             assert_eq!(ids.len(), requested, "query ids are unique across calls");
         }
-        assert!(query_batches("prod", &[]).is_empty(), "a quiet stage costs no GetMetricData call");
+        assert!(query_batches("prod", &[], false).is_empty(), "a quiet stage costs no GetMetricData call");
+        // A probe of whether unlisted APIs had traffic reads only what counts their requests.
+        let probe = query_batches("prod", &[rest(0), http(0), websocket(0)], true);
+        let probed: Vec<String> = probe[0]
+            .queries
+            .iter()
+            .filter_map(|q| q.metric_stat()?.metric()?.metric_name().map(str::to_owned))
+            .collect();
+        assert_eq!(probed, ["Count", "Count", "ConnectCount", "MessageCount"]);
     }
 
     #[test]

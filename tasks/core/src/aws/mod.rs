@@ -5,6 +5,7 @@ pub mod cloudtrail;
 pub mod cloudwatch;
 pub mod executions;
 pub mod identity;
+pub mod pace;
 pub mod secrets;
 pub mod state;
 
@@ -44,16 +45,20 @@ fn classify_code(code: &str, status: u16, message: String) -> AgentError {
         "ProvisionedThroughputExceededException",
         "RequestThrottledException",
     ];
-    const DENIED: [&str; 6] = [
+    const DENIED: [&str; 5] = [
         "AccessDenied",
         "AccessDeniedException",
         "UnauthorizedOperation",
         "UnrecognizedClientException",
         "InvalidClientTokenId",
-        "ExpiredTokenException",
     ];
+    // Credentials that expired (an assumed role's session, a container's credentials near their
+    // end) are refreshed by the next attempt: retryable, unlike a missing permission.
+    const EXPIRED: [&str; 3] = ["ExpiredToken", "ExpiredTokenException", "RequestExpired"];
     if THROTTLING.contains(&code) || status == 429 {
         AgentError::Throttled(message)
+    } else if EXPIRED.contains(&code) {
+        AgentError::AwsUnavailable(format!("{message} (expired credentials)"))
     } else if DENIED.contains(&code) || status == 403 {
         AgentError::AwsAccessDenied(message)
     } else if status >= 500 {
@@ -85,6 +90,8 @@ mod tests {
             ("TooManyRequestsException", 429, "Throttled"),
             ("ProvisionedThroughputExceededException", 400, "Throttled"),
             ("AccessDeniedException", 400, "AwsAccessDenied"),
+            ("ExpiredTokenException", 400, "AwsUnavailable"),
+            ("ExpiredToken", 403, "AwsUnavailable"),
             ("", 403, "AwsAccessDenied"),
             ("InternalFailure", 500, "AwsUnavailable"),
             ("ServiceUnavailable", 503, "AwsUnavailable"),

@@ -22,6 +22,8 @@ pub trait ControlPlane: Send + Sync {
     fn list_runtime_ids(&self) -> impl Future<Output = Result<HashSet<String>>> + Send;
     /// Registers a runtime; a 409 (already registered) also yields the runtime's id.
     fn register_runtime(&self, runtime: &Runtime) -> impl Future<Output = Result<String>> + Send;
+    /// Deletes a runtime and every API it holds; `false` when it is already gone.
+    fn delete_runtime(&self, runtime_id: &str) -> impl Future<Output = Result<bool>> + Send;
     fn send_heartbeats(&self, heartbeats: &[Heartbeat]) -> impl Future<Output = Result<()>> + Send;
     /// Ids of every API the runtime holds, across all pages.
     fn list_api_ids(&self, runtime_id: &str) -> impl Future<Output = Result<Vec<String>>> + Send;
@@ -378,6 +380,13 @@ impl ControlPlane for HttpControlPlane {
         let (_, body) = self.send(Method::POST, url, Some(runtime), &[StatusCode::CONFLICT]).await?;
         registered_runtime_id(&parse_body(&what, &body)?)
             .ok_or_else(|| AgentError::ControlPlaneRejected(format!("{what} answered a runtime without an id")))
+    }
+
+    async fn delete_runtime(&self, runtime_id: &str) -> Result<bool> {
+        // The contract documents 200; an unknown runtime is plausibly a 404.
+        let url = self.url(&["api", "assetcatalog", "v1", "runtimes", runtime_id]);
+        let (status, _) = self.send(Method::DELETE, url, None::<&()>, &[StatusCode::NOT_FOUND]).await?;
+        Ok(status != StatusCode::NOT_FOUND)
     }
 
     async fn send_heartbeats(&self, heartbeats: &[Heartbeat]) -> Result<()> {

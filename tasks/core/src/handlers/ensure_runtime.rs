@@ -1,31 +1,68 @@
 //! `ensure-runtime`: one control plane runtime per federated stage, registered once, and a
-//! heartbeat for each on every run.
+//! heartbeat for each on every run; runtimes of stages no longer federated are cleaned up.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use crate::aws::apigateway::ApiGateway;
-use crate::aws::state::{RuntimeState, StateStore};
+use crate::aws::executions::Executions;
+use crate::aws::state::{Registered, RuntimeState, StateStore};
 use crate::changes::{AssetPlan, plan_assets};
 use crate::config::{Config, StageSelection, is_valid_stage_name};
 use crate::control_plane::ControlPlane;
 use crate::control_plane::types::Heartbeat;
 use crate::error::{AgentError, Result};
-use crate::handlers::Deployments;
+use crate::handlers::{AccountListing, Deployments, list_account};
 use crate::mapping::{StageLocation, runtime_id, runtime_registration};
-use crate::model::{ExecutionInput, InactiveReason, InactiveRuntime, RuntimeRef, RuntimesReady, SyncMode};
+use crate::model::{
+    EnsureRuntimeInput, InactiveReason, InactiveRuntime, OrphanedRuntime, RuntimeRef, RuntimesReady, SyncMode,
+};
 
-pub struct EnsureRuntime<'a, G, C, S> {
+pub struct EnsureRuntime<'a, G, C, S, E> {
     pub config: &'a Config,
     pub account: &'a str,
     pub region: &'a str,
     pub gateway: &'a G,
     pub control_plane: &'a C,
     pub state: &'a S,
+    pub executions: &'a E,
 }
 
-impl<G: ApiGateway, C: ControlPlane, S: StateStore> EnsureRuntime<'_, G, C, S> {
-    pub async fn run(&self, input: ExecutionInput, now: i64) -> Result<RuntimesReady> {
-        let (stages, listing) = self.stages(input.stages, input.mode, now).await?;
+/// The stages of this run, and what came with them.
+struct Stages {
+    names: Vec<String>,
+    /// The account's listing, when one was made for this run.
+    listing: Option<Deployments>,
+    /// The stages are the configured selection (not an execution's own list): a runtime
+    /// registered for any other stage is orphaned.
+    configured: bool,
+}
+
+/// What this run federates: its stages, or nothing yet while another execution makes the
+/// account's first discovery (overlapping executions never list the account at once).
+enum Planned {
+    Stages(Stages),
+    DiscoveryElsewhere(Option<String>),
+}
+
+impl<G: ApiGateway, C: ControlPlane, S: StateStore, E: Executions> EnsureRuntime<'_, G, C, S, E> {
+    pub async fn run(&self, request: EnsureRuntimeInput, now: i64) -> Result<RuntimesReady> {
+        let input = request.execution_input()?;
+        let Stages { names: stages, listing, configured } = match self
+            .stages(input.stages, input.mode, &request.execution_id, now)
+            .await?
+        {
+            Planned::Stages(stages) => stages,
+            Planned::DiscoveryElsewhere(holder) => {
+                tracing::info!(?holder, "the account's first discovery runs in another execution; nothing to do yet");
+                return Ok(RuntimesReady {
+                    mode: input.mode,
+                    runtimes: Vec::new(),
+                    inactive: Vec::new(),
+                    orphaned: Vec::new(),
+                    discovery_in_progress: Some(holder.unwrap_or_default()),
+                });
+            }
+        };
         if stages.is_empty() {
             tracing::warn!("no stage to federate: no deployed stage found or configured");
         }
@@ -96,7 +133,77 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore> EnsureRuntime<'_, G, C, S> {
         for runtime in &runtimes {
             self.state.record_heartbeat(&runtime.stage, now).await?;
         }
-        Ok(RuntimesReady { mode: input.mode, runtimes, inactive })
+        let orphaned = match configured {
+            true => self.clean_up_orphans(&runtimes, now).await?,
+            false => Vec::new(),
+        };
+        Ok(RuntimesReady { mode: input.mode, runtimes, inactive, orphaned, discovery_in_progress: None })
+    }
+
+    /// Keeps the registry of runtimes current and cleans up the runtimes it holds that no
+    /// federated stage has any more (a stage removed from `STAGES` or without a deployed API, an
+    /// id from a former `RUNTIME_ID_TEMPLATE`): each is marked orphaned, and deleted from the
+    /// control plane, with its APIs, once it has been orphaned for `ORPHAN_GRACE_SECONDS` (a
+    /// stage redeployed meanwhile is federated again and keeps its runtime).
+    async fn clean_up_orphans(&self, runtimes: &[RuntimeRef], now: i64) -> Result<Vec<OrphanedRuntime>> {
+        let registry = match self.state.load_registry().await? {
+            Some(registry) => registry,
+            // A new installation, or the first run of one from before the registry: the stage
+            // items name the runtimes registered so far.
+            None => {
+                let found = self.state.scan_registrations().await?;
+                for runtime in &found {
+                    self.state.put_registered(runtime).await?;
+                }
+                found
+            }
+        };
+        let known: HashMap<&str, &Registered> = registry.iter().map(|r| (r.runtime_id.as_str(), r)).collect();
+        for runtime in runtimes {
+            let current = Registered {
+                runtime_id: runtime.runtime_id.clone(),
+                stage: runtime.stage.clone(),
+                orphaned_since: None,
+            };
+            if known.get(runtime.runtime_id.as_str()) != Some(&&current) {
+                self.state.put_registered(&current).await?;
+            }
+        }
+        let federated: HashSet<&str> = runtimes.iter().map(|r| r.runtime_id.as_str()).collect();
+        let grace = self.config.orphan_grace.as_secs() as i64;
+        let mut orphaned = Vec::new();
+        for entry in registry.iter().filter(|r| !federated.contains(r.runtime_id.as_str())) {
+            let since = match entry.orphaned_since {
+                Some(since) => since,
+                None => {
+                    tracing::warn!(
+                        runtime_id = entry.runtime_id,
+                        stage = entry.stage,
+                        "runtime orphaned: its stage is no longer federated"
+                    );
+                    self.state.put_registered(&Registered { orphaned_since: Some(now), ..entry.clone() }).await?;
+                    now
+                }
+            };
+            let deleted = now - since >= grace;
+            if deleted {
+                let found = self.control_plane.delete_runtime(&entry.runtime_id).await?;
+                tracing::warn!(
+                    runtime_id = entry.runtime_id,
+                    stage = entry.stage,
+                    found,
+                    "orphaned runtime deleted with its APIs"
+                );
+                self.state.forget_registered(&entry.runtime_id).await?;
+            }
+            orphaned.push(OrphanedRuntime {
+                runtime_id: entry.runtime_id.clone(),
+                stage: entry.stage.clone(),
+                since,
+                deleted,
+            });
+        }
+        Ok(orphaned)
     }
 
     /// Why the runtime's heartbeat says inactive, if it does: its stage has no deployed API by
@@ -125,42 +232,49 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore> EnsureRuntime<'_, G, C, S> {
     }
 
     /// The execution's stages, else the configured ones; `*` means every stage with a deployment.
-    /// Comes with the account's listing when one was made for it.
-    async fn stages(
-        &self,
-        requested: Option<Vec<String>>,
-        mode: SyncMode,
-        now: i64,
-    ) -> Result<(Vec<String>, Option<Deployments>)> {
-        let (mut stages, listing) = match (requested, &self.config.stages) {
+    async fn stages(&self, requested: Option<Vec<String>>, mode: SyncMode, me: &str, now: i64) -> Result<Planned> {
+        let mut stages = match (requested, &self.config.stages) {
             (Some(requested), _) => {
                 if let Some(bad) = requested.iter().find(|s| !is_valid_stage_name(s)) {
                     return Err(AgentError::invalid_input(format!(
                         "execution input stages: {bad:?} is not a stage name"
                     )));
                 }
-                (requested, None)
+                Stages { names: requested, listing: None, configured: false }
             }
-            (None, StageSelection::Named(names)) => (names.clone(), None),
-            (None, StageSelection::All) => self.discovered_stages(mode, now).await?,
+            (None, StageSelection::Named(names)) => Stages { names: names.clone(), listing: None, configured: true },
+            (None, StageSelection::All) => match self.discovered_stages(mode, me, now).await? {
+                Planned::Stages(stages) => stages,
+                elsewhere => return Ok(elsewhere),
+            },
         };
-        stages.sort();
-        stages.dedup();
-        Ok((stages, listing))
+        stages.names.sort();
+        stages.names.dedup();
+        Ok(Planned::Stages(stages))
     }
 
     /// Discovery costs one GetStages per API, so it is reused for the discovery interval
     /// (a full sync always rediscovers); a stage created meanwhile joins at the next discovery.
-    async fn discovered_stages(&self, mode: SyncMode, now: i64) -> Result<(Vec<String>, Option<Deployments>)> {
+    /// While another execution lists the account, the last discovery serves, however old.
+    async fn discovered_stages(&self, mode: SyncMode, me: &str, now: i64) -> Result<Planned> {
         let fresh_for = self.config.discovery_interval.as_secs() as i64;
-        if mode == SyncMode::Auto
-            && let Some(last) = self.state.load_discovery().await?
-            && now - last.at < fresh_for
-        {
-            return Ok((last.stages, None));
+        let last = self.state.load_discovery().await?;
+        if let Some(last) = last.as_ref().filter(|last| mode == SyncMode::Auto && now - last.at < fresh_for) {
+            return Ok(Planned::Stages(Stages { names: last.stages.clone(), listing: None, configured: true }));
         }
-        let listing = super::deployments_by_stage(self.gateway, &self.config.api_types).await?;
-        Ok((listing.keys().cloned().collect(), Some(listing)))
+        let types = &self.config.api_types;
+        Ok(match list_account(self.gateway, self.state, self.executions, types, me, now).await? {
+            AccountListing::Listed(listing) => Planned::Stages(Stages {
+                names: listing.keys().cloned().collect(),
+                listing: Some(listing),
+                configured: true,
+            }),
+            // A stale discovery is no proof that a stage went away: nothing is orphaned by it.
+            AccountListing::ListedElsewhere(holder) => match last {
+                Some(last) => Planned::Stages(Stages { names: last.stages, listing: None, configured: false }),
+                None => Planned::DiscoveryElsewhere(holder),
+            },
+        })
     }
 }
 

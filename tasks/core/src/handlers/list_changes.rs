@@ -1,5 +1,9 @@
 //! `list-changes`: what a branch must publish this run, in chunks, and the watermarks to commit
 //! once it is published.
+//!
+//! Each stage is planned on its own: a stage whose planning fails for a reason of its own (a full
+//! sync that would empty its runtime, a runtime the control plane does not know) is held back,
+//! named in the output, and the other stages go on.
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -10,18 +14,20 @@ use crate::aws::apigateway::{
 use crate::aws::cloudtrail::{ApiEvent, ChangeFeed};
 use crate::aws::executions::Executions;
 use crate::aws::state::{
-    CatalogEntry, Claim, Discovery, LISTING_REUSE_SECONDS, RuntimeState, StateStore, applied_events_key, snapshot_key,
+    CatalogEntry, Claim, ClaimOn, Discovery, LISTING_REUSE_SECONDS, RuntimeState, StateStore, applied_events_key,
+    snapshot_key,
 };
 use crate::changes::{ApiRef, AssetPlan, Touched, chunk_assets, events_to_remember, plan_assets, touched};
 use crate::config::{Config, StageSelection};
 use crate::control_plane::ControlPlane;
 use crate::error::{AgentError, Result};
-use crate::handlers::Deployments;
+use crate::handlers::publish::RUN_TTL_SECONDS;
+use crate::handlers::{AccountListing, Deployments, acquire, list_account};
 use crate::mapping::published_api_id;
 use crate::metrics::due_range;
 use crate::model::{
-    ChangeSummary, Chunk, Kind, ListChangesInput, ListChangesOutput, MetricsChunk, RuntimeRef, RuntimeWindows,
-    SyncMode, WatermarkUpdate,
+    ChangeSummary, Chunk, Kind, ListChangesInput, ListChangesOutput, MetricsChunk, Refused, RuntimeRef, RuntimeWindows,
+    StageFailure, SyncMode, WatermarkUpdate, run_key,
 };
 
 /// Snapshots outlive the longest execution (an hour) by far, and then expire by the table's TTL;
@@ -32,15 +38,21 @@ const SNAPSHOT_TTL_SECONDS: i64 = 86_400;
 /// at the default settings, and at one window per second well inside publish's time budget.
 pub const WINDOWS_PER_METRICS_CHUNK: usize = 60;
 
+/// The most refused APIs of a stage an incremental run tries again; the others wait for the
+/// next runs (and every full sync tries them all).
+pub const REFUSED_RETRIED_PER_RUN: usize = 100;
+
 /// Where the full syncs of one run find what is deployed.
 #[derive(Default)]
 struct Listing {
     /// Whether a stored listing was looked for yet.
     looked_up: bool,
-    /// The listing ensure-runtime stored moments ago.
+    /// The listing ensure-runtime (or a concurrent execution) stored moments ago.
     stored: Option<Discovery>,
     /// This run's own listing of the account, and when it was made.
     live: Option<(Deployments, i64)>,
+    /// Another execution is listing the account: full syncs wait for the next run.
+    listed_elsewhere: bool,
 }
 
 /// What incremental runs of several runtimes share: one CloudTrail read per window, one re-read
@@ -62,7 +74,19 @@ struct Lookups {
 struct Listed {
     chunks: Vec<Chunk>,
     watermarks: Vec<WatermarkUpdate>,
+    /// Stages left for the next run (another execution lists the account).
+    deferred: Vec<String>,
+    held_back: Vec<StageFailure>,
     summary: ChangeSummary,
+}
+
+/// One stage's assets work.
+struct StageWork {
+    upserts: Vec<DeployedApi>,
+    deletes: Vec<String>,
+    watermark: WatermarkUpdate,
+    /// Refused APIs this run does not try again: kept for the next runs.
+    carried: Vec<Refused>,
 }
 
 pub struct ListChanges<'a, G, C, S, F, E> {
@@ -76,15 +100,16 @@ pub struct ListChanges<'a, G, C, S, F, E> {
 
 impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed, E: Executions> ListChanges<'_, G, C, S, F, E> {
     pub async fn run(&self, input: ListChangesInput, now: i64) -> Result<ListChangesOutput> {
-        let (claimed, skipped) = self.claim(&input, now).await?;
+        let (claimed, mut skipped) = self.claim(&input, now).await?;
         let runtimes: Vec<&RuntimeRef> = input.runtimes.iter().filter(|r| claimed.contains(&r.stage)).collect();
         let listed = match input.kind {
             Kind::Assets => self.assets(input.mode, &runtimes, &input.execution_id, now).await,
             Kind::Metrics => self.metrics(&runtimes, now).await,
         };
         match listed {
-            Ok(Listed { chunks, watermarks, summary }) => {
-                Ok(ListChangesOutput { kind: input.kind, chunks, watermarks, claimed, skipped, summary })
+            Ok(Listed { chunks, watermarks, deferred, held_back, summary }) => {
+                skipped.extend(deferred);
+                Ok(ListChangesOutput { kind: input.kind, chunks, watermarks, claimed, skipped, held_back, summary })
             }
             Err(error) => {
                 for stage in &claimed {
@@ -101,7 +126,8 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed, E: Executions
     /// On failure the workflow does not know the claims yet, so this task releases them itself.
     async fn give_back(&self, input: &ListChangesInput, claimed: &[String]) {
         for stage in claimed {
-            if let Err(error) = self.state.release(stage, input.kind, &input.execution_id).await {
+            let on = ClaimOn::Branch { stage, kind: input.kind };
+            if let Err(error) = self.state.release(on, &input.execution_id).await {
                 tracing::warn!(stage, %error, "claim not released; it expires by itself");
             }
         }
@@ -111,10 +137,12 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed, E: Executions
     /// skipped this run, unless that execution has ended (its claim is then taken over).
     async fn claim(&self, input: &ListChangesInput, now: i64) -> Result<(Vec<String>, Vec<String>)> {
         let (mut claimed, mut skipped) = (Vec::new(), Vec::new());
+        let ttl = self.config.claim_ttl.as_secs() as i64;
         for runtime in &input.runtimes {
-            match self.claim_stage(input, &runtime.stage, now).await {
-                Ok(true) => claimed.push(runtime.stage.clone()),
-                Ok(false) => {
+            let on = ClaimOn::Branch { stage: &runtime.stage, kind: input.kind };
+            match acquire(self.state, self.executions, on, &input.execution_id, now, ttl).await {
+                Ok(Claim::Taken) => claimed.push(runtime.stage.clone()),
+                Ok(Claim::HeldBy(_)) => {
                     tracing::info!(stage = runtime.stage, kind = ?input.kind, "another execution holds the stage; skipped");
                     skipped.push(runtime.stage.clone());
                 }
@@ -127,94 +155,46 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed, E: Executions
         Ok((claimed, skipped))
     }
 
-    async fn claim_stage(&self, input: &ListChangesInput, stage: &str, now: i64) -> Result<bool> {
-        let expires_at = now + self.config.claim_ttl.as_secs() as i64;
-        let (kind, me) = (input.kind, input.execution_id.as_str());
-        let holder = match self.state.claim(stage, kind, me, now, expires_at).await? {
-            Claim::Taken => return Ok(true),
-            Claim::HeldBy(Some(holder)) => holder,
-            // Released between the claim and the read: the next run takes it.
-            Claim::HeldBy(None) => return Ok(false),
-        };
-        // Unknown status (e.g. an Express execution, which DescribeExecution does not serve):
-        // the claim stands until it expires.
-        let running = self.executions.is_running(&holder).await.unwrap_or_else(|error| {
-            tracing::warn!(stage, holder, %error, "cannot tell whether the claim's holder still runs");
-            true
-        });
-        if running {
-            return Ok(false);
-        }
-        tracing::info!(stage, holder, "the execution holding the claim has ended; taking it over");
-        self.state.take_over(stage, kind, &holder, me, expires_at).await
-    }
-
     async fn assets(&self, mode: SyncMode, runtimes: &[&RuntimeRef], execution_id: &str, now: i64) -> Result<Listed> {
         let mut output = Listed::default();
         // Shared across runtimes: one listing of the account, one CloudTrail read per window,
         // one GetStages and one GetApi per touched API.
         let mut listing = Listing::default();
         let mut lookups = Lookups::default();
-
         for runtime in runtimes {
-            let state = self.state.load(&runtime.stage).await?;
-            let mut plan = plan_assets(mode, &state, now, self.config.change_timing());
-            let mut window = Touched::default();
-            if let AssetPlan::Incremental { start, end } = plan {
-                window = self.unapplied_changes(&mut lookups, &runtime.stage, &state, start, end).await?;
-                if window.unreadable > 0 {
-                    // What an unreadable record changed is unknown: listing the stage finds it.
-                    tracing::warn!(
-                        stage = runtime.stage,
-                        start,
-                        end,
-                        "unreadable CloudTrail record; full sync instead"
-                    );
-                    plan = AssetPlan::Full { position: end };
+            let stage = &runtime.stage;
+            let work = match self.stage_work(runtime, mode, execution_id, &mut listing, &mut lookups, now).await {
+                Ok(Some(work)) => work,
+                Ok(None) => continue,
+                Err(error) if error.is_stage_scoped() => {
+                    tracing::warn!(stage, error_type = error.error_type(), %error, "stage held back; the others go on");
+                    let cause = error.to_string();
+                    output.held_back.push(StageFailure {
+                        stage: stage.clone(),
+                        error: error.error_type().into(),
+                        cause,
+                    });
+                    continue;
                 }
-            }
-            let (upserts, deletes, watermark) = match plan {
-                AssetPlan::UpToDate => continue,
-                AssetPlan::Full { position } => {
-                    let (deployed, listed_at) = self.deployed_on(&mut listing, &runtime.stage, now).await?;
-                    // Changes made after the listing are read by the next incremental window.
-                    let position = position.min(listed_at);
-                    let deletes = self.stale_apis(runtime, &deployed).await?;
-                    output.summary.full_runtimes += 1;
-                    (
-                        deployed,
-                        deletes,
-                        WatermarkUpdate {
-                            stage: runtime.stage.clone(),
-                            position,
-                            full_sync_at: Some(now),
-                            applied_events: None,
-                        },
-                    )
-                }
-                AssetPlan::Incremental { start, end } => {
-                    let (upserts, deletes) = self.changed_on(&mut lookups, &runtime.stage, window).await?;
-                    let applied_events = self.remember_applied(&mut lookups, execution_id, start, end, now).await?;
-                    output.summary.incremental_runtimes += 1;
-                    (
-                        upserts,
-                        deletes,
-                        WatermarkUpdate {
-                            stage: runtime.stage.clone(),
-                            position: end,
-                            full_sync_at: None,
-                            applied_events,
-                        },
-                    )
-                }
+                Err(error) => return Err(error),
             };
-            self.update_catalog(&runtime.stage, &upserts, &deletes, watermark.full_sync_at.is_some()).await?;
+            let StageWork { upserts, deletes, mut watermark, carried } = work;
+            match watermark.full_sync_at {
+                Some(_) => output.summary.full_runtimes += 1,
+                None => output.summary.incremental_runtimes += 1,
+            }
             output.summary.upserts += upserts.len();
             output.summary.deletes += deletes.len();
-            let chunks = chunk_assets(&runtime.runtime_id, &runtime.stage, upserts, deletes, self.config.chunk_size);
+            let run = run_key(Kind::Assets, execution_id, stage);
+            let chunks = chunk_assets(&runtime.runtime_id, stage, &run, upserts, deletes, self.config.chunk_size);
+            watermark.chunks = chunks.len();
+            if !chunks.is_empty() || !carried.is_empty() {
+                self.state.start_run(&run, &carried, now + RUN_TTL_SECONDS).await?;
+                watermark.run = Some(run);
+            }
             for (index, (mut chunk, apis)) in chunks.into_iter().enumerate() {
                 if !apis.is_empty() {
-                    let key = snapshot_key(execution_id, &runtime.stage, index);
+                    let key = snapshot_key(execution_id, stage, index);
                     self.state.put_snapshot(&key, &apis, now + SNAPSHOT_TTL_SECONDS).await?;
                     chunk.snapshot = Some(key);
                 }
@@ -222,23 +202,124 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed, E: Executions
             }
             output.watermarks.push(watermark);
         }
+        if listing.listed_elsewhere {
+            output.deferred.extend(
+                runtimes
+                    .iter()
+                    .filter(|r| !output.watermarks.iter().any(|w| w.stage == r.stage))
+                    .map(|r| r.stage.clone()),
+            );
+        }
         Ok(output)
     }
 
-    /// What changed on `stage` in a CloudTrail window: the current state of every API its
-    /// events touched, as an upsert when it is deployed to the stage and as a delete when it is
-    /// gone from it (deleting an absent API is a no-op).
+    /// What one stage publishes this run; `None` when it is up to date, or when its full sync
+    /// waits for another execution's listing of the account.
+    async fn stage_work(
+        &self,
+        runtime: &RuntimeRef,
+        mode: SyncMode,
+        execution_id: &str,
+        listing: &mut Listing,
+        lookups: &mut Lookups,
+        now: i64,
+    ) -> Result<Option<StageWork>> {
+        let stage = &runtime.stage;
+        let state = self.state.load(stage).await?;
+        let mut plan = plan_assets(mode, &state, now, self.config.change_timing());
+        let mut window = Touched::default();
+        if let AssetPlan::Incremental { start, end } = plan {
+            window = self.unapplied_changes(lookups, stage, &state, start, end).await?;
+            if window.needs_listing() {
+                // What such a record changed is unknown: listing the stage finds it.
+                tracing::warn!(stage, start, end, "CloudTrail record that locates no change; full sync instead");
+                plan = AssetPlan::Full { position: end };
+            }
+        }
+        let work = match plan {
+            AssetPlan::UpToDate => return Ok(None),
+            AssetPlan::Full { position } => {
+                let Some((deployed, listed_at)) = self.deployed_on(listing, stage, &state, execution_id, now).await?
+                else {
+                    return Ok(None);
+                };
+                let deletes = self.stale_apis(runtime, &deployed).await?;
+                self.update_catalog(stage, Vec::new(), &deployed, &deletes).await?;
+                StageWork {
+                    upserts: deployed,
+                    deletes,
+                    // Changes made after the listing are read by the next incremental window.
+                    watermark: WatermarkUpdate {
+                        stage: stage.clone(),
+                        position: position.min(listed_at),
+                        full_sync_at: Some(now),
+                        read_at: Some(listed_at),
+                        ..WatermarkUpdate::at(stage, position)
+                    },
+                    // A full sync tries every API again.
+                    carried: Vec::new(),
+                }
+            }
+            AssetPlan::Incremental { start, end } => {
+                let catalog = self.state.load_catalog(stage).await?;
+                let retried = state.assets_refused.len().min(REFUSED_RETRIED_PER_RUN);
+                let (retry, carried) = state.assets_refused.split_at(retried);
+                let (upserts, deletes) = self.changed_on(lookups, stage, window, catalog.as_deref(), retry).await?;
+                // Before the first full sync there is no catalog to patch.
+                if let Some(catalog) = catalog.filter(|_| !upserts.is_empty() || !deletes.is_empty()) {
+                    self.update_catalog(stage, catalog, &upserts, &deletes).await?;
+                }
+                let applied_events = self.remember_applied(lookups, execution_id, start, end, now).await?;
+                StageWork {
+                    upserts,
+                    deletes,
+                    watermark: WatermarkUpdate {
+                        read_at: Some(now),
+                        applied_events,
+                        ..WatermarkUpdate::at(stage, end)
+                    },
+                    carried: carried.to_vec(),
+                }
+            }
+        };
+        Ok(Some(work))
+    }
+
+    /// What changed on `stage` in a CloudTrail window, and what the control plane refused before
+    /// (`retry`): the current state of every API they name, as an upsert when it is deployed to
+    /// the stage and as a delete when it is gone from it. A delete goes only where the API was
+    /// published (the stage's catalog, or a refusal to retry), not to every stage of the account.
     async fn changed_on(
         &self,
         lookups: &mut Lookups,
         stage: &str,
         window: Touched,
+        catalog: Option<&[CatalogEntry]>,
+        retry: &[Refused],
     ) -> Result<(Vec<DeployedApi>, Vec<String>)> {
+        let published = |id: &str| {
+            catalog.is_none_or(|entries| entries.iter().any(|e| published_api_id(&e.id, stage) == id))
+                || retry.iter().any(|r| r.id == id)
+        };
         let mut refs = window.apis;
         if !window.domains.is_empty() {
-            refs.extend(self.routed_by(lookups, &window.domains, stage).await?);
+            refs.extend(self.routed_by(lookups, &window.domains, stage, catalog).await?);
         }
-        let (mut upserts, mut deletes) = (vec![], vec![]);
+        let mut deletes = BTreeSet::new();
+        for refused in retry {
+            let entry = catalog.unwrap_or_default().iter().find(|e| published_api_id(&e.id, stage) == refused.id);
+            match entry {
+                // Read again: published now if it is still deployed, else removed.
+                Some(entry) => {
+                    refs.insert(ApiRef { generation: entry.kind.generation(), id: entry.id.clone() });
+                }
+                // Not deployed to the stage, as far as the catalog knows: removing it is the retry.
+                None => {
+                    deletes.insert(refused.id.clone());
+                }
+            }
+        }
+        let mut upserts = vec![];
         for api_ref in refs {
             if let Entry::Vacant(entry) = lookups.current.entry(api_ref.clone()) {
                 entry.insert(self.current_state(&api_ref).await?);
@@ -251,12 +332,18 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed, E: Executions
                     let (api, deployed) = (api.clone(), deployed.clone());
                     let mappings = self.mappings(lookups, api_ref.generation).await?;
                     let domains = routes_to(mappings, &api.id, stage);
+                    deletes.remove(&published_api_id(&api.id, stage));
                     upserts.push(DeployedApi { api, stage: deployed, domains });
                 }
-                Some((_, None)) | None => deletes.push(published_api_id(&api_ref.id, stage)),
+                Some((_, None)) | None => {
+                    let id = published_api_id(&api_ref.id, stage);
+                    if published(&id) {
+                        deletes.insert(id);
+                    }
+                }
             }
         }
-        Ok((upserts, deletes))
+        Ok((upserts, deletes.into_iter().collect()))
     }
 
     /// What the write events of `[start, end)` (read from CloudTrail once per run) touched,
@@ -321,11 +408,17 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed, E: Executions
 
     /// The APIs a change of the `domains` may concern on `stage`: those the catalog says they
     /// routed to, and those they route to now.
-    async fn routed_by(&self, lookups: &mut Lookups, domains: &BTreeSet<String>, stage: &str) -> Result<Vec<ApiRef>> {
+    async fn routed_by(
+        &self,
+        lookups: &mut Lookups,
+        domains: &BTreeSet<String>,
+        stage: &str,
+        catalog: Option<&[CatalogEntry]>,
+    ) -> Result<Vec<ApiRef>> {
         let mut refs = Vec::new();
-        for entry in self.state.load_catalog(stage).await?.unwrap_or_default() {
+        for entry in catalog.unwrap_or_default() {
             if entry.domains.iter().any(|d| domains.contains(d)) {
-                refs.push(ApiRef { generation: entry.kind.generation(), id: entry.id });
+                refs.push(ApiRef { generation: entry.kind.generation(), id: entry.id.clone() });
             }
         }
         for generation in self.config.api_types.generations() {
@@ -346,10 +439,19 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed, E: Executions
         Ok(&lookups.mappings[&generation])
     }
 
-    /// The APIs deployed to `stage` and when they were listed: from the listing ensure-runtime
-    /// stored for this full sync when there is one, else from one listing of the account shared
-    /// by every runtime of the run.
-    async fn deployed_on(&self, listing: &mut Listing, stage: &str, now: i64) -> Result<(Vec<DeployedApi>, i64)> {
+    /// The APIs deployed to `stage` and when they were listed: from a listing stored for this
+    /// full sync when there is one that is recent and newer than what the control plane holds
+    /// for the stage (a listing older than the changes applied since would undo them), else from
+    /// one listing of the account shared by every runtime of the run. `None` while another
+    /// execution lists the account: the full sync waits for the next run rather than list it too.
+    async fn deployed_on(
+        &self,
+        listing: &mut Listing,
+        stage: &str,
+        state: &RuntimeState,
+        execution_id: &str,
+        now: i64,
+    ) -> Result<Option<(Vec<DeployedApi>, i64)>> {
         if !listing.looked_up {
             listing.looked_up = true;
             if self.config.stages == StageSelection::All {
@@ -360,40 +462,37 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed, E: Executions
                     .filter(|d| !d.listing_parts.is_empty() && now - d.at <= LISTING_REUSE_SECONDS);
             }
         }
-        if let Some(discovery) = &listing.stored {
-            if let Some(deployed) = super::stored_deployments(self.state, discovery, stage).await {
-                return Ok((deployed, discovery.at));
-            }
-            listing.stored = None;
+        if let Some(discovery) =
+            listing.stored.as_ref().filter(|d| state.assets_read_at.is_none_or(|read| d.at >= read))
+            && let Some(deployed) = super::stored_deployments(self.state, discovery, stage).await
+        {
+            return Ok(Some((deployed, discovery.at)));
         }
-        let (listed, at) = match listing.live.take() {
-            Some(live) => live,
-            None => {
-                let listed = super::deployments_by_stage(self.gateway, &self.config.api_types).await?;
-                if self.config.stages == StageSelection::All {
-                    // A by-product: ensure-runtime reuses it instead of listing the account again.
-                    super::save_discovery(self.state, &listed, now, false).await?;
+        if listing.live.is_none() && !listing.listed_elsewhere {
+            let types = &self.config.api_types;
+            match list_account(self.gateway, self.state, self.executions, types, execution_id, now).await? {
+                AccountListing::Listed(listed) => {
+                    if self.config.stages == StageSelection::All {
+                        // A by-product: ensure-runtime reuses it instead of listing the account again.
+                        super::save_discovery(self.state, &listed, now, false).await?;
+                    }
+                    listing.live = Some((listed, now));
                 }
-                (listed, now)
+                AccountListing::ListedElsewhere(_) => listing.listed_elsewhere = true,
             }
-        };
-        let deployed = listed.get(stage).cloned().unwrap_or_default();
-        listing.live = Some((listed, at));
-        Ok((deployed, at))
+        }
+        Ok(listing.live.as_ref().map(|(listed, at)| (listed.get(stage).cloned().unwrap_or_default(), *at)))
     }
 
-    /// Keeps the stage's API catalog (read by the metrics branch) current: replaced by a full
-    /// sync, patched for the APIs an incremental run touched. Before the first full sync there is
-    /// none, and the metrics branch lists API Gateway itself.
-    async fn update_catalog(&self, stage: &str, upserts: &[DeployedApi], deletes: &[String], full: bool) -> Result<()> {
-        let mut catalog = match full {
-            true => Vec::new(),
-            false if upserts.is_empty() && deletes.is_empty() => return Ok(()),
-            false => match self.state.load_catalog(stage).await? {
-                Some(catalog) => catalog,
-                None => return Ok(()),
-            },
-        };
+    /// Keeps the stage's API catalog (read by the metrics branch) current: `base` (empty for a
+    /// full sync, the stored catalog otherwise) with the APIs this run touched.
+    async fn update_catalog(
+        &self,
+        stage: &str,
+        mut catalog: Vec<CatalogEntry>,
+        upserts: &[DeployedApi],
+        deletes: &[String],
+    ) -> Result<()> {
         let touched: BTreeSet<String> =
             upserts.iter().map(|d| published_api_id(&d.api.id, stage)).chain(deletes.iter().cloned()).collect();
         catalog.retain(|entry| !touched.contains(&published_api_id(&entry.id, stage)));
@@ -438,6 +537,10 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed, E: Executions
     /// [`WINDOWS_PER_METRICS_CHUNK`] windows: a catch-up over hundreds of runtimes takes a few
     /// Map iterations, not one per runtime and window. The watermarks are the positions publish
     /// is expected to reach; it records each window itself as the control plane accepts it.
+    ///
+    /// Windows are read only up to the stage's assets watermark, before which its API catalog
+    /// names every API deployed: a stage not synced yet waits for its first full sync, so an
+    /// API's traffic is never left out because the catalog does not know the API yet.
     async fn metrics(&self, runtimes: &[&RuntimeRef], now: i64) -> Result<Listed> {
         let mut output = Listed::default();
         let timing = self.config.window_timing();
@@ -445,13 +548,18 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed, E: Executions
         let mut open_windows = 0;
         for runtime in runtimes {
             let state = self.state.load(&runtime.stage).await?;
-            let Some((start, end)) = due_range(state.metrics_watermark, now, timing) else { continue };
+            let Some(covered_until) = state.assets_watermark else {
+                tracing::info!(stage = runtime.stage, "no API catalog yet: the metrics wait for the first assets sync");
+                continue;
+            };
+            let Some((start, end)) = due_range(state.metrics_watermark, now, covered_until, timing) else { continue };
             let due = RuntimeWindows {
                 runtime_id: runtime.runtime_id.clone(),
                 stage: runtime.stage.clone(),
                 start,
                 end,
                 interval: timing.interval,
+                reports_stored: false,
             };
             let windows = due.windows().len();
             if !open.runtimes.is_empty() && open_windows + windows > WINDOWS_PER_METRICS_CHUNK {
@@ -461,12 +569,7 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed, E: Executions
             open.runtimes.push(due);
             open_windows += windows;
             output.summary.windows += windows;
-            output.watermarks.push(WatermarkUpdate {
-                stage: runtime.stage.clone(),
-                position: end,
-                full_sync_at: None,
-                applied_events: None,
-            });
+            output.watermarks.push(WatermarkUpdate::at(&runtime.stage, end));
         }
         if !open.runtimes.is_empty() {
             output.chunks.push(Chunk::Metrics(open));

@@ -10,7 +10,8 @@ pub mod transform;
 use std::collections::BTreeMap;
 
 use crate::aws::apigateway::{ApiGateway, DeployedApi, routes_to};
-use crate::aws::state::{Discovery, StateStore, listing_key};
+use crate::aws::executions::Executions;
+use crate::aws::state::{Claim, ClaimOn, Discovery, StateStore, listing_key};
 use crate::changes::split_by_bytes;
 use crate::config::ApiTypes;
 use crate::error::Result;
@@ -20,6 +21,71 @@ pub(crate) type Deployments = BTreeMap<String, Vec<DeployedApi>>;
 
 /// Stored listing parts expire by the table's TTL well after anyone may reuse them.
 const LISTING_TTL_SECONDS: i64 = 3600;
+
+/// How long the listing's claim outlives an execution that died listing: Lambda's longest
+/// timeout, the longest a listing can go on.
+const LISTING_CLAIM_SECONDS: i64 = 900;
+
+/// Claims `on` for the execution `me` for `ttl` seconds. A claim another execution holds is
+/// taken over at once when that execution has ended (stopped, timed out, or failed with an error
+/// no `Catch` sees, such as `States.DataLimitExceeded`); while it runs, or when that cannot be
+/// told (an Express execution), the answer names it.
+pub(crate) async fn acquire(
+    state: &impl StateStore,
+    executions: &impl Executions,
+    on: ClaimOn<'_>,
+    me: &str,
+    now: i64,
+    ttl: i64,
+) -> Result<Claim> {
+    let expires_at = now + ttl;
+    let holder = match state.claim(on, me, now, expires_at).await? {
+        Claim::Taken => return Ok(Claim::Taken),
+        Claim::HeldBy(Some(holder)) => holder,
+        // Released between the claim and the read: the next run takes it.
+        Claim::HeldBy(None) => return Ok(Claim::HeldBy(None)),
+    };
+    let running = executions.is_running(&holder).await.unwrap_or_else(|error| {
+        tracing::warn!(?on, holder, %error, "cannot tell whether the claim's holder still runs");
+        true
+    });
+    if running {
+        return Ok(Claim::HeldBy(Some(holder)));
+    }
+    tracing::info!(?on, holder, "the execution holding the claim has ended; taking it over");
+    Ok(match state.take_over(on, &holder, me, expires_at).await? {
+        true => Claim::Taken,
+        false => Claim::HeldBy(None),
+    })
+}
+
+/// A listing of the account, or who else is listing it.
+pub(crate) enum AccountListing {
+    Listed(Deployments),
+    /// Another execution lists the account now (named when known).
+    ListedElsewhere(Option<String>),
+}
+
+/// Lists the account under the listing's claim, so that overlapping executions never list it at
+/// once: API Gateway's quota is the account's, whatever the number of executions.
+pub(crate) async fn list_account(
+    gateway: &impl ApiGateway,
+    state: &impl StateStore,
+    executions: &impl Executions,
+    types: &ApiTypes,
+    me: &str,
+    now: i64,
+) -> Result<AccountListing> {
+    if let Claim::HeldBy(holder) = acquire(state, executions, ClaimOn::Listing, me, now, LISTING_CLAIM_SECONDS).await? {
+        tracing::info!(?holder, "another execution lists the account");
+        return Ok(AccountListing::ListedElsewhere(holder));
+    }
+    let listed = deployments_by_stage(gateway, types).await;
+    if let Err(error) = state.release(ClaimOn::Listing, me).await {
+        tracing::warn!(%error, "the listing's claim was not released; it is taken over once this execution ends");
+    }
+    listed.map(AccountListing::Listed)
+}
 
 /// The APIs of the selected kinds deployed to each stage, sorted by API id (stages without a
 /// deployment serve nothing), with their custom domain routes: per management API one listing

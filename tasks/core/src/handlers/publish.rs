@@ -1,99 +1,209 @@
 //! `publish`: sends one batch to the control plane.
 //!
 //! Upserts and deletes are idempotent, so a retried or replayed assets batch leaves the control
-//! plane as one run would. The metrics POST is not: each window is sent once, in order per
-//! runtime, and recorded as sent (the metrics watermark) the moment the control plane accepts
-//! it, so a retried publish, a failure elsewhere or an overlapping execution never sends it again.
-//! A window whose answer was lost (sent, then a timeout or a reset) may have been stored: it is
-//! recorded as sent too, and logged, because the contract offers no way to ask and a window
-//! counted twice is worse than a window reported missing. So is a window whose task ended before
-//! recording the answer (Lambda's timeout cut it off): each POST is preceded by an in-flight mark
-//! on the stage's item, which the next attempt finds past the watermark.
+//! plane as one run would. An API the control plane refuses (a `4xx` about that request) is
+//! recorded in the stage's run and left out, so every other API is published; the chunk is
+//! recorded as published once its last batch went through, which is what lets `ack-watermark`
+//! move the stage's watermark.
 //!
-//! New windows start only while the invocation has time left for one more window's worst case
-//! (every attempt of the request timing out), so a cut-off is the exception, not the way a slow
-//! control plane ends a task.
+//! The metrics POST is not idempotent: each window is sent once, in order per runtime, and
+//! recorded as sent (the metrics watermark) the moment the control plane accepts it, so a retried
+//! publish, a failure elsewhere or an overlapping execution never sends it again. A window whose
+//! answer was lost (sent, then a timeout or a reset) may have been stored: it is recorded as sent
+//! too, and logged, because the contract offers no way to ask and a window counted twice is worse
+//! than a window reported missing. So is a window whose task ended before recording the answer
+//! (Lambda's timeout cut it off): each POST is preceded by an in-flight mark on the stage's item,
+//! which the next attempt finds past the watermark.
+//!
+//! New requests start only while the invocation has time left for their worst case (every
+//! attempt timing out); what is left over goes back to the workflow as the batch's `next`, so a
+//! slow control plane makes more invocations, not a cut-off one.
 
 use std::time::{Duration, Instant};
 
-use crate::aws::state::{StateStore, report_key};
+use crate::aws::state::{RunEntry, StateStore, report_key};
+use crate::control_plane::types::ApiDocument;
 use crate::control_plane::{ControlPlane, Upserted};
 use crate::error::{AgentError, Result};
-use crate::model::{Batch, Chunk, MetricsChunk, PublishOutput, RuntimeWindows};
+use crate::mapping::aws_api_id;
+use crate::model::{AssetChunk, Batch, Chunk, MetricsChunk, Operation, PublishOutput, Refused, RuntimeWindows};
 use crate::telemetry;
 
-/// The function's timeout as deployed (`statemachine/functions.json`), for a Lambda runtime
-/// that announces no usable deadline (`cargo lambda watch` sends a constant).
-pub const TIMEOUT_WITHOUT_DEADLINE: Duration = Duration::from_secs(280);
-/// A window's time besides its request: loading its report and the two state writes around it.
-const WINDOW_STATE_TIME: Duration = Duration::from_secs(15);
-
-/// The instant after which no new window starts: the invocation's deadline less the longest a
-/// window can take (`longest_request`, the control plane client's worst case, and its state
-/// writes), so a window in flight is recorded before Lambda stops the function.
-pub fn send_until(started: Instant, deadline: Option<Instant>, longest_request: Duration) -> Instant {
-    let deadline = deadline.unwrap_or(started + TIMEOUT_WITHOUT_DEADLINE);
-    deadline.checked_sub(longest_request + WINDOW_STATE_TIME).map_or(started, |until| until.max(started))
-}
+/// A request's time besides the control plane's answer: the state writes around it.
+const STATE_TIME: Duration = Duration::from_secs(15);
+/// Run records outlive the longest execution (an hour); then the table's TTL removes them.
+pub const RUN_TTL_SECONDS: i64 = 86_400;
 
 pub struct Publish<'a, C, S> {
     pub control_plane: &'a C,
     pub state: &'a S,
-    /// New windows are not started after this instant; the next run sends them.
-    pub send_until: Instant,
+    /// When Lambda stops the invocation.
+    pub deadline: Instant,
+    /// The longest one control plane request can take with its repetitions.
+    pub longest_request: Duration,
+}
+
+/// One batch of APIs, as publish works through it.
+struct AssetBatch<'b> {
+    runtime_id: &'b str,
+    stage: &'b str,
+    run: &'b str,
 }
 
 impl<C: ControlPlane, S: StateStore> Publish<'_, C, S> {
     pub async fn run(&self, batch: Batch, now: i64) -> Result<PublishOutput> {
         match batch {
-            Batch::Assets { runtime_id, upserts, deletes, next } => {
-                let (mut created, mut updated, mut deleted) = (0, 0, 0);
-                for document in &upserts {
-                    match self.control_plane.upsert_api(&runtime_id, document).await? {
-                        Upserted::Created => created += 1,
-                        Upserted::Updated => updated += 1,
+            Batch::Assets { runtime_id, stage, run, index, snapshot, upserts, deletes, next } => {
+                let batch = AssetBatch { runtime_id: &runtime_id, stage: &stage, run: &run };
+                let mut output = PublishOutput { runtime_ids: vec![runtime_id.clone()], ..PublishOutput::default() };
+                let left = self.assets(&batch, &upserts, &deletes, now, &mut output).await?;
+                // What this batch did not reach comes before what did not fit it.
+                let rest = match (left, next) {
+                    (None, next) => next.map(|next| *next),
+                    (Some((mut upserts, mut deletes)), next) => {
+                        if let Some(next) = next.map(|next| *next) {
+                            upserts.extend(next.upserts);
+                            deletes.extend(next.deletes);
+                        }
+                        let (runtime_id, stage, run) = (runtime_id.clone(), stage.clone(), run.clone());
+                        Some(AssetChunk { runtime_id, stage, run, index, upserts, deletes, snapshot })
                     }
+                };
+                if rest.is_none() {
+                    // Every API of the chunk was sent or recorded as refused.
+                    self.state.record_in_run(&run, RunEntry::ChunkDone(index), now + RUN_TTL_SECONDS).await?;
                 }
-                for api_id in &deletes {
-                    if self.control_plane.delete_api(&runtime_id, api_id).await? {
-                        deleted += 1;
-                    }
-                }
-                tracing::info!(runtime_id, created, updated, deleted, "assets published");
-                Ok(PublishOutput {
-                    runtime_ids: vec![runtime_id],
-                    created,
-                    updated,
-                    deleted,
-                    next: next.map(Chunk::Assets),
-                    ..PublishOutput::default()
-                })
+                tracing::info!(
+                    runtime_id,
+                    created = output.created,
+                    updated = output.updated,
+                    deleted = output.deleted,
+                    refused = output.refused,
+                    "assets published"
+                );
+                output.next = rest.map(Chunk::Assets);
+                Ok(output)
             }
             Batch::Metrics(chunk) => self.metrics(chunk, now).await,
         }
     }
 
+    /// Whether a task started now that makes `requests` control plane requests ends before the
+    /// deadline, whatever the control plane does.
+    fn time_left_for(&self, requests: u32) -> bool {
+        Instant::now() + self.longest_request * requests + STATE_TIME <= self.deadline
+    }
+
+    /// Sends the batch's upserts, then its deletes; an item the control plane refuses is recorded
+    /// and skipped. When time runs out, what is left (API ids to upsert, ids to delete).
+    async fn assets(
+        &self,
+        batch: &AssetBatch<'_>,
+        upserts: &[ApiDocument],
+        deletes: &[String],
+        now: i64,
+        output: &mut PublishOutput,
+    ) -> Result<Option<(Vec<String>, Vec<String>)>> {
+        // An upsert is a POST and, for an API the control plane holds, a PUT.
+        for (sent, document) in upserts.iter().enumerate() {
+            if sent > 0 && !self.time_left_for(2) {
+                let left = upserts[sent..].iter().map(|d| aws_api_id(&d.id, batch.stage).to_owned()).collect();
+                return Ok(Some((left, deletes.to_vec())));
+            }
+            match self.control_plane.upsert_api(batch.runtime_id, document).await {
+                Ok(Upserted::Created) => output.created += 1,
+                Ok(Upserted::Updated) => output.updated += 1,
+                Err(error) if error.is_refusal() => {
+                    self.refuse(batch, &document.id, Operation::Upsert, &error, now).await?;
+                    output.refused += 1;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        for (sent, api_id) in deletes.iter().enumerate() {
+            if (sent > 0 || !upserts.is_empty()) && !self.time_left_for(1) {
+                return Ok(Some((Vec::new(), deletes[sent..].to_vec())));
+            }
+            match self.control_plane.delete_api(batch.runtime_id, api_id).await {
+                Ok(true) => output.deleted += 1,
+                Ok(false) => {}
+                Err(error) if error.is_refusal() => {
+                    self.refuse(batch, api_id, Operation::Delete, &error, now).await?;
+                    output.refused += 1;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Records an API the control plane refused in the stage's run: `ack-watermark` keeps it for
+    /// the next runs to retry and names it in the execution output.
+    async fn refuse(
+        &self,
+        batch: &AssetBatch<'_>,
+        id: &str,
+        operation: Operation,
+        error: &AgentError,
+        now: i64,
+    ) -> Result<()> {
+        tracing::warn!(
+            stage = batch.stage,
+            runtime_id = batch.runtime_id,
+            api_id = id,
+            ?operation,
+            error_type = error.error_type(),
+            %error,
+            "the control plane refused an API; the others go on, and later runs retry it"
+        );
+        let refused = Refused {
+            id: id.to_owned(),
+            operation,
+            error: error.error_type().to_owned(),
+            message: error.to_string(),
+            at: now,
+        };
+        self.state.record_in_run(batch.run, RunEntry::Refused(&refused), now + RUN_TTL_SECONDS).await
+    }
+
     /// Sends each runtime's windows in order. A failure stops that runtime's later windows and
     /// not the other runtimes'; the first failure is then returned, so the workflow retries the
-    /// batch (which skips every window already accepted).
+    /// batch (which skips every window already accepted). Runtimes whose reports transform has
+    /// not stored yet, or that the time left did not reach, are the batch's `next`.
     async fn metrics(&self, chunk: MetricsChunk, now: i64) -> Result<PublishOutput> {
         let mut output = PublishOutput::default();
         let mut first_failure = None;
-        for runtime in &chunk.runtimes {
+        let mut left = Vec::new();
+        for runtime in chunk.runtimes {
             output.runtime_ids.push(runtime.runtime_id.clone());
-            if let Err(error) = self.send_windows(runtime, now, &mut output).await {
-                tracing::warn!(runtime_id = runtime.runtime_id, %error, "metrics windows stopped");
-                first_failure.get_or_insert(error);
+            if !runtime.reports_stored {
+                left.push(runtime);
+                continue;
+            }
+            match self.send_windows(&runtime, now, &mut output).await {
+                Ok(true) => {}
+                Ok(false) => left.push(runtime),
+                Err(error) => {
+                    tracing::warn!(runtime_id = runtime.runtime_id, %error, "metrics windows stopped");
+                    first_failure.get_or_insert(error);
+                }
             }
         }
-        tracing::info!(sent = output.windows_sent, already_sent = output.windows_already_sent, "metrics published");
-        match first_failure {
-            Some(error) => Err(error),
-            None => Ok(output),
+        tracing::info!(
+            sent = output.windows_sent,
+            already_sent = output.windows_already_sent,
+            left = left.len(),
+            "metrics published"
+        );
+        if let Some(error) = first_failure {
+            return Err(error);
         }
+        output.next = (!left.is_empty()).then_some(Chunk::Metrics(MetricsChunk { runtimes: left }));
+        Ok(output)
     }
 
-    async fn send_windows(&self, runtime: &RuntimeWindows, now: i64, output: &mut PublishOutput) -> Result<()> {
+    /// Sends the runtime's windows not sent yet; `false` when time ran out before the last.
+    async fn send_windows(&self, runtime: &RuntimeWindows, now: i64, output: &mut PublishOutput) -> Result<bool> {
         let stage = &runtime.stage;
         let stored = self.state.load(stage).await?;
         let mut sent_until = stored.metrics_watermark;
@@ -112,11 +222,9 @@ impl<C: ControlPlane, S: StateStore> Publish<'_, C, S> {
                 output.windows_already_sent += 1;
                 continue;
             }
-            if Instant::now() >= self.send_until {
-                return Err(AgentError::ControlPlaneUnavailable(format!(
-                    "runtime {}: windows from {end} left for the next attempt: the time budget is spent",
-                    runtime.runtime_id
-                )));
+            if output.windows_sent > 0 && !self.time_left_for(1) {
+                tracing::info!(runtime_id = runtime.runtime_id, window_end = end, "time left for no further window");
+                return Ok(false);
             }
             let report = self.state.load_report(&report_key(&runtime.runtime_id, end)).await?;
             self.state.set_metrics_in_flight(stage, Some(end)).await?;
@@ -144,7 +252,7 @@ impl<C: ControlPlane, S: StateStore> Publish<'_, C, S> {
             sent_until = Some(end);
             output.windows_sent += 1;
         }
-        Ok(())
+        Ok(true)
     }
 
     fn window_in_doubt(&self, runtime: &RuntimeWindows, window_end: i64, cause: &str, now: i64) {

@@ -1,17 +1,26 @@
 //! `transform`: turns a chunk's APIs (from the snapshot list-changes stored) into control plane
 //! documents, or its runtimes' metrics (from CloudWatch) into one stored report per window.
+//!
+//! A metrics read names CloudWatch's series from the stage's API catalog (kept by the assets
+//! branch), reads every API `ListMetrics` lists as active and probes the others (a new metric
+//! takes up to 15 minutes to be listed, one quiet for two weeks is not listed: neither may decide
+//! that an API had no traffic), one `GetMetricData` call per 500 queries. A read that outlives
+//! the invocation keeps what it read, call by call, and the next invocation goes on from there.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
 
-use crate::aws::apigateway::{ApiGateway, ApiKind, DeployedApi, deployed_stage};
-use crate::aws::cloudwatch::{MetricSource, MetricSubject};
-use crate::aws::state::{StateStore, report_key};
+use serde::{Deserialize, Serialize};
+
+use crate::aws::apigateway::DeployedApi;
+use crate::aws::cloudwatch::{MAX_QUERIES_PER_CALL, MetricSource, MetricSubject};
+use crate::aws::state::{StateStore, progress_key, report_key};
 use crate::config::ApiTypes;
 use crate::control_plane::types::ApiDocument;
 use crate::error::{AgentError, Result};
 use crate::mapping::{api_document, published_api_id};
-use crate::metrics::{ApiIdentity, ApiSeries, metrics_model};
-use crate::model::{AssetChunk, Batch, MetricsChunk};
+use crate::metrics::{ApiIdentity, Totals, metrics_model};
+use crate::model::{AssetChunk, Batch, MetricsChunk, RuntimeWindows};
 
 /// Reports wait for publish at most for the rest of the execution; the table's TTL removes them.
 const REPORT_TTL_SECONDS: i64 = 86_400;
@@ -21,15 +30,51 @@ const REPORT_TTL_SECONDS: i64 = 86_400;
 /// about 24 KiB), a batch stays under 200 KiB, well inside Step Functions' 256 KiB limit.
 pub const BATCH_BUDGET_BYTES: usize = 176 * 1024;
 
-pub struct Transform<'a, G, M, S> {
+/// What a CloudWatch call may take beyond the slowest one seen so far, and the state writes
+/// after it: a new call starts only with this much time left before the deadline.
+const CALL_MARGIN: Duration = Duration::from_secs(15);
+
+pub struct Transform<'a, M, S> {
     pub region: &'a str,
     pub api_types: &'a ApiTypes,
-    pub gateway: &'a G,
     pub metrics: &'a M,
     pub state: &'a S,
 }
 
-impl<G: ApiGateway, M: MetricSource, S: StateStore> Transform<'_, G, M, S> {
+/// The APIs one read of a runtime's windows covers, in the order they are read, and how they
+/// are cut into `GetMetricData` calls: fixed when the read starts, so a read resumed by another
+/// invocation reads the same APIs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct ReadPlan {
+    apis: Vec<(MetricSubject, ApiIdentity)>,
+    /// The index of each call's first API.
+    calls: Vec<usize>,
+}
+
+/// What one call of a read found: per window end, each API's totals, in the call's order.
+type CallTotals = Vec<(i64, Vec<Totals>)>;
+
+/// How the invocation's time is spent: a call starts only if the slowest one so far, and a margin,
+/// still fit before the deadline.
+struct Budget {
+    deadline: Instant,
+    slowest: Duration,
+    calls: usize,
+}
+
+impl Budget {
+    /// Whether another call may start; the first one always may, so every invocation progresses.
+    fn allows_a_call(&self) -> bool {
+        self.calls == 0 || Instant::now() + self.slowest + CALL_MARGIN <= self.deadline
+    }
+
+    fn spent(&mut self, started: Instant) {
+        self.slowest = self.slowest.max(started.elapsed());
+        self.calls += 1;
+    }
+}
+
+impl<M: MetricSource, S: StateStore> Transform<'_, M, S> {
     /// The chunk's documents, from the snapshot list-changes stored: no API Gateway call, so a
     /// retried chunk costs none either.
     pub async fn assets(&self, chunk: AssetChunk) -> Result<Batch> {
@@ -50,86 +95,157 @@ impl<G: ApiGateway, M: MetricSource, S: StateStore> Transform<'_, G, M, S> {
             if !upserts.is_empty() && used + size > BATCH_BUDGET_BYTES {
                 let mut rest = vec![api_id];
                 rest.extend(pending);
-                next = Some(AssetChunk {
+                next = Some(Box::new(AssetChunk {
                     runtime_id: chunk.runtime_id.clone(),
                     stage: chunk.stage.clone(),
+                    run: chunk.run.clone(),
+                    index: chunk.index,
                     upserts: rest,
                     deletes: vec![],
                     snapshot: chunk.snapshot.clone(),
-                });
+                }));
                 break;
             }
             used += size;
             upserts.push(document);
         }
-        Ok(Batch::Assets { runtime_id: chunk.runtime_id, upserts, deletes: chunk.deletes, next })
+        Ok(Batch::Assets {
+            runtime_id: chunk.runtime_id,
+            stage: chunk.stage,
+            run: chunk.run,
+            index: chunk.index,
+            snapshot: chunk.snapshot,
+            upserts,
+            deletes: chunk.deletes,
+            next,
+        })
     }
 
     /// Reads each runtime's due windows from CloudWatch with one query per metric and API (not
     /// per window), and stores each window's report for publish. A runtime whose data is not
-    /// complete yet fails the chunk with `MetricsIncomplete`: its windows wait, never sent as zero.
-    pub async fn metrics(&self, chunk: MetricsChunk, now: i64) -> Result<Batch> {
-        for runtime in &chunk.runtimes {
-            let apis = self.apis_with_traffic(&runtime.stage, runtime.start, now).await?;
-            let subjects: Vec<MetricSubject> = apis.keys().cloned().collect();
-            let mut series = self.metrics.api_series(&runtime.stage, &subjects, runtime.start, runtime.end).await?;
-            let measured: Vec<(ApiIdentity, ApiSeries)> =
-                apis.into_iter().map(|(subject, api)| (api, series.remove(&subject).unwrap_or_default())).collect();
-            for (start, end) in runtime.windows() {
-                let in_window: Vec<(ApiIdentity, ApiSeries)> =
-                    measured.iter().map(|(api, series)| (api.clone(), series.within(start, end))).collect();
-                let report = metrics_model(end, &in_window);
-                self.state.put_report(&report_key(&runtime.runtime_id, end), &report, now + REPORT_TTL_SECONDS).await?;
+    /// complete yet fails the chunk with `MetricsIncomplete`: its windows wait, never sent as
+    /// zero. Runtimes the invocation had no time for keep `reports_stored` false; the workflow
+    /// brings them back.
+    pub async fn metrics(&self, mut chunk: MetricsChunk, now: i64, deadline: Instant) -> Result<Batch> {
+        let mut budget = Budget { deadline, slowest: Duration::ZERO, calls: 0 };
+        for runtime in chunk.runtimes.iter_mut().filter(|r| !r.reports_stored) {
+            if !budget.allows_a_call() {
+                break;
             }
+            runtime.reports_stored = self.read(runtime, now, &mut budget).await?;
+        }
+        let stored = chunk.runtimes.iter().filter(|r| r.reports_stored).count();
+        if stored < chunk.runtimes.len() {
+            tracing::info!(
+                stored,
+                left = chunk.runtimes.len() - stored,
+                "metrics read continues in the next invocation"
+            );
         }
         Ok(Batch::Metrics(chunk))
     }
 
-    /// The APIs deployed to `stage` that CloudWatch has traffic of since `since`, by the name or
-    /// id CloudWatch knows them by. REST API metrics carry the API's name, not its id: of two
-    /// REST APIs with one name on a stage, CloudWatch sums the traffic, and it is reported under
-    /// the lowest id. HTTP and WebSocket APIs are told apart by id.
-    async fn apis_with_traffic(
-        &self,
-        stage: &str,
-        since: i64,
-        now: i64,
-    ) -> Result<BTreeMap<MetricSubject, ApiIdentity>> {
-        let with_traffic = self.metrics.apis_with_traffic(stage, self.api_types, since, now).await?;
-        let mut apis: BTreeMap<MetricSubject, ApiIdentity> = BTreeMap::new();
-        if with_traffic.is_empty() {
-            return Ok(apis);
-        }
-        let mut add = |kind: ApiKind, id: &str, name: &str, version: Option<String>| {
-            let subject = MetricSubject::of(kind, id, name);
-            if with_traffic.contains(&subject) && self.api_types.includes(kind) {
-                let identity = || ApiIdentity { id: published_api_id(id, stage), name: name.to_owned(), version };
-                apis.entry(subject).or_insert_with(identity);
+    /// Reads the runtime's windows, going on from what an earlier invocation read; `true` once
+    /// every window's report is stored, `false` when the budget ran out first.
+    async fn read(&self, runtime: &RuntimeWindows, now: i64, budget: &mut Budget) -> Result<bool> {
+        let (start, end) = (runtime.start, runtime.end);
+        let key = |part: &str| progress_key(&runtime.runtime_id, start, end, part);
+        let plan = match self.state.load_document::<ReadPlan>(&key("plan")).await? {
+            Some(plan) => plan,
+            None => {
+                let plan = self.plan(runtime, now, budget).await?;
+                self.state.put_document(&key("plan"), &plan, now + REPORT_TTL_SECONDS).await?;
+                plan
             }
         };
-        // The catalog the assets branch keeps, sorted by id; before the first full sync, a listing.
-        if let Some(catalog) = self.state.load_catalog(stage).await? {
-            for entry in catalog {
-                add(entry.kind, &entry.id, &entry.name, entry.deployment);
-            }
-            return Ok(apis);
-        }
-        let mut listed = Vec::new();
-        for generation in self.api_types.generations() {
-            listed.extend(self.gateway.list_apis(generation).await?);
-        }
-        listed.sort_by(|a, b| a.id.cmp(&b.id));
-        let mut seen = BTreeSet::new();
-        for api in listed {
-            let subject = MetricSubject::of(api.kind, &api.id, &api.name);
-            if !with_traffic.contains(&subject) || !seen.insert(subject) {
+        let mut read: Vec<CallTotals> = Vec::with_capacity(plan.calls.len());
+        for (call, &first) in plan.calls.iter().enumerate() {
+            let part = format!("call{call}");
+            if let Some(done) = self.state.load_document::<CallTotals>(&key(&part)).await? {
+                read.push(done);
                 continue;
             }
-            let stages = self.gateway.get_stages(api.kind.generation(), &api.id).await?;
-            if let Some(deployed) = deployed_stage(&stages, stage) {
-                add(api.kind, &api.id, &api.name, deployed.deployment_id.clone());
+            if !budget.allows_a_call() {
+                return Ok(false);
             }
+            let last = plan.calls.get(call + 1).copied().unwrap_or(plan.apis.len());
+            let subjects: Vec<MetricSubject> = plan.apis[first..last].iter().map(|(s, _)| s.clone()).collect();
+            let started = Instant::now();
+            let mut series = self.metrics.api_series(&runtime.stage, &subjects, start, end).await?;
+            budget.spent(started);
+            let totals: CallTotals = runtime
+                .windows()
+                .into_iter()
+                .map(|(from, to)| {
+                    let per_api = subjects
+                        .iter()
+                        .map(|s| series.get(s).map(|series| Totals::of(&series.within(from, to))).unwrap_or_default())
+                        .collect();
+                    (to, per_api)
+                })
+                .collect();
+            series.clear();
+            // Kept only when the read may not finish in this invocation.
+            if plan.calls.len() > 1 {
+                self.state.put_document(&key(&part), &totals, now + REPORT_TTL_SECONDS).await?;
+            }
+            read.push(totals);
         }
-        Ok(apis)
+        for (index, (_, window_end)) in runtime.windows().into_iter().enumerate() {
+            let apis: Vec<(ApiIdentity, Totals)> = read
+                .iter()
+                .flat_map(|call| call[index].1.iter().copied())
+                .zip(plan.apis.iter().map(|(_, api)| api.clone()))
+                .map(|(totals, api)| (api, totals))
+                .collect();
+            let report = metrics_model(window_end, &apis);
+            self.state
+                .put_report(&report_key(&runtime.runtime_id, window_end), &report, now + REPORT_TTL_SECONDS)
+                .await?;
+        }
+        Ok(true)
+    }
+
+    /// The APIs a read covers: those deployed to the stage (its catalog) that `ListMetrics`
+    /// lists as active, and those of the others that a probe finds traffic of.
+    async fn plan(&self, runtime: &RuntimeWindows, now: i64, budget: &mut Budget) -> Result<ReadPlan> {
+        let stage = &runtime.stage;
+        let catalog = self.state.load_catalog(stage).await?.ok_or_else(|| {
+            AgentError::MetricsIncomplete(format!("stage {stage} has no API catalog yet: its windows wait for it"))
+        })?;
+        // REST API metrics carry the API's name, not its id: of two REST APIs with one name on a
+        // stage, CloudWatch sums the traffic, and it is reported under the lowest id (the catalog
+        // is sorted by id). HTTP and WebSocket APIs are told apart by id.
+        let mut deployed: BTreeMap<MetricSubject, ApiIdentity> = BTreeMap::new();
+        for entry in catalog.into_iter().filter(|e| self.api_types.includes(e.kind)) {
+            let subject = MetricSubject::of(entry.kind, &entry.id, &entry.name);
+            let identity =
+                ApiIdentity { id: published_api_id(&entry.id, stage), name: entry.name, version: entry.deployment };
+            deployed.entry(subject).or_insert(identity);
+        }
+        let started = Instant::now();
+        let listed = self.metrics.apis_with_traffic(stage, self.api_types, runtime.start, now).await?;
+        let unlisted: Vec<MetricSubject> = deployed.keys().filter(|s| !listed.contains(s)).cloned().collect();
+        let probed = match unlisted.is_empty() {
+            true => Default::default(),
+            false => self.metrics.with_traffic(stage, &unlisted, runtime.start, runtime.end).await?,
+        };
+        budget.spent(started);
+        if !probed.is_empty() {
+            tracing::info!(stage, apis = probed.len(), "traffic of APIs ListMetrics does not list yet");
+        }
+        let apis: Vec<(MetricSubject, ApiIdentity)> =
+            deployed.into_iter().filter(|(subject, _)| listed.contains(subject) || probed.contains(subject)).collect();
+        // An API's queries never straddle two calls.
+        let mut calls = Vec::new();
+        let mut queries = MAX_QUERIES_PER_CALL;
+        for (index, (subject, _)) in apis.iter().enumerate() {
+            if queries + subject.queries() > MAX_QUERIES_PER_CALL {
+                calls.push(index);
+                queries = 0;
+            }
+            queries += subject.queries();
+        }
+        Ok(ReadPlan { apis, calls })
     }
 }

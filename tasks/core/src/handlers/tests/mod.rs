@@ -2,364 +2,37 @@
 //! network, at sizes the end-to-end tests cannot reach quickly (10,000 APIs).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::LazyLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
-use super::ack_watermark::ack_watermark;
+mod doubles;
+mod isolation;
+
+use self::doubles::*;
+use super::ack_watermark::{AckAnswer, ack_watermark};
 use super::ensure_runtime::EnsureRuntime;
 use super::list_changes::{ListChanges, WINDOWS_PER_METRICS_CHUNK};
-use super::publish::{self, Publish};
+use super::publish::Publish;
 use super::transform::{BATCH_BUDGET_BYTES, Transform};
-use crate::aws::apigateway::{Api, ApiGateway, ApiKind, DeployedApi, DomainMapping, Generation, Stage};
+use crate::aws::apigateway::{Api, ApiGateway, ApiKind, DomainMapping, Generation, Stage};
 use crate::aws::cloudtrail::{ApiEvent, ChangeFeed};
 use crate::aws::cloudwatch::{MetricSource, MetricSubject};
-use crate::aws::executions::Executions;
-use crate::aws::state::{CatalogEntry, Claim, Discovery, RuntimeState, StateStore, report_key};
+use crate::aws::state::{Claim, ClaimOn, Claims, Documents, StageProgress, report_key};
 use crate::config::{ApiTypes, Config};
-use crate::control_plane::types::{AgentMetricsModel, ApiDocument, Heartbeat, Runtime};
-use crate::control_plane::{ControlPlane, Upserted};
+use crate::control_plane::types::ApiDocument;
 use crate::error::{AgentError, Result};
-use crate::metrics::ApiSeries;
 use crate::model::{
-    AckInput, Batch, Chunk, ExecutionInput, InactiveReason, Kind, ListChangesInput, ListChangesOutput, MetricsChunk,
-    PublishOutput, RuntimeRef, RuntimeWindows, RuntimesReady, SyncMode, WatermarkUpdate,
+    AckInput, AckOutput, AckRequest, Batch, Chunk, EnsureRuntimeInput, ExecutionInput, InactiveReason, Kind,
+    ListChangesInput, ListChangesOutput, MetricsChunk, PublishOutput, RuntimeRef, RuntimeWindows, RuntimesReady,
+    SyncMode, WatermarkUpdate,
 };
 
 /// Step Functions' payload limit, with the margin ARCHITECTURE.md asks for.
 const OUTPUT_LIMIT: usize = 200 * 1024;
-const NOW: i64 = 1_800_000_000;
 /// A listing's calls beyond one GetStages per API, for an account of REST APIs only: one
 /// listing per management API, and the custom domain names of the one with deployed APIs.
 const LISTING_OVERHEAD: usize = 3;
-
-#[derive(Default)]
-struct Gateway {
-    apis: Vec<Api>,
-    stages: HashMap<String, Vec<Stage>>,
-    mappings: Vec<(Generation, DomainMapping)>,
-    /// API Gateway calls made, of any operation.
-    calls: AtomicUsize,
-}
-
-impl Gateway {
-    fn with_apis(count: usize, stages: &[&str], description: &str) -> Self {
-        let mut gateway = Self::default();
-        for i in 0..count {
-            let id = format!("{i:010}");
-            gateway.apis.push(Api {
-                id: id.clone(),
-                kind: ApiKind::Rest,
-                name: format!("api-{i}"),
-                description: Some(description.to_owned()),
-                tags: BTreeMap::from([("team".into(), "core".into())]),
-                endpoint_types: vec!["REGIONAL".into()],
-                execute_api_disabled: false,
-            });
-            let deployed = stages
-                .iter()
-                .map(|s| Stage { name: (*s).into(), deployment_id: Some(format!("d{i}")), tags: BTreeMap::new() })
-                .collect();
-            gateway.stages.insert(id, deployed);
-        }
-        gateway
-    }
-}
-
-impl Gateway {
-    fn api(&self, generation: Generation, api_id: &str) -> Option<&Api> {
-        self.apis.iter().find(|a| a.id == api_id && a.kind.generation() == generation)
-    }
-}
-
-/// Like API Gateway, each management API sees only its own APIs.
-impl ApiGateway for Gateway {
-    async fn list_apis(&self, generation: Generation) -> Result<Vec<Api>> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        Ok(self.apis.iter().filter(|a| a.kind.generation() == generation).cloned().collect())
-    }
-    async fn get_api(&self, generation: Generation, api_id: &str) -> Result<Option<Api>> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        Ok(self.api(generation, api_id).cloned())
-    }
-    async fn get_stages(&self, generation: Generation, api_id: &str) -> Result<Vec<Stage>> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        match self.api(generation, api_id) {
-            Some(_) => Ok(self.stages.get(api_id).cloned().unwrap_or_default()),
-            None => Ok(Vec::new()),
-        }
-    }
-    async fn list_domain_mappings(&self, generation: Generation) -> Result<Vec<DomainMapping>> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        Ok(self.mappings.iter().filter(|(g, _)| *g == generation).map(|(_, m)| m.clone()).collect())
-    }
-}
-
-#[derive(Default)]
-struct Plane {
-    registrations: Mutex<Vec<String>>,
-    /// The runtimes the control plane holds: those registered here.
-    runtimes: Mutex<BTreeSet<String>>,
-    heartbeats: Mutex<Vec<Heartbeat>>,
-    held: BTreeMap<String, Vec<String>>,
-    /// Metrics windows accepted: (runtime id, window end in seconds).
-    metrics: Mutex<Vec<(String, i64)>>,
-    /// Windows (runtime id, end) the control plane fails once each, as if briefly unavailable.
-    failing_windows: Mutex<BTreeSet<(String, i64)>>,
-    /// Windows the control plane stores, but whose answer is lost once each (a reset, a timeout).
-    lost_answers: Mutex<BTreeSet<(String, i64)>>,
-}
-
-impl ControlPlane for Plane {
-    async fn ensure_runtime_type(&self, _: &str) -> Result<()> {
-        Ok(())
-    }
-    async fn register_runtime(&self, runtime: &Runtime) -> Result<String> {
-        self.registrations.lock().unwrap().push(runtime.name.clone());
-        self.runtimes.lock().unwrap().insert(runtime.id.clone().unwrap());
-        Ok(runtime.id.clone().unwrap())
-    }
-    async fn list_runtime_ids(&self) -> Result<std::collections::HashSet<String>> {
-        Ok(self.runtimes.lock().unwrap().iter().cloned().collect())
-    }
-    async fn send_heartbeats(&self, heartbeats: &[Heartbeat]) -> Result<()> {
-        self.heartbeats.lock().unwrap().extend_from_slice(heartbeats);
-        Ok(())
-    }
-    async fn list_api_ids(&self, runtime_id: &str) -> Result<Vec<String>> {
-        Ok(self.held.get(runtime_id).cloned().unwrap_or_default())
-    }
-    async fn upsert_api(&self, _: &str, _: &ApiDocument) -> Result<Upserted> {
-        Ok(Upserted::Created)
-    }
-    async fn delete_api(&self, _: &str, _: &str) -> Result<bool> {
-        Ok(true)
-    }
-    async fn send_metrics(&self, runtime_id: &str, metrics: &AgentMetricsModel) -> Result<()> {
-        let end = metrics.timestamp / 1000;
-        if self.failing_windows.lock().unwrap().remove(&(runtime_id.to_owned(), end)) {
-            return Err(AgentError::ControlPlaneUnavailable(format!("503 for the window ending {end}")));
-        }
-        self.metrics.lock().unwrap().push((runtime_id.to_owned(), end));
-        if self.lost_answers.lock().unwrap().remove(&(runtime_id.to_owned(), end)) {
-            return Err(AgentError::DeliveryUnknown(format!("POST metrics for the window ending {end} timed out")));
-        }
-        Ok(())
-    }
-}
-
-/// Emulates the conditional writes of the DynamoDB store.
-#[derive(Default)]
-struct Memory {
-    items: Mutex<HashMap<String, RuntimeState>>,
-    /// (stage, kind) -> (holder, expires at)
-    claims: Mutex<HashMap<(String, Kind), (String, i64)>>,
-    /// A stage whose claim fails as if DynamoDB were throttling.
-    unclaimable: Option<&'static str>,
-    discovery: Mutex<Option<Discovery>>,
-    snapshots: Mutex<HashMap<String, Vec<DeployedApi>>>,
-    catalogs: Mutex<HashMap<String, Vec<CatalogEntry>>>,
-    reports: Mutex<HashMap<String, AgentMetricsModel>>,
-    applied_events: Mutex<HashMap<String, Vec<String>>>,
-}
-
-/// Moves `watermark` to `position` unless it is already there or past; whether it moved.
-fn advance(watermark: &mut Option<i64>, position: i64) -> bool {
-    let moved = watermark.is_none_or(|current| current < position);
-    if moved {
-        *watermark = Some(position);
-    }
-    moved
-}
-
-impl StateStore for Memory {
-    async fn load(&self, stage: &str) -> Result<RuntimeState> {
-        Ok(self.items.lock().unwrap().get(stage).cloned().unwrap_or_default())
-    }
-    async fn record_registration(&self, stage: &str, registered_as: &str, registered_id: &str, _: i64) -> Result<()> {
-        let mut items = self.items.lock().unwrap();
-        let item = items.entry(stage.to_owned()).or_default();
-        item.registered_as = Some(registered_as.to_owned());
-        item.registered_id = Some(registered_id.to_owned());
-        (item.assets_watermark, item.assets_full_sync_at, item.assets_applied_events) = (None, None, None);
-        Ok(())
-    }
-    async fn advance_assets_watermark(&self, update: &WatermarkUpdate, _: i64) -> Result<bool> {
-        let mut items = self.items.lock().unwrap();
-        let item = items.entry(update.stage.clone()).or_default();
-        if !advance(&mut item.assets_watermark, update.position) {
-            return Ok(false);
-        }
-        if update.full_sync_at.is_some() {
-            item.assets_full_sync_at = update.full_sync_at;
-        }
-        item.assets_applied_events = update.applied_events.clone();
-        Ok(true)
-    }
-    async fn advance_metrics_watermark(&self, stage: &str, position: i64, _: i64) -> Result<bool> {
-        let mut items = self.items.lock().unwrap();
-        Ok(advance(&mut items.entry(stage.to_owned()).or_default().metrics_watermark, position))
-    }
-    async fn put_applied_events(&self, key: &str, ids: &[String], _: i64) -> Result<()> {
-        self.applied_events.lock().unwrap().insert(key.to_owned(), ids.to_vec());
-        Ok(())
-    }
-    async fn load_applied_events(&self, key: &str) -> Result<Option<Vec<String>>> {
-        Ok(self.applied_events.lock().unwrap().get(key).cloned())
-    }
-    async fn claim(&self, stage: &str, kind: Kind, holder: &str, now: i64, expires_at: i64) -> Result<Claim> {
-        if self.unclaimable == Some(stage) {
-            return Err(AgentError::Throttled("dynamodb:UpdateItem: ProvisionedThroughputExceededException".into()));
-        }
-        let mut claims = self.claims.lock().unwrap();
-        let key = (stage.to_owned(), kind);
-        match claims.get(&key) {
-            Some((other, until)) if other != holder && *until >= now => Ok(Claim::HeldBy(Some(other.clone()))),
-            _ => {
-                claims.insert(key, (holder.to_owned(), expires_at));
-                Ok(Claim::Taken)
-            }
-        }
-    }
-    async fn take_over(&self, stage: &str, kind: Kind, previous: &str, holder: &str, expires_at: i64) -> Result<bool> {
-        let mut claims = self.claims.lock().unwrap();
-        let key = (stage.to_owned(), kind);
-        if claims.get(&key).is_none_or(|(other, _)| other != previous) {
-            return Ok(false);
-        }
-        claims.insert(key, (holder.to_owned(), expires_at));
-        Ok(true)
-    }
-    async fn record_outcome(&self, stage: &str, kind: Kind, succeeded: bool, at: i64) -> Result<()> {
-        let mut items = self.items.lock().unwrap();
-        let item = items.entry(stage.to_owned()).or_default();
-        let outcome = match kind {
-            Kind::Assets => &mut item.assets_outcome,
-            Kind::Metrics => &mut item.metrics_outcome,
-        };
-        *(if succeeded { &mut outcome.succeeded_at } else { &mut outcome.failed_at }) = Some(at);
-        Ok(())
-    }
-    async fn record_heartbeat(&self, stage: &str, at: i64) -> Result<()> {
-        self.items.lock().unwrap().entry(stage.to_owned()).or_default().last_heartbeat_at = Some(at);
-        Ok(())
-    }
-    async fn set_metrics_in_flight(&self, stage: &str, window_end: Option<i64>) -> Result<()> {
-        self.items.lock().unwrap().entry(stage.to_owned()).or_default().metrics_in_flight = window_end;
-        Ok(())
-    }
-    async fn load_discovery(&self) -> Result<Option<Discovery>> {
-        Ok(self.discovery.lock().unwrap().clone())
-    }
-    async fn put_catalog(&self, stage: &str, entries: &[CatalogEntry]) -> Result<()> {
-        self.items.lock().unwrap().entry(stage.to_owned()).or_default().deployed_apis = Some(entries.len() as i64);
-        self.catalogs.lock().unwrap().insert(stage.to_owned(), entries.to_vec());
-        Ok(())
-    }
-    async fn load_catalog(&self, stage: &str) -> Result<Option<Vec<CatalogEntry>>> {
-        Ok(self.catalogs.lock().unwrap().get(stage).cloned())
-    }
-    async fn put_snapshot(&self, key: &str, apis: &[DeployedApi], _: i64) -> Result<()> {
-        self.snapshots.lock().unwrap().insert(key.to_owned(), apis.to_vec());
-        Ok(())
-    }
-    async fn load_snapshot(&self, key: &str) -> Result<Vec<DeployedApi>> {
-        let snapshots = self.snapshots.lock().unwrap();
-        snapshots.get(key).cloned().ok_or_else(|| AgentError::AwsRequestFailed(format!("snapshot {key} is missing")))
-    }
-    async fn put_report(&self, key: &str, report: &AgentMetricsModel, _: i64) -> Result<()> {
-        self.reports.lock().unwrap().insert(key.to_owned(), report.clone());
-        Ok(())
-    }
-    async fn load_report(&self, key: &str) -> Result<AgentMetricsModel> {
-        let reports = self.reports.lock().unwrap();
-        reports.get(key).cloned().ok_or_else(|| AgentError::AwsRequestFailed(format!("report {key} is missing")))
-    }
-    async fn save_discovery(&self, discovery: &Discovery) -> Result<()> {
-        *self.discovery.lock().unwrap() = Some(discovery.clone());
-        Ok(())
-    }
-    async fn release(&self, stage: &str, kind: Kind, holder: &str) -> Result<()> {
-        let mut claims = self.claims.lock().unwrap();
-        let key = (stage.to_owned(), kind);
-        if claims.get(&key).is_some_and(|(other, _)| other == holder) {
-            claims.remove(&key);
-        }
-        Ok(())
-    }
-}
-
-/// Every execution holding a claim is still running.
-struct StillRunning;
-
-impl Executions for StillRunning {
-    async fn is_running(&self, _: &str) -> Result<bool> {
-        Ok(true)
-    }
-}
-
-/// Only the named executions are still running.
-struct RunningOnly(&'static [&'static str]);
-
-impl Executions for RunningOnly {
-    async fn is_running(&self, execution: &str) -> Result<bool> {
-        Ok(self.0.contains(&execution))
-    }
-}
-
-fn watermark(stage: &str, position: i64, full_sync_at: Option<i64>) -> WatermarkUpdate {
-    WatermarkUpdate { stage: stage.into(), position, full_sync_at, applied_events: None }
-}
-
-struct NoEvents;
-
-impl ChangeFeed for NoEvents {
-    async fn write_events(&self, _: i64, _: i64) -> Result<Vec<ApiEvent>> {
-        Ok(Vec::new())
-    }
-}
-
-/// Every API of the account had traffic on every stage: one request a minute.
-struct EveryApiBusy(Vec<MetricSubject>);
-
-impl EveryApiBusy {
-    fn rest(apis: &[Api]) -> Self {
-        Self(apis.iter().map(|a| MetricSubject::RestApi { name: a.name.clone() }).collect())
-    }
-}
-
-impl MetricSource for EveryApiBusy {
-    async fn apis_with_traffic(&self, _: &str, _: &ApiTypes, _: i64, _: i64) -> Result<BTreeSet<MetricSubject>> {
-        Ok(self.0.iter().cloned().collect())
-    }
-    async fn api_series(
-        &self,
-        _: &str,
-        apis: &[MetricSubject],
-        _: i64,
-        _: i64,
-    ) -> Result<BTreeMap<MetricSubject, ApiSeries>> {
-        let one = ApiSeries { count: BTreeMap::from([(NOW - 240, 1.0)]), ..ApiSeries::default() };
-        Ok(apis.iter().map(|subject| (subject.clone(), one.clone())).collect())
-    }
-}
-
-struct NoTraffic;
-
-impl MetricSource for NoTraffic {
-    async fn apis_with_traffic(&self, _: &str, _: &ApiTypes, _: i64, _: i64) -> Result<BTreeSet<MetricSubject>> {
-        Ok(BTreeSet::new())
-    }
-    async fn api_series(
-        &self,
-        _: &str,
-        _: &[MetricSubject],
-        _: i64,
-        _: i64,
-    ) -> Result<BTreeMap<MetricSubject, ApiSeries>> {
-        Ok(BTreeMap::new())
-    }
-}
 
 fn config(extra: &[(&'static str, &'static str)]) -> Config {
     let mut values = HashMap::from([
@@ -372,6 +45,76 @@ fn config(extra: &[(&'static str, &'static str)]) -> Config {
     Config::from_map(&values).unwrap()
 }
 
+fn watermark(stage: &str, position: i64, full_sync_at: Option<i64>) -> WatermarkUpdate {
+    WatermarkUpdate { full_sync_at, ..WatermarkUpdate::at(stage, position) }
+}
+
+/// What the schedule starts, as ensure-runtime receives it.
+fn scheduled() -> EnsureRuntimeInput {
+    started_with(ExecutionInput::default())
+}
+
+/// An execution started with `input`, as ensure-runtime receives it.
+fn started_with(input: ExecutionInput) -> EnsureRuntimeInput {
+    EnsureRuntimeInput { input: serde_json::to_value(input).unwrap(), execution_id: EXECUTION.into() }
+}
+
+const EXECUTION: &str = "arn:aws:states:eu-west-1:111122223333:execution:agent:run-1";
+
+/// A commit of `ack-watermark`.
+async fn commit(input: AckInput, state: &Memory, now: i64) -> Result<AckOutput> {
+    match ack_watermark(AckRequest::Commit(input), state, now).await? {
+        AckAnswer::Committed(output) => Ok(output),
+        AckAnswer::Recorded {} => unreachable!("a commit is answered with its output"),
+    }
+}
+
+/// The commit of a branch after list-changes' `output`, as the workflow makes it.
+fn ack_of(output: &ListChangesOutput, execution_id: &str) -> AckInput {
+    AckInput {
+        kind: output.kind,
+        execution_id: execution_id.into(),
+        watermarks: output.watermarks.clone(),
+        claimed: output.claimed.clone(),
+        held_back: output.held_back.clone(),
+        branch_failed: false,
+    }
+}
+
+/// Transforms and publishes every chunk of `output` as the workflow's Map does (each chunk's
+/// batches in turn), stopping a chunk at its first error; the errors met.
+async fn publish_all(output: &ListChangesOutput, plane: &Plane, state: &Memory) -> Vec<AgentError> {
+    let transform = transform(&*NO_TRAFFIC, state);
+    let publish = publish_to(plane, state);
+    let mut errors = Vec::new();
+    for chunk in &output.chunks {
+        let mut next = Some(chunk.clone());
+        while let Some(chunk) = next.take() {
+            let batch = match chunk {
+                Chunk::Assets(chunk) => transform.assets(chunk).await,
+                Chunk::Metrics(chunk) => transform.metrics(chunk, NOW, far_deadline()).await,
+            };
+            match async { publish.run(batch?, NOW).await }.await {
+                Ok(published) => next = published.next,
+                Err(error) => errors.push(error),
+            }
+        }
+    }
+    errors
+}
+
+/// An invocation with all the time in the world.
+fn far_deadline() -> Instant {
+    Instant::now() + Duration::from_secs(3600)
+}
+
+/// Publish with a control plane whose requests take at most 31 s (three 10 s attempts).
+fn publish_to<'a>(plane: &'a Plane, state: &'a Memory) -> Publish<'a, Plane, Memory> {
+    Publish { control_plane: plane, state, deadline: far_deadline(), longest_request: Duration::from_secs(31) }
+}
+
+static NO_TRAFFIC: LazyLock<Traffic> = LazyLock::new(no_traffic);
+
 fn runtime(stage: &str) -> RuntimeRef {
     RuntimeRef { runtime_id: format!("rt_{stage}"), stage: stage.into() }
 }
@@ -381,8 +124,16 @@ fn ensure_runtime<'a>(
     gateway: &'a Gateway,
     plane: &'a Plane,
     state: &'a Memory,
-) -> EnsureRuntime<'a, Gateway, Plane, Memory> {
-    EnsureRuntime { config, account: "111122223333", region: "eu-west-1", gateway, control_plane: plane, state }
+) -> EnsureRuntime<'a, Gateway, Plane, Memory, StillRunning> {
+    EnsureRuntime {
+        config,
+        account: "111122223333",
+        region: "eu-west-1",
+        gateway,
+        control_plane: plane,
+        state,
+        executions: &StillRunning,
+    }
 }
 
 /// list-changes over the stand-ins, with no CloudTrail event and every claim holder running.
@@ -407,13 +158,9 @@ fn list_changes_reading<'a, G: ApiGateway, F: ChangeFeed>(
 }
 
 /// Transform in eu-west-1 for every API type.
-fn transform<'a, G: ApiGateway, M: MetricSource>(
-    gateway: &'a G,
-    metrics: &'a M,
-    state: &'a Memory,
-) -> Transform<'a, G, M, Memory> {
+fn transform<'a, M: MetricSource>(metrics: &'a M, state: &'a Memory) -> Transform<'a, M, Memory> {
     static EVERY_TYPE: LazyLock<ApiTypes> = LazyLock::new(ApiTypes::all);
-    Transform { region: "eu-west-1", api_types: &EVERY_TYPE, gateway, metrics, state }
+    Transform { region: "eu-west-1", api_types: &EVERY_TYPE, metrics, state }
 }
 
 fn assets_input(mode: SyncMode, stages: &[&str]) -> ListChangesInput {
@@ -421,7 +168,7 @@ fn assets_input(mode: SyncMode, stages: &[&str]) -> ListChangesInput {
         kind: Kind::Assets,
         mode,
         runtimes: stages.iter().map(|s| runtime(s)).collect(),
-        execution_id: "arn:aws:states:eu-west-1:111122223333:execution:agent:run-1".into(),
+        execution_id: EXECUTION.into(),
     }
 }
 
@@ -451,7 +198,13 @@ async fn a_full_listing_of_10000_apis_stays_far_below_the_payload_limit() {
         })
         .collect();
     assert_eq!(listed.len(), 10_000, "every API exactly once");
-    assert_eq!(output.watermarks, vec![watermark("prod", NOW - 300, Some(NOW))]);
+    let expected = WatermarkUpdate {
+        read_at: Some(NOW),
+        chunks: 100,
+        run: Some(crate::model::run_key(Kind::Assets, EXECUTION, "prod")),
+        ..watermark("prod", NOW - 300, Some(NOW))
+    };
+    assert_eq!(output.watermarks, vec![expected]);
 }
 
 #[tokio::test]
@@ -468,7 +221,7 @@ async fn large_documents_are_chunked_and_batched_under_every_limit_without_rerea
     let discovery = state.discovery.lock().unwrap().clone().unwrap();
     assert_eq!((discovery.stages, discovery.at), (vec!["prod".to_owned()], NOW), "ensure-runtime reuses the listing");
 
-    let task = transform(&gateway, &NoTraffic, &state);
+    let task = transform(&*NO_TRAFFIC, &state);
     let (mut published, mut batches) = (0, 0);
     for chunk in listed.chunks {
         let Chunk::Assets(chunk) = chunk else { panic!("assets chunk expected") };
@@ -481,7 +234,7 @@ async fn large_documents_are_chunked_and_batched_under_every_limit_without_rerea
             assert!(upserts.iter().all(|d| d.description.as_deref().is_some_and(|t| t.len() == 8191)));
             published += upserts.len();
             batches += 1;
-            chunk = next;
+            chunk = next.map(|next| *next);
         }
     }
     assert_eq!(published, 500);
@@ -490,25 +243,42 @@ async fn large_documents_are_chunked_and_batched_under_every_limit_without_rerea
 }
 
 #[tokio::test]
-async fn an_empty_listing_never_empties_a_runtime_unless_allowed() {
-    let gateway = Gateway::default();
+async fn an_empty_listing_never_empties_a_runtime_unless_allowed_and_holds_back_that_stage_only() {
+    // Nothing is deployed to prod any more, while the control plane holds two of its APIs.
+    let gateway = Gateway::with_apis(2, &["dev"], "x");
     let plane = Plane {
         held: BTreeMap::from([("rt_prod".into(), vec!["a_prod".into(), "b_prod".into()])]),
         ..Plane::default()
     };
-    let input = assets_input(SyncMode::Full, &["prod"]);
+    let input = assets_input(SyncMode::Full, &["dev", "prod"]);
 
     let guarded = config(&[]);
     let state = Memory::default();
-    let task = list_changes(&guarded, &gateway, &plane, &state);
-    let error = task.run(input.clone(), NOW).await.unwrap_err();
-    assert!(matches!(error, AgentError::UnsafeDeletion { count: 2, .. }), "{error}");
+    let output = list_changes(&guarded, &gateway, &plane, &state).run(input.clone(), NOW).await.unwrap();
+    assert_eq!(output.held_back.len(), 1);
+    let held = &output.held_back[0];
+    assert_eq!((held.stage.as_str(), held.error.as_str()), ("prod", "UnsafeDeletion"));
+    assert!(held.cause.contains("refusing to delete 2 API(s) from runtime rt_prod"), "{}", held.cause);
+    assert_eq!(upserts_by_stage(&output), BTreeMap::from([("dev".into(), 2)]), "dev goes on");
+    assert_eq!(output.watermarks.iter().map(|w| w.stage.as_str()).collect::<Vec<_>>(), ["dev"]);
+    // The commit moves dev, keeps prod where it was, names it, and records its run as failed.
+    assert!(publish_all(&output, &plane, &state).await.is_empty());
+    let acked = commit(ack_of(&output, EXECUTION), &state, NOW).await.unwrap();
+    assert_eq!(acked.failures.len(), 1);
+    assert_eq!(
+        (acked.failures[0].error.as_str(), acked.failures[0].stages.clone()),
+        ("UnsafeDeletion", vec!["prod".into()])
+    );
+    assert!(state.load("dev").await.unwrap().assets_watermark.is_some());
+    let prod = state.load("prod").await.unwrap();
+    assert_eq!((prod.assets_watermark, prod.assets_outcome.last_succeeded()), (None, Some(false)));
+    assert!(state.claims.lock().unwrap().is_empty(), "every claim released");
 
     let allowed = config(&[("ALLOW_EMPTY_LISTING_DELETES", "true")]);
     let state = Memory::default();
     let task = list_changes(&allowed, &gateway, &plane, &state);
     let output = task.run(input, NOW).await.unwrap();
-    assert_eq!(output.summary.deletes, 2);
+    assert_eq!((output.summary.deletes, output.held_back.len()), (2, 0));
 }
 
 #[tokio::test]
@@ -535,8 +305,8 @@ async fn runtimes_are_registered_once_and_heartbeat_on_every_run() {
     let (plane, state) = (Plane::default(), Memory::default());
     let task = ensure_runtime(&config, &gateway, &plane, &state);
 
-    let first = task.run(ExecutionInput::default(), NOW).await.unwrap();
-    let second = task.run(ExecutionInput::default(), NOW + 60).await.unwrap();
+    let first = task.run(scheduled(), NOW).await.unwrap();
+    let second = task.run(scheduled(), NOW + 60).await.unwrap();
 
     assert_eq!(first, second);
     let stages: Vec<_> = first.runtimes.iter().map(|r| r.stage.as_str()).collect();
@@ -559,7 +329,7 @@ async fn a_heartbeat_is_active_only_for_a_deployed_stage_whose_last_run_succeede
     let reasons =
         |ready: &RuntimesReady| ready.inactive.iter().map(|i| (i.stage.clone(), i.reason)).collect::<Vec<_>>();
 
-    let first = task.run(ExecutionInput::default(), NOW).await.unwrap();
+    let first = task.run(scheduled(), NOW).await.unwrap();
     assert_eq!(
         reasons(&first),
         [("prdo".into(), InactiveReason::NotSyncedYet), ("prod".into(), InactiveReason::NotSyncedYet)]
@@ -568,31 +338,24 @@ async fn a_heartbeat_is_active_only_for_a_deployed_stage_whose_last_run_succeede
 
     // The run's full sync: prod has two APIs, prdo none; both branches succeed.
     let input = assets_input(SyncMode::Auto, &["prod", "prdo"]);
-    let execution_id = input.execution_id.clone();
     let assets = list_changes(&config, &gateway, &plane, &state).run(input, NOW).await.unwrap();
-    let ack = AckInput {
-        kind: Kind::Assets,
-        execution_id,
-        watermarks: assets.watermarks,
-        claimed: assets.claimed,
-        branch_failed: false,
-    };
-    ack_watermark(ack, &state, NOW + 30).await.unwrap();
-    let second = task.run(ExecutionInput::default(), NOW + 60).await.unwrap();
+    assert!(publish_all(&assets, &plane, &state).await.is_empty());
+    commit(ack_of(&assets, EXECUTION), &state, NOW + 30).await.unwrap();
+    let second = task.run(scheduled(), NOW + 60).await.unwrap();
     assert_eq!(reasons(&second), [("prdo".into(), InactiveReason::NoDeployedApi)], "the summary names the empty stage");
     assert_eq!(beats(&plane), [("111122223333_eu-west-1_prdo".into(), 0), ("111122223333_eu-west-1_prod".into(), 1)]);
 
     // prod's metrics branch fails: its next heartbeat says so, until a run succeeds again.
     state.record_outcome("prod", Kind::Metrics, false, NOW + 90).await.unwrap();
-    let third = task.run(ExecutionInput::default(), NOW + 120).await.unwrap();
+    let third = task.run(scheduled(), NOW + 120).await.unwrap();
     assert!(reasons(&third).contains(&("prod".into(), InactiveReason::LastRunFailed)));
     assert_eq!(beats(&plane)[1], ("111122223333_eu-west-1_prod".into(), 0));
     state.record_outcome("prod", Kind::Metrics, true, NOW + 150).await.unwrap();
-    task.run(ExecutionInput::default(), NOW + 180).await.unwrap();
+    task.run(scheduled(), NOW + 180).await.unwrap();
     assert_eq!(beats(&plane)[1], ("111122223333_eu-west-1_prod".into(), 1));
 
     // Ten minutes without a run: the control plane gets the gap, then the live heartbeat.
-    task.run(ExecutionInput::default(), NOW + 780).await.unwrap();
+    task.run(scheduled(), NOW + 780).await.unwrap();
     let prod: Vec<_> = plane
         .heartbeats
         .lock()
@@ -605,7 +368,7 @@ async fn a_heartbeat_is_active_only_for_a_deployed_stage_whose_last_run_succeede
 
     // A catalog written before its size was kept on the stage's item is read instead.
     state.items.lock().unwrap().get_mut("prod").unwrap().deployed_apis = None;
-    let legacy = task.run(ExecutionInput::default(), NOW + 840).await.unwrap();
+    let legacy = task.run(scheduled(), NOW + 840).await.unwrap();
     assert_eq!(reasons(&legacy), [("prdo".into(), InactiveReason::NoDeployedApi)]);
 }
 
@@ -615,11 +378,11 @@ async fn a_runtime_deleted_in_the_control_plane_is_registered_again_and_fully_sy
     let gateway = Gateway::with_apis(3, &["prod"], "x");
     let (plane, state) = (Plane::default(), Memory::default());
     let task = ensure_runtime(&config, &gateway, &plane, &state);
-    task.run(ExecutionInput::default(), NOW).await.unwrap();
-    state.advance_assets_watermark(&watermark("prod", NOW - 300, Some(NOW)), NOW).await.unwrap();
+    task.run(scheduled(), NOW).await.unwrap();
+    state.advance_assets_watermark(&watermark("prod", NOW - 300, Some(NOW)), &[], NOW).await.unwrap();
 
     plane.runtimes.lock().unwrap().clear();
-    task.run(ExecutionInput::default(), NOW + 60).await.unwrap();
+    task.run(scheduled(), NOW + 60).await.unwrap();
 
     assert_eq!(plane.registrations.lock().unwrap().len(), 2, "registered again");
     assert!(plane.runtimes.lock().unwrap().contains("111122223333_eu-west-1_prod"));
@@ -638,7 +401,7 @@ async fn requested_stages_override_the_configuration_and_are_validated() {
     let task = ensure_runtime(&config, &gateway, &plane, &state);
 
     let only_dev = ExecutionInput { mode: SyncMode::Full, stages: Some(vec!["dev".into()]) };
-    let ready = task.run(only_dev, NOW).await.unwrap();
+    let ready = task.run(started_with(only_dev), NOW).await.unwrap();
     assert_eq!(
         ready.runtimes,
         vec![RuntimeRef { runtime_id: "111122223333_eu-west-1_dev".into(), stage: "dev".into() }]
@@ -646,7 +409,7 @@ async fn requested_stages_override_the_configuration_and_are_validated() {
     assert_eq!(ready.mode, SyncMode::Full);
 
     let bad = ExecutionInput { mode: SyncMode::Auto, stages: Some(vec!["dev stage".into()]) };
-    assert_eq!(task.run(bad, NOW).await.unwrap_err().error_type(), "InvalidInput");
+    assert_eq!(task.run(started_with(bad), NOW).await.unwrap_err().error_type(), "InvalidInput");
 }
 
 #[tokio::test]
@@ -656,17 +419,17 @@ async fn watermarks_only_move_forward() {
         kind: Kind::Assets,
         execution_id: "run-1".into(),
         watermarks: vec![watermark("prod", position, None)],
-        claimed: vec![],
+        claimed: vec!["prod".into()],
+        held_back: vec![],
         branch_failed: false,
     };
-    let first = ack_watermark(ack(600), &state, NOW).await.unwrap();
+    let first = commit(ack(600), &state, NOW).await.unwrap();
     assert!(first.watermarks[0].advanced);
     assert_eq!(first.lag_seconds, Some(NOW - 600));
-    assert!(
-        !ack_watermark(ack(300), &state, NOW).await.unwrap().watermarks[0].advanced,
-        "a replay never moves it back"
-    );
-    assert!(!ack_watermark(ack(600), &state, NOW).await.unwrap().watermarks[0].advanced);
+    let replay = commit(ack(300), &state, NOW).await.unwrap();
+    assert!(!replay.watermarks[0].advanced, "a replay never moves it back");
+    assert_eq!(replay.lag_seconds, Some(NOW - 600), "the stored watermark is the lag");
+    assert!(!commit(ack(600), &state, NOW).await.unwrap().watermarks[0].advanced);
     assert_eq!(state.load("prod").await.unwrap().assets_watermark, Some(600));
 }
 
@@ -685,7 +448,10 @@ async fn an_overlapping_execution_skips_the_stages_another_one_holds() {
     let state = Memory::default();
     let plane = Plane::default();
     let task = list_changes(&config, &gateway, &plane, &state);
-    assert_eq!(state.claim("prod", Kind::Assets, "other-run", NOW, NOW + 600).await.unwrap(), Claim::Taken);
+    assert_eq!(
+        state.claim(ClaimOn::Branch { stage: "prod", kind: Kind::Assets }, "other-run", NOW, NOW + 600).await.unwrap(),
+        Claim::Taken
+    );
 
     let output = task.run(assets_input(SyncMode::Auto, &["prod", "dev"]), NOW).await.unwrap();
 
@@ -705,8 +471,8 @@ async fn a_claim_whose_execution_has_ended_is_taken_over_at_once() {
     let gateway = Gateway::with_apis(2, &["prod", "dev"], "x");
     let state = Memory::default();
     // Both claims were left by executions that died holding them, one an hour from expiring.
-    state.claim("prod", Kind::Assets, "stopped-run", NOW, NOW + 3600).await.unwrap();
-    state.claim("dev", Kind::Assets, "live-run", NOW, NOW + 3600).await.unwrap();
+    state.claim(ClaimOn::Branch { stage: "prod", kind: Kind::Assets }, "stopped-run", NOW, NOW + 3600).await.unwrap();
+    state.claim(ClaimOn::Branch { stage: "dev", kind: Kind::Assets }, "live-run", NOW, NOW + 3600).await.unwrap();
     let task = ListChanges {
         config: &config,
         gateway: &gateway,
@@ -725,8 +491,14 @@ async fn a_claim_whose_execution_has_ended_is_taken_over_at_once() {
 #[tokio::test]
 async fn acking_releases_the_claims_so_the_next_execution_proceeds() {
     let state = Memory::default();
-    assert_eq!(state.claim("prod", Kind::Metrics, "run-1", NOW, NOW + 3600).await.unwrap(), Claim::Taken);
-    let held = state.claim("prod", Kind::Metrics, "run-2", NOW + 60, NOW + 3660).await.unwrap();
+    assert_eq!(
+        state.claim(ClaimOn::Branch { stage: "prod", kind: Kind::Metrics }, "run-1", NOW, NOW + 3600).await.unwrap(),
+        Claim::Taken
+    );
+    let held = state
+        .claim(ClaimOn::Branch { stage: "prod", kind: Kind::Metrics }, "run-2", NOW + 60, NOW + 3660)
+        .await
+        .unwrap();
     assert_eq!(held, Claim::HeldBy(Some("run-1".into())));
 
     let failed_branch = AckInput {
@@ -734,14 +506,21 @@ async fn acking_releases_the_claims_so_the_next_execution_proceeds() {
         execution_id: "run-1".into(),
         watermarks: vec![],
         claimed: vec!["prod".into()],
+        held_back: vec![],
         branch_failed: true,
     };
-    let output = ack_watermark(failed_branch, &state, NOW + 61).await.unwrap();
+    let output = commit(failed_branch, &state, NOW + 61).await.unwrap();
 
     assert!(output.watermarks.is_empty());
     assert_eq!(output.lag_seconds, None, "no ack, no lag reading");
     assert_eq!(state.load("prod").await.unwrap().metrics_watermark, None, "nothing acked");
-    assert_eq!(state.claim("prod", Kind::Metrics, "run-2", NOW + 62, NOW + 3662).await.unwrap(), Claim::Taken);
+    assert_eq!(
+        state
+            .claim(ClaimOn::Branch { stage: "prod", kind: Kind::Metrics }, "run-2", NOW + 62, NOW + 3662)
+            .await
+            .unwrap(),
+        Claim::Taken
+    );
 }
 
 #[tokio::test]
@@ -795,15 +574,15 @@ async fn discovered_stages_are_reused_until_the_interval_or_a_full_sync() {
 
     let before = Gateway::with_apis(2, &["prod"], "x");
     let task = ensure_runtime(&config, &before, &plane, &state);
-    assert_eq!(stages_of(task.run(ExecutionInput::default(), NOW).await.unwrap()), vec!["prod"]);
+    assert_eq!(stages_of(task.run(scheduled(), NOW).await.unwrap()), vec!["prod"]);
 
     // A stage appears; a scheduled run within the interval does not list the account again.
     let after = Gateway::with_apis(2, &["prod", "qa"], "x");
     let task = ensure_runtime(&config, &after, &plane, &state);
-    assert_eq!(stages_of(task.run(ExecutionInput::default(), NOW + 60).await.unwrap()), vec!["prod"]);
+    assert_eq!(stages_of(task.run(scheduled(), NOW + 60).await.unwrap()), vec!["prod"]);
     let full = ExecutionInput { mode: SyncMode::Full, stages: None };
-    assert_eq!(stages_of(task.run(full, NOW + 120).await.unwrap()), vec!["prod", "qa"]);
-    assert_eq!(stages_of(task.run(ExecutionInput::default(), NOW + 3720).await.unwrap()), vec!["prod", "qa"]);
+    assert_eq!(stages_of(task.run(started_with(full), NOW + 120).await.unwrap()), vec!["prod", "qa"]);
+    assert_eq!(stages_of(task.run(scheduled(), NOW + 3720).await.unwrap()), vec!["prod", "qa"]);
 }
 
 #[tokio::test]
@@ -815,10 +594,10 @@ async fn metrics_name_their_apis_from_the_catalog_the_assets_branch_keeps_not_fr
     let listing = list_changes(&config, &gateway, &plane, &state);
     listing.run(assets_input(SyncMode::Full, &["prod"]), NOW).await.unwrap();
     let calls_of_the_full_sync = gateway.calls.load(Ordering::SeqCst);
-    let busy = EveryApiBusy::rest(&gateway.apis);
-    let task = transform(&gateway, &busy, &state);
+    let busy = Traffic::rest(&gateway.apis);
+    let task = transform(&busy, &state);
 
-    task.metrics(chunk_of(&[("prod", NOW - 300, NOW)]), NOW).await.unwrap();
+    task.metrics(chunk_of(&[("prod", NOW - 300, NOW)]), NOW, far_deadline()).await.unwrap();
 
     assert_eq!(gateway.calls.load(Ordering::SeqCst), calls_of_the_full_sync, "no API Gateway call per window");
     let metrics = state.load_report(&report_key("rt_prod", NOW)).await.unwrap();
@@ -839,6 +618,7 @@ fn chunk_of(runtimes: &[(&str, i64, i64)]) -> MetricsChunk {
             start: *start,
             end: *end,
             interval: 300,
+            reports_stored: false,
         })
         .collect();
     MetricsChunk { runtimes }
@@ -846,11 +626,19 @@ fn chunk_of(runtimes: &[(&str, i64, i64)]) -> MetricsChunk {
 
 /// Transform and publish of one metrics chunk, then the windows the control plane holds.
 async fn send_chunk(plane: &Plane, state: &Memory, chunk: &MetricsChunk) -> Result<PublishOutput> {
-    let gateway = Gateway::default();
-    let transform = transform(&gateway, &NoTraffic, state);
-    let Batch::Metrics(chunk) = transform.metrics(chunk.clone(), NOW).await? else { panic!("a metrics batch") };
-    let publish = Publish { control_plane: plane, state, send_until: Instant::now() + Duration::from_secs(60) };
-    publish.run(Batch::Metrics(chunk), NOW).await
+    seed_catalog(state, &chunk.runtimes);
+    let transform = transform(&*NO_TRAFFIC, state);
+    let batch = transform.metrics(chunk.clone(), NOW, far_deadline()).await?;
+    publish_to(plane, state).run(batch, NOW).await
+}
+
+/// An empty API catalog for each runtime's stage, as a first full sync leaves for a stage without
+/// APIs: the metrics branch reads only stages with one.
+fn seed_catalog(state: &Memory, runtimes: &[RuntimeWindows]) {
+    let mut catalogs = state.catalogs.lock().unwrap();
+    for runtime in runtimes {
+        catalogs.entry(runtime.stage.clone()).or_default();
+    }
 }
 
 #[tokio::test]
@@ -930,62 +718,79 @@ async fn an_in_flight_mark_behind_the_next_window_is_stale_and_ignored() {
     assert_eq!((sent.windows_sent, sent.windows_already_sent), (3, 0), "nothing taken for in doubt");
 }
 
-#[test]
-fn new_windows_stop_one_worst_case_window_before_the_deadline() {
-    let started = Instant::now();
-    let longest = Duration::from_secs(31); // three 10 s attempts and their pauses
-    let deadline = started + Duration::from_secs(280);
-    assert_eq!(publish::send_until(started, Some(deadline), longest), deadline - Duration::from_secs(31 + 15));
-    assert_eq!(publish::send_until(started, None, longest), deadline - Duration::from_secs(46), "the deployed timeout");
-    let short = started + Duration::from_secs(20);
-    assert_eq!(publish::send_until(started, Some(short), longest), started, "no time for one window: none starts");
-}
-
-#[test]
-fn the_timeout_assumed_without_a_deadline_is_the_deployed_one() {
-    let functions: serde_json::Value =
-        serde_json::from_str(include_str!("../../../../statemachine/functions.json")).unwrap();
-    let deployed = functions["PublishFunctionArn"]["timeoutSeconds"].as_u64();
-    assert_eq!(deployed, Some(publish::TIMEOUT_WITHOUT_DEADLINE.as_secs()));
-}
-
 #[tokio::test]
-async fn publish_starts_no_window_once_its_time_budget_is_spent() {
+async fn publish_leaves_the_windows_it_has_no_time_for_to_the_next_invocation() {
     let (plane, state) = (Plane::default(), Memory::default());
-    let chunk = chunk_of(&[("prod", NOW - 600, NOW)]);
-    let gateway = Gateway::default();
-    let transform = transform(&gateway, &NoTraffic, &state);
-    let Batch::Metrics(chunk) = transform.metrics(chunk, NOW).await.unwrap() else { panic!("a metrics batch") };
-    let spent = Publish { control_plane: &plane, state: &state, send_until: Instant::now() };
+    let chunk = chunk_of(&[("dev", NOW - 600, NOW), ("prod", NOW - 600, NOW)]);
+    seed_catalog(&state, &chunk.runtimes);
+    let batch = transform(&*NO_TRAFFIC, &state).metrics(chunk, NOW, far_deadline()).await.unwrap();
+    // 20 s left, and a window may take 31 s: one window goes (an invocation always progresses).
+    let short = Publish {
+        control_plane: &plane,
+        state: &state,
+        deadline: Instant::now() + Duration::from_secs(20),
+        longest_request: Duration::from_secs(31),
+    };
 
-    let error = spent.run(Batch::Metrics(chunk), NOW).await.unwrap_err();
+    let first = short.run(batch, NOW).await.unwrap();
 
-    assert!(error.is_retryable(), "{error}");
-    assert!(plane.metrics.lock().unwrap().is_empty());
-    assert_eq!(state.load("prod").await.unwrap().metrics_watermark, None);
+    assert_eq!(first.windows_sent, 1, "not an error: what is left comes back as the batch's next");
+    let Some(Chunk::Metrics(rest)) = first.next else { panic!("the rest of the chunk") };
+    assert_eq!(rest.runtimes.iter().map(|r| r.stage.as_str()).collect::<Vec<_>>(), ["dev", "prod"]);
+    assert!(rest.runtimes.iter().all(|r| r.reports_stored), "no CloudWatch read again for them");
+    let second = publish_to(&plane, &state).run(Batch::Metrics(rest), NOW).await.unwrap();
+    assert_eq!((second.windows_sent, second.windows_already_sent, second.next), (3, 1, None));
+    let mut sent = plane.metrics.lock().unwrap().clone();
+    sent.sort();
+    let expected = [("rt_dev", NOW - 300), ("rt_dev", NOW), ("rt_prod", NOW - 300), ("rt_prod", NOW)];
+    assert_eq!(sent, expected.map(|(r, end)| (r.to_owned(), end)), "each window once");
 }
 
 #[tokio::test]
-async fn the_metrics_ack_fails_the_branch_for_a_stage_left_short_after_releasing_its_claims() {
+async fn the_metrics_commit_names_a_stage_left_short_and_why_after_releasing_its_claims() {
     let state = Memory::default();
-    state.claim("prod", Kind::Metrics, "run-1", NOW, NOW + 3600).await.unwrap();
-    state.advance_metrics_watermark("prod", NOW - 600, NOW).await.unwrap();
+    for stage in ["dev", "prod"] {
+        state.claim(ClaimOn::Branch { stage, kind: Kind::Metrics }, "run-1", NOW, NOW + 3600).await.unwrap();
+        state.advance_metrics_watermark(stage, NOW - 600, NOW).await.unwrap();
+    }
     let planned = |position| AckInput {
         kind: Kind::Metrics,
         execution_id: "run-1".into(),
-        watermarks: vec![watermark("prod", position, None)],
-        claimed: vec!["prod".into()],
+        watermarks: vec![watermark("dev", NOW - 600, None), watermark("prod", position, None)],
+        claimed: vec!["dev".into(), "prod".into()],
+        held_back: vec![],
         branch_failed: false,
     };
 
-    let error = ack_watermark(planned(NOW), &state, NOW).await.unwrap_err();
+    let short = commit(planned(NOW), &state, NOW).await.unwrap();
 
-    assert_eq!(error.error_type(), "WindowsNotSent");
-    assert!(error.to_string().contains("prod"));
-    assert_eq!(state.load("prod").await.unwrap().metrics_watermark, Some(NOW - 600), "the ack never moves it");
+    assert_eq!(short.failures.len(), 1);
+    assert_eq!(
+        (short.failures[0].error.as_str(), short.failures[0].stages.clone()),
+        ("WindowsNotSent", vec!["prod".into()])
+    );
+    assert!(short.failures[0].cause.contains("prod"), "{}", short.failures[0].cause);
+    assert_eq!(short.watermarks.iter().map(|w| w.stage.as_str()).collect::<Vec<_>>(), ["dev"], "dev is committed");
+    assert_eq!(state.load("prod").await.unwrap().metrics_watermark, Some(NOW - 600), "the commit never moves it");
     assert!(state.claims.lock().unwrap().is_empty(), "released all the same");
-    let reached = ack_watermark(planned(NOW - 600), &state, NOW).await.unwrap();
-    assert_eq!(reached.watermarks[0].position, NOW - 600);
+
+    // The chunk's own error, when it was recorded, is what the commit names.
+    let unauthorized = crate::model::ChunkFailure {
+        kind: Kind::Metrics,
+        execution_id: "run-1".into(),
+        stages: vec!["prod".into()],
+        error: crate::model::CaughtError {
+            error: "Unauthorized".into(),
+            cause: "POST https://apicp.example.com/api/engine/v2/runtimes/rt/metrics answered 401".into(),
+        },
+    };
+    ack_watermark(AckRequest::ChunkFailed(unauthorized), &state, NOW).await.unwrap();
+    let named = commit(planned(NOW), &state, NOW).await.unwrap();
+    assert_eq!(named.failures[0].error, "Unauthorized");
+    assert!(named.failures[0].cause.contains("answered 401"), "{}", named.failures[0].cause);
+
+    let reached = commit(planned(NOW - 600), &state, NOW).await.unwrap();
+    assert!(reached.failures.is_empty());
     assert_eq!(reached.lag_seconds, Some(600));
 }
 
@@ -994,9 +799,12 @@ async fn a_catch_up_over_150_runtimes_takes_a_few_map_iterations_and_starts_with
     let config = config(&[("METRICS_FETCH_INTERVAL_SECONDS", "300")]);
     let (gateway, plane, state) = (Gateway::default(), Plane::default(), Memory::default());
     let stages: Vec<String> = (0..150).map(|i| format!("s{i:03}")).collect();
-    // A day-long outage for all but the first, which has never sent a window.
+    // A day-long outage for all but the first, which has never sent a window; all are synced.
     for stage in &stages[1..] {
         state.advance_metrics_watermark(stage, NOW - 86_400, NOW).await.unwrap();
+    }
+    for stage in &stages {
+        state.advance_assets_watermark(&watermark(stage, NOW - 300, Some(NOW - 300)), &[], NOW).await.unwrap();
     }
     let input = ListChangesInput {
         kind: Kind::Metrics,
@@ -1046,7 +854,7 @@ async fn a_full_sync_reads_the_listing_ensure_runtime_just_made_instead_of_listi
     let gateway = Gateway::with_apis(600, &["dev", "prod"], &"d".repeat(1024));
     let (plane, state) = (Plane::default(), Memory::default());
     let full = ExecutionInput { mode: SyncMode::Full, stages: None };
-    ensure_runtime(&config, &gateway, &plane, &state).run(full, NOW).await.unwrap();
+    ensure_runtime(&config, &gateway, &plane, &state).run(started_with(full), NOW).await.unwrap();
     let discovery = state.discovery.lock().unwrap().clone().unwrap();
     assert!(discovery.listing_parts.values().all(|&parts| parts > 1), "{:?}", discovery.listing_parts);
     assert_eq!(gateway.calls.load(Ordering::SeqCst), 600 + LISTING_OVERHEAD);
@@ -1073,12 +881,12 @@ async fn a_stored_listing_that_is_old_or_incomplete_is_not_trusted() {
     let listed = || gateway.calls.load(Ordering::SeqCst);
     let task = list_changes(&config, &gateway, &plane, &state);
 
-    ensure_runtime(&config, &gateway, &plane, &state).run(full(), NOW).await.unwrap();
+    ensure_runtime(&config, &gateway, &plane, &state).run(started_with(full()), NOW).await.unwrap();
     let output = task.run(assets_input(SyncMode::Full, &["prod"]), NOW + 901).await.unwrap();
     assert_eq!(listed(), 2 * (300 + LISTING_OVERHEAD), "a listing older than LISTING_REUSE_SECONDS is listed again");
     assert_eq!(upserts_by_stage(&output)["prod"], 300);
 
-    ensure_runtime(&config, &gateway, &plane, &state).run(full(), NOW + 2000).await.unwrap();
+    ensure_runtime(&config, &gateway, &plane, &state).run(started_with(full()), NOW + 2000).await.unwrap();
     state.snapshots.lock().unwrap().retain(|key, _| !key.ends_with("#prod#1"));
     let output = task.run(assets_input(SyncMode::Full, &["prod"]), NOW + 2010).await.unwrap();
     assert_eq!(listed(), 4 * (300 + LISTING_OVERHEAD), "a listing with a missing part is listed again");
@@ -1094,12 +902,12 @@ async fn a_discovery_stores_the_listing_only_when_a_full_sync_follows() {
     let task = ensure_runtime(&config, &gateway, &plane, &state);
 
     // First run: nothing synced yet, so the assets branch will fully sync.
-    task.run(ExecutionInput::default(), NOW).await.unwrap();
+    task.run(scheduled(), NOW).await.unwrap();
     assert_eq!(parts(), BTreeMap::from([("prod".into(), 1)]));
-    state.advance_assets_watermark(&watermark("prod", NOW - 300, Some(NOW)), NOW).await.unwrap();
+    state.advance_assets_watermark(&watermark("prod", NOW - 300, Some(NOW)), &[], NOW).await.unwrap();
 
     // Rediscovery on schedule while the stage is in sync: only the stage names are kept.
-    task.run(ExecutionInput::default(), NOW + 120).await.unwrap();
+    task.run(scheduled(), NOW + 120).await.unwrap();
     assert!(parts().is_empty());
 }
 
@@ -1148,8 +956,8 @@ fn mixed_account() -> Gateway {
 }
 
 /// Transforms every assets chunk of `output` and returns the documents, by id.
-async fn documents_of(output: &ListChangesOutput, gateway: &Gateway, state: &Memory) -> BTreeMap<String, ApiDocument> {
-    let transform = transform(gateway, &NoTraffic, state);
+async fn documents_of(output: &ListChangesOutput, state: &Memory) -> BTreeMap<String, ApiDocument> {
+    let transform = transform(&*NO_TRAFFIC, state);
     let mut documents = BTreeMap::new();
     for chunk in &output.chunks {
         let Chunk::Assets(chunk) = chunk else { continue };
@@ -1167,7 +975,7 @@ async fn every_kind_of_api_deployed_to_a_stage_is_published_with_where_it_is_ser
 
     let task = list_changes(&config, &gateway, &plane, &state);
     let output = task.run(assets_input(SyncMode::Full, &["prod"]), NOW).await.unwrap();
-    let documents = documents_of(&output, &gateway, &state).await;
+    let documents = documents_of(&output, &state).await;
 
     // h2's prod stage has no deployment: it serves nothing.
     assert_eq!(documents.keys().collect::<Vec<_>>(), vec!["h1_prod", "r1_prod", "w1_prod"]);
@@ -1184,7 +992,7 @@ async fn every_kind_of_api_deployed_to_a_stage_is_published_with_where_it_is_ser
 
     // `$default` is a stage like any other, served at the root.
     let default = task.run(assets_input(SyncMode::Full, &["$default"]), NOW).await.unwrap();
-    let documents = documents_of(&default, &gateway, &state).await;
+    let documents = documents_of(&default, &state).await;
     assert_eq!(documents["h1_$default"].attributes["invokeUrl"], "https://h1.execute-api.eu-west-1.amazonaws.com");
 }
 
@@ -1208,53 +1016,15 @@ async fn only_the_configured_api_types_are_read_and_published() {
     assert_eq!(gateway.calls.load(Ordering::SeqCst), 1 + 1 + 1);
 }
 
-/// CloudTrail holding these events, each delivered at once; every LookupEvents is counted.
-#[derive(Default)]
-struct Events {
-    events: Mutex<Vec<ApiEvent>>,
-    lookups: AtomicUsize,
-}
-
-impl Events {
-    fn new(events: Vec<ApiEvent>) -> Self {
-        Self { events: Mutex::new(events), lookups: AtomicUsize::new(0) }
-    }
-}
-
-impl ChangeFeed for Events {
-    async fn write_events(&self, start: i64, end: i64) -> Result<Vec<ApiEvent>> {
-        self.lookups.fetch_add(1, Ordering::SeqCst);
-        let events = self.events.lock().unwrap();
-        Ok(events.iter().filter(|e| (start..end).contains(&e.time)).cloned().collect())
-    }
-}
-
-/// A readable write event of API Gateway made at `time`.
-fn write_event(id: &str, time: i64, name: &str, request: serde_json::Value, response: serde_json::Value) -> ApiEvent {
-    ApiEvent {
-        id: id.into(),
-        time,
-        name: name.into(),
-        request_parameters: request,
-        response_elements: response,
-        unreadable: false,
-    }
-}
-
 #[tokio::test]
 async fn incremental_runs_follow_http_websocket_and_custom_domain_changes() {
     let config = config(&[]);
     let mut gateway = mixed_account();
     let (plane, state) = (Plane::default(), Memory::default());
-    list_changes(&config, &gateway, &plane, &state).run(assets_input(SyncMode::Full, &["prod"]), NOW).await.unwrap();
-    let ack = AckInput {
-        kind: Kind::Assets,
-        execution_id: assets_input(SyncMode::Full, &[]).execution_id,
-        watermarks: vec![watermark("prod", NOW - 300, Some(NOW))],
-        claimed: vec!["prod".into()],
-        branch_failed: false,
-    };
-    ack_watermark(ack, &state, NOW).await.unwrap();
+    let full = list_changes(&config, &gateway, &plane, &state);
+    let synced = full.run(assets_input(SyncMode::Full, &["prod"]), NOW).await.unwrap();
+    assert!(publish_all(&synced, &plane, &state).await.is_empty());
+    commit(ack_of(&synced, EXECUTION), &state, NOW).await.unwrap();
 
     // Between runs: w1's stage is deleted, r1's domain route removed, h3 created and deployed.
     gateway.stages.insert("w1".into(), vec![]);
@@ -1287,7 +1057,7 @@ async fn incremental_runs_follow_http_websocket_and_custom_domain_changes() {
         (chunk.upserts.clone(), chunk.deletes.clone()),
         (vec!["r1".into(), "h3".into()], vec!["w1_prod".into()])
     );
-    let documents = documents_of(&output, &gateway, &state).await;
+    let documents = documents_of(&output, &state).await;
     assert_eq!(documents["r1_prod"].attributes.get("customDomainUrls"), None, "the route is gone");
     assert_eq!(documents["h3_prod"].version.as_deref(), Some("d-h3"));
     let catalog = state.load_catalog("prod").await.unwrap().unwrap();
@@ -1301,22 +1071,16 @@ async fn metrics_of_http_and_websocket_apis_are_named_by_api_id() {
     let gateway = mixed_account();
     let (plane, state) = (Plane::default(), Memory::default());
     list_changes(&config, &gateway, &plane, &state).run(assets_input(SyncMode::Full, &["prod"]), NOW).await.unwrap();
-    let busy = EveryApiBusy(vec![
+    let busy = Traffic::busy(vec![
         MetricSubject::RestApi { name: "r1-name".into() },
         MetricSubject::HttpApi { id: "h1".into() },
         MetricSubject::WebSocketApi { id: "w1".into() },
         // Traffic of an API the stage does not deploy (a deleted one) is not reported.
         MetricSubject::HttpApi { id: "gone".into() },
     ]);
-    let task = Transform {
-        region: "eu-west-1",
-        api_types: &config.api_types,
-        gateway: &gateway,
-        metrics: &busy,
-        state: &state,
-    };
+    let task = Transform { region: "eu-west-1", api_types: &config.api_types, metrics: &busy, state: &state };
 
-    task.metrics(chunk_of(&[("prod", NOW - 300, NOW)]), NOW).await.unwrap();
+    task.metrics(chunk_of(&[("prod", NOW - 300, NOW)]), NOW, far_deadline()).await.unwrap();
 
     let report = state.load_report(&report_key("rt_prod", NOW)).await.unwrap();
     let reported: BTreeSet<(&str, &str, Option<&str>)> = report
@@ -1339,7 +1103,7 @@ async fn a_window_with_an_unreadable_cloudtrail_record_is_a_full_sync_of_the_sta
     let config = config(&[]);
     let gateway = Gateway::with_apis(3, &["prod"], "x");
     let (plane, state) = (Plane::default(), Memory::default());
-    state.advance_assets_watermark(&watermark("prod", NOW - 300, Some(NOW - 600)), NOW - 300).await.unwrap();
+    state.advance_assets_watermark(&watermark("prod", NOW - 300, Some(NOW - 600)), &[], NOW - 300).await.unwrap();
     let truncated = ApiEvent {
         unreadable: true,
         ..write_event("e1", NOW - 100, "UpdateStage", serde_json::Value::Null, serde_json::Value::Null)
@@ -1369,7 +1133,7 @@ async fn a_change_is_applied_once_and_the_overlap_applies_only_events_delivered_
     let config = config(&[]);
     let gateway = Gateway::with_apis(3, &["prod"], "x");
     let (plane, state) = (Plane::default(), Memory::default());
-    state.advance_assets_watermark(&watermark("prod", NOW - 300, Some(NOW - 600)), NOW - 300).await.unwrap();
+    state.advance_assets_watermark(&watermark("prod", NOW - 300, Some(NOW - 600)), &[], NOW - 300).await.unwrap();
     let redeployed = |id: &str, time, api: &str| {
         write_event(id, time, "CreateDeployment", serde_json::json!({"restApiId": api}), serde_json::Value::Null)
     };
@@ -1379,18 +1143,17 @@ async fn a_change_is_applied_once_and_the_overlap_applies_only_events_delivered_
     let execution = |n: usize, now: i64, published: bool| {
         let mut input = assets_input(SyncMode::Auto, &["prod"]);
         input.execution_id = format!("run-{n}");
-        let (task, state, gateway) = (&task, &state, &gateway);
+        let (task, state, gateway, plane) = (&task, &state, &gateway, &plane);
         async move {
             let output = task.run(input.clone(), now).await.unwrap();
             let calls = gateway.calls.swap(0, Ordering::SeqCst);
-            let ack = AckInput {
-                kind: Kind::Assets,
-                execution_id: input.execution_id,
-                watermarks: if published { output.watermarks.clone() } else { vec![] },
-                claimed: output.claimed.clone(),
-                branch_failed: !published,
-            };
-            ack_watermark(ack, state, now).await.unwrap();
+            let mut ack = ack_of(&output, &input.execution_id);
+            if published {
+                assert!(publish_all(&output, plane, state).await.is_empty());
+            } else {
+                (ack.watermarks, ack.branch_failed) = (vec![], true);
+            }
+            commit(ack, state, now).await.unwrap();
             (assets_touched(&output), calls, output)
         }
     };

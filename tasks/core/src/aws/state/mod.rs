@@ -1,0 +1,168 @@
+//! Amazon DynamoDB: the agent's state table, one table of string-keyed items.
+//!
+//! - [`StageProgress`]: one item per federated stage (the stage name is its key: the table belongs
+//!   to one account and region) with its runtime registration, the two branch watermarks and how
+//!   each branch last ended. Watermarks only move forward: every write is conditional, so an
+//!   overlapping or replayed execution can never move one back.
+//! - [`Claims`]: a branch *claims* a stage before listing its work, and an execution claims the
+//!   account's listing, so two overlapping executions never do the same work twice.
+//! - [`Documents`]: what one task hands the next without passing it through a state payload
+//!   (snapshots, catalogs, listings, metrics reports, applied CloudTrail events, progress).
+//! - [`Runs`]: what a branch's run did per stage (chunks published, APIs refused, a failure), read
+//!   by `ack-watermark`; and [`Registry`]: every runtime the agent registered, to find orphans.
+//! - [`Slots`]: the account's API Gateway pace, shared by every container (see [`crate::aws::pace`]).
+//!
+//! Items other than a stage's start with `#`, which no API Gateway stage name can.
+
+mod claims;
+mod documents;
+mod progress;
+mod runs;
+mod slots;
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
+use aws_sdk_dynamodb::types::AttributeValue;
+use flate2::Compression;
+use flate2::read::GzDecoder;
+use flate2::write::GzEncoder;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub use self::claims::{Claim, ClaimOn, Claims};
+pub use self::documents::{
+    CatalogEntry, Discovery, Documents, LISTING_REUSE_SECONDS, applied_events_key, listing_key, progress_key,
+    report_key, snapshot_key,
+};
+pub use self::progress::{Outcomes, RuntimeState, StageProgress};
+pub use self::runs::{Registered, Registry, RunEntry, RunRecord, Runs};
+pub use self::slots::{API_GATEWAY_SCHEDULE, Slots};
+use super::sdk_error;
+use crate::error::{AgentError, Result};
+
+/// Everything the tasks keep in the state table.
+pub trait StateStore: StageProgress + Claims + Documents + Runs + Registry {}
+
+impl<T: StageProgress + Claims + Documents + Runs + Registry> StateStore for T {}
+
+#[derive(Debug, Clone)]
+pub struct DynamoStateStore {
+    client: Client,
+    table: String,
+}
+
+/// The table's partition key (string).
+pub const KEY: &str = "stage";
+
+/// The attribute the table's TTL reads: documents and run records expire by themselves.
+pub const EXPIRES_AT: &str = "expiresAt";
+
+impl DynamoStateStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self { client, table: table.into() }
+    }
+
+    /// The item under `key`, read consistently: watermarks and claims must not be stale.
+    async fn item(&self, key: &str) -> Result<Option<HashMap<String, AttributeValue>>> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(KEY, AttributeValue::S(key.to_owned()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| sdk_error("dynamodb:GetItem", e))?;
+        Ok(output.item)
+    }
+
+    /// An update of the item under `key`, to be given its expression.
+    fn update(&self, key: &str) -> UpdateItemFluentBuilder {
+        self.client.update_item().table_name(&self.table).key(KEY, AttributeValue::S(key.to_owned()))
+    }
+
+    /// Puts the item `key` holding the JSON text `json` (if any) in `attribute`, expiring at
+    /// `expires_at` (if any).
+    async fn put_json(&self, key: &str, attribute: &str, json: Option<String>, expires_at: Option<i64>) -> Result<()> {
+        let mut request = self.client.put_item().table_name(&self.table).item(KEY, AttributeValue::S(key.to_owned()));
+        if let Some(json) = json {
+            request = request.item(attribute, AttributeValue::S(json));
+        }
+        if let Some(at) = expires_at {
+            request = request.item(EXPIRES_AT, AttributeValue::N(at.to_string()));
+        }
+        request.send().await.map_err(|e| sdk_error("dynamodb:PutItem", e))?;
+        Ok(())
+    }
+
+    /// The JSON text in `attribute` of the item `key`; `None` when the item or the attribute is
+    /// absent.
+    async fn load_json<T: DeserializeOwned>(&self, key: &str, attribute: &str) -> Result<Option<T>> {
+        let Some(body) = self.item(key).await?.and_then(|item| item.get(attribute)?.as_s().ok().cloned()) else {
+            return Ok(None);
+        };
+        parse_json(key, &body).map(Some)
+    }
+
+    /// Sets a number attribute of the item `key` (`Some`) or removes it (`None`).
+    async fn set_number(&self, key: &str, attribute: &str, value: Option<i64>) -> Result<()> {
+        let request = self.update(key).expression_attribute_names("#attribute", attribute);
+        let request = match value {
+            Some(value) => request
+                .update_expression("SET #attribute = :value")
+                .expression_attribute_values(":value", AttributeValue::N(value.to_string())),
+            None => request.update_expression("REMOVE #attribute"),
+        };
+        request.send().await.map_err(|e| sdk_error("dynamodb:UpdateItem", e))?;
+        Ok(())
+    }
+}
+
+/// A large value as stored: gzipped JSON. A report of 2,500 APIs is about 1 MB of JSON and a
+/// small fraction of that compressed, inside DynamoDB's 400 KB items.
+fn gzip_json(key: &str, value: &(impl Serialize + ?Sized)) -> Result<Vec<u8>> {
+    let mut gzip = GzEncoder::new(Vec::new(), Compression::default());
+    serde_json::to_writer(&mut gzip, value)
+        .map_err(|e| AgentError::AwsRequestFailed(format!("state item {key} cannot be serialized: {e}")))?;
+    gzip.finish().map_err(|e| AgentError::AwsRequestFailed(format!("state item {key} cannot be compressed: {e}")))
+}
+
+fn gunzip_json<T: DeserializeOwned>(key: &str, body: &[u8]) -> Result<T> {
+    serde_json::from_reader(GzDecoder::new(body))
+        .map_err(|e| AgentError::AwsRequestFailed(format!("state item {key} is malformed: {e}")))
+}
+
+fn json_body(key: &str, value: &(impl Serialize + ?Sized)) -> Result<String> {
+    serde_json::to_string(value)
+        .map_err(|e| AgentError::AwsRequestFailed(format!("state item {key} cannot be serialized: {e}")))
+}
+
+fn parse_json<T: DeserializeOwned>(key: &str, body: &str) -> Result<T> {
+    serde_json::from_str(body).map_err(|e| AgentError::AwsRequestFailed(format!("state item {key} is malformed: {e}")))
+}
+
+/// Sends a conditional update; `false` when its condition did not hold.
+async fn conditional_update(request: UpdateItemFluentBuilder) -> Result<bool> {
+    match request.send().await {
+        Ok(_) => Ok(true),
+        Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(false),
+        Err(e) => Err(sdk_error("dynamodb:UpdateItem", e)),
+    }
+}
+
+fn number(item: &HashMap<String, AttributeValue>, name: &str) -> Result<Option<i64>> {
+    match item.get(name) {
+        None => Ok(None),
+        Some(AttributeValue::N(n)) => n
+            .parse()
+            .map(Some)
+            .map_err(|_| AgentError::AwsRequestFailed(format!("state item attribute {name} is not an integer: {n}"))),
+        Some(other) => Err(AgentError::AwsRequestFailed(format!("state item attribute {name} has type {other:?}"))),
+    }
+}
+
+fn string(item: &HashMap<String, AttributeValue>, name: &str) -> Option<String> {
+    item.get(name).and_then(|v| v.as_s().ok()).cloned()
+}
