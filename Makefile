@@ -14,6 +14,8 @@ export CDK_DISABLE_VERSION_CHECK := true
 # The venv first on PATH: `cargo lambda` and moto come from there.
 export PATH  := $(CURDIR)/$(VENV)/bin:$(PATH)
 INPUT        ?= {}
+# pytest workers of `make test`, each with a local stack of its own: the tests mostly wait (paces, retries).
+TEST_WORKERS ?= 3
 
 .PHONY: help setup run test test-large test-properties soak bench lambdas cdk-check deploy clean
 
@@ -21,7 +23,8 @@ help:
 	@echo "make setup   install the local stack (Python venv, Node 22, interpreter, validator)"
 	@echo "make run     run one execution of the state machine locally; INPUT='{\"mode\":\"full\"}' for a full sync"
 	@echo "make test    validate the ASL, check format and lints, run the Rust tests, the CDK checks, the end-to-end tests"
-	@echo "             (with a 10-API benchmark smoke) and a local execution in a copy of the repository with nothing beside it"
+	@echo "             (TEST_WORKERS at once, default 3, with a 10-API benchmark smoke), each function's AWS calls in them"
+	@echo "             against its IAM grants, and a local execution in a copy of the repository with nothing beside it"
 	@echo "make test-large  on demand: the largest account (all three API types): full sync, a 2,520-API metrics window, a 150-runtime catch-up (about 20 minutes)"
 	@echo "make test-properties  on demand: the property tests with PROPTEST_CASES cases each (default 20000)"
 	@echo "make soak    on demand: the fault soak with SOAK_ROUNDS rounds (default 20) and SOAK_SEED"
@@ -54,7 +57,9 @@ test: setup
 	cargo clippy --workspace --all-targets --quiet -- -D warnings
 	cargo test --workspace
 	$(MAKE) --no-print-directory cdk-check
-	cd tests && ../$(PYTHON) -m pytest -q
+	rm -rf target/iam-uses
+	cd tests && ../$(PYTHON) -m pytest -q -n $(TEST_WORKERS)
+	cd tests && ../$(PYTHON) -m pytest -q iam
 	tests/stack/standalone-check.sh
 
 # On demand, outside `make test`: the largest account one region can hold and a 150-runtime

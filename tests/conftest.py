@@ -1,4 +1,7 @@
-"""Options of the whole suite: the largest-account runs are on demand (`make test-large`)."""
+"""Options of the whole suite: the largest-account runs are on demand (`make test-large`); every stack records its
+functions' AWS calls for tests/iam."""
+
+import os
 
 import pytest
 
@@ -10,6 +13,9 @@ def pytest_addoption(parser):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "large: a largest-account run, only with --large")
+    # Each stack writes its functions' calls when it stops (stack.IAM_USES_DIR); tests/iam checks them against the
+    # template's grants after the suite.
+    os.environ["AGENT_RECORD_IAM_USES"] = "1"
 
 
 def pytest_collection_modifyitems(config, items):

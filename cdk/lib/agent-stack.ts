@@ -9,6 +9,7 @@ import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
 import * as cloudwatchActions from 'aws-cdk-lib/aws-cloudwatch-actions';
 import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
 import * as iam from 'aws-cdk-lib/aws-iam';
+import * as kms from 'aws-cdk-lib/aws-kms';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import * as scheduler from 'aws-cdk-lib/aws-scheduler';
@@ -81,6 +82,9 @@ export class AgentStack extends Stack {
       ? secretsmanager.Secret.fromSecretCompleteArn(this, 'ControlPlaneSecret', settings.controlPlaneSecretArn)
       : new secretsmanager.Secret(this, 'ControlPlaneSecret', {
           description: 'webMethods API Control Plane credentials of the API Gateway agent: {"username","password"}',
+          encryptionKey: settings.controlPlaneSecretKmsKeyArn
+            ? kms.Key.fromKeyArn(this, 'ControlPlaneSecretKey', settings.controlPlaneSecretKmsKeyArn)
+            : undefined,
           // A placeholder with empty fields, not generated credentials: the agent recognises it
           // and ends its executions as CredentialsNotSet (without failing) until the user puts
           // the control plane's credentials into the secret.
@@ -137,50 +141,63 @@ export class AgentStack extends Stack {
       actions: ['apigateway:GET'],
       resources: apiGatewayResources(settings.apiTypes),
     });
-    for (const placeholder of ['EnsureRuntimeFunctionArn', 'ListChangesFunctionArn', 'TransformFunctionArn'] as const) {
+    for (const placeholder of ['EnsureRuntimeFunctionArn', 'ListChangesFunctionArn'] as const) {
       roles[placeholder].addToPolicy(readApiGateway);
     }
     for (const placeholder of ['EnsureRuntimeFunctionArn', 'ListChangesFunctionArn', 'PublishFunctionArn'] as const) {
-      secret.grantRead(roles[placeholder]);
+      // GetSecretValue only: `grantRead` would add DescribeSecret, which no task calls.
+      roles[placeholder].addToPolicy(
+        new iam.PolicyStatement({ actions: ['secretsmanager:GetSecretValue'], resources: [secret.secretArn] }),
+      );
+      if (settings.controlPlaneSecretKmsKeyArn) {
+        // A secret encrypted with a customer managed key: reading it decrypts with that key.
+        roles[placeholder].addToPolicy(
+          new iam.PolicyStatement({
+            actions: ['kms:Decrypt'],
+            resources: [settings.controlPlaneSecretKmsKeyArn],
+            conditions: { StringEquals: { 'kms:ViaService': `secretsmanager.${Aws.REGION}.amazonaws.com` } },
+          }),
+        );
+      }
     }
-    // ensure-runtime also stores the discovered stages (PutItem of one item).
+    // Each task reads and writes only the state items it needs, by their key (see
+    // tasks/core/src/aws/state): a stage's item is named by the stage, every other item's key starts
+    // with `#` and its kind.
+    const table = (placeholder: Placeholder, actions: string[], items: StateItem[]) =>
+      grantStateItems(roles[placeholder], this.table, actions, items);
+    table('EnsureRuntimeFunctionArn', ['dynamodb:GetItem'], ['stage', '#discovery', '#catalog#*', '#registry', '#lock#listing']);
+    table('EnsureRuntimeFunctionArn', ['dynamodb:UpdateItem'], ['stage', '#registry', '#lock#listing', '#pace#apigateway']);
+    table('EnsureRuntimeFunctionArn', ['dynamodb:PutItem'], ['#discovery', '#listing#*']);
+    // The one-off scan that starts the registry of an installation from before it: keys and runtime ids only.
     roles.EnsureRuntimeFunctionArn.addToPolicy(
       new iam.PolicyStatement({
-        actions: ['dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem'],
+        actions: ['dynamodb:Scan'],
         resources: [this.table.tableArn],
+        conditions: {
+          'ForAllValues:StringEquals': { 'dynamodb:Attributes': ['stage', 'registeredId'] },
+          StringEquals: { 'dynamodb:Select': 'SPECIFIC_ATTRIBUTES' },
+        },
       }),
     );
-    // list-changes claims stages (conditional UpdateItem) before it reads their state, and stores
-    // each chunk's snapshot and the discovered stages (PutItem); transform reads the snapshots.
-    roles.ListChangesFunctionArn.addToPolicy(
-      new iam.PolicyStatement({
-        actions: ['dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem'],
-        resources: [this.table.tableArn],
-      }),
-    );
-    // transform reads the snapshots and stores one report per metrics window (PutItem).
-    roles.TransformFunctionArn.addToPolicy(
-      new iam.PolicyStatement({ actions: ['dynamodb:GetItem', 'dynamodb:PutItem'], resources: [this.table.tableArn] }),
-    );
-    // publish reads the reports and records each window the control plane accepted (UpdateItem).
-    roles.PublishFunctionArn.addToPolicy(
-      new iam.PolicyStatement({ actions: ['dynamodb:GetItem', 'dynamodb:UpdateItem'], resources: [this.table.tableArn] }),
-    );
-    // ack-watermark commits the assets watermarks and checks the metrics ones publish committed.
-    roles.AckWatermarkFunctionArn.addToPolicy(
-      new iam.PolicyStatement({ actions: ['dynamodb:GetItem', 'dynamodb:UpdateItem'], resources: [this.table.tableArn] }),
-    );
-    // list-changes asks whether the execution holding a claim still runs (a named state machine,
-    // so this grant need not reference it: the machine already depends on the functions).
+    table('ListChangesFunctionArn', ['dynamodb:GetItem'], ['stage', '#discovery', '#listing#*', '#catalog#*', '#applied#*', '#lock#listing']);
+    table('ListChangesFunctionArn', ['dynamodb:UpdateItem'], ['stage', '#lock#listing', '#pace#apigateway']);
+    table('ListChangesFunctionArn', ['dynamodb:PutItem'], ['#discovery', '#snapshot#*', '#catalog#*', '#applied#*', '#run#*']);
+    table('TransformFunctionArn', ['dynamodb:GetItem'], ['#snapshot#*', '#catalog#*', '#progress#*']);
+    table('TransformFunctionArn', ['dynamodb:PutItem'], ['#report#*', '#progress#*']);
+    table('PublishFunctionArn', ['dynamodb:GetItem'], ['stage', '#report#*']);
+    table('PublishFunctionArn', ['dynamodb:UpdateItem'], ['stage', '#run#*']);
+    table('AckWatermarkFunctionArn', ['dynamodb:GetItem', 'dynamodb:UpdateItem'], ['stage', '#run#*']);
+    // A claim's or the listing's holder: is that execution still running? (A named state machine,
+    // so this grant need not reference it: the machine already depends on the functions.)
     const stateMachineName = `${this.stackName}-workflow`;
     const executions = `arn:${Aws.PARTITION}:states:${Aws.REGION}:${Aws.ACCOUNT_ID}:execution:${stateMachineName}:*`;
-    roles.ListChangesFunctionArn.addToPolicy(
-      new iam.PolicyStatement({ actions: ['states:DescribeExecution'], resources: [executions] }),
-    );
-    Validations.of(roles.ListChangesFunctionArn).acknowledge({
-      id: `AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:${stateMachineName}:*]`,
-      reason: 'DescribeExecution of this state machine\'s own executions, whose names Step Functions generates.',
-    });
+    for (const placeholder of ['EnsureRuntimeFunctionArn', 'ListChangesFunctionArn'] as const) {
+      roles[placeholder].addToPolicy(new iam.PolicyStatement({ actions: ['states:DescribeExecution'], resources: [executions] }));
+      Validations.of(roles[placeholder]).acknowledge({
+        id: `AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:${stateMachineName}:*]`,
+        reason: 'DescribeExecution of this state machine\'s own executions, whose names Step Functions generates.',
+      });
+    }
     // LookupEvents, GetMetricData and ListMetrics support no resource-level permissions.
     roles.ListChangesFunctionArn.addToPolicy(
       new iam.PolicyStatement({ actions: ['cloudtrail:LookupEvents'], resources: ['*'] }),
@@ -218,7 +235,12 @@ export class AgentStack extends Stack {
       definitionBody: sfn.DefinitionBody.fromString(readFileSync(props.definitionFile, 'utf8')),
       definitionSubstitutions,
       stateMachineType: settings.express ? sfn.StateMachineType.EXPRESS : sfn.StateMachineType.STANDARD,
-      logs: { destination: workflowLogs, level: sfn.LogLevel.ALL, includeExecutionData: true },
+      // Errors only by default, without the states' input and output (API names, descriptions, URLs).
+      logs: {
+        destination: workflowLogs,
+        level: sfn.LogLevel[settings.workflowLogLevel],
+        includeExecutionData: settings.workflowLogExecutionData,
+      },
       tracingEnabled: true,
     });
     for (const alias of Object.values(aliases)) {
@@ -228,6 +250,14 @@ export class AgentStack extends Stack {
       id: 'AwsSolutions-IAM5[Resource::*]',
       reason: 'Log delivery and X-Ray actions that Step Functions needs support no resource-level permissions.',
     });
+    if (settings.workflowLogLevel !== 'ALL') {
+      Validations.of(this.stateMachine).acknowledge({
+        id: 'AwsSolutions-SF1',
+        reason:
+          'Errors only by default: every state\'s events would log the API names, descriptions and URLs the states ' +
+          'carry; the console keeps each execution\'s history, and -c workflowLogLevel=ALL logs everything.',
+      });
+    }
     Validations.of(this.stateMachine).acknowledge({
       id: 'AwsSolutions-IAM5[Resource::<EnsureRuntimeLive*>:*]',
       reason: 'grantInvoke also allows the qualified ARNs of the alias; the alias is still the only function reachable.',
@@ -308,11 +338,19 @@ export class AgentStack extends Stack {
           period,
         }),
       ),
-      // The newest acked watermark of each branch; no ack at all counts as lagging.
+      // APIs the control plane refuses (each commit counts those of its stages): left out while
+      // every other API is published, retried on every run; the execution output names them.
+      anyExecution(
+        'RefusedApisAlarm',
+        'The control plane refuses some APIs: every other API is published, these are retried on every run (the assets summary\'s "refused" and the publish log name them).',
+        new cloudwatch.Metric({ namespace: METRICS_NAMESPACE, metricName: 'RefusedApis', statistic: 'Maximum', period }),
+      ),
+      // The oldest watermark of each branch's stages (a stuck stage is the lag); no ack at all
+      // counts as lagging.
       ...['assets', 'metrics'].map(
         (kind) =>
           new cloudwatch.Alarm(this, `${pascal(kind)}SyncLagAlarm`, {
-            alarmDescription: `The ${kind} the control plane shows are more than ${Math.round((settings.syncLagThreshold.toSeconds() + fetchAllowance(kind)) / 60)} minutes old.`,
+            alarmDescription: `The ${kind} the control plane shows for some stage are more than ${Math.round((settings.syncLagThreshold.toSeconds() + fetchAllowance(kind)) / 60)} minutes old.`,
             metric: syncLag(kind),
             threshold: settings.syncLagThreshold.toSeconds() + fetchAllowance(kind),
             evaluationPeriods: 1,
@@ -356,4 +394,33 @@ export function apiGatewayPaths(apiTypes: readonly ApiType[]): string[] {
 
 function apiGatewayResources(apiTypes: readonly ApiType[]): string[] {
   return apiGatewayPaths(apiTypes).map((path) => `arn:${Aws.PARTITION}:apigateway:${Aws.REGION}::${path}`);
+}
+
+/**
+ * A kind of item of the state table: `stage`, the item of a stage (its key is the stage's name,
+ * which cannot start with `#`), or a key pattern of the other items (`#run#*`, `#discovery`...).
+ */
+type StateItem = 'stage' | `#${string}`;
+
+/** Grants `actions` on the table's items of these kinds only (`dynamodb:LeadingKeys`). */
+function grantStateItems(role: iam.Role, table: dynamodb.Table, actions: string[], items: StateItem[]): void {
+  const named = items.filter((item) => item !== 'stage');
+  if (items.includes('stage')) {
+    role.addToPolicy(
+      new iam.PolicyStatement({
+        actions,
+        resources: [table.tableArn],
+        conditions: { 'ForAllValues:StringNotLike': { 'dynamodb:LeadingKeys': ['#*'] } },
+      }),
+    );
+  }
+  if (named.length > 0) {
+    role.addToPolicy(
+      new iam.PolicyStatement({
+        actions,
+        resources: [table.tableArn],
+        conditions: { 'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': named } },
+      }),
+    );
+  }
 }

@@ -70,6 +70,12 @@ export interface AgentSettings {
   readonly syncLagThreshold: Duration;
   /** SNS topic notified of alarms (and of their recovery). */
   readonly alarmTopicArn?: string;
+  /** WORKFLOW_LOG_LEVEL: what the state machine logs (ALL, ERROR, FATAL, OFF). */
+  readonly workflowLogLevel: 'ALL' | 'ERROR' | 'FATAL' | 'OFF';
+  /** WORKFLOW_LOG_EXECUTION_DATA: whether the state machine's log lines carry each state's input and output. */
+  readonly workflowLogExecutionData: boolean;
+  /** APICP_SECRET_KMS_KEY_ARN: the customer managed key encrypting the control plane secret. */
+  readonly controlPlaneSecretKmsKeyArn?: string;
 }
 
 /**
@@ -107,6 +113,8 @@ export const DEFAULTS = {
   functionMemoryMb: 256,
   logRetention: RetentionDays.ONE_MONTH,
   syncLagThreshold: Duration.minutes(30),
+  workflowLogLevel: 'ERROR',
+  workflowLogExecutionData: false,
 } satisfies Partial<AgentSettings>;
 
 /**
@@ -149,6 +157,9 @@ export const CONTEXT_VARIABLES = {
   functionMemoryMb: 'FUNCTION_MEMORY_MB',
   logRetentionDays: 'LOG_RETENTION_DAYS',
   syncLagThresholdMinutes: 'SYNC_LAG_THRESHOLD_MINUTES',
+  workflowLogLevel: 'WORKFLOW_LOG_LEVEL',
+  workflowLogExecutionData: 'WORKFLOW_LOG_EXECUTION_DATA',
+  controlPlaneSecretKmsKeyArn: 'APICP_SECRET_KMS_KEY_ARN',
 } as const;
 
 type ContextKey = keyof typeof CONTEXT_VARIABLES;
@@ -190,6 +201,9 @@ interface CheckedSettings {
   functionMemoryMb: number;
   logRetentionDays: number;
   syncLagThresholdMinutes: number;
+  workflowLogLevel: 'ALL' | 'ERROR' | 'FATAL' | 'OFF';
+  workflowLogExecutionData: boolean;
+  controlPlaneSecretKmsKeyArn: string | null;
 }
 
 const repo = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -264,6 +278,9 @@ export function settingsFromContext(lookup: Lookup): AgentSettings {
     logRetention: checked.logRetentionDays as RetentionDays,
     syncLagThreshold: Duration.minutes(checked.syncLagThresholdMinutes),
     alarmTopicArn: text('alarmTopicArn'),
+    workflowLogLevel: checked.workflowLogLevel,
+    workflowLogExecutionData: checked.workflowLogExecutionData,
+    controlPlaneSecretKmsKeyArn: checked.controlPlaneSecretKmsKeyArn ?? undefined,
   };
 }
 

@@ -99,7 +99,36 @@ describe('the agent stack', () => {
     }
     assert.equal(machine.Properties.StateMachineType, 'STANDARD');
     assert.deepEqual(machine.Properties.TracingConfiguration, { Enabled: true });
-    assert.equal(machine.Properties.LoggingConfiguration.Level, 'ALL');
+  });
+
+  it('logs the workflow\'s errors without execution data, unless told otherwise', () => {
+    const logging = (t: Template) => Object.values(t.findResources('AWS::StepFunctions::StateMachine'))[0].Properties
+      .LoggingConfiguration;
+    assert.equal(logging(template).Level, 'ERROR');
+    assert.equal(logging(template).IncludeExecutionData, false);
+    const all = logging(synth({ workflowLogLevel: 'ALL', workflowLogExecutionData: 'true' }).template);
+    assert.equal(all.Level, 'ALL');
+    assert.equal(all.IncludeExecutionData, true);
+  });
+
+  it('lets the functions decrypt an imported secret with its customer managed key, and only through Secrets Manager', () => {
+    const key = 'arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab';
+    const imported = synth({
+      controlPlaneSecretArn: 'arn:aws:secretsmanager:eu-west-1:111122223333:secret:apicp-AbCdEf',
+      controlPlaneSecretKmsKeyArn: key,
+    }).template;
+    for (const role of ['EnsureRuntimeRole', 'ListChangesRole', 'PublishRole']) {
+      const decrypt = statementsOf(imported, role).filter((s) => s.Action === 'kms:Decrypt');
+      assert.equal(decrypt.length, 1, role);
+      assert.equal(decrypt[0].Resource, key);
+      assert.match(JSON.stringify(decrypt[0]), /kms:ViaService/);
+    }
+    assert.deepEqual(statementsOf(imported, 'TransformRole').filter((s) => s.Action === 'kms:Decrypt'), []);
+    const created = synth({ controlPlaneSecretKmsKeyArn: key }).template;
+    const [createdSecret] = Object.values(created.findResources('AWS::SecretsManager::Secret'));
+    assert.equal(createdSecret.Properties.KmsKeyId, key);
+    assert.equal(statementsOf(created, 'PublishRole').filter((s) => s.Action === 'kms:Decrypt').length, 1);
+    assert.deepEqual(statementsOf(template, 'PublishRole').filter((s) => [s.Action].flat().includes('kms:Decrypt')), []);
   });
 
   it('deploys the definition file as it is, and it stays valid once substituted', async () => {
@@ -144,16 +173,18 @@ describe('the agent stack', () => {
     }
   });
 
-  it('gives each function only the actions it calls', () => {
+  it('gives each function only the actions it calls (tests/iam checks them against the calls themselves)', () => {
     const common = ['logs:CreateLogStream', 'logs:PutLogEvents', 'xray:PutTelemetryRecords', 'xray:PutTraceSegments'];
-    const secret = ['secretsmanager:DescribeSecret', 'secretsmanager:GetSecretValue'];
+    const secret = ['secretsmanager:GetSecretValue'];
     const expected: Record<string, string[]> = {
       EnsureRuntimeRole: [
         ...common,
         'apigateway:GET',
         'dynamodb:GetItem',
         'dynamodb:PutItem',
+        'dynamodb:Scan',
         'dynamodb:UpdateItem',
+        'states:DescribeExecution',
         ...secret,
       ],
       ListChangesRole: [
@@ -166,19 +197,31 @@ describe('the agent stack', () => {
         'states:DescribeExecution',
         ...secret,
       ],
-      TransformRole: [
-        ...common,
-        'apigateway:GET',
-        'cloudwatch:GetMetricData',
-        'cloudwatch:ListMetrics',
-        'dynamodb:GetItem',
-        'dynamodb:PutItem',
-      ],
+      TransformRole: [...common, 'cloudwatch:GetMetricData', 'cloudwatch:ListMetrics', 'dynamodb:GetItem', 'dynamodb:PutItem'],
       PublishRole: [...common, 'dynamodb:GetItem', 'dynamodb:UpdateItem', ...secret],
       AckWatermarkRole: [...common, 'dynamodb:GetItem', 'dynamodb:UpdateItem'],
     };
     for (const [role, actions] of Object.entries(expected)) {
-      assert.deepEqual(actionsOf(template, role), actions.sort(), role);
+      assert.deepEqual([...new Set(actionsOf(template, role))], actions.sort(), role);
+    }
+  });
+
+  it('scopes each function\'s table grants to the items it reads and writes', () => {
+    const keys = (role: string, action: string) =>
+      statementsOf(template, role)
+        .filter((s) => [s.Action].flat().includes(action))
+        .map((s) => JSON.stringify((s as { Condition?: unknown }).Condition ?? 'the whole table'));
+    assert.deepEqual(keys('TransformRole', 'dynamodb:PutItem'), [
+      JSON.stringify({ 'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': ['#report#*', '#progress#*'] } }),
+    ]);
+    assert.deepEqual(keys('PublishRole', 'dynamodb:UpdateItem'), [
+      JSON.stringify({ 'ForAllValues:StringNotLike': { 'dynamodb:LeadingKeys': ['#*'] } }),
+      JSON.stringify({ 'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': ['#run#*'] } }),
+    ]);
+    for (const role of ['EnsureRuntimeRole', 'ListChangesRole', 'TransformRole', 'PublishRole', 'AckWatermarkRole']) {
+      for (const statement of statementsOf(template, role).filter((s) => [s.Action].flat().some((a) => a.startsWith('dynamodb:')))) {
+        assert.ok((statement as { Condition?: unknown }).Condition, `${role}: ${JSON.stringify(statement)} is not scoped`);
+      }
     }
   });
 
@@ -414,6 +457,7 @@ describe('options', () => {
       runtimeLocation: undefined,
       runtimeCapacity: undefined,
       alarmTopicArn: undefined,
+      controlPlaneSecretKmsKeyArn: undefined,
     });
     const template = Template.fromStack(new AgentStack(new App(), 'Defaults', { settings, lambdaAssetsDir: assetsDir, definitionFile }));
     template.resourceCountIs('AWS::Lambda::Function', 5);

@@ -4,8 +4,8 @@ report prints beside them."""
 
 from __future__ import annotations
 
-from benchmarks import (OPERATIONS, STAGES, changes_bound, deployables, full_sync_bound, metrics_read_bound, render,
-                        run)
+from benchmarks import (OPERATIONS, STAGES, changes_bound, deployables, full_sync_bound, metrics_read_bound,
+                        quiet_read_bound, render, run)
 from lambda_adapter import load_timeouts
 
 SMOKE_SIZE = 10
@@ -32,6 +32,13 @@ def test_the_benchmarks_measure_every_run_figure_and_binary_of_a_small_account()
     assert metrics.service_calls("apigateway") == 0, "the metrics branch names APIs from the stored catalog"
     # Six 5-minute windows of the 30-minute fetch interval, per stage, each sent once.
     assert metrics.control_plane.get("POST /api/engine/{id}/runtimes/{id}/metrics") == 6 * len(STAGES)
+    # Without traffic nothing is listed: every API-stage's request counters are probed, and nothing more is read.
+    quiet = operations["quiet metrics read"]
+    assert (quiet.service_calls("monitoring", "ListMetrics"), quiet.service_calls("monitoring", "GetMetricData")) \
+        == quiet_read_bound(result.mix)
+    assert quiet.metrics_requested == len(STAGES) * (result.mix["REST"] + result.mix["HTTP"]
+                                                     + 2 * result.mix["WEBSOCKET"])
+    assert quiet.control_plane.get("POST /api/engine/{id}/runtimes/{id}/metrics") == 7 * len(STAGES)
     assert len(result.changes) == 10 and changes.service_calls("cloudtrail") == 1
     assert changes.service_calls("apigateway") >= changes_bound(result.changes)
     # The run after them re-reads the changes in its window's overlap and skips them: applied once.
@@ -53,6 +60,6 @@ def test_the_benchmarks_measure_every_run_figure_and_binary_of_a_small_account()
     report = render(results, cold, zips, release=False, command="smoke")
     print(report)
     for heading in ("AWS calls per run", "Full sync at the API Gateway pace", "Control plane requests per run",
-                    "## Tasks", "## Binaries", "Cost per month"):
+                    "## Tasks", "## Binaries", "Cost per month", "probed API-stage without traffic"):
         assert heading in report
     assert report.count(f"| {SMOKE_SIZE} | every ") == 2, "a cost row per schedule"

@@ -2,7 +2,8 @@
 
 Measured on the strict local stack (stack.py), per account size (APIs in the largest region's mix of 1,320 REST,
 600 HTTP and 600 WebSocket APIs, each deployed to two stages) and operation: a full sync, an idle incremental run,
-an incremental run after ten changes, a metrics read; each one execution of the real state machine:
+a metrics read of API-stages without traffic (none listed by `ListMetrics`, each probed), a metrics read of active
+API-stages, an incremental run after ten changes; each one execution of the real state machine:
 
 - AWS calls at the wire (the AWS proxy and the CloudTrail fake count them), beside the design's lower bounds and the
   vendor agent's calls per run;
@@ -58,8 +59,10 @@ APIGATEWAY_PACE = 5.0  # APIGATEWAY_REQUESTS_PER_SECOND
 METRICS_FETCH_INTERVAL = 1800  # METRICS_FETCH_INTERVAL_SECONDS
 RECONCILE_INTERVAL = 86_400  # RECONCILE_INTERVAL_SECONDS
 CHANGES = 10
-# Metrics the agent requests per API-stage and read (README, "What the metrics cost").
+# Metrics the agent requests per API-stage and read (README, "What the metrics cost"): of an active one, and the probe
+# of one that `ListMetrics` does not list (its request counters: `Count`, WebSocket `ConnectCount` and `MessageCount`).
 METRICS_PER_API = {"REST": 5, "HTTP": 5, "WEBSOCKET": 6}
+PROBES_PER_API = {"REST": 1, "HTTP": 1, "WEBSOCKET": 2}
 # GetMetricData takes 500 queries, ListMetrics answers 500 metrics a page, listings 500 APIs a page.
 PAGE = 500
 # The vendor agent (ARCHITECTURE.md section 1): GetRestApis unpaged (25 APIs), per API its stages, per API-stage 7
@@ -266,7 +269,7 @@ class SizeResult:
     changes: list[str] = field(default_factory=list)
 
 
-OPERATIONS = ("full sync", "idle incremental", "metrics read", "10 changes", "10 changes again")
+OPERATIONS = ("full sync", "idle incremental", "quiet metrics read", "metrics read", "10 changes", "10 changes again")
 
 
 def bench_size(stack: EmbeddedStack, total: int, log=print) -> SizeResult:
@@ -285,8 +288,12 @@ def bench_size(stack: EmbeddedStack, total: int, log=print) -> SizeResult:
 
     measured("full sync", {"mode": "full"})
     measured("idle incremental")
-    # The latest window the read covers also ends before the stages' assets watermark (their catalogs' reach).
+    # The latest window a read covers also ends before the stages' assets watermark (their catalogs' reach).
     synced = min(StateTable(stack.moto_url).item(stage)["assetsWatermark"] for stage in STAGES)
+    # No API-stage has had traffic yet, so `ListMetrics` lists none and the read probes each: what an account's idle
+    # APIs cost on every read. It starts a window earlier than the read below, so that one plans afresh.
+    put_metrics_watermarks(stack, due_window_end(time.time(), synced) - METRICS_FETCH_INTERVAL - METRICS_INTERVAL)
+    measured("quiet metrics read")
     latest = due_window_end(time.time(), synced)
     # A minute of traffic in the read, and one an hour before, as an API in use has: CloudWatch lists a metric only
     # fifteen minutes after its first datapoint, and the read probes the APIs it does not list.
@@ -329,6 +336,14 @@ def metrics_read_bound(mix: dict[str, int]) -> tuple[int, int]:
     listings = pages(mix["REST"] + mix["HTTP"]) + (2 * pages(mix["WEBSOCKET"]) if mix["WEBSOCKET"] else 0)
     queries = sum(METRICS_PER_API[kind] * n for kind, n in mix.items())
     return len(STAGES) * listings, len(STAGES) * math.ceil(queries / PAGE)
+
+
+def quiet_read_bound(mix: dict[str, int]) -> tuple[int, int]:
+    """(ListMetrics, GetMetricData) calls of one read of every stage, no API-stage listed or active: the listings, and
+    the probe of each API-stage's request counters 500 to a call (no read follows, as the probes find no traffic)."""
+    listings, _ = metrics_read_bound(mix)
+    probes = sum(PROBES_PER_API[kind] * n for kind, n in mix.items())
+    return listings, len(STAGES) * math.ceil(probes / PAGE)
 
 
 def vendor_per_run(mix: dict[str, int]) -> dict[str, int]:
@@ -607,7 +622,9 @@ def render(results: dict[int, SizeResult], cold: dict[str, ColdStart], zips: dic
                "`LookupEvents`; metrics read "
                "(`ListMetrics` + `GetMetricData`): per stage a `Count` listing (REST and HTTP) and a `ConnectCount` "
                "and a `MessageCount` listing (WebSocket) per 500 APIs, and the 5 (WebSocket 6) metrics of every "
-               "active API-stage 500 to a `GetMetricData` call. The vendor agent makes the same calls on every run: "
+               "active API-stage 500 to a `GetMetricData` call; a quiet read, the same listings and a probe of "
+               "the request counters (`Count`, WebSocket `ConnectCount` and `MessageCount`) of every API-stage "
+               "not listed, 500 to a call. The vendor agent makes the same calls on every run: "
                "1 + N + 7S (N APIs it sees, S API-stages) and 6 `LookupEvents` sequences with a 1 s pause per "
                "page, and it sees the first 25 REST APIs only.\n")
     out.append("| APIs | run | API Gateway | CloudTrail | CloudWatch | DynamoDB | other AWS | throttled | "
@@ -622,7 +639,8 @@ def render(results: dict[int, SizeResult], cold: dict[str, ColdStart], zips: dic
                      changes_bound(result.changes) if name == "10 changes" else 0)
             lookups = operation.service_calls("cloudtrail")
             cloudwatch = operation.service_calls("monitoring")
-            cloudwatch_bound = listings + fetches if name == "metrics read" else 0
+            cloudwatch_bound = (listings + fetches if name == "metrics read" else
+                                sum(quiet_read_bound(result.mix)) if name == "quiet metrics read" else 0)
             lookup_bound = "0" if name == "full sync" else "1"
             other = sum(n for (service, _), n in operation.calls.items()
                         if service not in ("apigateway", "cloudtrail", "monitoring", "dynamodb"))
@@ -728,6 +746,24 @@ def render(results: dict[int, SizeResult], cold: dict[str, ColdStart], zips: dic
                        f"{dollars(cost['express'])} | {dollars(cost['lambda_'])} | {dollars(cost['cloudwatch'])} | "
                        f"{dollars(cost['dynamodb'])} | {dollars(with_standard)} | "
                        f"{dollars(vendor_cloudwatch_per_month(result.mix, minutes))} |")
+    out.append("")
+    out.append("The totals above have every API-stage active. Per API-stage and month, from the two metrics reads: an "
+               "active one is read in full; one that `ListMetrics` does not list (quiet for 3 hours, new for up to 15 "
+               "minutes, or without data for two weeks) is probed, its request counters queried once per read, and "
+               "read in full only when the probe finds traffic. Before the probe, such an API-stage cost nothing "
+               "and a new API's first quarter hour of traffic was reported as zero.\n")
+    out.append("| APIs | active API-stage | probed API-stage without traffic | metrics requested per read (active / "
+               "probed) |")
+    out.append("| ---: | ---: | ---: | ---: |")
+    reads = runs_per_month(1)["metrics read"]
+    for total, result in results.items():
+        api_stages = sum(result.mix.values()) * len(STAGES)
+        active, quiet = result.operations["metrics read"], result.operations["quiet metrics read"]
+        per_api_stage = {name: o.metrics_requested / api_stages for name, o in (("active", active), ("quiet", quiet))}
+        out.append(f"| {number(total)} | "
+                   f"{dollars(per_api_stage['active'] * reads * PRICES['cloudwatch_metric_requested'])} | "
+                   f"{dollars(per_api_stage['quiet'] * reads * PRICES['cloudwatch_metric_requested'])} | "
+                   f"{per_api_stage['active']:.2f} / {per_api_stage['quiet']:.2f} |")
     out.append("")
     out.append("Per 1,000 runs of each kind:\n")
     out.append("| APIs | run | Standard | Express | Lambda | CloudWatch (metrics requested per run) | "

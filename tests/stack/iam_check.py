@@ -154,19 +154,25 @@ def _resolve(value, tokens: dict[str, str]) -> str:
     return json.dumps(value)
 
 
-def check(uses: set[Use], by_function: dict[str, list[Statement]]) -> tuple[list[Use], list[tuple[str, str]]]:
-    """The calls no statement allows, and the (function, action) grants no call used."""
+def check(uses: set[Use], by_function: dict[str, list[Statement]]) -> tuple[list[Use], list[tuple[str, ...]]]:
+    """The calls no statement allows, and the grants no call used: each action of a statement on each of its resources
+    and, under a `dynamodb:LeadingKeys` condition, each item pattern it names must be used by some call."""
     missing = sorted(use for use in uses if not any(s.allows(use) for s in by_function.get(use.function, [])))
-    used = {(use.function, use.action) for use in uses}
-    unused = sorted({
-        (function, action)
-        for function, statements in by_function.items()
-        for statement in statements
-        for action in statement.actions
-        if action not in RUNTIME_ACTIONS
-        and not any(f == function and fnmatch.fnmatchcase(a, action) for f, a in used)
-    })
-    return missing, unused
+    unused = set()
+    for function, statements in by_function.items():
+        calls = [use for use in uses if use.function == function]
+        for statement in statements:
+            for action in statement.actions:
+                if action in RUNTIME_ACTIONS:
+                    continue
+                for resource in statement.resources:
+                    granted = [use for use in calls
+                               if fnmatch.fnmatchcase(use.action, action) and _matches(resource, use.resource)
+                               and statement.allows(use)]
+                    for keys in [[key] for key in statement.leading_keys or []] or [None]:
+                        if not any(keys is None or _like_any(use.key or "", keys) for use in granted):
+                            unused.add((function, action, resource, *(keys or [])))
+    return missing, sorted(unused)
 
 
 def load_uses(directory: Path) -> set[Use]:

@@ -134,7 +134,7 @@ collectTasks(definition.States);
 const input = JSON.parse(args.input);
 const startedAt = new Date();
 const executionId = args['execution-arn'] ??
-  `arn:aws:states:${region}:${account}:execution:agent:local-${startedAt.getTime()}-${process.pid}`;
+  `arn:aws:states:${region}:${account}:execution:ApiGatewayApicpAgent-workflow:local-${startedAt.getTime()}-${process.pid}`;
 const name = executionId.split(':').at(-1);
 const execution = machine.run(input, {
   overrides: { taskResourceLocalHandlers: taskHandlers },

@@ -52,6 +52,10 @@ STATE_TABLE = "apicp-agent-state"
 APICP_USER, APICP_PASSWORD = "agent", "local-secret"
 # A secret's name is accepted wherever its ARN is; moto gives a re-created secret a new ARN.
 CONTROL_PLANE_SECRET = "apicp-agent/control-plane"
+# The state machine's name as the CDK deploys it (`<stackName>-workflow`): executions are registered under it.
+STATE_MACHINE_NAME = "ApiGatewayApicpAgent-workflow"
+# Where stacks record their functions' AWS calls when they stop, for tests/iam (when the suite sets it).
+IAM_USES_DIR = REPO / "target" / "iam-uses"
 
 
 def free_port() -> int:
@@ -258,6 +262,8 @@ class EmbeddedStack:
         (directory / f"{os.getpid()}-{id(self)}.jsonl").write_text("\n".join(lines) + "\n")
 
     def stop(self) -> None:
+        if os.environ.get("AGENT_RECORD_IAM_USES"):
+            self.record_uses(IAM_USES_DIR)
         if self._adapter:
             self._adapter.stop()
         for process in self._processes:
@@ -342,18 +348,24 @@ class StateTable:
                                    UpdateExpression="SET #a = :v", ExpressionAttributeNames={"#a": attribute},
                                    ExpressionAttributeValues={":v": {"N": str(value)}})
 
+    def remove(self, stage: str, attribute: str) -> None:
+        self._dynamodb.update_item(TableName=STATE_TABLE, Key={"stage": {"S": stage}}, UpdateExpression="REMOVE #a",
+                                   ExpressionAttributeNames={"#a": attribute})
+
 
 def start_recorded_execution(endpoint: str, name: str) -> str:
-    """An execution of a state machine named `agent` that Step Functions (moto) reports as running until
+    """An execution of the agent's state machine (STATE_MACHINE_NAME) that Step Functions (moto) reports as running until
     it is stopped; returns its ARN. (moto runs no definition: the interpreter runs the real one.)"""
     sfn = boto("stepfunctions", endpoint)
     machines = {m["name"]: m["stateMachineArn"] for m in sfn.list_state_machines()["stateMachines"]}
-    machine = machines.get("agent")
+    machine = machines.get(STATE_MACHINE_NAME)
     if not machine:
         with contextlib.suppress(sfn.exceptions.StateMachineAlreadyExists):  # another thread created it
-            sfn.create_state_machine(name="agent", roleArn="arn:aws:iam::123456789012:role/agent", definition=json.dumps(
-                {"StartAt": "Wait", "States": {"Wait": {"Type": "Pass", "End": True}}}))
-        machine = next(m["stateMachineArn"] for m in sfn.list_state_machines()["stateMachines"] if m["name"] == "agent")
+            sfn.create_state_machine(name=STATE_MACHINE_NAME, roleArn="arn:aws:iam::123456789012:role/agent",
+                                     definition=json.dumps({"StartAt": "Wait", "States": {"Wait": {"Type": "Pass",
+                                                                                                    "End": True}}}))
+        machine = next(m["stateMachineArn"] for m in sfn.list_state_machines()["stateMachines"]
+                       if m["name"] == STATE_MACHINE_NAME)
     return sfn.start_execution(stateMachineArn=machine, name=name)["executionArn"]
 
 

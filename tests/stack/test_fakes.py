@@ -898,3 +898,26 @@ def test_execution_report_holds_the_largest_payloads_and_the_history_length(tmp_
     }
     done = next(state for state in report["states"] if state["name"] == "Done")
     assert (done["inputBytes"], done["outputBytes"]) == (final, final)
+
+
+def _choice_rules(states: dict):
+    """Every choice rule of the definition's states, nested ones (And, Or, Not) included."""
+    def rules(rule: dict):
+        yield rule
+        for nested in rule.get("And", []) + rule.get("Or", []) + ([rule["Not"]] if "Not" in rule else []):
+            yield from rules(nested)
+    for state in states.values():
+        for choice in state.get("Choices", []):
+            yield from rules(choice)
+        for nested in [state.get("ItemProcessor") or state.get("Iterator") or {}] + state.get("Branches", []):
+            yield from _choice_rules(nested.get("States", {}))
+
+
+def test_the_definition_uses_no_choice_rule_the_interpreter_evaluates_unlike_aws():
+    # aws-local-stepfunctions 3 never matches `IsNull: false` or `IsPresent: false` (it reads them as "is null and
+    # false"), where AWS matches a non-null or absent value: a loop on such a rule would run on AWS and never here.
+    definition = json.loads((Path(__file__).parents[2] / "statemachine" / "agent.asl.json").read_text())
+    rules = list(_choice_rules(definition["States"]))
+    assert rules, "the definition has choice rules"
+    negated = [rule for rule in rules if rule.get("IsNull") is False or rule.get("IsPresent") is False]
+    assert negated == [], "write `Not: {IsNull: true}` instead"

@@ -82,6 +82,8 @@ fn every_malformed_input_ends_in_its_typed_error_with_a_message_that_says_what_t
         ("function memory below Lambda's", config_error(&[("FUNCTION_MEMORY_MB", "64")], &[])),
         ("log retention CloudWatch lacks", config_error(&[("LOG_RETENTION_DAYS", "2")], &[])),
         ("schedule switch neither true nor false", config_error(&[("SCHEDULE_ENABLED", "on")], &[])),
+        ("workflow log level unknown", config_error(&[("WORKFLOW_LOG_LEVEL", "DEBUG")], &[])),
+        ("secret key named by alias", config_error(&[("APICP_SECRET_KMS_KEY_ARN", "alias/apicp")], &[])),
         ("secret not JSON", secrets::parse(ARN, "agent:hunter2").unwrap_err()),
         ("secret password not a string", secrets::parse(ARN, r#"{"username":"agent","password":7}"#).unwrap_err()),
         ("secret still the placeholder", secrets::parse(ARN, r#"{"username":"","password":""}"#).unwrap_err()),
@@ -200,6 +202,11 @@ fn every_malformed_input_ends_in_its_typed_error_with_a_message_that_says_what_t
             "invalid configuration LOG_RETENTION_DAYS: 2 is not a CloudWatch Logs retention: use one of 1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653 (days), or 9999 to keep them forever",
         ),
         ("InvalidConfig", "invalid configuration SCHEDULE_ENABLED: \"on\" is not true or false"),
+        ("InvalidConfig", "invalid configuration WORKFLOW_LOG_LEVEL: \"DEBUG\" is not one of ALL, ERROR, FATAL, OFF"),
+        (
+            "InvalidConfig",
+            "invalid configuration APICP_SECRET_KMS_KEY_ARN: \"alias/apicp\" is not a KMS key ARN (arn:aws:kms:<region>:<account>:key/<id>)",
+        ),
         (
             "InvalidConfig",
             "invalid configuration APICP_SECRET_ARN: secret arn:aws:secretsmanager:eu-west-1:111122223333:secret:apicp must be a JSON string {\"username\": ..., \"password\": ...}",

@@ -133,9 +133,11 @@ pub fn deployed_timeout(binary: &str) -> Duration {
 }
 
 /// The timeout a function assumes when its runtime announces no usable deadline: the deployed
-/// one, or `AGENT_TIMEOUT_SECONDS` (for a local emulator told to stop functions sooner).
+/// one, or `AGENT_TIMEOUT_SECONDS_<BINARY>` (e.g. `AGENT_TIMEOUT_SECONDS_TRANSFORM`), for a local
+/// emulator told to stop that function sooner.
 fn assumed_timeout(binary: &str) -> Duration {
-    std::env::var("AGENT_TIMEOUT_SECONDS")
+    let variable = format!("AGENT_TIMEOUT_SECONDS_{}", binary.to_uppercase().replace('-', "_"));
+    std::env::var(variable)
         .ok()
         .and_then(|seconds| seconds.trim().parse().ok())
         .map_or_else(|| deployed_timeout(binary), Duration::from_secs)

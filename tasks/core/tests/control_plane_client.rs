@@ -245,6 +245,27 @@ async fn credentials_refused_again_after_a_reread_are_unauthorized_without_a_rep
 }
 
 #[tokio::test]
+async fn a_runtime_type_created_by_a_concurrent_registration_is_taken_as_it_is() {
+    let fake = Fake::start();
+    // The first creation waits before it is processed, so the second one lists no type and creates it first: the
+    // first is then answered 400 (a duplicate name) and finds the type there.
+    fake.fault("POST", "/runtimes/types$", 0, 600, 1).await;
+    let (first, second) =
+        (fake.client(PASSWORD, Duration::from_secs(5)), fake.client(PASSWORD, Duration::from_secs(5)));
+    let (slow, fast) = tokio::join!(first.ensure_runtime_type("AWS_API_GATEWAY"), async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        second.ensure_runtime_type("AWS_API_GATEWAY").await
+    });
+
+    fast.unwrap();
+    slow.unwrap();
+    let requests = fake.hook(reqwest::Method::GET, "requests", None).await;
+    let posts = requests.as_array().unwrap().iter().filter(|r| r["method"] == "POST").count();
+    assert_eq!(posts, 2, "both created the type: {requests}");
+    assert_eq!(fake.state().await["runtimeTypes"].as_array().map(Vec::len), Some(1));
+}
+
+#[tokio::test]
 async fn listing_follows_every_page() {
     let fake = Fake::start();
     let (client, runtime_id) = registered(&fake, "prod").await;

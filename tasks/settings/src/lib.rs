@@ -201,6 +201,24 @@ pub struct Settings {
     pub log_retention_days: Option<u64>,
     /// `SYNC_LAG_THRESHOLD_MINUTES`: the sync-lag alarm's threshold.
     pub sync_lag_threshold_minutes: Option<u64>,
+    /// `WORKFLOW_LOG_LEVEL`: what the state machine logs (`ALL`, `ERROR`, `FATAL` or `OFF`).
+    pub workflow_log_level: Option<WorkflowLogLevel>,
+    /// `WORKFLOW_LOG_EXECUTION_DATA`: whether its log lines carry the states' input and output
+    /// (API names, descriptions and URLs among them).
+    pub workflow_log_execution_data: Option<bool>,
+    /// `APICP_SECRET_KMS_KEY_ARN`: the customer managed KMS key encrypting the control plane
+    /// secret (an imported one), which the functions may then decrypt with.
+    pub control_plane_secret_kms_key_arn: Option<String>,
+}
+
+/// The state machine's log level (Step Functions' `LogLevel`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum WorkflowLogLevel {
+    All,
+    Error,
+    Fatal,
+    Off,
 }
 
 impl Settings {
@@ -342,6 +360,12 @@ impl Settings {
                 env.given_at_least("SYNC_LAG_THRESHOLD_MINUTES", 1, "must be at least 1 minute")?,
                 30,
             ),
+            workflow_log_level: match (env.workflow_log_level("WORKFLOW_LOG_LEVEL")?, scope) {
+                (None, Scope::Deployment) => Some(WorkflowLogLevel::Error),
+                (level, _) => level,
+            },
+            workflow_log_execution_data: deployment_flag(env.flag("WORKFLOW_LOG_EXECUTION_DATA")?, false),
+            control_plane_secret_kms_key_arn: env.kms_key_arn("APICP_SECRET_KMS_KEY_ARN")?,
         };
         settings.check_together()?;
         Ok(settings)
@@ -559,6 +583,39 @@ impl<F: Fn(&str) -> Option<String>> Env<'_, F> {
         self.optional(name)
             .map(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect())
             .unwrap_or_default()
+    }
+
+    /// `ALL`, `ERROR`, `FATAL` or `OFF` (any case), when given.
+    fn workflow_log_level(&self, name: &'static str) -> Result<Option<WorkflowLogLevel>> {
+        let Some(value) = self.optional(name) else { return Ok(None) };
+        let level = match value.to_ascii_uppercase().as_str() {
+            "ALL" => WorkflowLogLevel::All,
+            "ERROR" => WorkflowLogLevel::Error,
+            "FATAL" => WorkflowLogLevel::Fatal,
+            "OFF" => WorkflowLogLevel::Off,
+            _ => return Err(invalid(name, format!("{value:?} is not one of ALL, ERROR, FATAL, OFF"))),
+        };
+        Ok(Some(level))
+    }
+
+    /// A KMS key's ARN (`arn:<partition>:kms:<region>:<account>:key/<id>`), when given: an alias
+    /// cannot be granted `kms:Decrypt`.
+    fn kms_key_arn(&self, name: &'static str) -> Result<Option<String>> {
+        let Some(value) = self.optional(name) else { return Ok(None) };
+        let parts: Vec<&str> = value.splitn(6, ':').collect();
+        let valid = parts.len() == 6
+            && parts[0] == "arn"
+            && parts[2] == "kms"
+            && !parts[3].is_empty()
+            && parts[4].len() == 12
+            && parts[4].chars().all(|c| c.is_ascii_digit())
+            && parts[5].strip_prefix("key/").is_some_and(|id| !id.is_empty());
+        match valid {
+            true => Ok(Some(value)),
+            false => {
+                Err(invalid(name, format!("{value:?} is not a KMS key ARN (arn:aws:kms:<region>:<account>:key/<id>)")))
+            }
+        }
     }
 
     /// Lambda's memory range, when given.

@@ -258,3 +258,30 @@ fn stage_lists_api_types_and_capacity_parse() {
     assert_eq!(parse_capacity("10000 per second").unwrap(), Capacity { value: 10_000, unit: "per second".into() });
     assert!(is_valid_stage_name("prod_v2-eu") && !is_valid_stage_name("bad stage") && !is_valid_stage_name(""));
 }
+
+#[test]
+fn the_workflow_logs_errors_without_execution_data_unless_told_and_a_kms_key_is_an_arn() {
+    let deployment = read(Scope::Deployment, &minimal()).unwrap();
+    assert_eq!(deployment.workflow_log_level, Some(WorkflowLogLevel::Error));
+    assert_eq!(deployment.workflow_log_execution_data, Some(false));
+    assert_eq!(deployment.control_plane_secret_kms_key_arn, None);
+    let all = read(Scope::Deployment, &with(&[("WORKFLOW_LOG_LEVEL", "all"), ("WORKFLOW_LOG_EXECUTION_DATA", "true")]))
+        .unwrap();
+    assert_eq!((all.workflow_log_level, all.workflow_log_execution_data), (Some(WorkflowLogLevel::All), Some(true)));
+    let key = "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+    assert_eq!(
+        read(Scope::Function, &with(&[("APICP_SECRET_KMS_KEY_ARN", key)]))
+            .unwrap()
+            .control_plane_secret_kms_key_arn
+            .as_deref(),
+        Some(key)
+    );
+    assert_eq!(
+        refusal(Scope::Deployment, &[("WORKFLOW_LOG_LEVEL", "DEBUG")]),
+        "invalid configuration WORKFLOW_LOG_LEVEL: \"DEBUG\" is not one of ALL, ERROR, FATAL, OFF"
+    );
+    assert_eq!(
+        refusal(Scope::Deployment, &[("APICP_SECRET_KMS_KEY_ARN", "alias/apicp")]),
+        "invalid configuration APICP_SECRET_KMS_KEY_ARN: \"alias/apicp\" is not a KMS key ARN (arn:aws:kms:<region>:<account>:key/<id>)"
+    );
+}

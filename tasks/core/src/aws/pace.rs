@@ -2,7 +2,8 @@
 //! requests/s per account and region, burst 40, shared with the customer's own deployments and
 //! not raisable), never a burst that would take the customer's room.
 //!
-//! Every request starts in a slot of its own, `1 / rate` after the one before. Slots come from a
+//! Every request starts in a slot of its own, `1 / rate` after the one before, on a grid of the
+//! interval (so no second of the clock holds more than `rate` of them). Slots come from a
 //! schedule shared by every execution and container of the account (kept in the state table), so
 //! overlapping executions together still keep the pace: each container reserves a second's worth
 //! of slots at a time, and drops those it did not use in time.
@@ -84,7 +85,9 @@ impl Pacer {
                 state.held.pop_front();
             }
             if state.held.is_empty() {
-                let first = source.reserve(self.batch, interval_ms, now_ms).await?;
+                // Slots on the interval's grid: each second of the clock holds at most `rate` of them.
+                let on_grid = (now_ms + interval_ms - 1) / interval_ms * interval_ms;
+                let first = source.reserve(self.batch, interval_ms, on_grid).await?;
                 state.held.extend((0..i64::from(self.batch)).map(|n| first + n * interval_ms));
             }
             state.held.pop_front().expect("a slot was just reserved")

@@ -282,6 +282,26 @@ impl HttpControlPlane {
         Ok(ids)
     }
 
+    /// Whether the control plane knows the runtime type, across all pages.
+    async fn has_runtime_type(&self, name: &str) -> Result<bool> {
+        let mut page = 1;
+        loop {
+            let mut url = self.url(&["api", "assetcatalog", "v1", "runtimes", "types"]);
+            url.query_pairs_mut()
+                .append_pair("page", &page.to_string())
+                .append_pair("size", &TYPE_PAGE_SIZE.to_string());
+            let types: Vec<RuntimeType> = self.get_json(url).await?;
+            if types.iter().any(|t| t.name == name) {
+                return Ok(true);
+            }
+            // As for APIs: a page may be capped below the size asked for; only an empty one ends.
+            if types.is_empty() {
+                return Ok(false);
+            }
+            page += 1;
+        }
+    }
+
     async fn get_json<T: DeserializeOwned>(&self, url: Url) -> Result<T> {
         let what = format!("GET {}", url.path());
         let (_, body) = self.send(Method::GET, url, None::<&()>, &[]).await?;
@@ -348,25 +368,21 @@ fn registered_runtime_id(body: &serde_json::Value) -> Option<String> {
 
 impl ControlPlane for HttpControlPlane {
     async fn ensure_runtime_type(&self, name: &str) -> Result<()> {
-        let mut page = 1;
-        loop {
-            let mut url = self.url(&["api", "assetcatalog", "v1", "runtimes", "types"]);
-            url.query_pairs_mut()
-                .append_pair("page", &page.to_string())
-                .append_pair("size", &TYPE_PAGE_SIZE.to_string());
-            let types: Vec<RuntimeType> = self.get_json(url).await?;
-            if types.iter().any(|t| t.name == name) {
-                return Ok(());
-            }
-            // As for APIs: a page may be capped below the size asked for; only an empty one ends.
-            if types.is_empty() {
-                break;
-            }
-            page += 1;
+        if self.has_runtime_type(name).await? {
+            return Ok(());
         }
         let url = self.url(&["api", "assetcatalog", "v1", "runtimes", "types"]);
         let body = RuntimeType { id: None, name: name.to_owned() };
-        self.send(Method::POST, url, Some(&body), &[]).await.map(drop)
+        match self.send(Method::POST, url, Some(&body), &[]).await {
+            Ok(_) => Ok(()),
+            // The contract answers a duplicate name with a plain 400: an execution registering
+            // at the same moment created it first.
+            Err(error @ AgentError::InvalidInput { .. }) => match self.has_runtime_type(name).await? {
+                true => Ok(()),
+                false => Err(error),
+            },
+            Err(error) => Err(error),
+        }
     }
 
     async fn list_runtime_ids(&self) -> Result<HashSet<String>> {

@@ -77,7 +77,7 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, E: Executions> EnsureRuntime
             let full_sync_follows = states
                 .iter()
                 .any(|state| matches!(plan_assets(input.mode, state, now, timing), AssetPlan::Full { .. }));
-            super::save_discovery(self.state, &listing, now, full_sync_follows).await?;
+            super::save_discovery(self.state, &listing, &request.execution_id, now, full_sync_follows).await?;
         }
         let mut runtimes = Vec::with_capacity(stages.len());
         let mut heartbeats = Vec::with_capacity(stages.len());

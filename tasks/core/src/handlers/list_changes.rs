@@ -14,8 +14,7 @@ use crate::aws::apigateway::{
 use crate::aws::cloudtrail::{ApiEvent, ChangeFeed};
 use crate::aws::executions::Executions;
 use crate::aws::state::{
-    CatalogEntry, Claim, ClaimOn, Discovery, LISTING_REUSE_SECONDS, RuntimeState, StateStore, applied_events_key,
-    snapshot_key,
+    CatalogEntry, Claim, ClaimOn, Discovery, RuntimeState, StateStore, applied_events_key, snapshot_key,
 };
 use crate::changes::{ApiRef, AssetPlan, Touched, chunk_assets, events_to_remember, plan_assets, touched};
 use crate::config::{Config, StageSelection};
@@ -439,8 +438,8 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed, E: Executions
         Ok(&lookups.mappings[&generation])
     }
 
-    /// The APIs deployed to `stage` and when they were listed: from a listing stored for this
-    /// full sync when there is one that is recent and newer than what the control plane holds
+    /// The APIs deployed to `stage` and when they were listed: from the listing this execution's
+    /// ensure-runtime stored for its full syncs when it is newer than what the control plane holds
     /// for the stage (a listing older than the changes applied since would undo them), else from
     /// one listing of the account shared by every runtime of the run. `None` while another
     /// execution lists the account: the full sync waits for the next run rather than list it too.
@@ -459,7 +458,7 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed, E: Executions
                     .state
                     .load_discovery()
                     .await?
-                    .filter(|d| !d.listing_parts.is_empty() && now - d.at <= LISTING_REUSE_SECONDS);
+                    .filter(|d| !d.listing_parts.is_empty() && d.execution_id == execution_id);
             }
         }
         if let Some(discovery) =
@@ -474,7 +473,7 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed, E: Executions
                 AccountListing::Listed(listed) => {
                     if self.config.stages == StageSelection::All {
                         // A by-product: ensure-runtime reuses it instead of listing the account again.
-                        super::save_discovery(self.state, &listed, now, false).await?;
+                        super::save_discovery(self.state, &listed, execution_id, now, false).await?;
                     }
                     listing.live = Some((listed, now));
                 }

@@ -120,11 +120,13 @@ pub(crate) async fn deployments_by_stage(gateway: &impl ApiGateway, types: &ApiT
     Ok(by_stage)
 }
 
-/// Records a discovery made at `at`. With `keep_listing`, the listing itself is stored too, in
-/// parts that fit DynamoDB items, so the full sync that follows does not list the account again.
+/// Records a discovery the execution `execution_id` made at `at`. With `keep_listing`, the
+/// listing itself is stored too, in parts that fit DynamoDB items, so the same execution's full
+/// sync does not list the account again.
 pub(crate) async fn save_discovery(
     state: &impl StateStore,
     listing: &Deployments,
+    execution_id: &str,
     at: i64,
     keep_listing: bool,
 ) -> Result<()> {
@@ -139,7 +141,7 @@ pub(crate) async fn save_discovery(
         }
     }
     let stages = listing.keys().cloned().collect();
-    state.save_discovery(&Discovery { stages, at, listing_parts }).await
+    state.save_discovery(&Discovery { stages, at, execution_id: execution_id.to_owned(), listing_parts }).await
 }
 
 /// The stored listing of `stage` in `discovery`; `None` when the stage was not listed or a part

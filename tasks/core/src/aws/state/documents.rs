@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::progress::DEPLOYED_APIS;
-use super::{DynamoStateStore, EXPIRES_AT, KEY, gunzip_json, gzip_json, json_body, number};
+use super::{DynamoStateStore, EXPIRES_AT, KEY, gunzip_json, gzip_json, json_body, number, string};
 use crate::aws::apigateway::{ApiKind, DeployedApi};
 use crate::aws::sdk_error;
 use crate::control_plane::types::AgentMetricsModel;
@@ -82,14 +82,12 @@ const CATALOG_BUDGET_BYTES: usize = 350 * 1024;
 pub struct Discovery {
     pub stages: Vec<String>,
     pub at: i64,
+    /// The execution that listed the account: only its own full sync reuses the listing.
+    pub execution_id: String,
     /// When the listing itself was stored (see [`listing_key`]): the number of parts of each
     /// stage's APIs; empty when only the stage names were kept.
     pub listing_parts: BTreeMap<String, usize>,
 }
-
-/// A stored listing serves a full sync that starts within this long of it: the same
-/// execution's ensure-runtime (its Task timeout) or a concurrent one.
-pub const LISTING_REUSE_SECONDS: i64 = 900;
 
 /// The attribute holding a stage's catalog, gzipped JSON.
 const CATALOG_ATTRIBUTE: &str = "apisGzip";
@@ -233,7 +231,8 @@ impl Documents for DynamoStateStore {
                 .collect::<Result<_>>()?,
             _ => BTreeMap::new(),
         };
-        Ok(number(&item, "discoveredAt")?.map(|at| Discovery { stages, at, listing_parts }))
+        let execution_id = string(&item, "discoveredBy").unwrap_or_default();
+        Ok(number(&item, "discoveredAt")?.map(|at| Discovery { stages, at, execution_id, listing_parts }))
     }
 
     async fn save_discovery(&self, discovery: &Discovery) -> Result<()> {
@@ -250,6 +249,7 @@ impl Documents for DynamoStateStore {
             .item(KEY, AttributeValue::S(DISCOVERY_KEY.to_owned()))
             .item("stages", AttributeValue::L(stages))
             .item("discoveredAt", AttributeValue::N(discovery.at.to_string()))
+            .item("discoveredBy", AttributeValue::S(discovery.execution_id.clone()))
             .item("listingParts", AttributeValue::M(parts))
             .send()
             .await

@@ -33,8 +33,7 @@ use serde::de::DeserializeOwned;
 
 pub use self::claims::{Claim, ClaimOn, Claims};
 pub use self::documents::{
-    CatalogEntry, Discovery, Documents, LISTING_REUSE_SECONDS, applied_events_key, listing_key, progress_key,
-    report_key, snapshot_key,
+    CatalogEntry, Discovery, Documents, applied_events_key, listing_key, progress_key, report_key, snapshot_key,
 };
 pub use self::progress::{Outcomes, RuntimeState, StageProgress};
 pub use self::runs::{Registered, Registry, RunEntry, RunRecord, Runs};

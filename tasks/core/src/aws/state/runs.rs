@@ -2,8 +2,8 @@
 //!
 //! A run record (`#run#<kind>#<execution>#<stage>`, see [`crate::model::run_key`]) holds one
 //! attribute per fact, each written on its own, so the publishes of a stage's chunks (several at
-//! once in the Map) never overwrite each other: `done#<chunk>` for every chunk published,
-//! `refused#<api>` for every API the control plane refused, `failure` for a chunk's error.
+//! once in the Map) never overwrite each other: `done_<chunk>` for every chunk published,
+//! `refused_<api>` for every API the control plane refused, `failure` for a chunk's error.
 //! `ack-watermark` reads it to decide whether the stage's watermark may move.
 //!
 //! The registry (`#registry`) holds one attribute per runtime the agent registered, so a runtime
@@ -77,11 +77,12 @@ pub trait Registry: Send + Sync {
     fn forget_registered(&self, runtime_id: &str) -> impl Future<Output = Result<()>> + Send;
 }
 
-const DONE_PREFIX: &str = "done#";
-const REFUSED_PREFIX: &str = "refused#";
+// Attribute names without `#`: moto takes one inside a placeholder's name for another placeholder.
+const DONE_PREFIX: &str = "done_";
+const REFUSED_PREFIX: &str = "refused_";
 const FAILURE: &str = "failure";
 const REGISTRY_KEY: &str = "#registry";
-const RUNTIME_PREFIX: &str = "runtime#";
+const RUNTIME_PREFIX: &str = "runtime_";
 
 #[derive(Serialize, Deserialize)]
 struct FailureBody {

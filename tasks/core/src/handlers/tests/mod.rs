@@ -873,7 +873,7 @@ async fn a_full_sync_reads_the_listing_ensure_runtime_just_made_instead_of_listi
 }
 
 #[tokio::test]
-async fn a_stored_listing_that_is_old_or_incomplete_is_not_trusted() {
+async fn a_stored_listing_of_another_execution_or_with_a_missing_part_is_not_trusted() {
     let config = config(&[("STAGES", "*")]);
     let gateway = Gateway::with_apis(300, &["prod"], &"d".repeat(2048));
     let (plane, state) = (Plane::default(), Memory::default());
@@ -882,9 +882,12 @@ async fn a_stored_listing_that_is_old_or_incomplete_is_not_trusted() {
     let task = list_changes(&config, &gateway, &plane, &state);
 
     ensure_runtime(&config, &gateway, &plane, &state).run(started_with(full()), NOW).await.unwrap();
-    let output = task.run(assets_input(SyncMode::Full, &["prod"]), NOW + 901).await.unwrap();
-    assert_eq!(listed(), 2 * (300 + LISTING_OVERHEAD), "a listing older than LISTING_REUSE_SECONDS is listed again");
+    let other = ListChangesInput { execution_id: "another-run".into(), ..assets_input(SyncMode::Full, &["prod"]) };
+    let output = task.run(other, NOW + 60).await.unwrap();
+    assert_eq!(listed(), 2 * (300 + LISTING_OVERHEAD), "another execution's listing is listed again");
     assert_eq!(upserts_by_stage(&output)["prod"], 300);
+    let given_up = AckInput { branch_failed: true, watermarks: vec![], ..ack_of(&output, "another-run") };
+    commit(given_up, &state, NOW + 61).await.unwrap();
 
     ensure_runtime(&config, &gateway, &plane, &state).run(started_with(full()), NOW + 2000).await.unwrap();
     state.snapshots.lock().unwrap().retain(|key, _| !key.ends_with("#prod#1"));
