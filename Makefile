@@ -14,6 +14,9 @@ export CDK_DISABLE_VERSION_CHECK := true
 # The venv first on PATH: `cargo lambda` and moto come from there.
 export PATH  := $(CURDIR)/$(VENV)/bin:$(PATH)
 INPUT        ?= {}
+# Executions of `make run`: the first registers the runtimes and syncs the APIs, the second (as the schedule's
+# next run) sends the metrics, which wait for a stage's first sync.
+RUNS         ?= 2
 # pytest workers of `make test`, each with a local stack of its own: the tests mostly wait (paces, retries).
 TEST_WORKERS ?= 3
 
@@ -21,7 +24,8 @@ TEST_WORKERS ?= 3
 
 help:
 	@echo "make setup   install the local stack (Python venv, Node 22, interpreter, validator)"
-	@echo "make run     run one execution of the state machine locally; INPUT='{\"mode\":\"full\"}' for a full sync"
+	@echo "make run     run the state machine locally, RUNS executions one after another (default 2: the first syncs the APIs,"
+	@echo "             the second sends their metrics); INPUT='{\"mode\":\"full\"}' for full syncs"
 	@echo "make test    validate the ASL, check format and lints, run the Rust tests, the CDK checks, the end-to-end tests"
 	@echo "             (TEST_WORKERS at once, default 3, with a 10-API benchmark smoke), each function's AWS calls in them"
 	@echo "             against its IAM grants, and a local execution in a copy of the repository with nothing beside it"
@@ -49,7 +53,7 @@ cdk/node_modules/.installed: cdk/package.json cdk/package-lock.json
 	touch $@
 
 run: setup
-	$(PYTHON) $(STACK)/stack.py run --input '$(INPUT)'
+	$(PYTHON) $(STACK)/stack.py run --input '$(INPUT)' --runs $(RUNS)
 
 test: setup
 	$(NODE) $(STACK)/node_modules/.bin/asl-validator --json-path statemachine/agent.asl.json

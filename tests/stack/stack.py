@@ -389,8 +389,10 @@ def create_state_table(endpoint: str) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run one execution of the state machine")
+    run = sub.add_parser("run", help="run executions of the state machine, one after another")
     run.add_argument("--input", default="{}", help='execution input, e.g. \'{"mode":"full"}\'')
+    run.add_argument("--runs", type=int, default=1,
+                     help="executions to run, as the schedule would (a stage's metrics wait for its first sync)")
     args = parser.parse_args()
 
     stack = EmbeddedStack()
@@ -403,7 +405,13 @@ def main() -> int:
             print(f"embedded stack: moto {stack.moto_url}, seeded with demo APIs (logs in {stack.log_dir})")
         if stack.apicp:
             print(f"embedded control plane fake at {stack.apicp.url}")
-        report = stack.run(json.loads(args.input), echo=True)
+        for number in range(1, args.runs + 1):
+            if args.runs > 1:
+                print(f"\n=== execution {number} of {args.runs}")
+                time.sleep(1.5)  # watermarks are whole seconds: each run gets a CloudTrail window of its own
+            report = stack.run(json.loads(args.input), echo=True)
+            if not report.succeeded:
+                break
         if stack.apicp:
             state = stack.apicp.state()
             print("\ncontrol plane now holds:")
