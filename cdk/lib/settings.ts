@@ -300,7 +300,8 @@ function runChecker(given: Map<ContextKey, string>): CheckedSettings {
     const variable = /^invalid configuration ([A-Z0-9_]+):/.exec(message)?.[1];
     const key = (Object.keys(CONTEXT_VARIABLES) as ContextKey[]).find((k) => CONTEXT_VARIABLES[k] === variable);
     if (key === undefined) throw new Error(message);
-    throw new Error(`context ${key}${given.has(key) ? `=${given.get(key)}` : ' (not set)'}: ${message}`);
+    // The key, not its value: a URL may carry credentials (which the checker refuses without echoing).
+    throw new Error(`context ${key}${given.has(key) ? '' : ' (not set)'}: ${message}`);
   }
   return JSON.parse(run.stdout) as CheckedSettings;
 }

@@ -384,21 +384,21 @@ describe('options', () => {
     });
     assert.equal(
       refused({ chunkSize: 'ten' }),
-      'context chunkSize=ten: invalid configuration CHUNK_SIZE: "ten" is not a whole number of 0 or more',
+      'context chunkSize: invalid configuration CHUNK_SIZE: "ten" is not a whole number of 0 or more',
     );
     assert.equal(
       refused({ apiTypes: 'REST,GRPC' }),
-      'context apiTypes=REST,GRPC: invalid configuration API_TYPES: "GRPC" is not one of REST, HTTP, WEBSOCKET',
+      'context apiTypes: invalid configuration API_TYPES: "GRPC" is not one of REST, HTTP, WEBSOCKET',
     );
     assert.equal(
       refused({ controlPlaneUrl: 'http://apicp.example.com' }),
-      'context controlPlaneUrl=http://apicp.example.com: invalid configuration APICP_URL: must start with https://: ' +
+      'context controlPlaneUrl: invalid configuration APICP_URL: must start with https://: ' +
         'http:// is only for a control plane on this host (127.0.0.1, ::1 or localhost), as the credentials would ' +
         'otherwise cross the network in clear text',
     );
     assert.equal(
       refused({ logRetentionDays: 2 }),
-      'context logRetentionDays=2: invalid configuration LOG_RETENTION_DAYS: 2 is not a CloudWatch Logs retention: ' +
+      'context logRetentionDays: invalid configuration LOG_RETENTION_DAYS: 2 is not a CloudWatch Logs retention: ' +
         'use one of 1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, ' +
         '3288, 3653 (days), or 9999 to keep them forever',
     );
@@ -409,7 +409,7 @@ describe('options', () => {
     );
     assert.match(
       refused({ claimTtlSeconds: 600 }),
-      /^context claimTtlSeconds=600: invalid configuration CLAIM_TTL_SECONDS: 600 is shorter than the Standard workflow's execution timeout of 3600 seconds/,
+      /^context claimTtlSeconds: invalid configuration CLAIM_TTL_SECONDS: 600 is shorter than the Standard workflow's execution timeout of 3600 seconds/,
     );
     for (const [key, value] of [
       ['functionMemoryMb', '64'],
@@ -425,8 +425,11 @@ describe('options', () => {
     ] as const) {
       const variable = CONTEXT_VARIABLES[key];
       const message = refused({ [key]: value });
-      assert.ok(message.startsWith(`context ${key}=${[value].flat().join(',')}: invalid configuration ${variable}: `), message);
+      assert.ok(message.startsWith(`context ${key}: invalid configuration ${variable}: `), message);
     }
+    const withCredentials = refused({ controlPlaneUrl: 'https://agent:hunter2@apicp.example.com' });
+    assert.match(withCredentials, /^context controlPlaneUrl: invalid configuration APICP_URL: must not carry credentials/);
+    assert.doesNotMatch(withCredentials, /hunter2/);
     assert.throws(() => settingsFromContext((k) => ({ controlPlaneUrl: 'https://x', chunkSize: { n: 1 } })[k]), /context chunkSize must be a string/);
   });
 
@@ -439,7 +442,7 @@ describe('options', () => {
       });
     const bad = app({ controlPlaneUrl: 'https://apicp.example.com', chunkSize: '0' });
     assert.equal(bad.status, 1, bad.stderr);
-    assert.equal(bad.stderr.trim(), 'context chunkSize=0: invalid configuration CHUNK_SIZE: must be between 1 and 500');
+    assert.equal(bad.stderr.trim(), 'context chunkSize: invalid configuration CHUNK_SIZE: must be between 1 and 500');
     const missing = app({});
     assert.equal(missing.status, 1);
     assert.match(missing.stderr, /context controlPlaneUrl \(not set\): invalid configuration APICP_URL: is required/);

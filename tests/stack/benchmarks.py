@@ -54,7 +54,7 @@ SIZES = (100, 600, 2520)
 LARGEST = {"REST": 1320, "HTTP": 600, "WEBSOCKET": 600}
 REST_ENDPOINT_CYCLE = ["REGIONAL"] * 5 + ["EDGE"] + ["PRIVATE"] * 5  # 600 : 120 : 600
 STAGES = ("prod", "dev")
-# What a deployment runs with: the defaults of tasks/core/src/config.rs and cdk/lib/settings.ts.
+# What a deployment runs with: the defaults of tasks/settings/src/lib.rs (which cdk/lib/settings.ts deploys).
 APIGATEWAY_PACE = 5.0  # APIGATEWAY_REQUESTS_PER_SECOND
 METRICS_FETCH_INTERVAL = 1800  # METRICS_FETCH_INTERVAL_SECONDS
 RECONCILE_INTERVAL = 86_400  # RECONCILE_INTERVAL_SECONDS

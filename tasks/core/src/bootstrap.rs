@@ -100,11 +100,7 @@ pub fn now() -> i64 {
 
 /// Parses a task input, turning a contract violation into `InvalidInput` that names the field.
 pub fn parse_input<T: DeserializeOwned>(payload: Value) -> Result<T> {
-    // serde would read a struct from an array too (`["full"]` as `{"mode":"full"}`).
-    if !payload.is_object() {
-        return Err(AgentError::invalid_input(format!("task input: must be a JSON object, not {payload}")));
-    }
-    serde_json::from_value(payload).map_err(|e| AgentError::invalid_input(format!("task input: {e}")))
+    crate::model::parse_object("task input", payload)
 }
 
 /// Lambda's longest timeout.
@@ -119,17 +115,10 @@ pub fn deadline(announced_ms: u64, now: SystemTime) -> Option<Instant> {
     (remaining <= MAX_FUNCTION_TIMEOUT).then(|| Instant::now() + remaining)
 }
 
-/// The functions as deployed: the CDK and the local stack read the same file.
-const FUNCTIONS: &str = include_str!("../../../statemachine/functions.json");
-
-/// The timeout `binary` is deployed with (`statemachine/functions.json`), or Lambda's longest.
+/// The timeout `binary` is deployed with (`statemachine/functions.json`, which the CDK and the
+/// local stack read too), or Lambda's longest.
 pub fn deployed_timeout(binary: &str) -> Duration {
-    let functions: serde_json::Map<String, Value> = serde_json::from_str(FUNCTIONS).unwrap_or_default();
-    functions
-        .values()
-        .find(|spec| spec["binary"] == binary)
-        .and_then(|spec| spec["timeoutSeconds"].as_u64())
-        .map_or(MAX_FUNCTION_TIMEOUT, Duration::from_secs)
+    agent_settings::deployed_timeout_seconds(binary).map_or(MAX_FUNCTION_TIMEOUT, Duration::from_secs)
 }
 
 /// The timeout a function assumes when its runtime announces no usable deadline: the deployed

@@ -9,7 +9,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use agent_settings::{ApiType, Scope, Settings, SettingsError};
-pub use agent_settings::{Capacity, CredentialSource, MAX_CHUNK_SIZE, StageSelection, is_valid_stage_name};
+pub use agent_settings::{Capacity, CredentialSource, StageSelection, is_valid_stage_name};
 
 use crate::aws::apigateway::{ApiKind, Generation};
 use crate::error::{AgentError, Result};
@@ -175,19 +175,17 @@ fn invalid_config(error: SettingsError) -> AgentError {
     AgentError::InvalidConfig { variable: error.variable, reason: error.reason }
 }
 
-/// `*` or a comma-separated list of API Gateway stage names.
-pub fn parse_stages(value: &str) -> Result<StageSelection> {
-    agent_settings::parse_stages(value).map_err(invalid_config)
-}
-
-/// A comma-separated list of `REST`, `HTTP` and `WEBSOCKET` (any case); all three when unset.
-pub fn parse_api_types(value: Option<&str>) -> Result<ApiTypes> {
-    agent_settings::parse_api_types(value).map(|types| ApiTypes::of(&types)).map_err(invalid_config)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parse_stages(value: &str) -> Result<StageSelection> {
+        agent_settings::parse_stages(value).map_err(invalid_config)
+    }
+
+    fn parse_api_types(value: Option<&str>) -> Result<ApiTypes> {
+        agent_settings::parse_api_types(value).map(|types| ApiTypes::of(&types)).map_err(invalid_config)
+    }
 
     fn minimal() -> HashMap<&'static str, &'static str> {
         HashMap::from([

@@ -47,13 +47,18 @@ pub struct EnsureRuntimeInput {
 impl EnsureRuntimeInput {
     /// The execution input, refused with `InvalidInput` unless it is exactly an [`ExecutionInput`].
     pub fn execution_input(&self) -> crate::Result<ExecutionInput> {
-        let invalid = |reason: String| crate::AgentError::invalid_input(format!("execution input: {reason}"));
-        // serde would read a struct from an array too (`["full"]` as `{"mode":"full"}`).
-        if !self.input.is_object() {
-            return Err(invalid(format!("must be a JSON object, not {}", self.input)));
-        }
-        serde_json::from_value(self.input.clone()).map_err(|e| invalid(e.to_string()))
+        parse_object("execution input", self.input.clone())
     }
+}
+
+/// Reads `what` (a task or execution input) as a `T`, turning a contract violation into
+/// `InvalidInput` that names the field.
+pub fn parse_object<T: serde::de::DeserializeOwned>(what: &str, value: serde_json::Value) -> crate::Result<T> {
+    // serde would read a struct from an array too (`["full"]` as `{"mode":"full"}`).
+    if !value.is_object() {
+        return Err(crate::AgentError::invalid_input(format!("{what}: must be a JSON object, not {value}")));
+    }
+    serde_json::from_value(value).map_err(|e| crate::AgentError::invalid_input(format!("{what}: {e}")))
 }
 
 /// One federated stage, i.e. one control plane runtime.

@@ -28,32 +28,27 @@ pub fn sync_lag_record(kind: Kind, lag_seconds: i64, now: i64) -> Value {
 /// Metrics windows whose answer was lost: recorded as sent (never resent), so possibly missing
 /// in the control plane; worth an alarm.
 pub fn windows_in_doubt_record(count: usize, now: i64) -> Value {
-    json!({
-        "_aws": {
-            "Timestamp": now * 1000,
-            "CloudWatchMetrics": [{
-                "Namespace": NAMESPACE,
-                "Dimensions": [[]],
-                "Metrics": [{"Name": "MetricsWindowsInDoubt", "Unit": "Count"}],
-            }],
-        },
-        "MetricsWindowsInDoubt": count,
-    })
+    count_record("MetricsWindowsInDoubt", count, now)
 }
 
 /// How many APIs the control plane refuses in the stages an assets run committed (retried by
 /// the next runs): worth an alarm while it stays above zero.
 pub fn refused_apis_record(count: usize, now: i64) -> Value {
+    count_record("RefusedApis", count, now)
+}
+
+/// A count without dimensions.
+fn count_record(name: &str, count: usize, now: i64) -> Value {
     json!({
         "_aws": {
             "Timestamp": now * 1000,
             "CloudWatchMetrics": [{
                 "Namespace": NAMESPACE,
                 "Dimensions": [[]],
-                "Metrics": [{"Name": "RefusedApis", "Unit": "Count"}],
+                "Metrics": [{"Name": name, "Unit": "Count"}],
             }],
         },
-        "RefusedApis": count,
+        name: count,
     })
 }
 
@@ -74,5 +69,14 @@ mod tests {
         assert_eq!(record["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"], "SyncLagSeconds");
         assert_eq!(record["Kind"], "assets");
         assert_eq!(record["SyncLagSeconds"], 312);
+    }
+
+    #[test]
+    fn counts_are_emf_records_without_dimensions() {
+        let record = refused_apis_record(3, 1_800_000_000);
+        assert_eq!(record["_aws"]["CloudWatchMetrics"][0]["Dimensions"], json!([[]]));
+        assert_eq!(record["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"], "RefusedApis");
+        assert_eq!(record["RefusedApis"], 3);
+        assert_eq!(windows_in_doubt_record(1, 1_800_000_000)["MetricsWindowsInDoubt"], 1);
     }
 }

@@ -18,9 +18,10 @@ use std::fmt;
 use serde::{Serialize, Serializer};
 
 pub use workflow::{
-    CONTROL_PLANE_ATTEMPTS, CONTROL_PLANE_PAUSES_MS, EXPRESS_EXECUTION_LIMIT_SECONDS, PUBLISH_STATE_WRITES_SECONDS,
-    definition_timeout_seconds, execution_timeout_seconds, longest_control_plane_request_ms,
-    max_control_plane_timeout_seconds, publish_timeout_seconds,
+    CONTROL_PLANE_ATTEMPTS, CONTROL_PLANE_FIRST_PAUSE_MS, EXPRESS_EXECUTION_LIMIT_SECONDS,
+    PUBLISH_STATE_WRITES_SECONDS, control_plane_pauses_ms, definition_timeout_seconds, deployed_timeout_seconds,
+    execution_timeout_seconds, longest_control_plane_request_ms, max_control_plane_timeout_seconds,
+    publish_timeout_seconds,
 };
 
 /// A setting that cannot work: the variable, and what is wrong with its value.

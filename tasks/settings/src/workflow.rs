@@ -12,10 +12,11 @@ const FUNCTIONS: &str = include_str!("../../../statemachine/functions.json");
 
 /// An Express workflow's executions end after 5 minutes, whatever the definition says.
 pub const EXPRESS_EXECUTION_LIMIT_SECONDS: u64 = 300;
-/// Attempts of one control plane request (agent-core's control plane client).
-pub const CONTROL_PLANE_ATTEMPTS: u64 = 3;
-/// The pauses between those attempts: 0.5 s, then 1 s.
-pub const CONTROL_PLANE_PAUSES_MS: u64 = 1_500;
+/// Attempts of one control plane request within a task (agent-core's control plane client; the
+/// state machine then retries the task itself).
+pub const CONTROL_PLANE_ATTEMPTS: u32 = 3;
+/// The pause before a request's second attempt, doubled before each further one.
+pub const CONTROL_PLANE_FIRST_PAUSE_MS: u64 = 500;
 /// What publish allows for its state writes around one control plane request.
 pub const PUBLISH_STATE_WRITES_SECONDS: u64 = 15;
 
@@ -38,29 +39,38 @@ pub fn execution_timeout_seconds(express: bool) -> u64 {
     if express { definition.min(EXPRESS_EXECUTION_LIMIT_SECONDS) } else { definition }
 }
 
-/// The timeout the publish function is deployed with (statemachine/functions.json).
+/// The timeout the function built as `binary` is deployed with (statemachine/functions.json).
+pub fn deployed_timeout_seconds(binary: &str) -> Option<u64> {
+    let functions: serde_json::Map<String, Value> = serde_json::from_str(FUNCTIONS).unwrap_or_default();
+    functions.values().find(|spec| spec["binary"] == binary).and_then(|spec| spec["timeoutSeconds"].as_u64())
+}
+
+/// The timeout the publish function is deployed with.
 pub fn publish_timeout_seconds() -> u64 {
     static TIMEOUT: OnceLock<u64> = OnceLock::new();
     *TIMEOUT.get_or_init(|| {
-        serde_json::from_str::<Value>(FUNCTIONS)
-            .ok()
-            .and_then(|functions| functions["PublishFunctionArn"]["timeoutSeconds"].as_u64())
-            .expect("statemachine/functions.json gives PublishFunctionArn a timeoutSeconds (a test checks it)")
+        deployed_timeout_seconds("publish")
+            .expect("statemachine/functions.json gives publish a timeoutSeconds (a test checks it)")
     })
+}
+
+/// The pauses between one control plane request's attempts, in milliseconds.
+pub fn control_plane_pauses_ms() -> u64 {
+    (0..CONTROL_PLANE_ATTEMPTS - 1).map(|n| CONTROL_PLANE_FIRST_PAUSE_MS << n).sum()
 }
 
 /// The longest one control plane request can take, in milliseconds: every attempt timing out
 /// after `timeout_seconds`, and the pauses between them.
 pub fn longest_control_plane_request_ms(timeout_seconds: u64) -> u64 {
-    timeout_seconds.saturating_mul(1_000 * CONTROL_PLANE_ATTEMPTS).saturating_add(CONTROL_PLANE_PAUSES_MS)
+    timeout_seconds.saturating_mul(1_000 * u64::from(CONTROL_PLANE_ATTEMPTS)).saturating_add(control_plane_pauses_ms())
 }
 
 /// The longest control plane timeout with which publish still sends one request and writes its
 /// state within its own timeout.
 pub fn max_control_plane_timeout_seconds() -> u64 {
     let budget_ms = (publish_timeout_seconds().saturating_sub(PUBLISH_STATE_WRITES_SECONDS) * 1_000)
-        .saturating_sub(CONTROL_PLANE_PAUSES_MS);
-    budget_ms / (1_000 * CONTROL_PLANE_ATTEMPTS)
+        .saturating_sub(control_plane_pauses_ms());
+    budget_ms / (1_000 * u64::from(CONTROL_PLANE_ATTEMPTS))
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ use crate::metrics::{ApiSeries, Series};
 
 const NAMESPACE: &str = "AWS/ApiGateway";
 /// The most queries one `GetMetricData` call takes.
-pub const MAX_QUERIES_PER_CALL: usize = 500;
+const MAX_QUERIES_PER_CALL: usize = 500;
 const PERIOD_SECONDS: i32 = 60;
 /// ListMetrics can restrict itself to metrics with datapoints in the last 3 hours.
 const RECENTLY_ACTIVE_SECONDS: i64 = 3 * 3600;
@@ -299,25 +299,43 @@ struct QueryBatch {
     owners: BTreeMap<String, (MetricSubject, Target)>,
 }
 
-/// The calls that read every metric of `apis` on `stage`: one query per API and metric,
-/// whatever the number of windows, up to 500 queries per call (100 REST or HTTP APIs, 83
-/// WebSocket APIs); an API's queries never straddle two calls. What CloudWatch bills.
-fn query_batches(stage: &str, apis: &[MetricSubject], only_counts: bool) -> Vec<QueryBatch> {
-    let mut batches: Vec<QueryBatch> = Vec::new();
-    for (api_index, subject) in apis.iter().enumerate() {
+/// Where each `GetMetricData` call of a read of `apis` starts (an index into `apis`): one query
+/// per API and metric, whatever the number of windows, up to 500 queries a call (100 REST or
+/// HTTP APIs, 83 WebSocket APIs); an API's queries never straddle two calls. What CloudWatch bills.
+pub fn call_starts(apis: &[MetricSubject], only_counts: bool) -> Vec<usize> {
+    let mut starts = Vec::new();
+    let mut queries = MAX_QUERIES_PER_CALL;
+    for (index, subject) in apis.iter().enumerate() {
         let reads = subject.reads(only_counts).count();
-        if batches.last().is_none_or(|b| b.queries.len() + reads > MAX_QUERIES_PER_CALL) {
-            batches.push(QueryBatch { queries: Vec::new(), owners: BTreeMap::new() });
+        if queries + reads > MAX_QUERIES_PER_CALL {
+            starts.push(index);
+            queries = 0;
         }
-        let batch = batches.last_mut().expect("a batch was just opened");
-        for (metric_index, (metric_name, stat, target)) in subject.reads(only_counts).enumerate() {
-            // Query ids must start with a lowercase letter: q<api index>_<metric index>.
-            let id = format!("q{api_index}_{metric_index}");
-            batch.owners.insert(id.clone(), (subject.clone(), *target));
-            batch.queries.push(metric_query(&id, subject, stage, metric_name, stat));
-        }
+        queries += reads;
     }
-    batches
+    starts
+}
+
+/// The calls that read every metric of `apis` on `stage` (see [`call_starts`]).
+fn query_batches(stage: &str, apis: &[MetricSubject], only_counts: bool) -> Vec<QueryBatch> {
+    let starts = call_starts(apis, only_counts);
+    let ends = starts.iter().skip(1).copied().chain([apis.len()]);
+    starts
+        .iter()
+        .zip(ends)
+        .map(|(&first, last)| {
+            let mut batch = QueryBatch { queries: Vec::new(), owners: BTreeMap::new() };
+            for (api_index, subject) in apis.iter().enumerate().take(last).skip(first) {
+                for (metric_index, (metric_name, stat, target)) in subject.reads(only_counts).enumerate() {
+                    // Query ids must start with a lowercase letter: q<api index>_<metric index>.
+                    let id = format!("q{api_index}_{metric_index}");
+                    batch.owners.insert(id.clone(), (subject.clone(), *target));
+                    batch.queries.push(metric_query(&id, subject, stage, metric_name, stat));
+                }
+            }
+            batch
+        })
+        .collect()
 }
 
 /// Whether a `GetMetricData` answer, over all its pages, holds every datapoint: each query's

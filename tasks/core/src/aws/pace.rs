@@ -14,7 +14,6 @@ use std::pin::Pin;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::Mutex;
-use tokio::time::Instant;
 
 use crate::error::Result;
 
@@ -32,65 +31,52 @@ pub trait SlotSource: Send + Sync {
 
 pub struct Pacer {
     interval: Duration,
-    /// Slots reserved at once from a shared schedule: a second's worth.
+    /// Slots reserved at once from the shared schedule: a second's worth.
     batch: u32,
-    shared: Option<Box<dyn SlotSource>>,
-    state: Mutex<Schedule>,
-}
-
-/// The pacer's own view: the next free instant (alone), or the slots it holds (shared).
-#[derive(Default)]
-struct Schedule {
-    next: Option<Instant>,
-    /// Reserved slots, epoch milliseconds, in order.
-    held: VecDeque<i64>,
+    source: Box<dyn SlotSource>,
+    /// The reserved slots this pacer has not used yet, epoch milliseconds, in order.
+    held: Mutex<VecDeque<i64>>,
 }
 
 impl std::fmt::Debug for Pacer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pacer").field("interval", &self.interval).field("shared", &self.shared.is_some()).finish()
+        f.debug_struct("Pacer").field("interval", &self.interval).field("batch", &self.batch).finish()
     }
 }
 
 impl Pacer {
-    /// A pace kept by this process alone.
-    pub fn per_second(rate: f64) -> Self {
-        Self { interval: Duration::from_secs_f64(1.0 / rate), batch: 1, shared: None, state: Mutex::default() }
-    }
-
-    /// A pace kept together with every other pacer of `source`'s schedule.
+    /// A pace of `rate` requests per second kept together with every other pacer of `source`'s
+    /// schedule.
     pub fn shared(rate: f64, source: impl SlotSource + 'static) -> Self {
-        Self { batch: rate.ceil().max(1.0) as u32, shared: Some(Box::new(source)), ..Self::per_second(rate) }
+        Self {
+            interval: Duration::from_secs_f64(1.0 / rate),
+            batch: rate.ceil().max(1.0) as u32,
+            source: Box::new(source),
+            held: Mutex::default(),
+        }
     }
 
     /// Waits for this request's slot.
     pub async fn wait(&self) -> Result<()> {
-        let Some(source) = &self.shared else {
-            let slot = {
-                let mut state = self.state.lock().await;
-                let slot = state.next.map_or_else(Instant::now, |next| next.max(Instant::now()));
-                state.next = Some(slot + self.interval);
-                slot
-            };
-            tokio::time::sleep_until(slot).await;
-            return Ok(());
-        };
         let interval_ms = self.interval.as_millis() as i64;
         let slot_ms = {
-            let mut state = self.state.lock().await;
+            let mut held = self.held.lock().await;
             let now_ms = epoch_ms();
             // A slot not used within half an interval belongs to the past: using it now could
             // put two requests closer together than the pace.
-            while state.held.front().is_some_and(|slot| slot + interval_ms / 2 < now_ms) {
-                state.held.pop_front();
+            while held.front().is_some_and(|slot| slot + interval_ms / 2 < now_ms) {
+                held.pop_front();
             }
-            if state.held.is_empty() {
-                // Slots on the interval's grid: each second of the clock holds at most `rate` of them.
-                let on_grid = (now_ms + interval_ms - 1) / interval_ms * interval_ms;
-                let first = source.reserve(self.batch, interval_ms, on_grid).await?;
-                state.held.extend((0..i64::from(self.batch)).map(|n| first + n * interval_ms));
+            match held.pop_front() {
+                Some(slot) => slot,
+                None => {
+                    // Slots on the interval's grid: each second of the clock holds at most `rate` of them.
+                    let on_grid = (now_ms + interval_ms - 1) / interval_ms * interval_ms;
+                    let first = self.source.reserve(self.batch, interval_ms, on_grid).await?;
+                    held.extend((1..i64::from(self.batch)).map(|n| first + n * interval_ms));
+                    first
+                }
             }
-            state.held.pop_front().expect("a slot was just reserved")
         };
         let wait_ms = u64::try_from(slot_ms - epoch_ms()).unwrap_or(0);
         tokio::time::sleep(Duration::from_millis(wait_ms)).await;
@@ -106,27 +92,9 @@ fn epoch_ms() -> i64 {
 mod tests {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicI64, Ordering};
+    use std::time::Instant;
 
     use super::*;
-
-    #[tokio::test(start_paused = true)]
-    async fn the_pacer_spaces_requests_at_the_configured_rate_without_a_burst() {
-        let pacer = Pacer::per_second(4.0);
-        let start = Instant::now();
-        let mut starts = Vec::new();
-        for _ in 0..5 {
-            pacer.wait().await.unwrap();
-            starts.push(start.elapsed().as_millis());
-        }
-        assert_eq!(starts, vec![0, 250, 500, 750, 1000]);
-
-        // After a pause the next request goes at once, but no faster afterwards.
-        tokio::time::sleep(Duration::from_secs(10)).await;
-        let resumed = Instant::now();
-        pacer.wait().await.unwrap();
-        pacer.wait().await.unwrap();
-        assert_eq!(resumed.elapsed().as_millis(), 250);
-    }
 
     /// The shared schedule as the state table keeps it: the next free slot.
     #[derive(Clone, Default)]
@@ -144,6 +112,25 @@ mod tests {
             self.1.lock().unwrap().extend((0..i64::from(count)).map(|n| first + n * interval_ms));
             Box::pin(std::future::ready(Ok(first)))
         }
+    }
+
+    #[tokio::test]
+    async fn the_pacer_spaces_requests_at_the_configured_rate_and_drops_slots_it_did_not_use() {
+        let schedule = Schedule::default();
+        let pacer = Pacer::shared(20.0, schedule.clone());
+        let start = Instant::now();
+        for _ in 0..5 {
+            pacer.wait().await.unwrap();
+        }
+        // Four intervals of 50 ms at least (the first slot is the next on the grid).
+        assert!(start.elapsed() >= Duration::from_millis(200), "{:?}", start.elapsed());
+
+        // After a pause the held slots are past: the next request takes a fresh one at once.
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let resumed = Instant::now();
+        pacer.wait().await.unwrap();
+        assert!(resumed.elapsed() < Duration::from_millis(60), "{:?}", resumed.elapsed());
+        assert_eq!(schedule.1.lock().unwrap().len(), 40, "a second's worth reserved twice");
     }
 
     #[tokio::test]

@@ -65,10 +65,10 @@ impl CredentialsSource for Credentials {
     }
 }
 
-/// Attempts of one request within a task (the state machine then retries the task itself).
-const ATTEMPTS: u32 = 3;
-/// The pause before the second attempt, doubled before each further one.
-const RETRY_PAUSE: Duration = Duration::from_millis(500);
+/// Attempts of one request within a task, and the pause before the second, doubled before each
+/// further one: the settings checker fits them into publish's timeout.
+const ATTEMPTS: u32 = agent_settings::CONTROL_PLANE_ATTEMPTS;
+const RETRY_PAUSE: Duration = Duration::from_millis(agent_settings::CONTROL_PLANE_FIRST_PAUSE_MS);
 
 /// Which failed requests may be sent again.
 #[derive(Clone, Copy)]
@@ -140,8 +140,7 @@ impl HttpControlPlane {
     /// The longest one request can take with its repetitions: every attempt timing out, and the
     /// pauses between them.
     pub fn longest_request(&self) -> Duration {
-        let pauses = (0..ATTEMPTS - 1).map(|n| RETRY_PAUSE * 2u32.pow(n)).sum::<Duration>();
-        self.timeout * ATTEMPTS + pauses
+        self.timeout * ATTEMPTS + Duration::from_millis(agent_settings::control_plane_pauses_ms())
     }
 
     fn url(&self, segments: &[&str]) -> Url {

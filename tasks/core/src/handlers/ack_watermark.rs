@@ -11,9 +11,8 @@
 
 use serde::Serialize;
 
-use crate::aws::state::{ClaimOn, RunEntry, StateStore};
+use crate::aws::state::{ClaimOn, RunEntry, StateStore, WORK_TTL_SECONDS};
 use crate::error::Result;
-use crate::handlers::publish::RUN_TTL_SECONDS;
 use crate::model::{
     AckInput, AckOutput, AckRequest, AckedWatermark, BranchFailure, ChunkFailure, Kind, REFUSED_IN_OUTPUT, Refused,
     RefusedApi, StageFailure, WatermarkUpdate, run_key,
@@ -47,7 +46,7 @@ async fn record_failure(failure: ChunkFailure, state: &impl StateStore, now: i64
     for stage in &failure.stages {
         tracing::warn!(stage, kind = ?failure.kind, error = failure.error.error, cause = failure.error.cause, "chunk failed");
         let key = run_key(failure.kind, &failure.execution_id, stage);
-        state.record_in_run(&key, entry, now + RUN_TTL_SECONDS).await?;
+        state.record_in_run(&key, entry, now + WORK_TTL_SECONDS).await?;
     }
     Ok(())
 }

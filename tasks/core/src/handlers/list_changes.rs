@@ -14,13 +14,13 @@ use crate::aws::apigateway::{
 use crate::aws::cloudtrail::{ApiEvent, ChangeFeed};
 use crate::aws::executions::Executions;
 use crate::aws::state::{
-    CatalogEntry, Claim, ClaimOn, Discovery, RuntimeState, StateStore, applied_events_key, snapshot_key,
+    CatalogEntry, Claim, ClaimOn, Discovery, RuntimeState, StateStore, WORK_TTL_SECONDS, applied_events_key,
+    snapshot_key,
 };
 use crate::changes::{ApiRef, AssetPlan, Touched, chunk_assets, events_to_remember, plan_assets, touched};
 use crate::config::{Config, StageSelection};
 use crate::control_plane::ControlPlane;
 use crate::error::{AgentError, Result};
-use crate::handlers::publish::RUN_TTL_SECONDS;
 use crate::handlers::{AccountListing, Deployments, acquire, list_account};
 use crate::mapping::published_api_id;
 use crate::metrics::due_range;
@@ -28,10 +28,6 @@ use crate::model::{
     ChangeSummary, Chunk, Kind, ListChangesInput, ListChangesOutput, MetricsChunk, Refused, RuntimeRef, RuntimeWindows,
     StageFailure, SyncMode, WatermarkUpdate, run_key,
 };
-
-/// Snapshots outlive the longest execution (an hour) by far, and then expire by the table's TTL;
-/// so do the applied events, read by the next run (an older watermark re-applies its overlap).
-const SNAPSHOT_TTL_SECONDS: i64 = 86_400;
 
 /// The most metrics windows one Map iteration reads and sends: a whole catch-up of one runtime
 /// at the default settings, and at one window per second well inside publish's time budget.
@@ -77,6 +73,14 @@ struct Listed {
     deferred: Vec<String>,
     held_back: Vec<StageFailure>,
     summary: ChangeSummary,
+}
+
+/// What one stage's assets branch does this run.
+enum StagePlan {
+    UpToDate,
+    /// Its full sync waits for another execution's listing of the account.
+    Deferred,
+    Work(StageWork),
 }
 
 /// One stage's assets work.
@@ -163,8 +167,12 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed, E: Executions
         for runtime in runtimes {
             let stage = &runtime.stage;
             let work = match self.stage_work(runtime, mode, execution_id, &mut listing, &mut lookups, now).await {
-                Ok(Some(work)) => work,
-                Ok(None) => continue,
+                Ok(StagePlan::Work(work)) => work,
+                Ok(StagePlan::UpToDate) => continue,
+                Ok(StagePlan::Deferred) => {
+                    output.deferred.push(stage.clone());
+                    continue;
+                }
                 Err(error) if error.is_stage_scoped() => {
                     tracing::warn!(stage, error_type = error.error_type(), %error, "stage held back; the others go on");
                     let cause = error.to_string();
@@ -188,32 +196,23 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed, E: Executions
             let chunks = chunk_assets(&runtime.runtime_id, stage, &run, upserts, deletes, self.config.chunk_size);
             watermark.chunks = chunks.len();
             if !chunks.is_empty() || !carried.is_empty() {
-                self.state.start_run(&run, &carried, now + RUN_TTL_SECONDS).await?;
+                self.state.start_run(&run, &carried, now + WORK_TTL_SECONDS).await?;
                 watermark.run = Some(run);
             }
             for (index, (mut chunk, apis)) in chunks.into_iter().enumerate() {
                 if !apis.is_empty() {
                     let key = snapshot_key(execution_id, stage, index);
-                    self.state.put_snapshot(&key, &apis, now + SNAPSHOT_TTL_SECONDS).await?;
+                    self.state.put_snapshot(&key, &apis, now + WORK_TTL_SECONDS).await?;
                     chunk.snapshot = Some(key);
                 }
                 output.chunks.push(Chunk::Assets(chunk));
             }
             output.watermarks.push(watermark);
         }
-        if listing.listed_elsewhere {
-            output.deferred.extend(
-                runtimes
-                    .iter()
-                    .filter(|r| !output.watermarks.iter().any(|w| w.stage == r.stage))
-                    .map(|r| r.stage.clone()),
-            );
-        }
         Ok(output)
     }
 
-    /// What one stage publishes this run; `None` when it is up to date, or when its full sync
-    /// waits for another execution's listing of the account.
+    /// What one stage publishes this run.
     async fn stage_work(
         &self,
         runtime: &RuntimeRef,
@@ -222,7 +221,7 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed, E: Executions
         listing: &mut Listing,
         lookups: &mut Lookups,
         now: i64,
-    ) -> Result<Option<StageWork>> {
+    ) -> Result<StagePlan> {
         let stage = &runtime.stage;
         let state = self.state.load(stage).await?;
         let mut plan = plan_assets(mode, &state, now, self.config.change_timing());
@@ -236,11 +235,11 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed, E: Executions
             }
         }
         let work = match plan {
-            AssetPlan::UpToDate => return Ok(None),
+            AssetPlan::UpToDate => return Ok(StagePlan::UpToDate),
             AssetPlan::Full { position } => {
                 let Some((deployed, listed_at)) = self.deployed_on(listing, stage, &state, execution_id, now).await?
                 else {
-                    return Ok(None);
+                    return Ok(StagePlan::Deferred);
                 };
                 let deletes = self.stale_apis(runtime, &deployed).await?;
                 self.update_catalog(stage, Vec::new(), &deployed, &deletes).await?;
@@ -260,14 +259,21 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed, E: Executions
                 }
             }
             AssetPlan::Incremental { start, end } => {
-                let catalog = self.state.load_catalog(stage).await?;
                 let retried = state.assets_refused.len().min(REFUSED_RETRIED_PER_RUN);
                 let (retry, carried) = state.assets_refused.split_at(retried);
-                let (upserts, deletes) = self.changed_on(lookups, stage, window, catalog.as_deref(), retry).await?;
-                // Before the first full sync there is no catalog to patch.
-                if let Some(catalog) = catalog.filter(|_| !upserts.is_empty() || !deletes.is_empty()) {
-                    self.update_catalog(stage, catalog, &upserts, &deletes).await?;
-                }
+                let (upserts, deletes) = match window.apis.is_empty() && window.domains.is_empty() && retry.is_empty() {
+                    // An idle window: nothing to read, not even the catalog.
+                    true => (Vec::new(), Vec::new()),
+                    false => {
+                        let catalog = self.state.load_catalog(stage).await?;
+                        let changed = self.changed_on(lookups, stage, window, catalog.as_deref(), retry).await?;
+                        // Before the first full sync there is no catalog to patch.
+                        if let Some(catalog) = catalog.filter(|_| !changed.0.is_empty() || !changed.1.is_empty()) {
+                            self.update_catalog(stage, catalog, &changed.0, &changed.1).await?;
+                        }
+                        changed
+                    }
+                };
                 let applied_events = self.remember_applied(lookups, execution_id, start, end, now).await?;
                 StageWork {
                     upserts,
@@ -281,7 +287,7 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed, E: Executions
                 }
             }
         };
-        Ok(Some(work))
+        Ok(StagePlan::Work(work))
     }
 
     /// What changed on `stage` in a CloudTrail window, and what the control plane refused before
@@ -296,9 +302,11 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed, E: Executions
         catalog: Option<&[CatalogEntry]>,
         retry: &[Refused],
     ) -> Result<(Vec<DeployedApi>, Vec<String>)> {
+        // The catalog's entries by the id they are published under.
+        let in_catalog: Option<HashMap<String, &CatalogEntry>> =
+            catalog.map(|entries| entries.iter().map(|e| (published_api_id(&e.id, stage), e)).collect());
         let published = |id: &str| {
-            catalog.is_none_or(|entries| entries.iter().any(|e| published_api_id(&e.id, stage) == id))
-                || retry.iter().any(|r| r.id == id)
+            in_catalog.as_ref().is_none_or(|entries| entries.contains_key(id)) || retry.iter().any(|r| r.id == id)
         };
         let mut refs = window.apis;
         if !window.domains.is_empty() {
@@ -306,8 +314,7 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed, E: Executions
         }
         let mut deletes = BTreeSet::new();
         for refused in retry {
-            let entry = catalog.unwrap_or_default().iter().find(|e| published_api_id(&e.id, stage) == refused.id);
-            match entry {
+            match in_catalog.as_ref().and_then(|entries| entries.get(&refused.id)) {
                 // Read again: published now if it is still deployed, else removed.
                 Some(entry) => {
                     refs.insert(ApiRef { generation: entry.kind.generation(), id: entry.id.clone() });
@@ -397,7 +404,7 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed, E: Executions
             true => None,
             false => {
                 let key = applied_events_key(execution_id, end);
-                self.state.put_applied_events(&key, &ids, now + SNAPSHOT_TTL_SECONDS).await?;
+                self.state.put_applied_events(&key, &ids, now + WORK_TTL_SECONDS).await?;
                 Some(key)
             }
         };

@@ -21,7 +21,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::aws::state::{RunEntry, StateStore, report_key};
+use crate::aws::state::{RunEntry, StateStore, WORK_TTL_SECONDS, report_key};
 use crate::control_plane::types::ApiDocument;
 use crate::control_plane::{ControlPlane, Upserted};
 use crate::error::{AgentError, Result};
@@ -30,9 +30,7 @@ use crate::model::{AssetChunk, Batch, Chunk, MetricsChunk, Operation, PublishOut
 use crate::telemetry;
 
 /// A request's time besides the control plane's answer: the state writes around it.
-const STATE_TIME: Duration = Duration::from_secs(15);
-/// Run records outlive the longest execution (an hour); then the table's TTL removes them.
-pub const RUN_TTL_SECONDS: i64 = 86_400;
+const STATE_TIME: Duration = Duration::from_secs(agent_settings::PUBLISH_STATE_WRITES_SECONDS);
 
 pub struct Publish<'a, C, S> {
     pub control_plane: &'a C,
@@ -71,7 +69,7 @@ impl<C: ControlPlane, S: StateStore> Publish<'_, C, S> {
                 };
                 if rest.is_none() {
                     // Every API of the chunk was sent or recorded as refused.
-                    self.state.record_in_run(&run, RunEntry::ChunkDone(index), now + RUN_TTL_SECONDS).await?;
+                    self.state.record_in_run(&run, RunEntry::ChunkDone(index), now + WORK_TTL_SECONDS).await?;
                 }
                 tracing::info!(
                     runtime_id,
@@ -163,7 +161,7 @@ impl<C: ControlPlane, S: StateStore> Publish<'_, C, S> {
             message: error.to_string(),
             at: now,
         };
-        self.state.record_in_run(batch.run, RunEntry::Refused(&refused), now + RUN_TTL_SECONDS).await
+        self.state.record_in_run(batch.run, RunEntry::Refused(&refused), now + WORK_TTL_SECONDS).await
     }
 
     /// Sends each runtime's windows in order. A failure stops that runtime's later windows and

@@ -13,17 +13,14 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::aws::apigateway::DeployedApi;
-use crate::aws::cloudwatch::{MAX_QUERIES_PER_CALL, MetricSource, MetricSubject};
-use crate::aws::state::{StateStore, progress_key, report_key};
+use crate::aws::cloudwatch::{MetricSource, MetricSubject, call_starts};
+use crate::aws::state::{StateStore, WORK_TTL_SECONDS, progress_key, report_key};
 use crate::config::ApiTypes;
 use crate::control_plane::types::ApiDocument;
 use crate::error::{AgentError, Result};
 use crate::mapping::{api_document, published_api_id};
 use crate::metrics::{ApiIdentity, Totals, metrics_model};
 use crate::model::{AssetChunk, Batch, MetricsChunk, RuntimeWindows};
-
-/// Reports wait for publish at most for the rest of the execution; the table's TTL removes them.
-const REPORT_TTL_SECONDS: i64 = 86_400;
 
 /// Serialized documents per batch stay under this; what does not fit goes to `next` and the
 /// workflow loops. With the ids that travel alongside (at most 500 in `next` and `deletes`,
@@ -146,37 +143,41 @@ impl<M: MetricSource, S: StateStore> Transform<'_, M, S> {
     }
 
     /// Reads the runtime's windows, going on from what an earlier invocation read; `true` once
-    /// every window's report is stored, `false` when the budget ran out first.
+    /// every window's report is stored, `false` when the budget ran out first. What a later
+    /// invocation needs is stored only when it may need it: the plan when the read stops, a
+    /// call's result when another call follows.
     async fn read(&self, runtime: &RuntimeWindows, now: i64, budget: &mut Budget) -> Result<bool> {
-        let (start, end) = (runtime.start, runtime.end);
-        let key = |part: &str| progress_key(&runtime.runtime_id, start, end, part);
-        let plan = match self.state.load_document::<ReadPlan>(&key("plan")).await? {
-            Some(plan) => plan,
-            None => {
-                let plan = self.plan(runtime, now, budget).await?;
-                self.state.put_document(&key("plan"), &plan, now + REPORT_TTL_SECONDS).await?;
-                plan
-            }
+        let windows = runtime.windows();
+        let key = |part: &str| progress_key(runtime, part);
+        let (plan, resumed) = match self.state.load_document::<ReadPlan>(&key("plan")).await? {
+            Some(plan) => (plan, true),
+            None => (self.plan(runtime, now, budget).await?, false),
         };
         let mut read: Vec<CallTotals> = Vec::with_capacity(plan.calls.len());
         for (call, &first) in plan.calls.iter().enumerate() {
             let part = format!("call{call}");
-            if let Some(done) = self.state.load_document::<CallTotals>(&key(&part)).await? {
-                read.push(done);
-                continue;
+            if resumed && let Some(done) = self.state.load_document::<CallTotals>(&key(&part)).await? {
+                let same_windows = done.len() == windows.len() && done.iter().zip(&windows).all(|(d, w)| d.0 == w.1);
+                if same_windows {
+                    read.push(done);
+                    continue;
+                }
             }
             if !budget.allows_a_call() {
+                if !resumed {
+                    self.state.put_document(&key("plan"), &plan, now + WORK_TTL_SECONDS).await?;
+                }
                 return Ok(false);
             }
             let last = plan.calls.get(call + 1).copied().unwrap_or(plan.apis.len());
-            let subjects: Vec<MetricSubject> = plan.apis[first..last].iter().map(|(s, _)| s.clone()).collect();
+            let subjects: Vec<MetricSubject> =
+                plan.apis.get(first..last).unwrap_or_default().iter().map(|(s, _)| s.clone()).collect();
             let started = Instant::now();
-            let mut series = self.metrics.api_series(&runtime.stage, &subjects, start, end).await?;
+            let mut series = self.metrics.api_series(&runtime.stage, &subjects, runtime.start, runtime.end).await?;
             budget.spent(started);
-            let totals: CallTotals = runtime
-                .windows()
-                .into_iter()
-                .map(|(from, to)| {
+            let totals: CallTotals = windows
+                .iter()
+                .map(|&(from, to)| {
                     let per_api = subjects
                         .iter()
                         .map(|s| series.get(s).map(|series| Totals::of(&series.within(from, to))).unwrap_or_default())
@@ -185,22 +186,29 @@ impl<M: MetricSource, S: StateStore> Transform<'_, M, S> {
                 })
                 .collect();
             series.clear();
-            // Kept only when the read may not finish in this invocation.
-            if plan.calls.len() > 1 {
-                self.state.put_document(&key(&part), &totals, now + REPORT_TTL_SECONDS).await?;
+            if call + 1 < plan.calls.len() {
+                self.state.put_document(&key(&part), &totals, now + WORK_TTL_SECONDS).await?;
             }
             read.push(totals);
         }
-        for (index, (_, window_end)) in runtime.windows().into_iter().enumerate() {
-            let apis: Vec<(ApiIdentity, Totals)> = read
-                .iter()
-                .flat_map(|call| call[index].1.iter().copied())
-                .zip(plan.apis.iter().map(|(_, api)| api.clone()))
-                .map(|(totals, api)| (api, totals))
-                .collect();
+        for (index, &(_, window_end)) in windows.iter().enumerate() {
+            let mut totals = Vec::with_capacity(plan.apis.len());
+            for call in &read {
+                match call.get(index) {
+                    Some((end, per_api)) if *end == window_end => totals.extend(per_api.iter().copied()),
+                    // Every call read above, or loaded with the same windows.
+                    _ => {
+                        return Err(AgentError::invalid_input(format!(
+                            "stored metrics read of {} has no window ending {window_end}",
+                            runtime.runtime_id
+                        )));
+                    }
+                }
+            }
+            let apis: Vec<(ApiIdentity, Totals)> = plan.apis.iter().map(|(_, api)| api.clone()).zip(totals).collect();
             let report = metrics_model(window_end, &apis);
             self.state
-                .put_report(&report_key(&runtime.runtime_id, window_end), &report, now + REPORT_TTL_SECONDS)
+                .put_report(&report_key(&runtime.runtime_id, window_end), &report, now + WORK_TTL_SECONDS)
                 .await?;
         }
         Ok(true)
@@ -236,16 +244,8 @@ impl<M: MetricSource, S: StateStore> Transform<'_, M, S> {
         }
         let apis: Vec<(MetricSubject, ApiIdentity)> =
             deployed.into_iter().filter(|(subject, _)| listed.contains(subject) || probed.contains(subject)).collect();
-        // An API's queries never straddle two calls.
-        let mut calls = Vec::new();
-        let mut queries = MAX_QUERIES_PER_CALL;
-        for (index, (subject, _)) in apis.iter().enumerate() {
-            if queries + subject.queries() > MAX_QUERIES_PER_CALL {
-                calls.push(index);
-                queries = 0;
-            }
-            queries += subject.queries();
-        }
+        let subjects: Vec<MetricSubject> = apis.iter().map(|(subject, _)| subject.clone()).collect();
+        let calls = call_starts(&subjects, false);
         Ok(ReadPlan { apis, calls })
     }
 }

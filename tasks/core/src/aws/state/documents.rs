@@ -16,6 +16,7 @@ use crate::aws::apigateway::{ApiKind, DeployedApi};
 use crate::aws::sdk_error;
 use crate::control_plane::types::AgentMetricsModel;
 use crate::error::{AgentError, Result};
+use crate::model::RuntimeWindows;
 
 pub trait Documents: Send + Sync {
     /// Stores the APIs of one chunk (what list-changes read from API Gateway) under `key`,
@@ -122,10 +123,12 @@ pub fn report_key(runtime_id: &str, window_end: i64) -> String {
     format!("#report#{runtime_id}#{window_end}")
 }
 
-/// The key of the progress of a CloudWatch read of `runtime_id`'s windows `[start, end)` that
-/// outlived one invocation (`part`: what it stored; see `handlers::transform`).
-pub fn progress_key(runtime_id: &str, start: i64, end: i64, part: &str) -> String {
-    format!("#progress#{runtime_id}#{start}#{end}#{part}")
+/// The key of the progress of a CloudWatch read of a runtime's windows that outlived one
+/// invocation (`part`: what it stored; see `handlers::transform`): named by the runtime, the
+/// windows' span and their interval, so a resumed read always finds the same windows.
+pub fn progress_key(windows: &RuntimeWindows, part: &str) -> String {
+    let RuntimeWindows { runtime_id, start, end, interval, .. } = windows;
+    format!("#progress#{runtime_id}#{start}#{end}#{interval}#{part}")
 }
 
 /// The key of one part of a stored listing of `stage`: named by the listing's time, so a

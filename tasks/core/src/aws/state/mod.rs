@@ -57,6 +57,10 @@ pub const KEY: &str = "stage";
 
 /// The attribute the table's TTL reads: documents and run records expire by themselves.
 pub const EXPIRES_AT: &str = "expiresAt";
+/// How long the items carrying one execution's work live (chunk snapshots, metrics reports and
+/// read progress, run records, applied events): far beyond the longest execution (an hour), and
+/// a day's runs later the table's TTL removes them. (An older watermark re-applies its overlap.)
+pub const WORK_TTL_SECONDS: i64 = 86_400;
 
 impl DynamoStateStore {
     pub fn new(client: Client, table: impl Into<String>) -> Self {

@@ -143,6 +143,9 @@ const REFUSED: &str = "assetsRefused";
 /// The stage attribute counting the APIs of the catalog (see `Documents::put_catalog`).
 pub(super) const DEPLOYED_APIS: &str = "deployedApis";
 
+/// What [`DynamoStateStore::advance`]'s update expression sets.
+const ADVANCE_SET: [&str; 2] = ["#wm = :pos", "#acked = :acked"];
+
 impl DynamoStateStore {
     /// The conditional update moving the branch's watermark to `position` (`:pos`) at `acked_at`
     /// (`:acked`), whose expression sets `#wm` and `#acked`; false when the stored watermark is
@@ -238,7 +241,7 @@ impl StageProgress for DynamoStateStore {
         acked_at: i64,
     ) -> Result<bool> {
         // `:pos` and `:acked` come with the conditional update.
-        let mut clauses = Clauses { set: vec!["#wm = :pos".into(), "#acked = :acked".into()], ..Clauses::default() };
+        let mut clauses = Clauses { set: ADVANCE_SET.map(String::from).to_vec(), ..Clauses::default() };
         if let Some(at) = update.full_sync_at {
             clauses.set("assetsFullSyncAt = :full".into(), ":full", AttributeValue::N(at.to_string()));
         }
@@ -266,7 +269,7 @@ impl StageProgress for DynamoStateStore {
 
     async fn advance_metrics_watermark(&self, stage: &str, position: i64, acked_at: i64) -> Result<bool> {
         let request = self.advance(stage, Kind::Metrics, position, acked_at);
-        conditional_update(request.update_expression("SET #wm = :pos, #acked = :acked")).await
+        conditional_update(request.update_expression(format!("SET {}", ADVANCE_SET.join(", ")))).await
     }
 
     async fn set_metrics_in_flight(&self, stage: &str, window_end: Option<i64>) -> Result<()> {
