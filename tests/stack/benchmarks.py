@@ -339,11 +339,12 @@ def metrics_read_bound(mix: dict[str, int]) -> tuple[int, int]:
 
 
 def quiet_read_bound(mix: dict[str, int]) -> tuple[int, int]:
-    """(ListMetrics, GetMetricData) calls of one read of every stage, no API-stage listed or active: the listings, and
-    the probe of each API-stage's request counters 500 to a call (no read follows, as the probes find no traffic)."""
-    listings, _ = metrics_read_bound(mix)
+    """(ListMetrics, GetMetricData) calls of one read of every stage, no API-stage listed or active: per stage one
+    empty page of each listing, and the probe of each API-stage's request counters 500 to a call (no read follows, as
+    the probes find no traffic)."""
+    listings = (1 if mix["REST"] + mix["HTTP"] else 0) + (2 if mix["WEBSOCKET"] else 0)
     probes = sum(PROBES_PER_API[kind] * n for kind, n in mix.items())
-    return listings, len(STAGES) * math.ceil(probes / PAGE)
+    return len(STAGES) * listings, len(STAGES) * math.ceil(probes / PAGE)
 
 
 def vendor_per_run(mix: dict[str, int]) -> dict[str, int]:
@@ -622,7 +623,7 @@ def render(results: dict[int, SizeResult], cold: dict[str, ColdStart], zips: dic
                "`LookupEvents`; metrics read "
                "(`ListMetrics` + `GetMetricData`): per stage a `Count` listing (REST and HTTP) and a `ConnectCount` "
                "and a `MessageCount` listing (WebSocket) per 500 APIs, and the 5 (WebSocket 6) metrics of every "
-               "active API-stage 500 to a `GetMetricData` call; a quiet read, the same listings and a probe of "
+               "active API-stage 500 to a `GetMetricData` call; a quiet read, an empty page of each listing and a probe of "
                "the request counters (`Count`, WebSocket `ConnectCount` and `MessageCount`) of every API-stage "
                "not listed, 500 to a call. The vendor agent makes the same calls on every run: "
                "1 + N + 7S (N APIs it sees, S API-stages) and 6 `LookupEvents` sequences with a 1 s pause per "

@@ -92,7 +92,13 @@ def listed_metrics(self: CloudWatchBackend, metric_name: str, namespace: str,
         stamp = calendar.timegm(datum.timestamp.utctimetuple()) if datum.timestamp else now
         if since <= stamp <= until:
             listable.add(_metric_of(datum))
-    return [metric for metric in metrics if _metric_of(metric) in listable]
+    # moto returns a metric once per data point (its duplicate check never matches); CloudWatch lists it once, and pages
+    # 500 metrics, not data points.
+    listed = {}
+    for metric in metrics:
+        if _metric_of(metric) in listable:
+            listed.setdefault(_metric_of(metric), metric)
+    return list(listed.values())
 
 
 def _metric_of(datum) -> tuple:

@@ -1,4 +1,5 @@
-"""moto_indexed.py answers GetMetricData exactly as moto does, only faster: both run on the same random data."""
+"""moto_indexed.py answers GetMetricData exactly as moto does, only faster: both run on the same random data; and it lists
+metrics as CloudWatch does."""
 
 import random
 from datetime import datetime, timedelta, timezone
@@ -6,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from moto.cloudwatch.models import CloudWatchBackend, MetricDatum
 
-from moto_indexed import indexed_get_metric_data
+from moto_indexed import LISTING_DELAY_SECONDS, indexed_get_metric_data, listed_metrics
 
 NAMESPACE = "AWS/ApiGateway"
 START = datetime(2026, 11, 22, 10, 0, tzinfo=timezone.utc)
@@ -71,3 +72,21 @@ def test_expressions_and_bad_windows_go_to_moto_unchanged():
         backend, queries, START, end)
     with pytest.raises(Exception, match="EndTime must be greater"):
         indexed_get_metric_data(backend, queries[:1], end, START)
+
+
+def test_a_metric_is_listed_once_whatever_its_data_points_and_only_once_listable():
+    backend = CloudWatchBackend(region_name="us-east-1", account_id="123456789012")
+    now = datetime.now(timezone.utc)
+
+    def put(api: str, *ages: float) -> None:
+        backend.put_metric_data(NAMESPACE, [{
+            "MetricName": "Count", "Value": 1.0, "Timestamp": now - timedelta(seconds=age),
+            "Dimensions": [{"Name": "ApiName", "Value": api}, {"Name": "Stage", "Value": "prod"}]} for age in ages])
+
+    put("busy", 3600, 3000, 60)  # three data points, listable for an hour
+    put("new", 60)  # its first data point a minute old: CloudWatch lists it only after LISTING_DELAY_SECONDS
+    put("idle", 20 * 86400)  # nothing for two weeks: no longer listed
+    listed = listed_metrics(backend, "Count", NAMESPACE, [{"Name": "Stage", "Value": "prod"}])
+
+    assert LISTING_DELAY_SECONDS == 900
+    assert [{d.name: d.value for d in metric.dimensions}["ApiName"] for metric in listed] == ["busy"]
