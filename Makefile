@@ -39,21 +39,24 @@ help:
 setup: $(VENV)/.installed $(STACK)/node_modules/.installed cdk/node_modules/.installed
 
 $(VENV)/.installed: tests/requirements.txt
+	@echo "setup 1/3: Python venv in $(VENV): moto, cargo-lambda, zig, pytest (first time: about 2 minutes)"
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 	touch $@
 
 $(STACK)/node_modules/.installed: $(STACK)/package.json $(STACK)/package-lock.json
+	@echo "setup 2/3: Node 22, the Step Functions interpreter and the ASL validator in $(STACK)/node_modules (about 1 minute)"
 	cd $(STACK) && npm ci --no-audit --no-fund --loglevel=error
 	$(NODE) --version
 	touch $@
 
 cdk/node_modules/.installed: cdk/package.json cdk/package-lock.json
+	@echo "setup 3/3: the CDK app's packages in cdk/node_modules (about 1 minute)"
 	cd cdk && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
 run: setup
-	$(PYTHON) $(STACK)/stack.py run --input '$(INPUT)' --runs $(RUNS)
+	$(PYTHON) $(STACK)/stack.py run --input '$(INPUT)' --runs $(RUNS) --build-progress
 
 test: setup
 	$(NODE) $(STACK)/node_modules/.bin/asl-validator --json-path statemachine/agent.asl.json

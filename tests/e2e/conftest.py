@@ -65,6 +65,13 @@ def wait_for_a_new_window() -> None:
     time.sleep(1.5)
 
 
+def wait_until_in_window(event_time: float) -> None:
+    """Until a run started now reads a CloudTrail window holding `event_time`: windows end
+    CHANGE_BUFFER_SECONDS before their run, in whole seconds, the end excluded."""
+    ready_at = event_time + int(FUNCTION_SETTINGS["CHANGE_BUFFER_SECONDS"]) + 2
+    time.sleep(max(0.0, ready_at - time.time()))
+
+
 def running_execution(stack, name: str) -> str:
     """An execution of the agent's state machine that Step Functions (moto) reports as running,
     as an overlapping scheduled execution would be; returns its ARN."""

@@ -4,8 +4,8 @@ report prints beside them."""
 
 from __future__ import annotations
 
-from benchmarks import (OPERATIONS, STAGES, changes_bound, deployables, full_sync_bound, metrics_read_bound,
-                        quiet_read_bound, render, run)
+from benchmarks import (OPERATIONS, STAGES, ZIP_GOAL_BYTES, changes_bound, deployables, full_sync_bound,
+                        metrics_read_bound, quiet_read_bound, render, run)
 from lambda_adapter import load_timeouts
 
 SMOKE_SIZE = 10
@@ -56,6 +56,8 @@ def test_the_benchmarks_measure_every_run_figure_and_binary_of_a_small_account()
     # `make test` builds the deployables before the end-to-end tests.
     assert zips == deployables() and set(zips) == set(load_timeouts()), "run `make lambdas` first"
     assert all(0 < zipped < size for size, zipped in zips.values())
+    # The size goal holds for every deployable (the release profile in Cargo.toml is what keeps it).
+    assert {f: zipped for f, (_, zipped) in zips.items() if zipped >= ZIP_GOAL_BYTES} == {}
 
     report = render(results, cold, zips, release=False, command="smoke")
     print(report)

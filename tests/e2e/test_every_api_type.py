@@ -13,6 +13,7 @@ import pytest
 from seed import create_rest_api, create_v2_api, map_rest_domain, map_v2_domain, put_v2_traffic, recent_minutes
 from stack import boto
 from test_metrics import windows_behind
+from conftest import wait_until_in_window
 from test_workflow import ACCOUNT, INTERVAL, PROD, REGION, published
 
 DEFAULT_STAGE = f"{ACCOUNT}_{REGION}__default"  # `$default`, with the `$` a runtime id may not hold
@@ -22,7 +23,10 @@ V2_ARN = f"arn:aws:apigateway:{REGION}::/apis"
 def test_http_and_websocket_apis_are_published_with_their_urls_and_follow_every_change(clean, state_table):
     stack = clean
     proxy = stack.aws_proxy.url
-    pets = create_rest_api(stack.moto_url, "pets", {"team": "core"}, {"prod": {}})
+    statement = {"Effect": "Allow", "Principal": "*", "Action": "execute-api:Invoke", "Resource": "execute-api:/*"}
+    policy = {"Version": "2012-10-17", "Statement": [statement, {**statement, "Effect": "Deny", "Principal": {
+        "AWS": "arn:aws:iam::111122223333:root"}}]}
+    pets = create_rest_api(stack.moto_url, "pets", {"team": "core"}, {"prod": {}}, policy=policy)
     orders = create_v2_api(proxy, "orders", "HTTP", {"team": "shop"}, {"prod": {"env": "production"}, "$default": {}})
     legacy = create_v2_api(proxy, "legacy", "HTTP", {}, {"prod": {}})
     chat = create_v2_api(proxy, "chat", "WEBSOCKET", {"team": "live"}, {"prod": {}})
@@ -56,6 +60,9 @@ def test_http_and_websocket_apis_are_published_with_their_urls_and_follow_every_
     assert websocket["attributes"]["invokeUrl"] == f"wss://{chat.id}.execute-api.{REGION}.amazonaws.com/prod"
     assert "customDomainUrls" not in websocket["attributes"]
     assert json.loads(prod[f"{pets.id}_prod"]["attributes"]["customDomainUrls"]) == ["https://rest.example.com/pets"]
+    # The statements of the REST API's resource policy, as the vendor's agent counts them; v2 APIs have none.
+    assert prod[f"{pets.id}_prod"]["policiesCount"] == 2
+    assert http["policiesCount"] == websocket["policiesCount"] == 0
     default = published(stack)[DEFAULT_STAGE][f"{orders.id}_$default"]
     assert default["attributes"]["invokeUrl"] == f"https://{orders.id}.execute-api.{REGION}.amazonaws.com"
 
@@ -86,6 +93,7 @@ def test_http_and_websocket_apis_are_published_with_their_urls_and_follow_every_
     v2.delete_api(ApiId=gone.id)
     stack.cloudtrail.add_event("DeleteApi", eventTime=at, requestParameters={"apiId": gone.id})
 
+    wait_until_in_window(at)  # the first run may have ended less than a second ago
     incremental = stack.run()
 
     assert incremental.succeeded, incremental.printed

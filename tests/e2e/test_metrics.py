@@ -80,8 +80,7 @@ def test_a_partial_cloudwatch_answer_is_never_sent_as_zero_traffic(clean, state_
     windows_behind(stack, state_table, 0, stages=("dev",))
     # Every GetMetricData answer of this run (the first attempt and both retries) says the data is
     # partial. CloudWatch signs its requests as "monitoring".
-    stack.aws_proxy.add_rewrite("monitoring", "GetMetricData", b"<StatusCode>Complete</StatusCode>",
-                                b"<StatusCode>PartialData</StatusCode>", count=3)
+    stack.aws_proxy.add_rewrite("monitoring", "GetMetricData", "StatusCode", "Complete", "PartialData", count=3)
 
     waiting = stack.run()
 

@@ -34,6 +34,8 @@ from typing import Callable
 from urllib.parse import parse_qs, urlsplit
 from xml.sax.saxutils import escape
 
+from moto.core.cbor import CBORDecoder, CBOREncoder
+
 from iam_check import Use, use_of
 from local_server import LocalServer, send_json
 from v2_deployments import V2Deployments, moto_exists
@@ -44,6 +46,10 @@ from listing_pages import ListingPages
 # https://docs.aws.amazon.com/apigateway/latest/developerguide/limits.html
 APIGATEWAY_RATE_PER_SECOND = 10
 APIGATEWAY_BURST = 40
+
+# Services that moved from awsQuery to a newer protocol and still name their errors in awsQuery's words
+# (`aws.protocols#awsQueryCompatible`): CloudWatch, now RPC v2 CBOR (the Rust SDK) or JSON (botocore).
+QUERY_COMPATIBLE = frozenset({"monitoring"})
 
 # Each service's throttling error (status, code, message), as its SDKs meet it: API Gateway (v1 and v2 both sign as
 # `apigateway`) answers 429 TooManyRequestsException, CloudWatch (`monitoring`) 400 Throttling.
@@ -123,27 +129,13 @@ def identify(method: str, path: str, query: str, headers, body: bytes) -> Call:
     return Call(service, region, rest_template(method, path), "rest-json")
 
 
-def _cbor_text_map(fields: dict[str, str]) -> bytes:
-    """CBOR (RFC 8949) of a map of text strings under 64 KiB: enough for an RPC v2 error body."""
-
-    def head(major: int, length: int) -> bytes:
-        if length < 24:
-            return bytes([major << 5 | length])
-        if length < 256:
-            return bytes([major << 5 | 24, length])
-        return bytes([major << 5 | 25]) + length.to_bytes(2, "big")
-
-    encoded = head(5, len(fields))
-    for text in (t for item in fields.items() for t in item):
-        data = text.encode()
-        encoded += head(3, len(data)) + data
-    return encoded
-
-
 def error_answer(call: Call, status: int, code: str, message: str) -> tuple[int, dict[str, str], bytes]:
     """An AWS error as the service of `call` sends it, in the shape its SDKs parse."""
     request_id = str(uuid.uuid4())
     headers = {"x-amzn-RequestId": request_id}
+    if call.service in QUERY_COMPATIBLE and call.protocol in ("json", "rpc-v2-cbor"):
+        # The awsQuery code and fault, which query-compatible SDKs prefer to the body's __type.
+        headers["x-amzn-query-error"] = f"{code};{'Sender' if status < 500 else 'Receiver'}"
     if call.protocol == "json":  # awsJson1_0 / 1_1: the code is the body's __type
         headers["Content-Type"] = call.content_type or "application/x-amz-json-1.0"
         return status, headers, json.dumps({"__type": code, "message": message}).encode()
@@ -155,7 +147,7 @@ def error_answer(call: Call, status: int, code: str, message: str) -> tuple[int,
         return status, headers, body.encode()
     if call.protocol == "rpc-v2-cbor":
         headers.update({"Content-Type": "application/cbor", "smithy-protocol": "rpc-v2-cbor"})
-        return status, headers, _cbor_text_map({"__type": code, "message": message})
+        return status, headers, CBOREncoder().encode({"__type": code, "message": message})
     # restJson1 (API Gateway): the SDKs take the code from x-amzn-ErrorType (the Rust SDK prefers it to the body),
     # the message from the body's `message`.
     headers.update({"Content-Type": "application/json", "x-amzn-ErrorType": code})
@@ -210,8 +202,9 @@ class _Throttling:
 class _Rewrite:
     service: str
     operation: str
-    old: bytes
-    new: bytes
+    field: str
+    old: str
+    new: str
     remaining: int
 
 
@@ -298,11 +291,12 @@ class AwsProxy(LocalServer):
         with self._lock:
             return list(self._received)
 
-    def add_rewrite(self, service: str, operation: str, old: bytes, new: bytes, count: int = 1) -> None:
-        """The next `count` answers of `operation` have `old` replaced by `new`: AWS answers moto never gives, such as
-        ("monitoring", "GetMetricData", b"<StatusCode>Complete</StatusCode>", b"<StatusCode>PartialData</StatusCode>")."""
+    def add_rewrite(self, service: str, operation: str, field: str, old: str, new: str, count: int = 1) -> None:
+        """The next `count` successful answers of `operation` have every `field` whose value is `old` set to `new`,
+        in the answer's own protocol (CBOR, JSON or XML): AWS answers moto never gives, such as
+        ("monitoring", "GetMetricData", "StatusCode", "Complete", "PartialData")."""
         with self._lock:
-            self._rewrites.append(_Rewrite(service, operation, old, new, count))
+            self._rewrites.append(_Rewrite(service, operation, field, old, new, count))
 
     def set_throttling(self, seed: int | None, rate: float = 0.3,
                        services: tuple[str, ...] = ("apigateway", "monitoring")) -> None:
@@ -513,8 +507,26 @@ def _read_body(request: BaseHTTPRequestHandler) -> bytes:
 
 
 def _send_rewritten(request: BaseHTTPRequestHandler, response: http.client.HTTPResponse, rewrite: _Rewrite) -> int:
-    """Sends the upstream answer with `rewrite` applied to its whole body."""
-    return _send_buffered(request, response, response.read().replace(rewrite.old, rewrite.new))
+    """Sends the upstream answer with `rewrite` applied to its fields, decoded and encoded again in its protocol."""
+    data = response.read()
+    if response.status != 200 or not data:
+        return _send_buffered(request, response, data)
+
+    def edit(value):
+        if isinstance(value, dict):
+            return {key: rewrite.new if key == rewrite.field and item == rewrite.old else edit(item)
+                    for key, item in value.items()}
+        return [edit(item) for item in value] if isinstance(value, list) else value
+
+    content_type = response.getheader("Content-Type") or ""
+    if "cbor" in content_type:
+        data = CBOREncoder().encode(edit(CBORDecoder().decode(data)))
+    elif "json" in content_type:
+        data = json.dumps(edit(json.loads(data))).encode()
+    else:  # awsQuery and REST-XML answers
+        field, old, new = escape(rewrite.field), escape(rewrite.old), escape(rewrite.new)
+        data = data.replace(f"<{field}>{old}</{field}>".encode(), f"<{field}>{new}</{field}>".encode())
+    return _send_buffered(request, response, data)
 
 
 def _send_json_rewritten(request: BaseHTTPRequestHandler, response: http.client.HTTPResponse,

@@ -42,6 +42,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from moto.core.cbor import CBORDecoder  # noqa: E402
 
 from lambda_adapter import FUNCTIONS_FILE, load_timeouts  # noqa: E402
 from seed import SeededApi, create_rest_api, create_v2_api, put_steady_traffic, redeploy_rest_apis  # noqa: E402
@@ -72,7 +73,7 @@ VENDOR_METRICS_PER_API_STAGE = 7
 VENDOR_LOOKUP_SEQUENCES = 6
 PAYLOAD_LIMIT = 262_144
 HISTORY_LIMIT = 25_000
-ZIP_GOAL_BYTES = 6_000_000
+ZIP_GOAL_BYTES = 3_000_000
 SECONDS_PER_MONTH = 30 * 24 * 3600
 # us-east-1 list prices (aws.amazon.com/<service>/pricing), without free tiers.
 PRICES = {
@@ -210,8 +211,7 @@ def measure(stack: EmbeddedStack, name: str, execution_input: dict | None = None
     calls = stack.aws_proxy.counts()
     calls[("cloudtrail", "LookupEvents")] = len(stack.cloudtrail.requests()) - lookups_before
     forwarded = stack.aws_proxy.forwarded()
-    queries = sum(len(re.findall(rb"MetricDataQueries\.member\.\d+\.Id=", call.body)) for call in forwarded
-                  if call.operation == "GetMetricData")
+    queries = sum(metric_data_queries(call.body) for call in forwarded if call.operation == "GetMetricData")
     control_plane: dict[str, int] = {}
     for request in stack.apicp.requests()[control_plane_before:]:
         kind = f"{request['method']} {path_template(request['path'])}"
@@ -219,6 +219,16 @@ def measure(stack: EmbeddedStack, name: str, execution_input: dict | None = None
     return Operation(name, report, seconds, {k: n for k, n in calls.items() if n},
                      sum(stack.aws_proxy.throttled().values()), queries, dynamodb_units(forwarded), control_plane,
                      peak_rss(stack))
+
+
+def metric_data_queries(body: bytes) -> int:
+    """The queries of one GetMetricData request, in whichever protocol it came: RPC v2 CBOR (the agent's SDK), JSON
+    or awsQuery."""
+    if body[:1] == b"{":
+        return len(json.loads(body).get("MetricDataQueries", []))
+    if b"MetricDataQueries.member." in body:
+        return len(re.findall(rb"MetricDataQueries\.member\.\d+\.Id=", body))
+    return len(CBORDecoder().decode(body).get("MetricDataQueries", [])) if body else 0
 
 
 def path_template(path: str) -> str:
@@ -608,6 +618,29 @@ def dollars(value: float | None) -> str:
     return f"${value:,.2f}" if value >= 0.01 or value == 0 else f"${value:.4f}"  # under a cent: 4 decimals
 
 
+def render_binaries(cold: dict[str, ColdStart], zips: dict[str, tuple[int, int]]) -> list[str]:
+    """The report's section on each function's cold start and zip."""
+    out = []
+    out.append("## Binaries\n")
+    out.append("Cold start: the binary started under a Runtime API served by the benchmark (`cargo lambda watch` "
+               "starts functions through `cargo run`, whose own checks would dominate) and invoked with an input no "
+               "task accepts: exec to the runtime's first `next` request, and to its answer after building the "
+               "dependencies (configuration, AWS clients, the control plane secret from Secrets Manager on the local "
+               "stack). Medians of the runs, host build. Zip: the arm64 release `bootstrap` that `make lambdas` "
+               f"builds, deflated as the CDK zips an asset; goal under {mb(ZIP_GOAL_BYTES)}.\n")
+    out.append("| function | ready | first answer | answered | binary (arm64) | zip |")
+    out.append("| --- | ---: | ---: | --- | ---: | ---: |")
+    for function in sorted(set(cold) | set(zips)):
+        start = cold.get(function)
+        size, zipped = zips.get(function, (0, 0))
+        out.append(f"| {function} | "
+                   + (f"{statistics.median(start.ready_ms):.0f} ms | {statistics.median(start.answered_ms):.0f} ms | "
+                      f"{start.error_type} | " if start else "— | — | — | ")
+                   + (f"{mb(size)} | {mb(zipped)} |" if size else "not built (`make lambdas`) | — |"))
+    out.append("")
+    return out
+
+
 def render(results: dict[int, SizeResult], cold: dict[str, ColdStart], zips: dict[str, tuple[int, int]],
            release: bool, command: str) -> str:
     memory_mb = function_memory_mb()
@@ -704,23 +737,7 @@ def render(results: dict[int, SizeResult], cold: dict[str, ColdStart], zips: dic
         out.append(f"| {number(total)} | " + " | ".join(cells) + " |")
     out.append("")
 
-    out.append("## Binaries\n")
-    out.append("Cold start: the binary started under a Runtime API served by the benchmark (`cargo lambda watch` "
-               "starts functions through `cargo run`, whose own checks would dominate) and invoked with an input no "
-               "task accepts: exec to the runtime's first `next` request, and to its answer after building the "
-               "dependencies (configuration, AWS clients, the control plane secret from Secrets Manager on the local "
-               "stack). Medians of the runs, host build. Zip: the arm64 release `bootstrap` that `make lambdas` "
-               f"builds, deflated as the CDK zips an asset; goal under {mb(ZIP_GOAL_BYTES)}.\n")
-    out.append("| function | ready | first answer | answered | binary (arm64) | zip |")
-    out.append("| --- | ---: | ---: | --- | ---: | ---: |")
-    for function in sorted(set(cold) | set(zips)):
-        start = cold.get(function)
-        size, zipped = zips.get(function, (0, 0))
-        out.append(f"| {function} | "
-                   + (f"{statistics.median(start.ready_ms):.0f} ms | {statistics.median(start.answered_ms):.0f} ms | "
-                      f"{start.error_type} | " if start else "— | — | — | ")
-                   + (f"{mb(size)} | {mb(zipped)} |" if size else "not built (`make lambdas`) | — |"))
-    out.append("")
+    out += render_binaries(cold, zips)
 
     out.append("## Cost per month\n")
     out.append(f"At list prices (us-east-1, no free tier): Step Functions Standard $0.025 per 1,000 state transitions; "
@@ -812,7 +829,13 @@ def main() -> int:
     parser.add_argument("--cold-starts", type=int, default=5, help="cold starts per binary")
     parser.add_argument("--write", type=Path, help="also write the report to this file")
     parser.add_argument("--raw", type=Path, help="also write each run's calls, requests and states as JSON here")
+    parser.add_argument("--binaries-only", action="store_true",
+                        help="only each function's cold start and zip (to compare build profiles); prints, writes nothing")
     args = parser.parse_args()
+    if args.binaries_only:
+        _, cold, zips = run([], args.release, args.cold_starts, log=lambda m: print(m, file=sys.stderr))
+        print("\n".join(render_binaries(cold, zips)))
+        return 0
     sizes = [int(size) for size in args.sizes.split(",")]
     results, cold, zips = run(sizes, args.release, args.cold_starts, log=lambda m: print(m, file=sys.stderr))
     command = "make bench" if args.release and sizes == list(SIZES) else " ".join(["python tests/stack/benchmarks.py",

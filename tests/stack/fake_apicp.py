@@ -65,7 +65,7 @@ from openapi_core.datatypes import RequestParameters
 from openapi_core.templating.media_types.exceptions import MediaTypeNotFound
 from openapi_core.validation.request.exceptions import ParameterValidationError
 from openapi_core.validation.schemas.exceptions import InvalidSchemaValue
-from local_server import LocalServer, send_json
+from local_server import LocalServer, private_ca, send_json
 from werkzeug.datastructures import Headers
 
 SPEC_NAMES = ("runtime-management", "runtime-type", "api-management", "runtime-metrics")
@@ -843,6 +843,8 @@ def main() -> None:
     parser.add_argument(
         "--unknown-api-behaviour", choices=UNKNOWN_API_BEHAVIOURS, default=DEFAULT_UNKNOWN_API_BEHAVIOUR
     )
+    parser.add_argument("--tls-dir", type=Path,
+                        help="serve HTTPS with a certificate of a throwaway private CA written here (ca.pem)")
     args = parser.parse_args()
     fake = FakeControlPlane(
         args.host,
@@ -854,6 +856,9 @@ def main() -> None:
         page_size_cap=args.page_size_cap or None,
         unknown_api_behaviour=args.unknown_api_behaviour,
     )
+    if args.tls_dir:
+        _, certificate, key = private_ca(args.tls_dir, args.host)
+        fake.serve_tls(certificate, key)
     fake.serve_until_interrupted("fake APICP")
 
 

@@ -3,6 +3,7 @@ their metrics. v2 APIs are created through the AWS proxy, which serves their dep
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -29,11 +30,17 @@ class SeededApi:
 
 
 def create_rest_api(endpoint: str, name: str, tags: dict[str, str], stages: dict[str, dict[str, str]],
-                    description: str | None = None, endpoint_type: str = "EDGE") -> SeededApi:
-    """A REST API with one mock GET method, deployed to each stage (with the stage's tags)."""
+                    description: str | None = None, endpoint_type: str = "EDGE",
+                    policy: dict | None = None) -> SeededApi:
+    """A REST API with one mock GET method and an optional resource policy, deployed to each stage (with the stage's
+    tags)."""
     apigw = boto("apigateway", endpoint)
+    extra = {}
+    if policy is not None:
+        # moto answers the policy as it was given; API Gateway answers it with its quotes backslash-escaped.
+        extra["policy"] = json.dumps(policy).replace('"', '\\"')
     api = apigw.create_rest_api(name=name, description=description or f"{name} API", tags=tags,
-                                endpointConfiguration={"types": [endpoint_type]})
+                                endpointConfiguration={"types": [endpoint_type]}, **extra)
     root = next(r["id"] for r in apigw.get_resources(restApiId=api["id"])["items"] if r["path"] == "/")
     apigw.put_method(restApiId=api["id"], resourceId=root, httpMethod="GET", authorizationType="NONE")
     apigw.put_integration(restApiId=api["id"], resourceId=root, httpMethod="GET", type="MOCK")

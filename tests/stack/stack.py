@@ -107,6 +107,8 @@ class EmbeddedStack:
     function_env: dict[str, str] = field(default_factory=dict)
     # The functions' build: debug (fast to build, what the tests run) or release (what the benchmarks time).
     release: bool = False
+    # cargo's own progress while the functions build (`make run`); the tests build quietly.
+    build_progress: bool = False
     log_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="agent-stack-")))
     moto_url: str | None = None
     aws_proxy: AwsProxy | None = None  # in front of moto for the functions: AWS's quotas, counts, faults
@@ -156,7 +158,13 @@ class EmbeddedStack:
     def _start_functions(self) -> None:
         # Build first: `cargo lambda watch` would otherwise compile on the first invocation,
         # inside the state's timeout.
-        subprocess.run(["cargo", "build", "--workspace", "--bins", "--quiet", *self._profile()], cwd=REPO, check=True)
+        build = ["cargo", "build", "--workspace", "--bins", *self._profile()]
+        if not self.build_progress:
+            build.append("--quiet")
+        elif not all(self.binary(function).exists() for function in load_timeouts()):
+            print("building the five functions and the settings checker for this host; the first build compiles the "
+                  "AWS SDK: about 6 minutes on 2 cores, seconds afterwards", flush=True)
+        subprocess.run(build, cwd=REPO, check=True)
         self._adapter = LambdaAdapter(self._watch(), on_timeout=self._cut_off).start()
 
     def _profile(self) -> list[str]:
@@ -393,10 +401,13 @@ def main() -> int:
     run.add_argument("--input", default="{}", help='execution input, e.g. \'{"mode":"full"}\'')
     run.add_argument("--runs", type=int, default=1,
                      help="executions to run, as the schedule would (a stage's metrics wait for its first sync)")
+    run.add_argument("--build-progress", action="store_true",
+                     help="show cargo's progress while the functions build (the first build takes minutes)")
     args = parser.parse_args()
 
-    stack = EmbeddedStack()
+    stack = EmbeddedStack(build_progress=args.build_progress)
     try:
+        print("starting the local stack: moto and the fakes, then the functions' build and cargo lambda watch", flush=True)
         stack.start()
         if stack.moto_url:
             import seed
@@ -412,6 +423,10 @@ def main() -> int:
             report = stack.run(json.loads(args.input), echo=True)
             if not report.succeeded:
                 break
+            if waiting := [i["stage"] for i in (report.output or {}).get("inactive", [])
+                           if i.get("reason") == "notSyncedYet"]:
+                print(f"note: the heartbeats of {', '.join(waiting)} said inactive (notSyncedYet): a runtime is active once "
+                      "its stage's APIs are synced, which this execution has just done; the next one reports it active")
         if stack.apicp:
             state = stack.apicp.state()
             print("\ncontrol plane now holds:")

@@ -19,6 +19,7 @@ import requests
 from botocore.config import Config
 from botocore.exceptions import ClientError
 from requests.structures import CaseInsensitiveDict
+from moto.core.cbor import CBORDecoder, CBOREncoder
 
 from aws_proxy import APIGATEWAY_BURST, APIGATEWAY_RATE_PER_SECOND, AwsProxy, identify
 from local_server import LocalServer
@@ -270,8 +271,66 @@ def test_injected_secrets_manager_errors_reach_the_sdk_then_clear(proxy, moto):
     assert proxy.counts() == {("secretsmanager", "GetSecretValue"): 3}
 
 
+def cloudwatch_cbor(proxy_url: str, operation: str, request: dict) -> tuple[requests.Response, dict]:
+    """A CloudWatch call in RPC v2 CBOR, as the agent's SDK sends it (botocore speaks JSON to CloudWatch)."""
+    now = datetime.now(timezone.utc)
+    headers = {"Authorization": f"AWS4-HMAC-SHA256 Credential=testing/{now:%Y%m%d}/{REGION}/monitoring/aws4_request, "
+                                "SignedHeaders=host, Signature=0",
+               "smithy-protocol": "rpc-v2-cbor", "Content-Type": "application/cbor", "Accept": "application/cbor"}
+    answer = requests.post(f"{proxy_url}/service/GraniteServiceVersion20100801/operation/{operation}",
+                           data=CBOREncoder().encode(request), headers=headers, timeout=10)
+    return answer, CBORDecoder().decode(answer.content) if answer.content else {}
+
+
 def test_a_rewrite_changes_the_next_answers_of_one_operation_then_clears(proxy, moto):
-    # The awsQuery form the agent's CloudWatch client sends (botocore's default is CBOR).
+    # RPC v2 CBOR, as the agent's CloudWatch client speaks it: decoded, edited and encoded again.
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    client("cloudwatch", proxy.url).put_metric_data(
+        Namespace="AWS/ApiGateway", MetricData=[{"MetricName": "Count", "Value": 3, "Timestamp": now - timedelta(minutes=2)}])
+    proxy.add_rewrite("monitoring", "GetMetricData", "StatusCode", "Complete", "PartialData")
+    query = {"Id": "q", "MetricStat": {"Metric": {"Namespace": "AWS/ApiGateway", "MetricName": "Count"},
+                                       "Period": 60, "Stat": "Sum"}}
+
+    def read() -> dict:
+        answer, body = cloudwatch_cbor(proxy.url, "GetMetricData", {
+            "StartTime": now - timedelta(minutes=5), "EndTime": now, "MetricDataQueries": [query]})
+        assert answer.status_code == 200 and answer.headers["Content-Type"] == "application/cbor", answer.content
+        assert int(answer.headers["Content-Length"]) == len(answer.content)
+        return body["MetricDataResults"][0]
+
+    partial, complete = read(), read()
+    assert [partial["StatusCode"], complete["StatusCode"]] == ["PartialData", "Complete"]
+    # Everything else survives the round trip: values and timestamps (CBOR tag 1) alike.
+    assert partial["Values"] == complete["Values"] == [3.0]
+    assert partial["Timestamps"] == complete["Timestamps"] == [now - timedelta(minutes=2)]
+    assert proxy.counts() == {("monitoring", "PutMetricData"): 1, ("monitoring", "GetMetricData"): 2}
+
+
+def test_a_rewrite_speaks_json_too(proxy, moto):
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    cloudwatch = client("cloudwatch", proxy.url)  # botocore: awsJson1_0
+    proxy.add_rewrite("monitoring", "GetMetricData", "StatusCode", "Complete", "PartialData")
+
+    def status() -> str:
+        return cloudwatch.get_metric_data(
+            StartTime=now - timedelta(minutes=5), EndTime=now,
+            MetricDataQueries=[{"Id": "q", "MetricStat": {"Metric": {"Namespace": "AWS/ApiGateway", "MetricName": "Count"},
+                                                          "Period": 60, "Stat": "Sum"}}])["MetricDataResults"][0]["StatusCode"]
+
+    assert [status(), status()] == ["PartialData", "Complete"]
+
+
+def test_cloudwatch_errors_in_cbor_carry_the_awsquery_code(proxy, moto):
+    proxy.add_fault("monitoring", "ListMetrics", status=400, error_code="Throttling", message="Rate exceeded")
+    answer, body = cloudwatch_cbor(proxy.url, "ListMetrics", {})
+    assert answer.status_code == 400 and answer.headers["smithy-protocol"] == "rpc-v2-cbor"
+    assert body == {"__type": "Throttling", "message": "Rate exceeded"}
+    assert answer.headers["x-amzn-query-error"] == "Throttling;Sender"
+    answer, body = cloudwatch_cbor(proxy.url, "ListMetrics", {})  # then moto's own CBOR answer
+    assert answer.status_code == 200 and body.get("Metrics", []) == []
+
+
+def test_a_rewrite_speaks_awsquery_too(proxy, moto):
     now = datetime.now(timezone.utc).replace(microsecond=0)
     form = {"Action": "GetMetricData", "Version": "2010-08-01",
             "StartTime": (now - timedelta(minutes=5)).isoformat(), "EndTime": now.isoformat(),
@@ -282,8 +341,7 @@ def test_a_rewrite_changes_the_next_answers_of_one_operation_then_clears(proxy, 
             "MetricDataQueries.member.1.MetricStat.Stat": "Sum"}
     signed = {"Authorization": f"AWS4-HMAC-SHA256 Credential=testing/{now:%Y%m%d}/{REGION}/monitoring/aws4_request, "
                                "SignedHeaders=host, Signature=0"}
-    proxy.add_rewrite("monitoring", "GetMetricData", b"<StatusCode>Complete</StatusCode>",
-                      b"<StatusCode>PartialData</StatusCode>")
+    proxy.add_rewrite("monitoring", "GetMetricData", "StatusCode", "Complete", "PartialData")
 
     def status() -> str:
         answer = requests.post(proxy.url, data=form, headers=signed, timeout=10)
@@ -292,7 +350,6 @@ def test_a_rewrite_changes_the_next_answers_of_one_operation_then_clears(proxy, 
         return answer.text.split("<StatusCode>")[1].split("<")[0]
 
     assert [status(), status()] == ["PartialData", "Complete"]
-    assert proxy.counts() == {("monitoring", "GetMetricData"): 2}
 
 
 def test_injected_errors_take_each_protocols_shape(proxy):
@@ -309,7 +366,7 @@ def test_injected_errors_take_each_protocols_shape(proxy):
     dynamodb = error_of(client("dynamodb", proxy.url).list_tables)  # awsJson1_0: __type
     assert dynamodb["Error"]["Code"] == "ProvisionedThroughputExceededException"
     proxy.add_fault("monitoring", "ListMetrics", status=400, error_code="LimitExceeded", message="m" * 300)
-    cloudwatch = error_of(client("cloudwatch", proxy.url).list_metrics)  # this boto3 speaks RPC v2 CBOR to CloudWatch
+    cloudwatch = error_of(client("cloudwatch", proxy.url).list_metrics)  # this botocore speaks JSON to CloudWatch
     assert (cloudwatch["Error"]["Code"], cloudwatch["Error"]["Message"]) == ("LimitExceeded", "m" * 300)
     assert proxy.counts()[("monitoring", "ListMetrics")] == 1
 
@@ -412,7 +469,7 @@ def test_seeding_outside_the_quota_is_neither_throttled_nor_counted(proxy, moto)
 
 
 def cloudwatch_query(proxy_url, action="ListMetrics"):
-    """A CloudWatch call in the awsQuery form the agent sends (botocore speaks CBOR to CloudWatch)."""
+    """A CloudWatch call in the awsQuery form older SDKs send (the agent speaks RPC v2 CBOR, botocore JSON)."""
     now = datetime.now(timezone.utc)
     signed = {"Authorization": f"AWS4-HMAC-SHA256 Credential=testing/{now:%Y%m%d}/{REGION}/monitoring/aws4_request, "
                                "SignedHeaders=host, Signature=0"}
@@ -428,8 +485,9 @@ def test_random_throttling_answers_each_services_throttling_error_unforwarded(pr
     assert throttled["ResponseMetadata"]["HTTPStatusCode"] == 429
     assert throttled["ResponseMetadata"]["HTTPHeaders"]["retry-after"] == "1"
     assert error_of(client("apigatewayv2", proxy.url).get_apis)["Error"]["Code"] == "TooManyRequestsException"
-    cloudwatch = error_of(client("cloudwatch", proxy.url).list_metrics)  # RPC v2 CBOR
+    cloudwatch = error_of(client("cloudwatch", proxy.url).list_metrics)  # botocore: JSON, the agent: RPC v2 CBOR
     assert (cloudwatch["Error"]["Code"], cloudwatch["ResponseMetadata"]["HTTPStatusCode"]) == ("Throttling", 400)
+    assert cloudwatch["ResponseMetadata"]["HTTPHeaders"]["x-amzn-query-error"] == "Throttling;Sender"
     query = cloudwatch_query(proxy.url)  # awsQuery: an XML ErrorResponse
     assert query.status_code == 400 and "<Code>Throttling</Code><Message>Rate exceeded</Message>" in query.text
     client("dynamodb", proxy.url).list_tables()  # not listed: forwarded

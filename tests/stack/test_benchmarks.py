@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
-import pytest
+import json
 
-from benchmarks import (LARGEST, Operation, account_mix, changes_bound, full_sync_bound, metrics_read_bound,
-                        path_template, run_cost, runs_per_month, task_binaries, vendor_cloudwatch_per_month,
-                        vendor_per_run, zipped_size)
+import pytest
+from moto.core.cbor import CBOREncoder
+
+from benchmarks import (LARGEST, Operation, account_mix, changes_bound, full_sync_bound, metric_data_queries,
+                        metrics_read_bound, path_template, run_cost, runs_per_month, task_binaries,
+                        vendor_cloudwatch_per_month, vendor_per_run, zipped_size)
 from stack import ExecutionReport
 
 
@@ -74,3 +77,14 @@ def test_paths_name_their_ids_generically_and_zips_deflate(tmp_path):
     binary = tmp_path / "bootstrap"
     binary.write_bytes(b"\0" * 100_000)
     assert 0 < zipped_size(binary) < 1000
+
+
+def test_the_metrics_requested_are_counted_in_every_protocol_a_client_speaks():
+    queries = [{"Id": f"q{i}", "MetricStat": {"Metric": {"MetricName": "Count"}, "Period": 60, "Stat": "Sum"}}
+               for i in range(3)]
+    cbor = CBOREncoder().encode({"MetricDataQueries": queries, "StartTime": 0, "EndTime": 60})  # the agent's SDK
+    assert metric_data_queries(cbor) == 3
+    assert metric_data_queries(json.dumps({"MetricDataQueries": queries}).encode()) == 3  # botocore
+    form = "&".join(f"MetricDataQueries.member.{i}.Id=q{i}" for i in (1, 2, 3))  # awsQuery
+    assert metric_data_queries(f"Action=GetMetricData&{form}".encode()) == 3
+    assert metric_data_queries(b"") == 0

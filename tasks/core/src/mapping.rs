@@ -168,6 +168,7 @@ pub fn api_document(deployed: &DeployedApi, region: &str) -> ApiDocument {
         version_set_id: Some(api.id.clone()),
         runtime_api_id: Some(api.id.clone()),
         attributes,
+        policies_count: Some(api.policy_statements),
     }
 }
 
@@ -206,6 +207,7 @@ mod tests {
             tags: tags(&[("team", "core"), ("env", "shared")]),
             endpoint_types: vec!["REGIONAL".into()],
             execute_api_disabled: false,
+            policy_statements: 2,
         }
     }
 
@@ -250,6 +252,11 @@ mod tests {
         assert_eq!(document.api_type, ApiType::Rest);
         assert_eq!(document.tags, vec!["env:production", "team:core"]);
         assert_eq!(document.attributes["invokeUrl"], "https://a1b2c3d4e5.execute-api.eu-west-1.amazonaws.com/prod");
+        assert_eq!(document.policies_count, Some(2));
+        let json = serde_json::to_value(&document).unwrap();
+        assert_eq!(json["policiesCount"], 2, "the contract's field name");
+        let without_policy = Api { policy_statements: 0, ..pets_api() };
+        assert_eq!(api_document(&on_prod(without_policy), "eu-west-1").policies_count, Some(0));
     }
 
     #[test]

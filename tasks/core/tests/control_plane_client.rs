@@ -28,6 +28,16 @@ struct Fake {
 
 impl Fake {
     fn start() -> Self {
+        Self::spawn(&[])
+    }
+
+    /// The fake over HTTPS, with a certificate of a throwaway private CA whose root is written to
+    /// `tls_dir/ca.pem`.
+    fn start_tls(tls_dir: &std::path::Path) -> Self {
+        Self::spawn(&["--tls-dir".as_ref(), tls_dir.as_os_str()])
+    }
+
+    fn spawn(extra: &[&std::ffi::OsStr]) -> Self {
         let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
         let python = std::env::var_os("AGENT_TEST_PYTHON")
             .map(PathBuf::from)
@@ -36,6 +46,7 @@ impl Fake {
         let mut child = Command::new(python)
             .arg(repo.join("tests/stack/fake_apicp.py"))
             .args(["--port", "0", "--username", USER, "--password", PASSWORD])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -43,7 +54,7 @@ impl Fake {
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
         let url = line.trim().rsplit(' ').next().unwrap().to_owned();
-        assert!(url.starts_with("http://"), "unexpected banner: {line}");
+        assert!(url.starts_with("http"), "unexpected banner: {line}");
         Self { child, url }
     }
 
@@ -106,6 +117,7 @@ fn document(id: &str, name: &str) -> ApiDocument {
         version_set_id: Some("api1".into()),
         runtime_api_id: Some("api1".into()),
         attributes: Default::default(),
+        policies_count: Some(1),
     }
 }
 
@@ -114,6 +126,59 @@ async fn registered(fake: &Fake, name: &str) -> (HttpControlPlane, String) {
     client.ensure_runtime_type("AWS_API_GATEWAY").await.unwrap();
     let id = client.register_runtime(&runtime(name)).await.unwrap();
     (client, id)
+}
+
+/// A directory of its own under the system's temporary directory, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(label: &str) -> Self {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("agent-{label}-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&path).unwrap();
+        Self(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[tokio::test]
+async fn a_control_plane_behind_a_private_ca_is_trusted_through_the_ca_bundle_only() {
+    let tls_dir = TempDir::new("private-ca");
+    let fake = Fake::start_tls(&tls_dir.0);
+    assert!(fake.url.starts_with("https://"), "{}", fake.url);
+    let credentials = || Credentials { username: USER.into(), password: PASSWORD.into() };
+    let ca_bundle = std::fs::read(tls_dir.0.join("ca.pem")).unwrap();
+
+    // Verification is never off: the system's roots do not know the private CA.
+    let untrusting = HttpControlPlane::new(&fake.url, credentials(), Duration::from_secs(5), None).unwrap();
+    let error = untrusting.register_runtime(&runtime("prod")).await.unwrap_err();
+    assert_eq!(error.error_type(), "ControlPlaneUnavailable", "{error}");
+    assert!(!error.to_string().contains(PASSWORD), "{error}");
+
+    // With APICP_CA_BUNDLE's roots the same server is trusted, over the one rustls/aws-lc-rs stack.
+    let trusting = HttpControlPlane::new(&fake.url, credentials(), Duration::from_secs(5), Some(&ca_bundle)).unwrap();
+    trusting.ensure_runtime_type("AWS_API_GATEWAY").await.unwrap();
+    let id = trusting.register_runtime(&runtime("prod")).await.unwrap();
+    assert_eq!(id, "111122223333_eu-west-1_prod");
+}
+
+#[tokio::test]
+async fn a_ca_bundle_that_is_not_pem_is_a_configuration_error() {
+    let credentials = Credentials { username: USER.into(), password: PASSWORD.into() };
+    let broken = b"-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n";
+    let Err(error) =
+        HttpControlPlane::new("https://apicp.example.com", credentials, Duration::from_secs(5), Some(broken))
+    else {
+        panic!("a broken bundle is refused");
+    };
+    assert_eq!(error.error_type(), "InvalidConfig", "{error}");
+    assert!(error.to_string().contains("APICP_CA_BUNDLE"), "{error}");
 }
 
 #[tokio::test]

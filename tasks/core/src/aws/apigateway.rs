@@ -9,6 +9,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::pace::Pacer;
 use super::sdk_error;
@@ -73,6 +74,31 @@ pub struct Api {
     /// Clients can only call the API through a custom domain name.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub execute_api_disabled: bool,
+    /// Statements of a REST API's resource policy (HTTP and WebSocket APIs have none).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub policy_statements: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// The number of statements of a resource policy, as the vendor's agent counts them from the
+/// export. API Gateway answers the policy as JSON whose quotes are backslash-escaped; both
+/// forms are read. `Statement` is a list, or a single statement object.
+pub fn policy_statements(policy: Option<&str>) -> u32 {
+    let Some(policy) = policy.map(str::trim).filter(|p| !p.is_empty()) else { return 0 };
+    let document: Option<Value> =
+        serde_json::from_str(policy).ok().or_else(|| serde_json::from_str(&policy.replace("\\\"", "\"")).ok());
+    let count = match document.as_ref().and_then(|d| d.get("Statement")) {
+        Some(Value::Array(statements)) => statements.len(),
+        Some(Value::Object(_)) => 1,
+        _ => {
+            tracing::warn!("a REST API's resource policy is not a readable policy document: policiesCount 0");
+            0
+        }
+    };
+    u32::try_from(count).unwrap_or(u32::MAX)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -173,6 +199,10 @@ impl SdkApiGateway {
 
     /// Every item of a listing, one paced request per page, until a page names no next one. A
     /// resource deleted while it was listed holds nothing.
+    ///
+    /// By hand rather than the SDK's `into_paginator()`: API Gateway v2's model declares no
+    /// paginators (GetApis, GetStages, GetDomainNames, GetApiMappings have none), so one loop
+    /// serves both generations, with the shared pace before each page and the deleted-resource rule.
     async fn all_pages<T, Fut>(&self, mut fetch: impl FnMut(Option<String>) -> Fut) -> Result<Vec<T>>
     where
         Fut: Future<Output = Result<Page<T>>>,
@@ -306,6 +336,7 @@ macro_rules! rest_api {
                 .map(|c| c.types().iter().map(|t| t.as_str().to_owned()).collect())
                 .unwrap_or_default(),
             execute_api_disabled: api.disable_execute_api_endpoint(),
+            policy_statements: policy_statements(api.policy()),
         })
     }};
 }
@@ -330,6 +361,7 @@ macro_rules! v2_api {
                 tags: tag_map(api.tags()),
                 endpoint_types: vec!["REGIONAL".to_owned()],
                 execute_api_disabled: api.disable_execute_api_endpoint().unwrap_or(false),
+                policy_statements: 0,
             }),
             _ => None,
         }
@@ -440,6 +472,27 @@ impl ApiGateway for SdkApiGateway {
         match generation {
             Generation::V1 => self.v1_domain_mappings().await,
             Generation::V2 => self.v2_domain_mappings().await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::policy_statements;
+
+    #[test]
+    fn a_resource_policy_counts_its_statements_in_either_form_api_gateway_writes() {
+        let allow = r#"{"Effect":"Allow","Principal":"*","Action":"execute-api:Invoke","Resource":"execute-api:/*"}"#;
+        let deny = r#"{"Effect":"Deny","Principal":"*","Action":"execute-api:Invoke","Resource":"execute-api:/*"}"#;
+        let two = format!(r#"{{"Version":"2012-10-17","Statement":[{allow},{deny}]}}"#);
+        // GetRestApis answers the policy with its quotes escaped.
+        let escaped = two.replace('"', "\\\"");
+        let single = format!(r#"{{"Version":"2012-10-17","Statement":{allow}}}"#);
+        assert_eq!(policy_statements(Some(&two)), 2);
+        assert_eq!(policy_statements(Some(&escaped)), 2);
+        assert_eq!(policy_statements(Some(&single)), 1, "one statement may stand alone");
+        for unreadable in [None, Some(""), Some("  "), Some("not json"), Some(r#"{"Version":"2012-10-17"}"#)] {
+            assert_eq!(policy_statements(unreadable), 0, "{unreadable:?}");
         }
     }
 }

@@ -60,20 +60,18 @@ impl ChangeFeed for CloudTrailFeed {
             .map_err(|e| AgentError::AwsRequestFailed(format!("cloudtrail:LookupEvents: {e}")))?;
         // LookupEvents' EndTime is inclusive; our windows are half-open.
         let end_inclusive = DateTime::from_millis(end * 1000 - 1);
+        let mut pages = self
+            .client
+            .lookup_events()
+            .lookup_attributes(source)
+            .start_time(DateTime::from_secs(start))
+            .end_time(end_inclusive)
+            .max_results(PAGE_SIZE)
+            .into_paginator()
+            .send();
         let mut events = Vec::new();
-        let mut next_token: Option<String> = None;
-        loop {
-            let page = self
-                .client
-                .lookup_events()
-                .lookup_attributes(source.clone())
-                .start_time(DateTime::from_secs(start))
-                .end_time(end_inclusive)
-                .max_results(PAGE_SIZE)
-                .set_next_token(next_token.take())
-                .send()
-                .await
-                .map_err(|e| sdk_error("cloudtrail:LookupEvents", e))?;
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| sdk_error("cloudtrail:LookupEvents", e))?;
             for event in page.events() {
                 if event.read_only() == Some("true") {
                     continue;
@@ -83,12 +81,13 @@ impl ChangeFeed for CloudTrailFeed {
                 let time = event.event_time().map_or(start, DateTime::secs);
                 events.push(parse_event(id, time, event.event_name().unwrap_or_default(), event.cloud_trail_event()));
             }
-            match page.next_token() {
-                Some(token) if !token.is_empty() => next_token = Some(token.to_owned()),
-                _ => return Ok(events),
+            // The paginator sends the next page's request when asked for it: waiting here keeps
+            // the listing under LookupEvents' 2 requests per second.
+            if page.next_token().is_some_and(|token| !token.is_empty()) {
+                tokio::time::sleep(REQUEST_SPACING).await;
             }
-            tokio::time::sleep(REQUEST_SPACING).await;
         }
+        Ok(events)
     }
 }
 

@@ -157,20 +157,19 @@ impl CloudWatchMetrics {
 
     /// The APIs that have `metric_name` on the stage, by the dimension that names them.
     async fn listed(&self, metric_name: &str, stage: &str, since: i64, now: i64) -> Result<BTreeSet<MetricSubject>> {
+        let mut request = self
+            .client
+            .list_metrics()
+            .namespace(NAMESPACE)
+            .metric_name(metric_name)
+            .dimensions(DimensionFilter::builder().name("Stage").value(stage).build());
+        if now - since <= RECENTLY_ACTIVE_SECONDS {
+            request = request.recently_active(RecentlyActive::Pt3H);
+        }
         let mut subjects = BTreeSet::new();
-        let mut next_token: Option<String> = None;
-        loop {
-            let mut request = self
-                .client
-                .list_metrics()
-                .namespace(NAMESPACE)
-                .metric_name(metric_name)
-                .dimensions(DimensionFilter::builder().name("Stage").value(stage).build())
-                .set_next_token(next_token.take());
-            if now - since <= RECENTLY_ACTIVE_SECONDS {
-                request = request.recently_active(RecentlyActive::Pt3H);
-            }
-            let page = request.send().await.map_err(|e| sdk_error("cloudwatch:ListMetrics", e))?;
+        let mut pages = request.into_paginator().send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| sdk_error("cloudwatch:ListMetrics", e))?;
             for metric in page.metrics() {
                 // Per-method and per-route (detailed) metrics carry more dimensions; count each API once.
                 let dimensions = metric.dimensions();
@@ -186,11 +185,8 @@ impl CloudWatchMetrics {
                 };
                 subjects.insert(subject);
             }
-            match page.next_token() {
-                Some(token) if !token.is_empty() => next_token = Some(token.to_owned()),
-                _ => return Ok(subjects),
-            }
         }
+        Ok(subjects)
     }
 }
 
@@ -253,19 +249,17 @@ impl CloudWatchMetrics {
         let mut series: BTreeMap<MetricSubject, ApiSeries> = BTreeMap::new();
         for QueryBatch { queries, owners } in query_batches(stage, apis, only_counts) {
             let mut completeness = Completeness::expecting(owners.keys());
-            let mut next_token: Option<String> = None;
-            loop {
-                let page = self
-                    .client
-                    .get_metric_data()
-                    .set_metric_data_queries(Some(queries.clone()))
-                    .start_time(DateTime::from_secs(start))
-                    .end_time(DateTime::from_secs(end))
-                    .scan_by(ScanBy::TimestampAscending)
-                    .set_next_token(next_token.take())
-                    .send()
-                    .await
-                    .map_err(|e| sdk_error("cloudwatch:GetMetricData", e))?;
+            let mut pages = self
+                .client
+                .get_metric_data()
+                .set_metric_data_queries(Some(queries))
+                .start_time(DateTime::from_secs(start))
+                .end_time(DateTime::from_secs(end))
+                .scan_by(ScanBy::TimestampAscending)
+                .into_paginator()
+                .send();
+            while let Some(page) = pages.next().await {
+                let page = page.map_err(|e| sdk_error("cloudwatch:GetMetricData", e))?;
                 completeness.observe_page(page.messages());
                 for result in page.metric_data_results() {
                     completeness.observe(result);
@@ -281,10 +275,6 @@ impl CloudWatchMetrics {
                     for (timestamp, value) in result.timestamps().iter().zip(result.values()) {
                         *destination.entry(timestamp.secs()).or_default() += *value;
                     }
-                }
-                match page.next_token() {
-                    Some(token) if !token.is_empty() => next_token = Some(token.to_owned()),
-                    _ => break,
                 }
             }
             completeness.verdict(stage)?;

@@ -7,6 +7,10 @@
 //! schedule shared by every execution and container of the account (kept in the state table), so
 //! overlapping executions together still keep the pace: each container reserves a second's worth
 //! of slots at a time, and drops those it did not use in time.
+//!
+//! By hand rather than a rate-limiter crate (governor and the like): those keep their state in
+//! one process, and this pace must hold across every container of the account, so its state
+//! lives in DynamoDB; what is left here is a queue of reserved times.
 
 use std::collections::VecDeque;
 use std::future::Future;

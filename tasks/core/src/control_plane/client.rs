@@ -126,12 +126,12 @@ impl HttpControlPlane {
             .pool_idle_timeout(Duration::from_secs(20))
             .user_agent(concat!("apigw-apicp-agent/", env!("CARGO_PKG_VERSION")));
         if let Some(pem) = ca_bundle_pem {
-            for certificate in reqwest::Certificate::from_pem_bundle(pem).map_err(|e| AgentError::InvalidConfig {
+            let certificates = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| AgentError::InvalidConfig {
                 variable: "APICP_CA_BUNDLE",
                 reason: format!("not a PEM bundle: {e}"),
-            })? {
-                builder = builder.add_root_certificate(certificate);
-            }
+            })?;
+            // Beside the system's roots, which keep verifying the public CAs.
+            builder = builder.tls_certs_merge(certificates);
         }
         let http = builder.build().map_err(|e| invalid(e.to_string()))?;
         Ok(Self { http, base, source: Arc::new(credentials), current: Mutex::new(None), timeout })

@@ -47,6 +47,7 @@ impl Gateway {
                 tags: BTreeMap::from([("team".into(), "core".into())]),
                 endpoint_types: vec!["REGIONAL".into()],
                 execute_api_disabled: false,
+                policy_statements: 0,
             });
             let deployed = stages
                 .iter()
