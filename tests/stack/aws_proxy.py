@@ -292,9 +292,10 @@ class AwsProxy(LocalServer):
             return list(self._received)
 
     def add_rewrite(self, service: str, operation: str, field: str, old: str, new: str, count: int = 1) -> None:
-        """The next `count` successful answers of `operation` have every `field` whose value is `old` set to `new`,
-        in the answer's own protocol (CBOR, JSON or XML): AWS answers moto never gives, such as
-        ("monitoring", "GetMetricData", "StatusCode", "Complete", "PartialData")."""
+        """The next `count` answers of `operation` have every `field` whose value is `old` set to `new`, in the
+        answer's own protocol (CBOR, JSON or XML): AWS answers moto never gives, such as
+        ("monitoring", "GetMetricData", "StatusCode", "Complete", "PartialData"). An error answer takes one of the
+        `count` and passes unchanged."""
         with self._lock:
             self._rewrites.append(_Rewrite(service, operation, field, old, new, count))
 

@@ -630,7 +630,7 @@ mod tests {
                 tags: Default::default(),
                 endpoint_types: vec![],
                 execute_api_disabled: false,
-                policy_statements: 0,
+                policy_statements: None,
             },
             stage: crate::aws::apigateway::Stage {
                 name: "prod".into(),

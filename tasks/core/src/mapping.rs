@@ -168,7 +168,7 @@ pub fn api_document(deployed: &DeployedApi, region: &str) -> ApiDocument {
         version_set_id: Some(api.id.clone()),
         runtime_api_id: Some(api.id.clone()),
         attributes,
-        policies_count: Some(api.policy_statements),
+        policies_count: api.policy_statements,
     }
 }
 
@@ -207,7 +207,7 @@ mod tests {
             tags: tags(&[("team", "core"), ("env", "shared")]),
             endpoint_types: vec!["REGIONAL".into()],
             execute_api_disabled: false,
-            policy_statements: 2,
+            policy_statements: Some(2),
         }
     }
 
@@ -255,8 +255,16 @@ mod tests {
         assert_eq!(document.policies_count, Some(2));
         let json = serde_json::to_value(&document).unwrap();
         assert_eq!(json["policiesCount"], 2, "the contract's field name");
-        let without_policy = Api { policy_statements: 0, ..pets_api() };
+        let without_policy = Api { policy_statements: Some(0), ..pets_api() };
         assert_eq!(api_document(&on_prod(without_policy), "eu-west-1").policies_count, Some(0));
+        // A catalog stored before the count existed: left out rather than sent as zero.
+        let stored_before: Api = serde_json::from_value(serde_json::json!({
+            "id": "a1b2c3d4e5", "kind": "REST", "name": "pets", "description": null, "tags": {}, "endpoint_types": []
+        }))
+        .unwrap();
+        let document = api_document(&on_prod(stored_before), "eu-west-1");
+        assert_eq!(document.policies_count, None);
+        assert!(serde_json::to_value(&document).unwrap().get("policiesCount").is_none());
     }
 
     #[test]

@@ -135,7 +135,7 @@ proptest! {
         domains in prop::collection::vec(("[a-z.]{1,30}", "[a-z/]{0,10}"), 0..3),
     ) {
         let deployed = DeployedApi {
-            api: Api { id: id.clone(), kind, name, description, tags, endpoint_types: vec![], execute_api_disabled: false, policy_statements: 0 },
+            api: Api { id: id.clone(), kind, name, description, tags, endpoint_types: vec![], execute_api_disabled: false, policy_statements: None },
             stage: Stage { name: stage.clone(), deployment_id: Some("d1".into()), tags: BTreeMap::new() },
             domains: domains.into_iter().map(|(domain_name, base_path)| DomainRoute { domain_name, base_path }).collect(),
         };

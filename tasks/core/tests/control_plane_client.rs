@@ -170,15 +170,29 @@ async fn a_control_plane_behind_a_private_ca_is_trusted_through_the_ca_bundle_on
 
 #[tokio::test]
 async fn a_ca_bundle_that_is_not_pem_is_a_configuration_error() {
-    let credentials = Credentials { username: USER.into(), password: PASSWORD.into() };
-    let broken = b"-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n";
-    let Err(error) =
-        HttpControlPlane::new("https://apicp.example.com", credentials, Duration::from_secs(5), Some(broken))
-    else {
-        panic!("a broken bundle is refused");
-    };
-    assert_eq!(error.error_type(), "InvalidConfig", "{error}");
-    assert!(error.to_string().contains("APICP_CA_BUNDLE"), "{error}");
+    let tls_dir = TempDir::new("broken-bundles");
+    let fake = Fake::start_tls(&tls_dir.0);
+    let key = std::fs::read(tls_dir.0.join("server-key.pem")).unwrap();
+    let ca = std::fs::read_to_string(tls_dir.0.join("ca.pem")).unwrap();
+    // The CA's certificate with its body cut short: still PEM, no longer a certificate.
+    let body_start = ca.find('\n').unwrap() + 1;
+    let truncated = format!("{}{}\n-----END CERTIFICATE-----\n", &ca[..body_start], &ca[body_start..body_start + 64]);
+    let broken: [(&str, &[u8]); 4] = [
+        ("bad base64", b"-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n"),
+        ("a private key", &key),
+        ("an empty file", b""),
+        ("a truncated certificate", truncated.as_bytes()),
+    ];
+    for (what, bundle) in broken {
+        let credentials = Credentials { username: USER.into(), password: PASSWORD.into() };
+        let error = match HttpControlPlane::new(&fake.url, credentials, Duration::from_secs(5), Some(bundle)) {
+            Err(error) => error,
+            // Accepted at build: the first request must not pass as an outage either.
+            Ok(client) => client.register_runtime(&runtime("prod")).await.unwrap_err(),
+        };
+        assert_eq!(error.error_type(), "InvalidConfig", "{what}: {error}");
+        assert!(error.to_string().contains("APICP_CA_BUNDLE"), "{what}: {error}");
+    }
 }
 
 #[tokio::test]

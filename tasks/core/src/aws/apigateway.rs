@@ -74,13 +74,10 @@ pub struct Api {
     /// Clients can only call the API through a custom domain name.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub execute_api_disabled: bool,
-    /// Statements of a REST API's resource policy (HTTP and WebSocket APIs have none).
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub policy_statements: u32,
-}
-
-fn is_zero(n: &u32) -> bool {
-    *n == 0
+    /// Statements of a REST API's resource policy (HTTP and WebSocket APIs have none); `None`
+    /// in a listing or catalog stored before the agent counted them: unknown, not zero.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_statements: Option<u32>,
 }
 
 /// The number of statements of a resource policy, as the vendor's agent counts them from the
@@ -88,8 +85,10 @@ fn is_zero(n: &u32) -> bool {
 /// forms are read. `Statement` is a list, or a single statement object.
 pub fn policy_statements(policy: Option<&str>) -> u32 {
     let Some(policy) = policy.map(str::trim).filter(|p| !p.is_empty()) else { return 0 };
+    // The escaped form is the body of a JSON string: unescaped as one (a `\\\"` inside a value too).
+    let unescaped = || serde_json::from_str::<String>(&format!("\"{policy}\"")).ok();
     let document: Option<Value> =
-        serde_json::from_str(policy).ok().or_else(|| serde_json::from_str(&policy.replace("\\\"", "\"")).ok());
+        serde_json::from_str(policy).ok().or_else(|| unescaped().and_then(|p| serde_json::from_str(&p).ok()));
     let count = match document.as_ref().and_then(|d| d.get("Statement")) {
         Some(Value::Array(statements)) => statements.len(),
         Some(Value::Object(_)) => 1,
@@ -336,7 +335,7 @@ macro_rules! rest_api {
                 .map(|c| c.types().iter().map(|t| t.as_str().to_owned()).collect())
                 .unwrap_or_default(),
             execute_api_disabled: api.disable_execute_api_endpoint(),
-            policy_statements: policy_statements(api.policy()),
+            policy_statements: Some(policy_statements(api.policy())),
         })
     }};
 }
@@ -361,7 +360,7 @@ macro_rules! v2_api {
                 tags: tag_map(api.tags()),
                 endpoint_types: vec!["REGIONAL".to_owned()],
                 execute_api_disabled: api.disable_execute_api_endpoint().unwrap_or(false),
-                policy_statements: 0,
+                policy_statements: Some(0),
             }),
             _ => None,
         }
@@ -485,11 +484,14 @@ mod tests {
         let allow = r#"{"Effect":"Allow","Principal":"*","Action":"execute-api:Invoke","Resource":"execute-api:/*"}"#;
         let deny = r#"{"Effect":"Deny","Principal":"*","Action":"execute-api:Invoke","Resource":"execute-api:/*"}"#;
         let two = format!(r#"{{"Version":"2012-10-17","Statement":[{allow},{deny}]}}"#);
-        // GetRestApis answers the policy with its quotes escaped.
+        // GetRestApis answers the policy with its quotes escaped, and a quote inside a value twice.
         let escaped = two.replace('"', "\\\"");
+        let quoted = r#"{"Statement":[{"Sid":"say \"hi\"","Effect":"Allow"}]}"#;
+        let quoted_escaped = serde_json::to_string(quoted).unwrap().trim_matches('"').to_owned();
         let single = format!(r#"{{"Version":"2012-10-17","Statement":{allow}}}"#);
         assert_eq!(policy_statements(Some(&two)), 2);
         assert_eq!(policy_statements(Some(&escaped)), 2);
+        assert_eq!(policy_statements(Some(&quoted_escaped)), 1, "{quoted_escaped}");
         assert_eq!(policy_statements(Some(&single)), 1, "one statement may stand alone");
         for unreadable in [None, Some(""), Some("  "), Some("not json"), Some(r#"{"Version":"2012-10-17"}"#)] {
             assert_eq!(policy_statements(unreadable), 0, "{unreadable:?}");

@@ -125,15 +125,23 @@ impl HttpControlPlane {
             // closed would leave a metrics POST with an unknown outcome.
             .pool_idle_timeout(Duration::from_secs(20))
             .user_agent(concat!("apigw-apicp-agent/", env!("CARGO_PKG_VERSION")));
+        let bundle_error = |reason: String| AgentError::InvalidConfig { variable: "APICP_CA_BUNDLE", reason };
         if let Some(pem) = ca_bundle_pem {
-            let certificates = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| AgentError::InvalidConfig {
-                variable: "APICP_CA_BUNDLE",
-                reason: format!("not a PEM bundle: {e}"),
-            })?;
+            let certificates = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| bundle_error(format!("not a PEM bundle: {e}")))?;
+            // A DER file, a key or an empty file holds no certificate: trusting nothing more
+            // would surface only as connection failures, retried as an outage.
+            if certificates.is_empty() {
+                return Err(bundle_error("holds no PEM certificate".into()));
+            }
             // Beside the system's roots, which keep verifying the public CAs.
             builder = builder.tls_certs_merge(certificates);
         }
-        let http = builder.build().map_err(|e| invalid(e.to_string()))?;
+        // The roots are parsed here: with a bundle, a failure is most likely one of its certificates.
+        let http = builder.build().map_err(|e| match ca_bundle_pem {
+            Some(_) => bundle_error(format!("not usable as trusted roots: {e}")),
+            None => invalid(e.to_string()),
+        })?;
         Ok(Self { http, base, source: Arc::new(credentials), current: Mutex::new(None), timeout })
     }
 

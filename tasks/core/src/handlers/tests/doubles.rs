@@ -47,7 +47,7 @@ impl Gateway {
                 tags: BTreeMap::from([("team".into(), "core".into())]),
                 endpoint_types: vec!["REGIONAL".into()],
                 execute_api_disabled: false,
-                policy_statements: 0,
+                policy_statements: None,
             });
             let deployed = stages
                 .iter()

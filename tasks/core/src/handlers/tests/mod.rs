@@ -926,7 +926,7 @@ fn mixed_account() -> Gateway {
         tags: BTreeMap::from([("kind".into(), kind.as_str().into())]),
         endpoint_types: vec!["REGIONAL".into()],
         execute_api_disabled: false,
-        policy_statements: 0,
+        policy_statements: None,
     };
     let stage = |name: &str, deployment: Option<&str>| Stage {
         name: name.into(),
