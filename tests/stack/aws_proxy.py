@@ -133,16 +133,16 @@ def error_answer(call: Call, status: int, code: str, message: str) -> tuple[int,
     """An AWS error as the service of `call` sends it, in the shape its SDKs parse."""
     request_id = str(uuid.uuid4())
     headers = {"x-amzn-RequestId": request_id}
+    fault = "Sender" if status < 500 else "Receiver"  # awsQuery's word for who is to blame
     if call.service in QUERY_COMPATIBLE and call.protocol in ("json", "rpc-v2-cbor"):
         # The awsQuery code and fault, which query-compatible SDKs prefer to the body's __type.
-        headers["x-amzn-query-error"] = f"{code};{'Sender' if status < 500 else 'Receiver'}"
+        headers["x-amzn-query-error"] = f"{code};{fault}"
     if call.protocol == "json":  # awsJson1_0 / 1_1: the code is the body's __type
         headers["Content-Type"] = call.content_type or "application/x-amz-json-1.0"
         return status, headers, json.dumps({"__type": code, "message": message}).encode()
     if call.protocol == "query":  # awsQuery: an XML ErrorResponse; Type is Sender for client faults
         headers["Content-Type"] = "text/xml"
-        kind = "Sender" if status < 500 else "Receiver"
-        body = (f"<ErrorResponse><Error><Type>{kind}</Type><Code>{escape(code)}</Code>"
+        body = (f"<ErrorResponse><Error><Type>{fault}</Type><Code>{escape(code)}</Code>"
                 f"<Message>{escape(message)}</Message></Error><RequestId>{request_id}</RequestId></ErrorResponse>")
         return status, headers, body.encode()
     if call.protocol == "rpc-v2-cbor":

@@ -271,12 +271,17 @@ def test_injected_secrets_manager_errors_reach_the_sdk_then_clear(proxy, moto):
     assert proxy.counts() == {("secretsmanager", "GetSecretValue"): 3}
 
 
+def cloudwatch_signature() -> dict[str, str]:
+    """A SigV4 Authorization header naming CloudWatch (`monitoring`) in REGION: what the proxy identifies calls by."""
+    today = datetime.now(timezone.utc)
+    return {"Authorization": f"AWS4-HMAC-SHA256 Credential=testing/{today:%Y%m%d}/{REGION}/monitoring/aws4_request, "
+                             "SignedHeaders=host, Signature=0"}
+
+
 def cloudwatch_cbor(proxy_url: str, operation: str, request: dict) -> tuple[requests.Response, dict]:
     """A CloudWatch call in RPC v2 CBOR, as the agent's SDK sends it (botocore speaks JSON to CloudWatch)."""
-    now = datetime.now(timezone.utc)
-    headers = {"Authorization": f"AWS4-HMAC-SHA256 Credential=testing/{now:%Y%m%d}/{REGION}/monitoring/aws4_request, "
-                                "SignedHeaders=host, Signature=0",
-               "smithy-protocol": "rpc-v2-cbor", "Content-Type": "application/cbor", "Accept": "application/cbor"}
+    headers = {**cloudwatch_signature(), "smithy-protocol": "rpc-v2-cbor", "Content-Type": "application/cbor",
+               "Accept": "application/cbor"}
     answer = requests.post(f"{proxy_url}/service/GraniteServiceVersion20100801/operation/{operation}",
                            data=CBOREncoder().encode(request), headers=headers, timeout=10)
     return answer, CBORDecoder().decode(answer.content) if answer.content else {}
@@ -339,8 +344,7 @@ def test_a_rewrite_speaks_awsquery_too(proxy, moto):
             "MetricDataQueries.member.1.MetricStat.Metric.MetricName": "Count",
             "MetricDataQueries.member.1.MetricStat.Period": "60",
             "MetricDataQueries.member.1.MetricStat.Stat": "Sum"}
-    signed = {"Authorization": f"AWS4-HMAC-SHA256 Credential=testing/{now:%Y%m%d}/{REGION}/monitoring/aws4_request, "
-                               "SignedHeaders=host, Signature=0"}
+    signed = cloudwatch_signature()
     proxy.add_rewrite("monitoring", "GetMetricData", "StatusCode", "Complete", "PartialData")
 
     def status() -> str:
@@ -470,10 +474,8 @@ def test_seeding_outside_the_quota_is_neither_throttled_nor_counted(proxy, moto)
 
 def cloudwatch_query(proxy_url, action="ListMetrics"):
     """A CloudWatch call in the awsQuery form older SDKs send (the agent speaks RPC v2 CBOR, botocore JSON)."""
-    now = datetime.now(timezone.utc)
-    signed = {"Authorization": f"AWS4-HMAC-SHA256 Credential=testing/{now:%Y%m%d}/{REGION}/monitoring/aws4_request, "
-                               "SignedHeaders=host, Signature=0"}
-    return requests.post(proxy_url, data={"Action": action, "Version": "2010-08-01"}, headers=signed, timeout=10)
+    return requests.post(proxy_url, data={"Action": action, "Version": "2010-08-01"}, headers=cloudwatch_signature(),
+                         timeout=10)
 
 
 def test_random_throttling_answers_each_services_throttling_error_unforwarded(proxy, moto):
