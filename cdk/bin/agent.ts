@@ -6,6 +6,7 @@ import { App, Validations } from 'aws-cdk-lib';
 import { AwsSolutionsChecks } from 'cdk-nag';
 
 import { AgentStack } from '../lib/agent-stack.ts';
+import { MemberRoleStack } from '../lib/member-role.ts';
 import { type AgentSettings, settingsFromContext } from '../lib/settings.ts';
 
 const repo = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -18,10 +19,25 @@ try {
   console.error((error as Error).message);
   process.exit(1);
 }
-new AgentStack(app, app.node.tryGetContext('stackName') ?? 'ApiGatewayApicpAgent', {
+const stackName: string = app.node.tryGetContext('stackName') ?? 'ApiGatewayApicpAgent';
+new AgentStack(app, stackName, {
   description: 'Federates Amazon API Gateway into webMethods API Control Plane',
   settings,
   lambdaAssetsDir: join(repo, 'target', 'lambda'),
   definitionFile: join(repo, 'statemachine', 'agent.asl.json'),
+  fanOutDefinitionFile: join(repo, 'statemachine', 'targets.asl.json'),
 });
+// The member role for accounts the StackSet does not reach (`cdk deploy <stackName>-MemberRole` with a member
+// account's credentials, `--parameters AgentAccountId=...` unless -c agentAccountId is given).
+if (settings.targetAccounts !== 'self') {
+  new MemberRoleStack(app, `${stackName}-MemberRole`, {
+    description: 'The read-only role the API Gateway agent assumes in this account',
+    settings,
+    agent: {
+      account: app.node.tryGetContext('agentAccountId'),
+      stackName,
+      organizationId: app.node.tryGetContext('organizationId'),
+    },
+  });
+}
 Validations.of(app).addPlugins(new AwsSolutionsChecks(app));

@@ -5,6 +5,7 @@ import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 
 import { Aws, CfnOutput, Duration, RemovalPolicy, SecretValue, Stack, type StackProps, Validations } from 'aws-cdk-lib';
+import * as cloudformation from 'aws-cdk-lib/aws-cloudformation';
 import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
 import * as cloudwatchActions from 'aws-cdk-lib/aws-cloudwatch-actions';
 import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
@@ -18,6 +19,7 @@ import * as sns from 'aws-cdk-lib/aws-sns';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import type { Construct } from 'constructs';
 
+import { memberRoleTemplate } from './member-role.ts';
 import { type AgentSettings, type ApiType, functionEnvironment } from './settings.ts';
 
 export interface AgentStackProps extends StackProps {
@@ -26,6 +28,8 @@ export interface AgentStackProps extends StackProps {
   readonly lambdaAssetsDir: string;
   /** The Amazon States Language file, deployed as it is with its `${...}` placeholders filled. */
   readonly definitionFile: string;
+  /** The fan-out over account-regions (statemachine/targets.asl.json), deployed when the settings name more than the deployment's own account-region. */
+  readonly fanOutDefinitionFile?: string;
 }
 
 type Placeholder =
@@ -33,13 +37,22 @@ type Placeholder =
   | 'ListChangesFunctionArn'
   | 'TransformFunctionArn'
   | 'PublishFunctionArn'
-  | 'AckWatermarkFunctionArn';
+  | 'AckWatermarkFunctionArn'
+  | 'TargetsFunctionArn';
+
+/** Whether the settings federate more than the deployment's own account-region: then the schedule starts the fan-out. */
+export function fansOut(settings: AgentSettings): boolean {
+  return settings.targetAccounts !== 'self' || settings.targetRegions.length > 0;
+}
 
 /**
  * The functions, by the placeholder that names them in the ASL file, from
  * statemachine/functions.json: the local stack enforces the same timeouts.
  */
-export function functionSpecs(definitionFile: string): Record<Placeholder, { binary: string; timeout: Duration }> {
+export function functionSpecs(
+  definitionFile: string,
+  fanOut = false,
+): Partial<Record<Placeholder, { binary: string; timeout: Duration }>> {
   const file = join(dirname(definitionFile), 'functions.json');
   const specs = JSON.parse(readFileSync(file, 'utf8')) as Record<string, { binary: string; timeoutSeconds: number }>;
   const placeholders: Placeholder[] = [
@@ -48,13 +61,14 @@ export function functionSpecs(definitionFile: string): Record<Placeholder, { bin
     'TransformFunctionArn',
     'PublishFunctionArn',
     'AckWatermarkFunctionArn',
+    ...(fanOut ? (['TargetsFunctionArn'] as const) : []),
   ];
   return Object.fromEntries(
     placeholders.map((p) => {
       if (!specs[p]) throw new Error(`${file} does not define ${p}`);
       return [p, { binary: specs[p].binary, timeout: Duration.seconds(specs[p].timeoutSeconds) }];
     }),
-  ) as Record<Placeholder, { binary: string; timeout: Duration }>;
+  ) as Partial<Record<Placeholder, { binary: string; timeout: Duration }>>;
 }
 
 /** Namespace of the metrics the agent publishes itself (embedded metric format). */
@@ -62,6 +76,8 @@ export const METRICS_NAMESPACE = 'ApiGatewayApicpAgent';
 
 export class AgentStack extends Stack {
   readonly stateMachine: sfn.StateMachine;
+  /** The fan-out over account-regions, when the settings name more than the deployment's own. */
+  readonly fanOut?: sfn.StateMachine;
   readonly table: dynamodb.Table;
 
   constructor(scope: Construct, id: string, props: AgentStackProps) {
@@ -98,10 +114,11 @@ export class AgentStack extends Stack {
     }
 
     const environment = { ...functionEnvironment(settings), STATE_TABLE: this.table.tableName, APICP_SECRET_ARN: secret.secretArn };
+    const fanOut = fansOut(settings);
     const aliases = {} as Record<Placeholder, lambda.Alias>;
     const roles = {} as Record<Placeholder, iam.Role>;
-    const functions = functionSpecs(props.definitionFile);
-    for (const [placeholder, spec] of Object.entries(functions) as [Placeholder, (typeof functions)[Placeholder]][]) {
+    const functions = functionSpecs(props.definitionFile, fanOut);
+    for (const [placeholder, spec] of Object.entries(functions) as [Placeholder, { binary: string; timeout: Duration }][]) {
       const name = pascal(spec.binary);
       const logGroup = new logs.LogGroup(this, `${name}Logs`, {
         retention: settings.logRetention,
@@ -139,7 +156,7 @@ export class AgentStack extends Stack {
     // What each task calls, and nothing else.
     const readApiGateway = new iam.PolicyStatement({
       actions: ['apigateway:GET'],
-      resources: apiGatewayResources(settings.apiTypes),
+      resources: apiGatewayResources(settings.apiTypes, targetRegions(settings)),
     });
     for (const placeholder of ['EnsureRuntimeFunctionArn', 'ListChangesFunctionArn'] as const) {
       roles[placeholder].addToPolicy(readApiGateway);
@@ -164,7 +181,7 @@ export class AgentStack extends Stack {
     // tasks/core/src/aws/state): a stage's item is named by the stage, every other item's key starts
     // with `#` and its kind.
     const table = (placeholder: Placeholder, actions: string[], items: StateItem[]) =>
-      grantStateItems(roles[placeholder], this.table, actions, items);
+      grantStateItems(roles[placeholder], this.table, actions, items, fanOut);
     table('EnsureRuntimeFunctionArn', ['dynamodb:GetItem'], ['stage', '#discovery', '#catalog#*', '#registry', '#lock#listing']);
     table('EnsureRuntimeFunctionArn', ['dynamodb:UpdateItem'], ['stage', '#registry', '#lock#listing', '#pace#apigateway']);
     table('EnsureRuntimeFunctionArn', ['dynamodb:PutItem'], ['#discovery', '#listing#*']);
@@ -205,20 +222,26 @@ export class AgentStack extends Stack {
     roles.TransformFunctionArn.addToPolicy(
       new iam.PolicyStatement({ actions: ['cloudwatch:GetMetricData', 'cloudwatch:ListMetrics'], resources: ['*'] }),
     );
+    if (fanOut) this.grantTargets(settings, roles);
+    if (settings.targetAccounts === 'organization' && settings.targetOrganizationalUnits.length > 0) {
+      this.addMemberRoleStackSet(settings);
+    }
     for (const role of Object.values(roles)) {
       Validations.of(role).acknowledge({
         id: 'AwsSolutions-IAM5[Resource::*]',
         reason:
           'Only actions without resource-level permissions use "*": X-Ray trace upload, cloudtrail:LookupEvents, ' +
-          'cloudwatch:GetMetricData and cloudwatch:ListMetrics.',
+          'cloudwatch:GetMetricData and cloudwatch:ListMetrics, and the organization\'s account listing.',
       });
       for (const path of apiGatewayPaths(settings.apiTypes).filter((p) => p.includes('*'))) {
-        Validations.of(role).acknowledge({
-          id: `AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:apigateway:<AWS::Region>::${path}]`,
-          reason:
-            'The agent federates every API of the selected types in the account and region, with their stages and ' +
-            'custom domain routes, so it reads them all (GET only).',
-        });
+        for (const region of settings.targetRegions.length ? settings.targetRegions : ['<AWS::Region>']) {
+          Validations.of(role).acknowledge({
+            id: `AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:apigateway:${region}::${path}]`,
+            reason:
+              'The agent federates every API of the selected types in the account and region, with their stages and ' +
+              'custom domain routes, so it reads them all (GET only).',
+          });
+        }
       }
     }
 
@@ -226,8 +249,9 @@ export class AgentStack extends Stack {
       retention: settings.logRetention,
       removalPolicy: RemovalPolicy.DESTROY,
     });
+    const syncAliases = Object.entries(aliases).filter(([placeholder]) => placeholder !== 'TargetsFunctionArn');
     const definitionSubstitutions = Object.fromEntries(
-      Object.entries(aliases).map(([placeholder, alias]) => [placeholder, alias.functionArn]),
+      syncAliases.map(([placeholder, alias]) => [placeholder, alias.functionArn]),
     );
     this.stateMachine = new sfn.StateMachine(this, 'Workflow', {
       stateMachineName,
@@ -243,7 +267,7 @@ export class AgentStack extends Stack {
       },
       tracingEnabled: true,
     });
-    for (const alias of Object.values(aliases)) {
+    for (const [, alias] of syncAliases) {
       alias.grantInvoke(this.stateMachine);
     }
     Validations.of(this.stateMachine).acknowledge({
@@ -270,14 +294,20 @@ export class AgentStack extends Stack {
       }),
       description: 'Starts executions of the API Gateway agent workflow',
     });
-    this.stateMachine.grantStartExecution(scheduleRole);
+    // With more than one account-region, the schedule starts the fan-out, which starts one run of the
+    // workflow per target.
+    this.fanOut = fanOut
+      ? this.addFanOut(props, settings, aliases.TargetsFunctionArn, workflowLogs)
+      : undefined;
+    const scheduled = this.fanOut ?? this.stateMachine;
+    scheduled.grantStartExecution(scheduleRole);
     new scheduler.CfnSchedule(this, 'Schedule', {
-      description: 'Runs the API Gateway agent workflow',
+      description: fanOut ? 'Runs the API Gateway agent over every target account-region' : 'Runs the API Gateway agent workflow',
       scheduleExpression: rateExpression(settings.scheduleRate),
       flexibleTimeWindow: { mode: 'OFF' },
       state: settings.scheduleEnabled ? 'ENABLED' : 'DISABLED',
       target: {
-        arn: this.stateMachine.stateMachineArn,
+        arn: scheduled.stateMachineArn,
         roleArn: scheduleRole.roleArn,
         input: '{}',
         // A missed run is caught up by the next one: the watermarks make runs cumulative.
@@ -286,10 +316,164 @@ export class AgentStack extends Stack {
     });
 
     this.addAlarms(settings);
+    this.addDashboard();
 
     new CfnOutput(this, 'StateMachineArn', { value: this.stateMachine.stateMachineArn });
+    if (this.fanOut) new CfnOutput(this, 'FanOutStateMachineArn', { value: this.fanOut.stateMachineArn });
     new CfnOutput(this, 'StateTableName', { value: this.table.tableName });
     new CfnOutput(this, 'ControlPlaneSecretArn', { value: secret.secretArn });
+  }
+
+  /**
+   * The functions' way into the target accounts: the member role (TARGET_ROLE_NAME) of each listed account, or
+   * of every account of the organization; and the organization's account listing for the fan-out.
+   */
+  private grantTargets(settings: AgentSettings, roles: Record<Placeholder, iam.Role>): void {
+    const roleArn = (account: string) => `arn:${Aws.PARTITION}:iam::${account}:role/${settings.targetRoleName}`;
+    const accounts = settings.targetAccounts;
+    const organization = accounts === 'organization';
+    const assume = new iam.PolicyStatement({
+      actions: ['sts:AssumeRole'],
+      resources: accounts === 'organization' ? [roleArn('*')] : accounts === 'self' ? [] : accounts.map(roleArn),
+      // Within the organization only: the member role's ARN names any account.
+      conditions: organization ? { StringEquals: { 'aws:ResourceOrgID': '${aws:PrincipalOrgID}' } } : undefined,
+    });
+    for (const placeholder of ['EnsureRuntimeFunctionArn', 'ListChangesFunctionArn', 'TransformFunctionArn'] as const) {
+      if (assume.resources.length > 0) roles[placeholder].addToPolicy(assume);
+      if (organization) {
+        Validations.of(roles[placeholder]).acknowledge({
+          id: `AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:iam::*:role/${settings.targetRoleName}]`,
+          reason: 'The read-only member role in every account of the organization (aws:ResourceOrgID limits it to the organization).',
+        });
+      }
+    }
+    if (organization) {
+      // Organizations' listings support no resource-level permissions.
+      roles.TargetsFunctionArn.addToPolicy(
+        new iam.PolicyStatement({
+          actions: settings.targetOrganizationalUnits.length
+            ? ['organizations:ListAccountsForParent', 'organizations:ListOrganizationalUnitsForParent']
+            : ['organizations:ListAccounts'],
+          resources: ['*'],
+        }),
+      );
+    }
+  }
+
+  /**
+   * The member role in every account of the named organizational units, now and as accounts join them: a
+   * service-managed StackSet, run from the organization's management account or a delegated administrator
+   * (`-c memberRoleCallAs=SELF` in the management account). One region per account: IAM is global. StackSets
+   * never deploy to the management account: deploy `<stackName>-MemberRole` there if it runs APIs.
+   */
+  private addMemberRoleStackSet(settings: AgentSettings): void {
+    const callAs = (this.node.tryGetContext('memberRoleCallAs') as string | undefined) ?? 'DELEGATED_ADMIN';
+    const organizationId = this.node.tryGetContext('organizationId') as string | undefined;
+    new cloudformation.CfnStackSet(this, 'MemberRoleStackSet', {
+      stackSetName: `${this.stackName}-member-role`,
+      description: `The read-only role ${settings.targetRoleName} the API Gateway agent assumes in each target account`,
+      permissionModel: 'SERVICE_MANAGED',
+      callAs,
+      autoDeployment: { enabled: true, retainStacksOnAccountRemoval: false },
+      capabilities: ['CAPABILITY_NAMED_IAM'],
+      managedExecution: { Active: true },
+      operationPreferences: { maxConcurrentPercentage: 100, failureTolerancePercentage: 100, regionConcurrencyType: 'PARALLEL' },
+      parameters: [
+        { parameterKey: 'AgentAccountId', parameterValue: Aws.ACCOUNT_ID },
+        ...(organizationId ? [{ parameterKey: 'OrganizationId', parameterValue: organizationId }] : []),
+      ],
+      stackInstancesGroup: [
+        { deploymentTargets: { organizationalUnitIds: settings.targetOrganizationalUnits }, regions: [Aws.REGION] },
+      ],
+      templateBody: this.toJsonString(memberRoleTemplate(settings, { stackName: this.stackName })),
+    });
+  }
+
+  /** The fan-out: statemachine/targets.asl.json, one run of the workflow per target. */
+  private addFanOut(
+    props: AgentStackProps,
+    settings: AgentSettings,
+    targetsAlias: lambda.Alias,
+    logGroup: logs.LogGroup,
+  ): sfn.StateMachine {
+    if (!props.fanOutDefinitionFile) throw new Error('the settings name several targets: fanOutDefinitionFile is required');
+    const fanOut = new sfn.StateMachine(this, 'FanOut', {
+      stateMachineName: `${this.stackName}-targets`,
+      comment: 'Runs the API Gateway agent workflow once per target account-region',
+      definitionBody: sfn.DefinitionBody.fromString(readFileSync(props.fanOutDefinitionFile, 'utf8')),
+      definitionSubstitutions: {
+        TargetsFunctionArn: targetsAlias.functionArn,
+        SyncStateMachineArn: this.stateMachine.stateMachineArn,
+      },
+      // `.sync` waits for each run: a Standard workflow only.
+      stateMachineType: sfn.StateMachineType.STANDARD,
+      logs: {
+        destination: logGroup,
+        level: sfn.LogLevel[settings.workflowLogLevel],
+        includeExecutionData: settings.workflowLogExecutionData,
+      },
+      tracingEnabled: true,
+    });
+    targetsAlias.grantInvoke(fanOut);
+    // What `states:startExecution.sync:2` needs: start the runs, follow and stop them, and the managed rule
+    // Step Functions uses to learn that a run ended.
+    this.stateMachine.grantStartExecution(fanOut);
+    fanOut.addToRolePolicy(
+      new iam.PolicyStatement({
+        actions: ['states:DescribeExecution', 'states:StopExecution'],
+        resources: [`arn:${Aws.PARTITION}:states:${Aws.REGION}:${Aws.ACCOUNT_ID}:execution:${this.stackName}-workflow:*`],
+      }),
+    );
+    fanOut.addToRolePolicy(
+      new iam.PolicyStatement({
+        actions: ['events:PutTargets', 'events:PutRule', 'events:DescribeRule'],
+        resources: [
+          `arn:${Aws.PARTITION}:events:${Aws.REGION}:${Aws.ACCOUNT_ID}:rule/StepFunctionsGetEventsForStepFunctionsExecutionRule`,
+        ],
+      }),
+    );
+    Validations.of(fanOut).acknowledge({
+      id: 'AwsSolutions-IAM5[Resource::*]',
+      reason: 'Log delivery and X-Ray actions that Step Functions needs support no resource-level permissions.',
+    });
+    Validations.of(fanOut).acknowledge({
+      id: `AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:${this.stackName}-workflow:*]`,
+      reason: 'The runs this fan-out starts, whose names Step Functions generates.',
+    });
+    Validations.of(fanOut).acknowledge({
+      id: 'AwsSolutions-IAM5[Resource::<TargetsLive*>:*]',
+      reason: 'grantInvoke also allows the qualified ARNs of the alias; the alias is still the only function reachable.',
+    });
+    if (settings.workflowLogLevel !== 'ALL') {
+      Validations.of(fanOut).acknowledge({
+        id: 'AwsSolutions-SF1',
+        reason: 'Errors only by default, as the workflow; -c workflowLogLevel=ALL logs everything.',
+      });
+    }
+    return fanOut;
+  }
+
+  /** What is behind, per target: sync lag, failures, metrics windows sent and in doubt, refused APIs. */
+  private addDashboard(): void {
+    const graph = (title: string, metrics: cloudwatch.IMetric[]) =>
+      new cloudwatch.GraphWidget({ title, left: metrics, width: 12, height: 6, legendPosition: cloudwatch.LegendPosition.RIGHT });
+    new cloudwatch.Dashboard(this, 'Dashboard', {
+      dashboardName: `${this.stackName}`,
+      widgets: [
+        [
+          graph('Assets sync lag (seconds) by target', [perTarget('SyncLagSeconds', 'Minimum', '', 'Kind,Target', ' Kind="assets"')]),
+          graph('Metrics sync lag (seconds) by target', [perTarget('SyncLagSeconds', 'Minimum', '', 'Kind,Target', ' Kind="metrics"')]),
+        ],
+        [
+          graph('Failed runs by target (1 = the last run failed)', [perTarget('TargetFailed', 'Maximum', '')]),
+          graph('APIs the control plane refuses, by target', [perTarget('RefusedApis', 'Maximum', '')]),
+        ],
+        [
+          graph('Metrics windows sent, by target', [perTarget('MetricsWindowsSent', 'Sum', '')]),
+          graph('Metrics windows in doubt, by target', [perTarget('MetricsWindowsInDoubt', 'Sum', '')]),
+        ],
+      ],
+    });
   }
 
   private addAlarms(settings: AgentSettings): void {
@@ -359,6 +543,22 @@ export class AgentStack extends Stack {
           }),
       ),
     ];
+    if (this.fanOut) {
+      alarms.push(
+        // A target whose run failed (a role refused, a region not enabled...): the fan-out's output names it
+        // and why; the other targets went on, and the next run tries it again.
+        anyExecution(
+          'TargetsFailedAlarm',
+          'The run of some target account-region failed: the fan-out execution\'s output lists each with its reason, and the dashboard shows which (TargetFailed by target).',
+          new cloudwatch.Metric({ namespace: METRICS_NAMESPACE, metricName: 'TargetsFailed', statistic: 'Maximum', period }),
+        ),
+        anyExecution(
+          'FanOutFailedAlarm',
+          'An execution of the fan-out over targets failed: no target was planned (its error names the cause).',
+          this.fanOut.metricFailed({ period, statistic: 'Sum' }),
+        ),
+      );
+    }
     if (topic) {
       for (const alarm of alarms) {
         alarm.addAlarmAction(new cloudwatchActions.SnsAction(topic));
@@ -366,6 +566,15 @@ export class AgentStack extends Stack {
       }
     }
   }
+}
+
+/** A line per target (`<account>/<region>`) of one of the agent's metrics. */
+function perTarget(metricName: string, statistic: string, label: string, dimensions = 'Target', filter = ''): cloudwatch.MathExpression {
+  return new cloudwatch.MathExpression({
+    expression: `SEARCH('{${METRICS_NAMESPACE},${dimensions}} MetricName="${metricName}"${filter}', '${statistic}', 300)`,
+    label,
+    period: Duration.minutes(5),
+  });
 }
 
 function pascal(kebab: string): string {
@@ -392,8 +601,15 @@ export function apiGatewayPaths(apiTypes: readonly ApiType[]): string[] {
   return paths;
 }
 
-function apiGatewayResources(apiTypes: readonly ApiType[]): string[] {
-  return apiGatewayPaths(apiTypes).map((path) => `arn:${Aws.PARTITION}:apigateway:${Aws.REGION}::${path}`);
+function apiGatewayResources(apiTypes: readonly ApiType[], regions: string[]): string[] {
+  return regions.flatMap((region) =>
+    apiGatewayPaths(apiTypes).map((path) => `arn:${Aws.PARTITION}:apigateway:${region}::${path}`),
+  );
+}
+
+/** The regions the functions read API Gateway in: the targets', or the deployment's own. */
+function targetRegions(settings: AgentSettings): string[] {
+  return settings.targetRegions.length ? settings.targetRegions : [Aws.REGION];
 }
 
 /**
@@ -402,15 +618,21 @@ function apiGatewayResources(apiTypes: readonly ApiType[]): string[] {
  */
 type StateItem = 'stage' | `#${string}`;
 
-/** Grants `actions` on the table's items of these kinds only (`dynamodb:LeadingKeys`). */
-function grantStateItems(role: iam.Role, table: dynamodb.Table, actions: string[], items: StateItem[]): void {
-  const named = items.filter((item) => item !== 'stage');
+/**
+ * Grants `actions` on the table's items of these kinds only (`dynamodb:LeadingKeys`); with `scoped`, on the
+ * same kinds of every target's items too (`<account>/<region>/<key>`, see tasks/core/src/target.rs).
+ */
+function grantStateItems(role: iam.Role, table: dynamodb.Table, actions: string[], items: StateItem[], scoped = false): void {
+  const named = items
+    .filter((item) => item !== 'stage')
+    .flatMap((item) => (scoped ? [item, `????????????/*/${item}`] : [item]));
   if (items.includes('stage')) {
+    // No stage name holds a `#`: every other item's key (a target's too) does.
     role.addToPolicy(
       new iam.PolicyStatement({
         actions,
         resources: [table.tableArn],
-        conditions: { 'ForAllValues:StringNotLike': { 'dynamodb:LeadingKeys': ['#*'] } },
+        conditions: { 'ForAllValues:StringNotLike': { 'dynamodb:LeadingKeys': [scoped ? '*#*' : '#*'] } },
       }),
     );
   }

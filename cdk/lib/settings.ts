@@ -76,6 +76,18 @@ export interface AgentSettings {
   readonly workflowLogExecutionData: boolean;
   /** APICP_SECRET_KMS_KEY_ARN: the customer managed key encrypting the control plane secret. */
   readonly controlPlaneSecretKmsKeyArn?: string;
+  /** TARGET_ACCOUNTS: `self`, `organization`, or account ids. */
+  readonly targetAccounts: 'self' | 'organization' | string[];
+  /** TARGET_ORGANIZATIONAL_UNITS: OU (or root) ids limiting `organization`; the member role's StackSet deploys there. */
+  readonly targetOrganizationalUnits: string[];
+  /** TARGET_REGIONS: the regions federated; empty for the deployment's own. */
+  readonly targetRegions: string[];
+  /** TARGET_ROLE_NAME: the read-only role assumed in every target account but the deployment's own. */
+  readonly targetRoleName: string;
+  /** TARGET_ROLE_EXTERNAL_ID: what the member role's trust policy requires. */
+  readonly targetRoleExternalId?: string;
+  /** TARGET_CONCURRENCY: targets synced at once. */
+  readonly targetConcurrency: number;
 }
 
 /**
@@ -115,6 +127,11 @@ export const DEFAULTS = {
   syncLagThreshold: Duration.minutes(30),
   workflowLogLevel: 'ERROR',
   workflowLogExecutionData: false,
+  targetAccounts: 'self',
+  targetOrganizationalUnits: [] as string[],
+  targetRegions: [] as string[],
+  targetRoleName: 'ApicpAgentReader',
+  targetConcurrency: 10,
 } satisfies Partial<AgentSettings>;
 
 /**
@@ -160,6 +177,12 @@ export const CONTEXT_VARIABLES = {
   workflowLogLevel: 'WORKFLOW_LOG_LEVEL',
   workflowLogExecutionData: 'WORKFLOW_LOG_EXECUTION_DATA',
   controlPlaneSecretKmsKeyArn: 'APICP_SECRET_KMS_KEY_ARN',
+  targetAccounts: 'TARGET_ACCOUNTS',
+  targetOrganizationalUnits: 'TARGET_ORGANIZATIONAL_UNITS',
+  targetRegions: 'TARGET_REGIONS',
+  targetRoleName: 'TARGET_ROLE_NAME',
+  targetRoleExternalId: 'TARGET_ROLE_EXTERNAL_ID',
+  targetConcurrency: 'TARGET_CONCURRENCY',
 } as const;
 
 type ContextKey = keyof typeof CONTEXT_VARIABLES;
@@ -204,6 +227,12 @@ interface CheckedSettings {
   workflowLogLevel: 'ALL' | 'ERROR' | 'FATAL' | 'OFF';
   workflowLogExecutionData: boolean;
   controlPlaneSecretKmsKeyArn: string | null;
+  targetAccounts: string;
+  targetOrganizationalUnits: string[];
+  targetRegions: string[];
+  targetRoleName: string;
+  targetRoleExternalId: string | null;
+  targetConcurrency: number;
 }
 
 const repo = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -281,6 +310,15 @@ export function settingsFromContext(lookup: Lookup): AgentSettings {
     workflowLogLevel: checked.workflowLogLevel,
     workflowLogExecutionData: checked.workflowLogExecutionData,
     controlPlaneSecretKmsKeyArn: checked.controlPlaneSecretKmsKeyArn ?? undefined,
+    targetAccounts:
+      checked.targetAccounts === 'self' || checked.targetAccounts === 'organization'
+        ? checked.targetAccounts
+        : checked.targetAccounts.split(','),
+    targetOrganizationalUnits: checked.targetOrganizationalUnits,
+    targetRegions: checked.targetRegions,
+    targetRoleName: checked.targetRoleName,
+    targetRoleExternalId: checked.targetRoleExternalId ?? undefined,
+    targetConcurrency: checked.targetConcurrency,
   };
 }
 
@@ -313,6 +351,11 @@ export function functionEnvironment(settings: AgentSettings): Record<string, str
     RUNTIME_LOCATION: settings.runtimeLocation,
     RUNTIME_CAPACITY: settings.runtimeCapacity,
     RUNTIME_TAGS: settings.runtimeTags.length ? settings.runtimeTags.join(',') : undefined,
+    TARGET_ORGANIZATIONAL_UNITS: settings.targetOrganizationalUnits.length
+      ? settings.targetOrganizationalUnits.join(',')
+      : undefined,
+    TARGET_REGIONS: settings.targetRegions.length ? settings.targetRegions.join(',') : undefined,
+    TARGET_ROLE_EXTERNAL_ID: settings.targetRoleExternalId,
   };
   return {
     APICP_URL: settings.controlPlaneUrl,
@@ -342,6 +385,9 @@ export function functionEnvironment(settings: AgentSettings): Record<string, str
     // The cross-checks with the schedule and the workflow's type run at cold start too.
     SCHEDULE_RATE_MINUTES: String(settings.scheduleRate.toMinutes()),
     EXPRESS: String(settings.express),
+    TARGET_ACCOUNTS: Array.isArray(settings.targetAccounts) ? settings.targetAccounts.join(',') : settings.targetAccounts,
+    TARGET_ROLE_NAME: settings.targetRoleName,
+    TARGET_CONCURRENCY: String(settings.targetConcurrency),
     ...(Object.fromEntries(Object.entries(optional).filter(([, v]) => v !== undefined)) as Record<string, string>),
   };
 }

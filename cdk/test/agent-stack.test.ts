@@ -13,6 +13,7 @@ import { Topic } from 'aws-cdk-lib/aws-sns';
 import { AwsSolutionsChecks } from 'cdk-nag';
 
 import { AgentStack } from '../lib/agent-stack.ts';
+import { MemberRoleStack, memberRoleTemplate } from '../lib/member-role.ts';
 import {
   type AgentSettings,
   CONTEXT_VARIABLES,
@@ -25,7 +26,8 @@ const repo = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 // The settings checker the stack runs (`make lambdas` builds it too): a no-op when up to date.
 execFileSync('cargo', ['build', '-q', '-p', 'agent-settings', '--bin', 'check-settings'], { cwd: repo, stdio: 'inherit' });
 const definitionFile = join(repo, 'statemachine', 'agent.asl.json');
-const BINARIES = ['ensure-runtime', 'list-changes', 'transform', 'publish', 'ack-watermark'];
+const fanOutDefinitionFile = join(repo, 'statemachine', 'targets.asl.json');
+const BINARIES = ['ensure-runtime', 'list-changes', 'transform', 'publish', 'ack-watermark', 'targets'];
 
 /** Stand-ins for the `cargo lambda build` output: the template only needs the folders. */
 function lambdaAssets(): string {
@@ -42,8 +44,8 @@ const assetsDir = lambdaAssets();
 function build(context: Record<string, string> = {}) {
   const app = new App();
   const settings = settingsFromContext((key) => ({ controlPlaneUrl: 'https://apicp.example.com', ...context })[key]);
-  const stack = new AgentStack(app, 'Agent', { settings, lambdaAssetsDir: assetsDir, definitionFile });
-  return { app, stack };
+  const stack = new AgentStack(app, 'Agent', { settings, lambdaAssetsDir: assetsDir, definitionFile, fanOutDefinitionFile });
+  return { app, stack, settings };
 }
 
 function synth(context: Record<string, string> = {}) {
@@ -51,8 +53,8 @@ function synth(context: Record<string, string> = {}) {
 }
 
 /** An app checked by cdk-nag the way bin/agent.ts checks it. */
-function nagged() {
-  const { app, stack } = build();
+function nagged(context: Record<string, string> = {}) {
+  const { app, stack } = build(context);
   Validations.of(app).addPlugins(new AwsSolutionsChecks(app));
   return { app, stack };
 }
@@ -461,6 +463,7 @@ describe('options', () => {
       runtimeCapacity: undefined,
       alarmTopicArn: undefined,
       controlPlaneSecretKmsKeyArn: undefined,
+      targetRoleExternalId: undefined,
     });
     const template = Template.fromStack(new AgentStack(new App(), 'Defaults', { settings, lambdaAssetsDir: assetsDir, definitionFile }));
     template.resourceCountIs('AWS::Lambda::Function', 5);
@@ -491,6 +494,124 @@ describe('options', () => {
     for (const name of [...Object.keys(variables), ...Object.values(CONTEXT_VARIABLES)]) {
       assert.ok(read.has(name), `${name} is set by the stack but not read by the checker`);
     }
+  });
+});
+
+describe('many accounts and regions', () => {
+  const listed = { targetAccounts: '111111111111,222222222222', targetRegions: 'eu-west-1,us-east-1', targetConcurrency: '7' };
+
+  it('keeps one account-region without a fan-out: the schedule starts the workflow', () => {
+    const { template } = synth();
+    template.resourceCountIs('AWS::StepFunctions::StateMachine', 1);
+    template.resourceCountIs('AWS::Lambda::Function', 5);
+    for (const placeholder of ['EnsureRuntime', 'ListChanges', 'Transform']) {
+      assert.ok(!actionsOf(template, `${placeholder}Role`).includes('sts:AssumeRole'), `${placeholder}: no role to assume`);
+    }
+  });
+
+  it('fans out over the targets from the schedule, one run of the workflow per target', () => {
+    const { template } = synth(listed);
+    template.resourceCountIs('AWS::StepFunctions::StateMachine', 2);
+    template.resourceCountIs('AWS::Lambda::Function', 6);
+    const machines = template.findResources('AWS::StepFunctions::StateMachine');
+    const fanOut = Object.entries(machines).find(([id]) => id.startsWith('FanOut'))!;
+    const workflow = Object.entries(machines).find(([id]) => id.startsWith('Workflow'))!;
+    const schedule = Object.values(template.findResources('AWS::Scheduler::Schedule'))[0];
+    assert.deepEqual(schedule.Properties.Target.Arn, { Ref: fanOut[0] }, 'the schedule starts the fan-out');
+    const substitutions = fanOut[1].Properties.DefinitionSubstitutions;
+    assert.deepEqual(substitutions.SyncStateMachineArn, { Ref: workflow[0] });
+    assert.ok(substitutions.TargetsFunctionArn, 'the targets function');
+    const [fn] = Object.values(template.findResources('AWS::Lambda::Function'));
+    const variables = fn.Properties.Environment.Variables;
+    assert.equal(variables.TARGET_ACCOUNTS, '111111111111,222222222222');
+    assert.equal(variables.TARGET_REGIONS, 'eu-west-1,us-east-1');
+    assert.equal(variables.TARGET_CONCURRENCY, '7');
+    assert.equal(variables.TARGET_ROLE_NAME, 'ApicpAgentReader');
+    // The fan-out may start and follow runs of the workflow only.
+    const fanOutActions = actionsOf(template, 'FanOutRole');
+    for (const action of ['states:StartExecution', 'states:DescribeExecution', 'states:StopExecution', 'events:PutRule']) {
+      assert.ok(fanOutActions.includes(action), `${action}: ${fanOutActions}`);
+    }
+    template.hasResourceProperties('AWS::CloudWatch::Alarm', { MetricName: 'TargetsFailed', Threshold: 1 });
+    // Lambda's own timeout reaches each Task's Catch: the fan-out's Tasks outlast the targets function.
+    const specs = JSON.parse(readFileSync(join(repo, 'statemachine', 'functions.json'), 'utf8'));
+    const fanOutDefinition = JSON.parse(readFileSync(fanOutDefinitionFile, 'utf8'));
+    const tasks = [fanOutDefinition.States, fanOutDefinition.States.SyncTargets.ItemProcessor.States]
+      .flatMap((states) => Object.entries(states) as [string, any][])
+      .filter(([, state]) => state.Resource === '${TargetsFunctionArn}');
+    assert.equal(tasks.length, 3);
+    for (const [name, state] of tasks) {
+      assert.ok(specs.TargetsFunctionArn.timeoutSeconds + 10 <= state.TimeoutSeconds, name);
+    }
+    template.resourceCountIs('AWS::CloudWatch::Dashboard', 1);
+    const dashboard = JSON.stringify(Object.values(template.findResources('AWS::CloudWatch::Dashboard'))[0]);
+    for (const metric of ['SyncLagSeconds', 'TargetFailed', 'MetricsWindowsSent', 'MetricsWindowsInDoubt', 'RefusedApis']) {
+      assert.ok(dashboard.includes(metric), `the dashboard shows ${metric} by target`);
+    }
+  });
+
+  it('lets the functions that read a target assume only its member role, and read API Gateway in its regions', () => {
+    const { template } = synth(listed);
+    for (const role of ['EnsureRuntimeRole', 'ListChangesRole', 'TransformRole']) {
+      const assume = statementsOf(template, role).find((s) => [s.Action].flat().includes('sts:AssumeRole'));
+      assert.ok(assume, `${role} assumes the member role`);
+      assert.match(JSON.stringify(assume.Resource), /iam::111111111111:role\/ApicpAgentReader/);
+      assert.match(JSON.stringify(assume.Resource), /iam::222222222222:role\/ApicpAgentReader/);
+    }
+    for (const role of ['PublishRole', 'AckWatermarkRole', 'TargetsRole']) {
+      assert.ok(!actionsOf(template, role).includes('sts:AssumeRole'), `${role} reaches no target account`);
+    }
+    const apiGateway = statementsOf(template, 'ListChangesRole').find((s) => [s.Action].flat().includes('apigateway:GET'))!;
+    const resources = JSON.stringify(apiGateway.Resource);
+    assert.match(resources, /apigateway:eu-west-1::\/restapis/);
+    assert.match(resources, /apigateway:us-east-1::\/restapis/);
+    // A target's own items are reachable under its prefix, still by kind.
+    const ack = JSON.stringify(statementsOf(template, 'AckWatermarkRole'));
+    assert.ok(ack.includes('????????????/*/#run#*'), ack);
+    assert.ok(ack.includes('"*#*"'), 'a stage item, at home or of a target, holds no #');
+  });
+
+  it('reads the organization and rolls the member role out to its units with a service-managed StackSet', () => {
+    const { template } = synth({ targetAccounts: 'organization', targetOrganizationalUnits: 'ou-ab12-cdef3456' });
+    const assume = statementsOf(template, 'ListChangesRole').find((s) => [s.Action].flat().includes('sts:AssumeRole')) as
+      Statement & { Condition: unknown };
+    assert.match(JSON.stringify(assume.Resource), /iam::\*:role\/ApicpAgentReader/);
+    assert.deepEqual(assume.Condition, { StringEquals: { 'aws:ResourceOrgID': '${aws:PrincipalOrgID}' } });
+    assert.deepEqual(actionsOf(template, 'TargetsRole').filter((a) => a.startsWith('organizations:')), [
+      'organizations:ListAccountsForParent',
+      'organizations:ListOrganizationalUnitsForParent',
+    ]);
+    const [stackSet] = Object.values(template.findResources('AWS::CloudFormation::StackSet'));
+    assert.equal(stackSet.Properties.PermissionModel, 'SERVICE_MANAGED');
+    assert.deepEqual(stackSet.Properties.AutoDeployment, { Enabled: true, RetainStacksOnAccountRemoval: false });
+    assert.deepEqual(stackSet.Properties.StackInstancesGroup[0].DeploymentTargets.OrganizationalUnitIds, ['ou-ab12-cdef3456']);
+    assert.equal(stackSet.Properties.StackInstancesGroup[0].Regions.length, 1, 'IAM is global: one region per account');
+    assert.ok(JSON.stringify(stackSet.Properties.TemplateBody).includes('ApicpAgentReader'));
+  });
+
+  it('limits the member role to the agent\'s roles, the external id and the reads the agent makes', () => {
+    const settings = settingsFromContext((k) =>
+      ({ controlPlaneUrl: 'https://x', targetAccounts: 'organization', targetRoleExternalId: 'hub-42' })[k]);
+    const template = memberRoleTemplate(settings, { account: '999999999999', stackName: 'Agent' }) as any;
+    const role = template.Resources.ReaderRole.Properties;
+    assert.equal(role.RoleName, 'ApicpAgentReader');
+    const trust = role.AssumeRolePolicyDocument.Statement[0];
+    const [, withOrganization, withoutOrganization] = trust.Condition['Fn::If'];
+    assert.deepEqual(withoutOrganization.StringEquals, { 'sts:ExternalId': 'hub-42' });
+    assert.equal(withOrganization.StringEquals['sts:ExternalId'], 'hub-42');
+    assert.deepEqual(withOrganization.StringEquals['aws:PrincipalOrgID'], { Ref: 'OrganizationId' });
+    assert.match(JSON.stringify(withoutOrganization.ArnLike), /role\/\$\{AgentStackName\}-\*/);
+    const actions = role.Policies[0].PolicyDocument.Statement.flatMap((s: any) => [s.Action].flat()).sort();
+    assert.deepEqual(actions, ['apigateway:GET', 'cloudtrail:LookupEvents', 'cloudwatch:GetMetricData', 'cloudwatch:ListMetrics']);
+  });
+
+  it('passes cdk-nag with the fan-out, the StackSet and the member role stack', () => {
+    const { app } = nagged({ targetAccounts: 'organization', targetOrganizationalUnits: 'ou-ab12-cdef3456' });
+    const settings = settingsFromContext((k) => ({ controlPlaneUrl: 'https://x', targetAccounts: 'organization' })[k]);
+    new MemberRoleStack(app, 'AgentMemberRole', { settings, agent: { stackName: 'Agent' } });
+    assert.doesNotThrow(() => app.synth());
+    const listedApp = nagged(listed).app;
+    assert.doesNotThrow(() => listedApp.synth());
   });
 });
 

@@ -9,7 +9,10 @@ unchanged, streams the answer back, and on the way:
 - enforces API Gateway's management quota, shared by v1 and v2 calls, answering 429 as API Gateway does;
 - answers injected faults with an AWS error in the request's protocol, so the SDK's own error parsing and retries run;
 - throttles at random, seeded and reproducible (`set_throttling`), with each service's own throttling error;
-- serves the deployments of HTTP and WebSocket APIs, which moto lacks (v2_deployments.py).
+- serves the deployments of HTTP and WebSocket APIs, which moto lacks (v2_deployments.py);
+- answers `sts:AssumeRole` as STS does: AccessDenied unless the role exists and its trust policy admits the caller
+  and external id (accounts.py); each request acts in the account of its access key, and API Gateway's quota is
+  each account-region's own.
 
 Usable in-process (`AwsProxy(moto_url).start()`) or as a process:
 
@@ -36,6 +39,7 @@ from xml.sax.saxutils import escape
 
 from moto.core.cbor import CBORDecoder, CBOREncoder
 
+from accounts import Accounts
 from iam_check import Use, use_of
 from local_server import LocalServer, send_json
 from v2_deployments import V2Deployments, moto_exists
@@ -66,6 +70,7 @@ DYNAMODB_ITEM_OPERATIONS = frozenset({"GetItem", "PutItem", "UpdateItem", "Delet
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization",
                         "te", "trailer", "transfer-encoding", "upgrade", "expect"})
 CREDENTIAL_SCOPE = re.compile(r"Credential=[^/,\s]+/\d{8}/([^/]+)/([^/]+)/aws4_request")
+ACCESS_KEY = re.compile(r"Credential=([^/,\s]+)/")
 RPC_V2_PATH = re.compile(r"/service/[^/]+/operation/([^/]+)")
 
 # API Gateway is REST: the operation follows from method and path ({} is one path segment). The v2 API signs as
@@ -258,6 +263,7 @@ class AwsProxy(LocalServer):
         self._timeout = timeout
         self._lock = threading.Lock()
         self.v2_deployments = V2Deployments(moto_exists(self._upstream.hostname, self._upstream.port, timeout))
+        self.accounts = Accounts(upstream)
         self.listing_pages = ListingPages()
         self._metered = True
         self._uses: set[Use] = set()  # kept across reset(): a whole test session's calls
@@ -356,8 +362,8 @@ class AwsProxy(LocalServer):
             self._delays: list[_Delay] = []
             self._received: list[Received] = []
             self._throttling: _Throttling | None = None
-            # moto serves one account, so "per account and Region" is per Region here.
-            self._buckets: dict[str, TokenBucket] = {}
+            # API Gateway's quota is per account and Region.
+            self._buckets: dict[tuple[str, str], TokenBucket] = {}
 
     # --- request pipeline ------------------------------------------------------------------------------------------
 
@@ -367,17 +373,25 @@ class AwsProxy(LocalServer):
         call = identify(request.command, url.path, url.query, request.headers, body)
         key = (call.service, call.operation)
         app = app_name(request.headers)
+        access_key = (ACCESS_KEY.search(request.headers.get("Authorization") or "") or [None, ""])[1]
+        account = self.accounts.account_of(access_key)
+        assume_role = call.service == "sts" and call.operation == "AssumeRole"
+        refusal = self.accounts.refusal(access_key, body) if assume_role else None
         with self._lock:
             metered = self._metered or call.service != "apigateway"
             if metered:
                 self._counts[key] += 1
                 self._received.append(Received(time.time(), call.service, call.operation, app))
-            if use := use_of(app, call.service, call.operation, request.command, url.path, body):
+            # A target account's calls are its member role's, not the function role's.
+            if not self.accounts.is_assumed(access_key) and (
+                    use := use_of(app, call.service, call.operation, request.command, url.path, body)):
                 self._uses.add(use)
             delay = self._take_delay(call)
             error, throttled_at_random = None, False
             throttle = self._draw_throttling(call)  # drawn first, so the sequence depends only on the calls
-            if call.service == "apigateway" and metered and not self._bucket(call.region).take():
+            if refusal:
+                error = (403, "AccessDenied", refusal)
+            elif call.service == "apigateway" and metered and not self._bucket((account, call.region)).take():
                 self._throttled[key] += 1
                 error = (429, "TooManyRequestsException", "Too Many Requests")
             elif fault := self._take_fault(call):
@@ -401,7 +415,8 @@ class AwsProxy(LocalServer):
         if delay:
             time.sleep(delay)  # this request's own thread: others go on
         if not error:
-            answered = self._forward(request, body, rewrite, _chain(v2_rewrites) if v2_rewrites else None)
+            capture = self.accounts.record_issued if assume_role else None
+            answered = self._forward(request, body, rewrite, _chain(v2_rewrites) if v2_rewrites else None, capture)
             if metered:
                 with self._lock:
                     self._forwarded.append(Forwarded(call.service, call.operation, body, answered, app, url.path))
@@ -415,10 +430,10 @@ class AwsProxy(LocalServer):
         request.end_headers()
         request.wfile.write(data)
 
-    def _bucket(self, region: str) -> TokenBucket:
-        if region not in self._buckets:
-            self._buckets[region] = TokenBucket(APIGATEWAY_RATE_PER_SECOND, APIGATEWAY_BURST, self._clock)
-        return self._buckets[region]
+    def _bucket(self, where: tuple[str, str]) -> TokenBucket:
+        if where not in self._buckets:
+            self._buckets[where] = TokenBucket(APIGATEWAY_RATE_PER_SECOND, APIGATEWAY_BURST, self._clock)
+        return self._buckets[where]
 
     def _draw_throttling(self, call: Call) -> bool:
         """Whether random throttling picks this call (caller holds the lock)."""
@@ -456,8 +471,9 @@ class AwsProxy(LocalServer):
         return None
 
     def _forward(self, request: BaseHTTPRequestHandler, body: bytes, rewrite: _Rewrite | None = None,
-                 json_rewrite: Callable[[dict], dict] | None = None) -> int:
-        """Forwards the request; returns the size of the answer's body."""
+                 json_rewrite: Callable[[dict], dict] | None = None,
+                 capture: Callable[[bytes], None] | None = None) -> int:
+        """Forwards the request; returns the size of the answer's body. `capture` is given the whole answer."""
         upstream = http.client.HTTPConnection(self._upstream.hostname, self._upstream.port, timeout=self._timeout)
         try:
             upstream.putrequest(request.command, request.path, skip_host=True, skip_accept_encoding=True)
@@ -477,6 +493,11 @@ class AwsProxy(LocalServer):
                 return _send_rewritten(request, response, rewrite)
             if json_rewrite:
                 return _send_json_rewritten(request, response, json_rewrite)
+            if capture:
+                data = response.read()
+                if response.status == 200:
+                    capture(data)
+                return _send_buffered(request, response, data)
             return _stream(request, response)
         except (OSError, http.client.HTTPException):
             request.close_connection = True  # the status line is out; all that is left is to drop the connection

@@ -7,6 +7,10 @@ validation, paging and rate limit (2 requests per second by default), so the age
 paging code meets the same errors it would meet in AWS. Signatures are not verified; only the
 presence of a SigV4 `Authorization` header is.
 
+Each account and region has its own event history and its own rate limit, as in CloudTrail: a request
+reads the region its signature names, in the account its access key acts in (`account_of`, by default
+the fake's one account; the local stack asks its AWS proxy, which saw the assumed roles' keys issued).
+
 Usable in-process (`FakeCloudTrail(...).start()`) or as a process:
 
     python fake_cloudtrail.py --host 127.0.0.1 --port 8082
@@ -24,6 +28,7 @@ import copy
 import itertools
 import json
 import random
+import re
 import threading
 import time
 import uuid
@@ -36,6 +41,8 @@ from aws_proxy import app_name
 from local_server import LocalServer, send_json
 
 LOOKUP_EVENTS = "CloudTrail_20131101.LookupEvents"
+# The access key and region a SigV4 Authorization header names.
+CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/\d{8}/([^/]+)/")
 ACCEPTED_TARGETS = (LOOKUP_EVENTS, f"com.amazonaws.cloudtrail.v20131101.{LOOKUP_EVENTS}")
 CONTENT_TYPE = "application/x-amz-json-1.1"
 MAX_RESULTS = 50
@@ -88,10 +95,12 @@ class FakeCloudTrail(LocalServer):
         region: str = "us-east-1",
         account_id: str = "123456789012",
         log_requests: bool = False,
+        account_of=None,
     ):
         self._rate_per_second = rate_per_second
         self._region = region
         self._account_id = account_id
+        self._account_of = account_of or (lambda access_key: account_id)
         self._log_requests = log_requests
         self._lock = threading.Lock()
         self._sequence = itertools.count()  # tie-breaker for events with equal EventTime
@@ -111,31 +120,35 @@ class FakeCloudTrail(LocalServer):
         requestParameters: dict | None = None,
         responseElements: dict | None = None,
         resources: list[dict] | None = None,
+        account: str | None = None,
+        region: str | None = None,
     ) -> dict:
-        """Stores one management event and returns it as LookupEvents will.
-        `resources` items are {"ResourceType", "ResourceName"}; `eventTime` is epoch seconds."""
+        """Stores one management event of `account` in `region` (the fake's own by default) and returns it as
+        LookupEvents will. `resources` items are {"ResourceType", "ResourceName"}; `eventTime` is epoch seconds."""
+        account = account or self._account_id
+        region = region or self._region
         event_time = time.time() if eventTime is None else eventTime
         event_id = str(uuid.uuid4())
         record = {
             "eventVersion": "1.08",
             "userIdentity": {
                 "type": "IAMUser",
-                "arn": f"arn:aws:iam::{self._account_id}:user/{USERNAME}",
-                "accountId": self._account_id,
+                "arn": f"arn:aws:iam::{account}:user/{USERNAME}",
+                "accountId": account,
                 "accessKeyId": ACCESS_KEY_ID,
                 "userName": USERNAME,
             },
             "eventTime": _iso8601(event_time),
             "eventSource": eventSource,
             "eventName": eventName,
-            "awsRegion": self._region,
+            "awsRegion": region,
             "readOnly": readOnly,
             "requestParameters": requestParameters,
             "responseElements": responseElements,
             "eventID": event_id,
             "eventType": "AwsApiCall",
             "managementEvent": True,
-            "recipientAccountId": self._account_id,
+            "recipientAccountId": account,
         }
         event = {
             "EventId": event_id,
@@ -149,7 +162,7 @@ class FakeCloudTrail(LocalServer):
             "CloudTrailEvent": json.dumps(record),
         }
         with self._lock:
-            self._events.append((next(self._sequence), event))
+            self._events.append((next(self._sequence), (account, region), event))
         return copy.deepcopy(event)
 
     def set_throttling(self, seed: int | None, rate: float = 0.3) -> None:
@@ -174,10 +187,10 @@ class FakeCloudTrail(LocalServer):
 
     def reset(self) -> None:
         with self._lock:
-            self._events: list[tuple[int, dict]] = []
+            self._events: list[tuple[int, tuple[str, str], dict]] = []
             self._requests: list = []
             self._tokens: dict[str, tuple[str, tuple]] = {}  # NextToken -> (query, cursor)
-            self._admitted: collections.deque[float] = collections.deque()
+            self._admitted: dict[tuple[str, str], collections.deque[float]] = {}
             self._throttling: tuple[random.Random, float] | None = None
 
     # --- request pipeline --------------------------------------------------------------------
@@ -209,27 +222,31 @@ class FakeCloudTrail(LocalServer):
         except ValueError:
             body = raw_body.decode(errors="replace")
         app = app_name(request.headers)
+        scope = CREDENTIAL.search(request.headers.get("Authorization") or "")
+        access_key, region = scope.groups() if scope else ("", self._region)
+        where = (self._account_of(access_key), region)
         with self._lock:
             self._requests.append(body)
             if app:
                 self._callers.add(app)
             if self._throttling and self._throttling[0].random() < self._throttling[1]:
                 raise _ServiceError("ThrottlingException", "Rate exceeded")  # takes no place in the rate window
-            self._admit()
+            self._admit(where)
         if not isinstance(body, dict):
             raise _ServiceError("SerializationException", "Request body is not a JSON object")
-        return self._lookup_events(body)
+        return self._lookup_events(body, where)
 
-    def _admit(self) -> None:
-        """Rolling one-second window over admitted requests (caller holds the lock)."""
+    def _admit(self, where: tuple[str, str]) -> None:
+        """Rolling one-second window over the account-region's admitted requests (caller holds the lock)."""
         now = time.monotonic()
-        while self._admitted and now - self._admitted[0] >= 1.0:
-            self._admitted.popleft()
-        if len(self._admitted) >= self._rate_per_second:
+        admitted = self._admitted.setdefault(where, collections.deque())
+        while admitted and now - admitted[0] >= 1.0:
+            admitted.popleft()
+        if len(admitted) >= self._rate_per_second:
             raise _ServiceError("ThrottlingException", "Rate exceeded")
-        self._admitted.append(now)
+        admitted.append(now)
 
-    def _lookup_events(self, body: dict) -> dict:
+    def _lookup_events(self, body: dict, where: tuple[str, str]) -> dict:
         attributes = body.get("LookupAttributes") or []
         if not isinstance(attributes, list) or len(attributes) > 1:
             raise _ServiceError(
@@ -259,7 +276,7 @@ class FakeCloudTrail(LocalServer):
         if start is not None and end is not None and start > end:
             raise _ServiceError("InvalidTimeRangeException", "StartTime is after EndTime")
 
-        query = json.dumps([attributes, start, end], sort_keys=True)
+        query = json.dumps([where, attributes, start, end], sort_keys=True)
         with self._lock:
             cursor = None
             if "NextToken" in body:
@@ -271,7 +288,9 @@ class FakeCloudTrail(LocalServer):
             # Newest first; the sequence number keeps the order total and stable, and paging
             # resumes after the cursor's key so events added between pages shift nothing.
             ordered = sorted(
-                ((-event["EventTime"], -sequence), event) for sequence, event in self._events
+                ((-event["EventTime"], -sequence), event)
+                for sequence, located, event in self._events
+                if located == where
             )
             matching = [
                 (key, event)

@@ -2,11 +2,24 @@
 //
 // Usage: node run-execution.mjs --definition statemachine/agent.asl.json [--input '{"mode":"full"}']
 //        [--report report.json] [--history events.jsonl] [--execution-arn arn]
+//        [--child SyncStateMachineArn=statemachine/agent.asl.json --child-machine-name name --sfn-endpoint url]
 // The ${...FunctionArn} placeholders become Lambda ARNs, as the CDK's DefinitionSubstitutions
 // do on AWS; the interpreter's Lambda client reaches them at AWS_ENDPOINT_URL_LAMBDA.
 // Prints each state's name, status and duration, then the execution's output; exits 1 when
 // the execution fails. Enforces the Step Functions quotas the interpreter does not: the payload
 // size of every state and Lambda invocation, and the history length.
+//
+// Child executions (`arn:aws:states:::states:startExecution.sync:2`, which the interpreter lacks) run
+// as on AWS: each is an execution of its own, in a process of its own running this file, with its own
+// payload and history limits; the Task waits for it and gets what `.sync:2` answers (its description,
+// Output as JSON), or fails with States.TaskFailed whose cause is that description. With
+// `--sfn-endpoint` (moto) each child is registered there as running until it ends, as the parent is by
+// the stack, so that a claim's holder can be looked up.
+import { spawn } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { randomUUID } from 'node:crypto';
 import { appendFileSync, readFileSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 // The interpreter's own Lambda client (its dependency, hoisted by npm).
@@ -41,8 +54,11 @@ const HISTORY_EVENTS = {
   execution: { ExecutionStarted: 1, ExecutionSucceeded: 1, ExecutionFailed: 1, MapIterationStarted: 1,
     MapIterationSucceeded: 1, MapIterationFailed: 1 },
 };
+// A Task that runs a child execution (`.sync`) logs TaskSubmitted besides, once the child has started.
 const historyEvents = (event) =>
   (event.state ? HISTORY_EVENTS[event.state.type] ?? HISTORY_EVENTS.other : HISTORY_EVENTS.execution)[event.type] ?? 0;
+const historyEventsOf = (event) =>
+  historyEvents(event) + (event.type === 'StateEntered' && syncTasks.has(event.state?.name) ? 1 : 0);
 
 const { values: args } = parseArgs({
   options: {
@@ -54,6 +70,11 @@ const { values: args } = parseArgs({
     // The execution's ARN as Step Functions knows it (the stack registers it with moto), so that a
     // claim's holder can be looked up; by default a local name no service knows.
     'execution-arn': { type: 'string' },
+    // The state machine a `${Placeholder}` names, as `Placeholder=definition.json`: its Task states with
+    // `states:startExecution.sync:2` start executions of that definition.
+    child: { type: 'string' },
+    'child-machine-name': { type: 'string', default: 'ApiGatewayApicpAgent-workflow' },
+    'sfn-endpoint': { type: 'string' },
   },
 });
 
@@ -66,8 +87,11 @@ const credentials = {
 // EnsureRuntimeFunctionArn -> ensure-runtime: the binaries' names.
 const functionName = (placeholder) =>
   placeholder.replace(/FunctionArn$/, '').replace(/([a-z])([A-Z])/g, '$1-$2').toLowerCase();
-const text = readFileSync(args.definition, 'utf8').replace(/\$\{(\w+FunctionArn)\}/g, (_, name) =>
+const [childPlaceholder, childDefinition] = args.child ? args.child.split('=') : [null, null];
+const childMachineArn = `arn:aws:states:${region}:${account}:stateMachine:${args['child-machine-name']}`;
+let text = readFileSync(args.definition, 'utf8').replace(/\$\{(\w+FunctionArn)\}/g, (_, name) =>
   `arn:aws:lambda:${region}:${account}:function:${functionName(name)}`);
+if (childPlaceholder) text = text.replaceAll(`\${${childPlaceholder}}`, childMachineArn);
 const definition = JSON.parse(text);
 const machine = new StateMachine(definition, { awsConfig: { region, credentials: { accessKeys: credentials } } });
 
@@ -119,11 +143,75 @@ const invoke = (state, resource) => async (input) => {
   if (overLimit) throw terminal('States.DataLimitExceeded', overLimit);
   return result;
 };
+// Step Functions' own API, as moto speaks it (it reads the account and region off the Authorization header and
+// checks no signature).
+const stepFunctions = async (operation, body) => {
+  const response = await fetch(args['sfn-endpoint'], {
+    method: 'POST',
+    headers: {
+      'Content-Type': 'application/x-amz-json-1.0',
+      'X-Amz-Target': `AWSStepFunctions.${operation}`,
+      Authorization: `AWS4-HMAC-SHA256 Credential=${credentials.accessKeyId}/20260101/${region}/states/aws4_request, ` +
+        'SignedHeaders=host, Signature=0',
+    },
+    body: JSON.stringify(body),
+  });
+  if (!response.ok) throw new Error(`states:${operation} answered ${response.status}: ${await response.text()}`);
+  return response.json();
+};
+const SYNC_2 = 'arn:aws:states:::states:startExecution.sync:2';
+const childReports = args.child ? mkdtempSync(join(tmpdir(), 'child-executions-')) : null;
+// Runs one child execution to its end; answers as `.sync:2` does.
+const startExecutionSync = (state) => async (input) => {
+  await new Promise(setImmediate);
+  if (failure) throw terminal(failure.error, failure.cause);
+  const tooLarge = measure('input', state, size(input));
+  if (tooLarge) throw terminal('States.DataLimitExceeded', tooLarge);
+  if (input.StateMachineArn !== childMachineArn) {
+    throw Object.assign(new Error(`State Machine Does Not Exist: '${input.StateMachineArn}'`),
+      { name: 'StepFunctions.StateMachineDoesNotExistException' });
+  }
+  const name = input.Name ?? randomUUID();
+  const startDate = Date.now();
+  const executionArn = args['sfn-endpoint']
+    ? (await stepFunctions('StartExecution', { stateMachineArn: childMachineArn, name })).executionArn
+    : `arn:aws:states:${region}:${account}:execution:${args['child-machine-name']}:${name}`;
+  const report = join(childReports, `${name}.json`);
+  const childInput = JSON.stringify(input.Input ?? {});
+  const status = await new Promise((resolve) => {
+    const child = spawn(process.execPath, [process.argv[1], '--definition', childDefinition, '--input', childInput,
+      '--report', report, '--execution-arn', executionArn], { stdio: ['ignore', 'pipe', 'inherit'] });
+    // The child's states, each line marked with its execution.
+    child.stdout.on('data', (chunk) => {
+      for (const row of chunk.toString().split('\n').filter(Boolean)) console.log(`  [${name.slice(0, 8)}] ${row}`);
+    });
+    child.on('close', resolve);
+  });
+  if (args['sfn-endpoint']) await stepFunctions('StopExecution', { executionArn }).catch(() => {});
+  const result = JSON.parse(readFileSync(report, 'utf8'));
+  const description = {
+    ExecutionArn: executionArn, Input: childInput, InputDetails: { Included: true }, Name: name,
+    StartDate: startDate, StateMachineArn: childMachineArn, Status: status === 0 ? 'SUCCEEDED' : 'FAILED',
+    StopDate: Date.now(),
+  };
+  if (result.status !== 'SUCCEEDED') {
+    throw Object.assign(new Error(JSON.stringify({ ...description, Error: result.error, Cause: result.cause })),
+      { name: 'States.TaskFailed' });
+  }
+  const answer = { ...description, Input: input.Input ?? {}, Output: result.output, OutputDetails: { Included: true } };
+  const overLimit = measure('output', state, size(answer));
+  if (overLimit) throw terminal('States.DataLimitExceeded', overLimit);
+  return answer;
+};
 // State names are unique across the whole definition (the interpreter's validator insists).
 const taskHandlers = {};
+const syncTasks = new Set();
 const collectTasks = (states) => {
   for (const [name, state] of Object.entries(states)) {
-    if (state.Type === 'Task') taskHandlers[name] = invoke(name, state.Resource);
+    if (state.Type === 'Task' && state.Resource === SYNC_2) {
+      taskHandlers[name] = startExecutionSync(name);
+      syncTasks.add(name);
+    } else if (state.Type === 'Task') taskHandlers[name] = invoke(name, state.Resource);
     for (const nested of [state.ItemProcessor ?? state.Iterator, ...(state.Branches ?? [])]) {
       if (nested) collectTasks(nested.States);
     }
@@ -160,7 +248,7 @@ const line = (name, status, ms, detail = '') =>
 const collect = (async () => {
   for await (const event of execution.eventLogs) {
     if (failure) continue;
-    history += historyEvents(event);
+    history += historyEventsOf(event);
     if (args.history) appendFileSync(args.history, `${JSON.stringify(event)}\n`);
     if (history >= MAX_HISTORY_EVENTS && event.type !== 'ExecutionSucceeded') {
       history = MAX_HISTORY_EVENTS - 1;

@@ -31,10 +31,10 @@ class SeededApi:
 
 def create_rest_api(endpoint: str, name: str, tags: dict[str, str], stages: dict[str, dict[str, str]],
                     description: str | None = None, endpoint_type: str = "EDGE",
-                    policy: dict | None = None) -> SeededApi:
+                    policy: dict | None = None, account: str | None = None, region: str | None = None) -> SeededApi:
     """A REST API with one mock GET method and an optional resource policy, deployed to each stage (with the stage's
-    tags)."""
-    apigw = boto("apigateway", endpoint)
+    tags); in another account or region than the home ones when told (`endpoint` is then moto's)."""
+    apigw = boto("apigateway", endpoint, account, region)
     extra = {}
     if policy is not None:
         # moto answers the policy as it was given; API Gateway answers it with its quotes backslash-escaped.
@@ -109,8 +109,8 @@ def datapoints(name_dimension: str, api: str, stage: str, minutes: list[int], va
             for minute in minutes for metric, value in values.items()]
 
 
-def put_datapoints(endpoint: str, data: list[dict]) -> None:
-    cloudwatch = boto("cloudwatch", endpoint)
+def put_datapoints(endpoint: str, data: list[dict], account: str | None = None, region: str | None = None) -> None:
+    cloudwatch = boto("cloudwatch", endpoint, account, region)
     for start in range(0, len(data), 500):
         cloudwatch.put_metric_data(Namespace="AWS/ApiGateway", MetricData=data[start:start + 500])
 
@@ -120,12 +120,13 @@ def put_v2_traffic(endpoint: str, api_id: str, stage: str, minutes: list[int], v
 
 
 def put_traffic(endpoint: str, api_name: str, stage: str, minutes: list[int],
-                traffic: tuple[float, float, float, float, float]) -> None:
+                traffic: tuple[float, float, float, float, float], account: str | None = None,
+                region: str | None = None) -> None:
     """A REST API's traffic: (Count, 4XXError, 5XXError, Latency ms, IntegrationLatency ms) per minute."""
     count, client_errors, server_errors, latency, integration_latency = traffic
     values = {"Count": count, "4XXError": client_errors, "5XXError": server_errors, "Latency": latency,
               "IntegrationLatency": integration_latency}
-    put_datapoints(endpoint, datapoints("ApiName", api_name, stage, minutes, values, unit="Count"))
+    put_datapoints(endpoint, datapoints("ApiName", api_name, stage, minutes, values, unit="Count"), account, region)
 
 
 # Per API and minute, by type: REST and HTTP 10 requests (one 4xx), 50 ms, backend 20 ms; WebSocket 3 connections
@@ -153,12 +154,13 @@ def recent_minutes(count: int, now: float | None = None) -> list[int]:
     return [current - 60 * i for i in range(1, count + 1)]
 
 
-def demo(endpoint: str) -> dict[str, SeededApi]:
-    apis = {name: create_rest_api(endpoint, name, tags, stages) for name, (tags, stages) in DEMO_APIS.items()}
+def demo(endpoint: str, account: str | None = None, region: str | None = None) -> dict[str, SeededApi]:
+    apis = {name: create_rest_api(endpoint, name, tags, stages, account=account, region=region)
+            for name, (tags, stages) in DEMO_APIS.items()}
     minutes = recent_minutes(30)
     for name, (_, stages) in DEMO_APIS.items():
         for stage in stages:
-            put_traffic(endpoint, name, stage, minutes, DEMO_TRAFFIC[name])
+            put_traffic(endpoint, name, stage, minutes, DEMO_TRAFFIC[name], account=account, region=region)
     return apis
 
 

@@ -37,6 +37,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from accounts import Accounts  # noqa: E402
 from aws_proxy import AwsProxy  # noqa: E402
 from fake_apicp import FakeControlPlane  # noqa: E402
 from fake_cloudtrail import FakeCloudTrail  # noqa: E402
@@ -45,15 +46,20 @@ from lambda_adapter import LambdaAdapter, load_timeouts  # noqa: E402
 
 REPO = HERE.parents[1]
 DEFINITION = REPO / "statemachine" / "agent.asl.json"
+# The fan-out over account-regions: one execution of DEFINITION per target.
+FAN_OUT_DEFINITION = REPO / "statemachine" / "targets.asl.json"
 NODE = HERE / "node_modules" / ".bin" / "node"
 RUNNER = HERE / "run-execution.mjs"
 REGION = "us-east-1"
+# The account moto answers for credentials it did not issue: the deployment's own.
+HOME_ACCOUNT = "123456789012"
 STATE_TABLE = "apicp-agent-state"
 APICP_USER, APICP_PASSWORD = "agent", "local-secret"
 # A secret's name is accepted wherever its ARN is; moto gives a re-created secret a new ARN.
 CONTROL_PLANE_SECRET = "apicp-agent/control-plane"
 # The state machine's name as the CDK deploys it (`<stackName>-workflow`): executions are registered under it.
 STATE_MACHINE_NAME = "ApiGatewayApicpAgent-workflow"
+FAN_OUT_MACHINE_NAME = "ApiGatewayApicpAgent-targets"
 # Where stacks record their functions' AWS calls when they stop, for tests/iam (when the suite sets it).
 IAM_USES_DIR = REPO / "target" / "iam-uses"
 
@@ -109,6 +115,9 @@ class EmbeddedStack:
     release: bool = False
     # cargo's own progress while the functions build (`make run`); the tests build quietly.
     build_progress: bool = False
+    # Whether stop() records the functions' calls for tests/iam (which checks them against the default template's
+    # grants: a stack federating other accounts makes calls only a multi-target deployment grants).
+    record_iam_uses: bool = True
     log_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="agent-stack-")))
     moto_url: str | None = None
     aws_proxy: AwsProxy | None = None  # in front of moto for the functions: AWS's quotas, counts, faults
@@ -124,7 +133,9 @@ class EmbeddedStack:
         if not any(os.environ.get(v) for v in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_PROFILE")):
             self.moto_url = self._start_moto()
             self.aws_proxy = AwsProxy(self.moto_url).start()
-            self.cloudtrail = FakeCloudTrail(rate_per_second=2).start()
+            # Each account-region has its own events: the proxy knows which account a key acts in.
+            self.cloudtrail = FakeCloudTrail(rate_per_second=2, region=env["AWS_REGION"],
+                                             account_of=self.aws_proxy.accounts.account_of).start()
             env.update({
                 "AWS_ENDPOINT_URL": self.aws_proxy.url,
                 "AWS_ENDPOINT_URL_CLOUDTRAIL": self.cloudtrail.url,
@@ -233,21 +244,31 @@ class EmbeddedStack:
                                                 start_new_session=True))
         return self._processes[-1]
 
-    def run(self, execution_input: dict | None = None, echo: bool = False, history: bool = False) -> ExecutionReport:
+    def run(self, execution_input: dict | None = None, echo: bool = False, history: bool = False,
+            fan_out: bool = False) -> ExecutionReport:
         """Runs one execution; with `history`, every history event and its payloads are kept beside the
         stack's logs (`history-*.jsonl`). On the embedded AWS, Step Functions (moto) holds the execution
         as running until it ends, as a claim's `DescribeExecution` expects; safe to call from several
-        threads at once (overlapping executions)."""
+        threads at once (overlapping executions). With `fan_out`, the execution is the fan-out's
+        (statemachine/targets.asl.json), each target's run an execution of its own (run-execution.mjs)."""
         stamp = time.time_ns()
         report_path = self.log_dir / f"execution-{stamp}.json"
         history_args = ["--history", str(self.log_dir / f"history-{stamp}.jsonl")] if history else []
-        execution_arn = start_recorded_execution(self.moto_url, f"local-{stamp}") if self.moto_url else None
+        machine = FAN_OUT_MACHINE_NAME if fan_out else STATE_MACHINE_NAME
+        execution_arn = start_recorded_execution(self.moto_url, f"local-{stamp}", machine) if self.moto_url else None
         arn_args = ["--execution-arn", execution_arn] if execution_arn else []
+        definition = DEFINITION
+        if fan_out:
+            definition = FAN_OUT_DEFINITION
+            arn_args += ["--child", f"SyncStateMachineArn={DEFINITION}", "--child-machine-name", STATE_MACHINE_NAME]
+            if self.moto_url:
+                ensure_state_machine(self.moto_url, STATE_MACHINE_NAME)  # where the runs are registered
+                arn_args += ["--sfn-endpoint", self.moto_url]
         env = {**os.environ, "AWS_ENDPOINT_URL_LAMBDA": self._adapter.url,
                "AWS_REGION": self.function_env["AWS_REGION"]}
         try:
             completed = subprocess.run(
-                [str(NODE), str(RUNNER), "--definition", str(DEFINITION), "--input", json.dumps(execution_input or {}),
+                [str(NODE), str(RUNNER), "--definition", str(definition), "--input", json.dumps(execution_input or {}),
                  "--report", str(report_path), *history_args, *arn_args],
                 cwd=REPO, env=env, capture_output=not echo, text=True)
         finally:
@@ -270,7 +291,7 @@ class EmbeddedStack:
         (directory / f"{os.getpid()}-{id(self)}.jsonl").write_text("\n".join(lines) + "\n")
 
     def stop(self) -> None:
-        if os.environ.get("AGENT_RECORD_IAM_USES"):
+        if os.environ.get("AGENT_RECORD_IAM_USES") and self.record_iam_uses:
             self.record_uses(IAM_USES_DIR)
         if self._adapter:
             self._adapter.stop()
@@ -307,13 +328,32 @@ def _processes_with_env(prefix: str) -> list[int]:
     return found
 
 
-def boto(service: str, endpoint: str):
+def boto(service: str, endpoint: str, account: str | None = None, region: str | None = None):
+    """A client of the embedded AWS at `endpoint`, in the home account and region unless told another: another
+    account's calls are made with credentials moto issues for it (so `endpoint` must then be moto's own URL: the AWS
+    proxy checks every AssumeRole as STS does)."""
     import boto3
     from botocore.config import Config
 
+    credentials = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+    if account and account != HOME_ACCOUNT:
+        credentials = account_credentials(endpoint, account)
     # moto cannot read gzip-compressed PutMetricData bodies.
-    return boto3.client(service, endpoint_url=endpoint, region_name=REGION, aws_access_key_id="testing",
-                        aws_secret_access_key="testing", config=Config(disable_request_compression=True))
+    return boto3.client(service, endpoint_url=endpoint, region_name=region or REGION, **credentials,
+                        config=Config(disable_request_compression=True))
+
+
+_ACCOUNT_CREDENTIALS: dict[tuple[str, str], dict[str, str]] = {}
+
+
+def account_credentials(moto_url: str, account: str) -> dict[str, str]:
+    """Credentials acting in `account` on the moto server at `moto_url` (an admin's, as a test sets an account up)."""
+    if (moto_url, account) not in _ACCOUNT_CREDENTIALS:
+        issued = Accounts(moto_url).admin_session(account, REGION).get_credentials()
+        _ACCOUNT_CREDENTIALS[moto_url, account] = {"aws_access_key_id": issued.access_key,
+                                                   "aws_secret_access_key": issued.secret_key,
+                                                   "aws_session_token": issued.token}
+    return _ACCOUNT_CREDENTIALS[moto_url, account]
 
 
 # The metrics windows the agent runs with by default (METRICS_INTERVAL_SECONDS, METRICS_BUFFER_SECONDS), as here.
@@ -361,20 +401,26 @@ class StateTable:
                                    ExpressionAttributeNames={"#a": attribute})
 
 
-def start_recorded_execution(endpoint: str, name: str) -> str:
-    """An execution of the agent's state machine (STATE_MACHINE_NAME) that Step Functions (moto) reports as running until
+def start_recorded_execution(endpoint: str, name: str, machine_name: str = STATE_MACHINE_NAME) -> str:
+    """An execution of the agent's state machine (`machine_name`) that Step Functions (moto) reports as running until
     it is stopped; returns its ARN. (moto runs no definition: the interpreter runs the real one.)"""
+    machine = ensure_state_machine(endpoint, machine_name)
+    return boto("stepfunctions", endpoint).start_execution(stateMachineArn=machine, name=name)["executionArn"]
+
+
+def ensure_state_machine(endpoint: str, machine_name: str) -> str:
+    """The ARN of the state machine `machine_name` in Step Functions (moto), created if new."""
     sfn = boto("stepfunctions", endpoint)
     machines = {m["name"]: m["stateMachineArn"] for m in sfn.list_state_machines()["stateMachines"]}
-    machine = machines.get(STATE_MACHINE_NAME)
+    machine = machines.get(machine_name)
     if not machine:
         with contextlib.suppress(sfn.exceptions.StateMachineAlreadyExists):  # another thread created it
-            sfn.create_state_machine(name=STATE_MACHINE_NAME, roleArn="arn:aws:iam::123456789012:role/agent",
+            sfn.create_state_machine(name=machine_name, roleArn="arn:aws:iam::123456789012:role/agent",
                                      definition=json.dumps({"StartAt": "Wait", "States": {"Wait": {"Type": "Pass",
                                                                                                     "End": True}}}))
         machine = next(m["stateMachineArn"] for m in sfn.list_state_machines()["stateMachines"]
-                       if m["name"] == STATE_MACHINE_NAME)
-    return sfn.start_execution(stateMachineArn=machine, name=name)["executionArn"]
+                       if m["name"] == machine_name)
+    return machine
 
 
 def put_control_plane_secret(endpoint: str, username: str, password: str) -> None:
@@ -394,6 +440,32 @@ def create_state_table(endpoint: str) -> None:
                           KeySchema=[{"AttributeName": "stage", "KeyType": "HASH"}])
 
 
+# `make run-org`: the home account and two members in two regions. The first member's role admits the agent; the
+# second has none, so its targets fail (TargetUnreachable) while the others are synced.
+DEMO_MEMBERS = ("111111111111", "222222222222")
+DEMO_EXTERNAL_ID = "local-demo"
+DEMO_TARGET_SETTINGS = {
+    "TARGET_ACCOUNTS": ",".join((HOME_ACCOUNT, *DEMO_MEMBERS)),
+    "TARGET_REGIONS": "us-east-1,eu-west-1",
+    "TARGET_ROLE_EXTERNAL_ID": DEMO_EXTERNAL_ID,
+}
+
+
+def seed_demo_targets(stack: EmbeddedStack) -> None:
+    """The demo APIs in every target but the home us-east-1 (seeded already), and the first member's role."""
+    import seed
+
+    for account in (HOME_ACCOUNT, *DEMO_MEMBERS):
+        for region in DEMO_TARGET_SETTINGS["TARGET_REGIONS"].split(","):
+            if (account, region) != (HOME_ACCOUNT, REGION):
+                seed.demo(stack.moto_url, account=account, region=region)
+    trust = {"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{HOME_ACCOUNT}:root"}, "Action": "sts:AssumeRole",
+        "Condition": {"StringEquals": {"sts:ExternalId": DEMO_EXTERNAL_ID}}}]}
+    boto("iam", stack.moto_url, DEMO_MEMBERS[0]).create_role(RoleName="ApicpAgentReader",
+                                                            AssumeRolePolicyDocument=json.dumps(trust))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -403,16 +475,22 @@ def main() -> int:
                      help="executions to run, as the schedule would (a stage's metrics wait for its first sync)")
     run.add_argument("--build-progress", action="store_true",
                      help="show cargo's progress while the functions build (the first build takes minutes)")
+    run.add_argument("--targets", action="store_true",
+                     help="many accounts and regions: the fan-out over DEMO_TARGETS, one account of which has no role")
     args = parser.parse_args()
 
     stack = EmbeddedStack(build_progress=args.build_progress)
     try:
         print("starting the local stack: moto and the fakes, then the functions' build and cargo lambda watch", flush=True)
-        stack.start()
+        stack.start(DEMO_TARGET_SETTINGS if args.targets else None)
+        if args.targets and not stack.moto_url:
+            raise SystemExit("--targets needs the embedded AWS: unset AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_PROFILE")
         if stack.moto_url:
             import seed
 
             seed.demo(stack.moto_url)
+            if args.targets:
+                seed_demo_targets(stack)
             print(f"embedded stack: moto {stack.moto_url}, seeded with demo APIs (logs in {stack.log_dir})")
         if stack.apicp:
             print(f"embedded control plane fake at {stack.apicp.url}")
@@ -420,7 +498,7 @@ def main() -> int:
             if args.runs > 1:
                 print(f"\n=== execution {number} of {args.runs}")
                 time.sleep(1.5)  # watermarks are whole seconds: each run gets a CloudTrail window of its own
-            report = stack.run(json.loads(args.input), echo=True)
+            report = stack.run(json.loads(args.input), echo=True, fan_out=args.targets)
             if not report.succeeded:
                 break
             if waiting := [i["stage"] for i in (report.output or {}).get("inactive", [])

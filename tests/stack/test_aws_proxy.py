@@ -21,6 +21,7 @@ from botocore.exceptions import ClientError
 from requests.structures import CaseInsensitiveDict
 from moto.core.cbor import CBORDecoder, CBOREncoder
 
+from accounts import Accounts
 from aws_proxy import APIGATEWAY_BURST, APIGATEWAY_RATE_PER_SECOND, AwsProxy, identify
 from local_server import LocalServer
 
@@ -559,3 +560,60 @@ def test_seeding_meets_no_random_throttling_nor_shifts_its_sequence(proxy):
             client("dynamodb", proxy.url).list_tables()
     assert proxy.throttled() == {}
     assert throttled_list_tables(proxy, 20) == expected
+
+
+def assume(proxy_url: str, role_arn: str, external_id: str | None = None) -> dict:
+    sts = client("sts", proxy_url)
+    extra = {"ExternalId": external_id} if external_id else {}
+    return sts.assume_role(RoleArn=role_arn, RoleSessionName="apicp-agent", **extra)["Credentials"]
+
+
+def member_role(moto: str, account: str, trust: dict) -> str:
+    """A role in `account`, created there as its own admin would."""
+    iam = Accounts(moto).admin_session(account, REGION).client("iam", endpoint_url=moto)
+    return iam.create_role(RoleName="ApicpAgentReader", AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+
+
+def test_assume_role_is_refused_unless_the_role_exists_and_trusts_the_caller_with_its_external_id(proxy, moto):
+    role_arn = "arn:aws:iam::111111111111:role/ApicpAgentReader"
+    with pytest.raises(ClientError) as missing:
+        assume(proxy.url, role_arn)
+    assert missing.value.response["Error"]["Code"] == "AccessDenied"
+    assert "not authorized to perform: sts:AssumeRole on resource: " + role_arn in str(missing.value)
+    member_role(moto, "111111111111", {"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::123456789012:root"}, "Action": "sts:AssumeRole",
+        "Condition": {"StringEquals": {"sts:ExternalId": "hub-42"}}}]})
+    for external_id in (None, "hub-41"):
+        with pytest.raises(ClientError) as refused:
+            assume(proxy.url, role_arn, external_id)
+        assert refused.value.response["Error"]["Code"] == "AccessDenied", external_id
+    issued = assume(proxy.url, role_arn, "hub-42")
+    # The credentials act in the role's account: moto keeps its resources apart, the proxy knows the key's account.
+    assert proxy.accounts.account_of(issued["AccessKeyId"]) == "111111111111"
+    member = boto3.client("apigateway", endpoint_url=proxy.url, region_name=REGION, aws_access_key_id=issued[
+        "AccessKeyId"], aws_secret_access_key=issued["SecretAccessKey"], aws_session_token=issued["SessionToken"])
+    member.create_rest_api(name="in-member")
+    assert [api["name"] for api in member.get_rest_apis()["items"]] == ["in-member"]
+    assert client("apigateway", proxy.url).get_rest_apis()["items"] == [], "the home account holds none"
+    # A role that trusts another account admits no one here.
+    member_role(moto, "222222222222", {"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::999999999999:root"}, "Action": "sts:AssumeRole"}]})
+    with pytest.raises(ClientError):
+        assume(proxy.url, "arn:aws:iam::222222222222:role/ApicpAgentReader")
+
+
+def test_api_gateway_quota_is_each_account_regions_own(proxy, moto, clock):
+    member_role(moto, "111111111111", {"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Principal": {"AWS": "123456789012"}, "Action": "sts:AssumeRole"}]})
+    issued = assume(proxy.url, "arn:aws:iam::111111111111:role/ApicpAgentReader")
+    member = boto3.client("apigateway", endpoint_url=proxy.url, region_name=REGION, config=NO_RETRIES,
+                          aws_access_key_id=issued["AccessKeyId"], aws_secret_access_key=issued["SecretAccessKey"],
+                          aws_session_token=issued["SessionToken"])
+    home = client("apigateway", proxy.url)
+    for _ in range(40):
+        home.get_rest_apis()
+    with pytest.raises(ClientError) as throttled:
+        home.get_rest_apis()
+    assert throttled.value.response["Error"]["Code"] == "TooManyRequestsException"
+    member.get_rest_apis()  # another account's quota is untouched
+    client("apigateway", proxy.url, region="eu-west-1").get_rest_apis()  # and so is another region's

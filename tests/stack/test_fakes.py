@@ -765,7 +765,7 @@ def test_adapter_reads_the_function_timeouts_from_functions_json():
     functions = json.loads(FUNCTIONS_FILE.read_text())
     expected = {spec["binary"]: spec["timeoutSeconds"] for name, spec in functions.items() if name != "_comment"}
     with LambdaAdapter("http://127.0.0.1:9") as adapter:
-        assert adapter.timeouts == expected and len(expected) == 5
+        assert adapter.timeouts == expected and len(expected) == 6
 
 
 def test_adapter_enforces_the_invocation_payload_quotas():
@@ -921,3 +921,20 @@ def test_the_definition_uses_no_choice_rule_the_interpreter_evaluates_unlike_aws
     assert rules, "the definition has choice rules"
     negated = [rule for rule in rules if rule.get("IsNull") is False or rule.get("IsPresent") is False]
     assert negated == [], "write `Not: {IsNull: true}` instead"
+
+
+def test_cloudtrail_answers_each_account_region_with_its_own_events():
+    keys = {"ASIAMEMBER": "111111111111"}
+    with FakeCloudTrail(rate_per_second=1, account_of=lambda key: keys.get(key, "123456789012")) as fake:
+        fake.add_event("CreateRestApi", eventTime=100)
+        fake.add_event("DeleteRestApi", eventTime=100, account="111111111111", region="eu-west-1")
+        member_eu = "AWS4-HMAC-SHA256 Credential=ASIAMEMBER/20240101/eu-west-1/cloudtrail/aws4_request"
+        member_us = "AWS4-HMAC-SHA256 Credential=ASIAMEMBER/20240101/us-east-1/cloudtrail/aws4_request"
+        [home] = lookup(fake, {}).json()["Events"]
+        assert home["EventName"] == "CreateRestApi"
+        [member] = lookup(fake, {}, authorization=member_eu).json()["Events"]
+        record = json.loads(member["CloudTrailEvent"])
+        assert (record["recipientAccountId"], record["awsRegion"]) == ("111111111111", "eu-west-1")
+        assert lookup(fake, {}, authorization=member_us).json() == {"Events": []}
+        # One request a second for each account-region: the three above each had their own window.
+        assert_aws_error(lookup(fake, {}, authorization=member_eu), 400, "ThrottlingException")

@@ -84,6 +84,13 @@ fn every_malformed_input_ends_in_its_typed_error_with_a_message_that_says_what_t
         ("schedule switch neither true nor false", config_error(&[("SCHEDULE_ENABLED", "on")], &[])),
         ("workflow log level unknown", config_error(&[("WORKFLOW_LOG_LEVEL", "DEBUG")], &[])),
         ("secret key named by alias", config_error(&[("APICP_SECRET_KMS_KEY_ARN", "alias/apicp")], &[])),
+        ("target account neither self, organization nor ids", config_error(&[("TARGET_ACCOUNTS", "all")], &[])),
+        ("target region misspelt", config_error(&[("TARGET_REGIONS", "eu-west1")], &[])),
+        (
+            "target units without the organization",
+            config_error(&[("TARGET_ORGANIZATIONAL_UNITS", "ou-ab12-cdef3456")], &[]),
+        ),
+        ("target concurrency beyond the Map's", config_error(&[("TARGET_CONCURRENCY", "100")], &[])),
         ("secret not JSON", secrets::parse(ARN, "agent:hunter2").unwrap_err()),
         ("secret password not a string", secrets::parse(ARN, r#"{"username":"agent","password":7}"#).unwrap_err()),
         ("secret still the placeholder", secrets::parse(ARN, r#"{"username":"","password":""}"#).unwrap_err()),
@@ -91,6 +98,10 @@ fn every_malformed_input_ends_in_its_typed_error_with_a_message_that_says_what_t
         ("execution input stages not a list", execution_input_error(json!({"stages": "prod"}))),
         ("execution input field unknown", execution_input_error(json!({"mode": "full", "force": true}))),
         ("execution input not an object", execution_input_error(json!(["full"]))),
+        (
+            "execution input target not an account-region",
+            execution_input_error(json!({"target": {"account": "prod", "region": "eu-west-1"}})),
+        ),
         (
             "task input missing a field",
             parse_input::<ListChangesInput>(json!({"kind": "assets", "mode": "auto"})).unwrap_err(),
@@ -209,6 +220,22 @@ fn every_malformed_input_ends_in_its_typed_error_with_a_message_that_says_what_t
         ),
         (
             "InvalidConfig",
+            "invalid configuration TARGET_ACCOUNTS: \"all\" is not an account id: use self, organization, or comma-separated 12-digit account ids",
+        ),
+        (
+            "InvalidConfig",
+            "invalid configuration TARGET_REGIONS: \"eu-west1\" is not an AWS region name such as eu-west-1",
+        ),
+        (
+            "InvalidConfig",
+            "invalid configuration TARGET_ORGANIZATIONAL_UNITS: limits TARGET_ACCOUNTS=organization only; set TARGET_ACCOUNTS=organization, or remove it",
+        ),
+        (
+            "InvalidConfig",
+            "invalid configuration TARGET_CONCURRENCY: must be at most 40 (an inline Map state runs at most 40 iterations at once)",
+        ),
+        (
+            "InvalidConfig",
             "invalid configuration APICP_SECRET_ARN: secret arn:aws:secretsmanager:eu-west-1:111122223333:secret:apicp must be a JSON string {\"username\": ..., \"password\": ...}",
         ),
         (
@@ -221,8 +248,12 @@ fn every_malformed_input_ends_in_its_typed_error_with_a_message_that_says_what_t
         ),
         ("InvalidInput", "invalid input: execution input: unknown variant `everything`, expected `auto` or `full`"),
         ("InvalidInput", "invalid input: execution input: invalid type: string \"prod\", expected a sequence"),
-        ("InvalidInput", "invalid input: execution input: unknown field `force`, expected `mode` or `stages`"),
+        (
+            "InvalidInput",
+            "invalid input: execution input: unknown field `force`, expected one of `mode`, `stages`, `target`, `AWS_STEP_FUNCTIONS_STARTED_BY_EXECUTION_ID`",
+        ),
         ("InvalidInput", "invalid input: execution input: must be a JSON object, not [\"full\"]"),
+        ("InvalidInput", "invalid input: target prod/eu-west-1 is not a 12-digit account id and a region name"),
         ("InvalidInput", "invalid input: task input: missing field `runtimes`"),
         ("InvalidInput", "invalid input: task input: unknown variant `logs`, expected `assets` or `metrics`"),
         ("InvalidInput", "invalid input: task input: unknown variant `rollback`, expected `commit` or `chunkFailed`"),

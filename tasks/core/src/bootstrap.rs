@@ -16,10 +16,12 @@ use tokio::sync::OnceCell;
 use crate::aws::apigateway::SdkApiGateway;
 use crate::aws::pace::Pacer;
 use crate::aws::secrets::SecretCredentials;
+use crate::aws::sessions::{StsRoleAssumer, TargetSessions};
 use crate::aws::state::{API_GATEWAY_SCHEDULE, DynamoStateStore, Slots};
 use crate::config::{Config, CredentialSource};
 use crate::control_plane::{Credentials, HttpControlPlane};
 use crate::error::{AgentError, Result};
+use crate::target::Target;
 
 /// Structured logs as Lambda expects them (`AWS_LAMBDA_LOG_FORMAT`, `AWS_LAMBDA_LOG_LEVEL`).
 pub fn init_tracing() {
@@ -80,6 +82,64 @@ pub fn control_plane(config: &Config, aws: &SdkConfig) -> Result<HttpControlPlan
 /// The state table named by `STATE_TABLE`.
 pub fn state_store(config: &Config, aws: &SdkConfig) -> DynamoStateStore {
     DynamoStateStore::new(aws_sdk_dynamodb::Client::new(aws), &config.state_table)
+}
+
+/// The deployment's own account (its functions' role's) and region.
+pub async fn home_target(aws: &SdkConfig) -> Result<Target> {
+    let account = crate::aws::identity::account_id(&aws_sdk_sts::Client::new(aws)).await?;
+    Ok(Target::new(account, region(aws)?))
+}
+
+/// How a function reaches the target an invocation names: kept for the container's life.
+pub struct Targets {
+    sessions: TargetSessions,
+    state: DynamoStateStore,
+}
+
+/// One target as an invocation works in it.
+pub struct TargetContext {
+    pub target: Target,
+    /// Its region, and credentials that reach its account.
+    pub aws: SdkConfig,
+    /// The state table's items of this target.
+    pub state: DynamoStateStore,
+}
+
+impl Targets {
+    pub async fn new(config: &Config, aws: &SdkConfig) -> Result<Self> {
+        let home = home_target(aws).await?;
+        let assumer = StsRoleAssumer::new(aws_sdk_sts::Client::new(aws));
+        Ok(Self {
+            sessions: TargetSessions::new(aws.clone(), home, &config.targets, assumer),
+            state: state_store(config, aws),
+        })
+    }
+
+    pub fn home(&self) -> &Target {
+        self.sessions.home()
+    }
+
+    /// The target `named` by an input (the deployment's own when none), checked, with its AWS
+    /// configuration and its part of the state table. A role that cannot be assumed fails
+    /// here, as `TargetUnreachable`.
+    pub async fn open(&self, named: Option<&Target>) -> Result<TargetContext> {
+        let target = match named {
+            Some(target) => target.clone().checked()?,
+            None => self.home().clone(),
+        };
+        let aws = self.sessions.config(&target).await?;
+        let state = self.state.scoped(target.state_scope(self.home()));
+        Ok(TargetContext { target, aws, state })
+    }
+
+    /// The state table's items of the target `named` (the deployment's own when none), for
+    /// the tasks that call no AWS API of the target.
+    pub fn state_of(&self, named: Option<&Target>) -> Result<DynamoStateStore> {
+        Ok(match named {
+            Some(target) => self.state.scoped(target.clone().checked()?.state_scope(self.home())),
+            None => self.state.clone(),
+        })
+    }
 }
 
 /// API Gateway (both management APIs), paced at the configured share of its management quota

@@ -271,6 +271,7 @@ pub fn chunk_assets(
     let mut index = 0;
     let mut empty = || {
         let chunk = AssetChunk {
+            target: None,
             runtime_id: runtime_id.to_owned(),
             stage: stage.to_owned(),
             run: run.to_owned(),

@@ -9,7 +9,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use agent_settings::{ApiType, Scope, Settings, SettingsError};
-pub use agent_settings::{Capacity, CredentialSource, StageSelection, is_valid_stage_name};
+pub use agent_settings::{Capacity, CredentialSource, StageSelection, TargetAccounts, is_valid_stage_name};
 
 use crate::aws::apigateway::{ApiKind, Generation};
 use crate::error::{AgentError, Result};
@@ -67,6 +67,18 @@ pub struct ControlPlaneConfig {
     pub heartbeat_interval: Duration,
 }
 
+/// Which account-regions the deployment federates and how it reaches them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetSettings {
+    pub accounts: TargetAccounts,
+    pub organizational_units: Vec<String>,
+    /// Empty for the deployment's own region.
+    pub regions: Vec<String>,
+    pub role_name: String,
+    pub external_id: Option<String>,
+    pub concurrency: u64,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub control_plane: ControlPlaneConfig,
@@ -100,6 +112,7 @@ pub struct Config {
     pub orphan_grace: Duration,
     /// The agent's share of API Gateway's management quota (10 requests/s per account and region).
     pub apigateway_requests_per_second: f64,
+    pub targets: TargetSettings,
 }
 
 impl Config {
@@ -167,6 +180,14 @@ impl Config {
             discovery_interval: seconds(settings.discovery_interval_seconds),
             orphan_grace: seconds(settings.orphan_grace_seconds),
             apigateway_requests_per_second: settings.api_gateway_requests_per_second,
+            targets: TargetSettings {
+                accounts: settings.target_accounts,
+                organizational_units: settings.target_organizational_units,
+                regions: settings.target_regions,
+                role_name: settings.target_role_name,
+                external_id: settings.target_role_external_id,
+                concurrency: settings.target_concurrency,
+            },
         })
     }
 }

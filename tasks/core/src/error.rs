@@ -53,6 +53,12 @@ pub enum AgentError {
     #[error("AWS access denied: {0}")]
     AwsAccessDenied(String),
 
+    /// A target account-region cannot be reached: its role refused to be assumed (no such role,
+    /// a trust policy or external id that does not admit the agent) or its region is not enabled.
+    /// Fails that target only; the next run tries it again.
+    #[error("target {target} unreachable: {reason}")]
+    TargetUnreachable { target: String, reason: String },
+
     /// An AWS API rejected the request for a reason retrying cannot fix.
     #[error("AWS request failed: {0}")]
     AwsRequestFailed(String),
@@ -93,6 +99,7 @@ impl AgentError {
             Self::AwsUnavailable(_) => "AwsUnavailable",
             Self::AwsAccessDenied(_) => "AwsAccessDenied",
             Self::AwsRequestFailed(_) => "AwsRequestFailed",
+            Self::TargetUnreachable { .. } => "TargetUnreachable",
             Self::UnsafeDeletion { .. } => "UnsafeDeletion",
             Self::MetricsIncomplete(_) => "MetricsIncomplete",
             Self::WindowsNotSent { .. } => "WindowsNotSent",

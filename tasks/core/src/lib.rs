@@ -4,6 +4,7 @@
 //! - [`aws`] and [`control_plane`]: one module per external system, each a trait and an adapter;
 //! - [`mapping`], [`changes`], [`metrics`]: the rules, as pure functions;
 //! - [`model`]: the JSON contracts between tasks; [`config`]; [`error`]: the one error enum;
+//! - [`target`]: the account-regions federated, and how each scopes the state;
 //! - [`telemetry`]: the agent's own metrics (sync lag).
 
 pub mod aws;
@@ -16,6 +17,7 @@ pub mod handlers;
 pub mod mapping;
 pub mod metrics;
 pub mod model;
+pub mod target;
 pub mod telemetry;
 
 #[cfg(test)]

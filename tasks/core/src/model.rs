@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::control_plane::types::ApiDocument;
+use crate::target::Target;
 
 /// Which branch of the workflow a task serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -32,6 +33,12 @@ pub struct ExecutionInput {
     /// Overrides the configured stages for this execution.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stages: Option<Vec<String>>,
+    /// The account-region this execution syncs; the deployment's own when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<Target>,
+    /// The fan-out execution that started this one: Step Functions links the two in the console.
+    #[serde(rename = "AWS_STEP_FUNCTIONS_STARTED_BY_EXECUTION_ID", default, skip_serializing_if = "Option::is_none")]
+    pub started_by: Option<String>,
 }
 
 /// The input of `ensure-runtime`: the execution's input as it was given, and the execution.
@@ -47,7 +54,9 @@ pub struct EnsureRuntimeInput {
 impl EnsureRuntimeInput {
     /// The execution input, refused with `InvalidInput` unless it is exactly an [`ExecutionInput`].
     pub fn execution_input(&self) -> crate::Result<ExecutionInput> {
-        parse_object("execution input", self.input.clone())
+        let mut input: ExecutionInput = parse_object("execution input", self.input.clone())?;
+        input.target = input.target.take().map(Target::checked).transpose()?;
+        Ok(input)
     }
 }
 
@@ -74,6 +83,8 @@ pub struct RuntimeRef {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RuntimesReady {
+    /// The account-region of the runtimes, which every later task works in.
+    pub target: Target,
     pub mode: SyncMode,
     pub runtimes: Vec<RuntimeRef>,
     /// The runtimes whose heartbeat said inactive, and why: the execution's summary names them.
@@ -127,6 +138,9 @@ pub enum InactiveReason {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ListChangesInput {
+    /// The deployment's own account-region when absent.
+    #[serde(default)]
+    pub target: Option<Target>,
     pub kind: Kind,
     pub mode: SyncMode,
     pub runtimes: Vec<RuntimeRef>,
@@ -142,10 +156,31 @@ pub enum Chunk {
     Metrics(MetricsChunk),
 }
 
+impl Chunk {
+    pub fn target(&self) -> Option<&Target> {
+        match self {
+            Self::Assets(chunk) => chunk.target.as_ref(),
+            Self::Metrics(chunk) => chunk.target.as_ref(),
+        }
+    }
+
+    /// Places the chunk in `target`'s account-region.
+    pub fn set_target(&mut self, target: Option<Target>) {
+        match self {
+            Self::Assets(chunk) => chunk.target = target,
+            Self::Metrics(chunk) => chunk.target = target,
+        }
+    }
+}
+
 /// APIs of one runtime to publish (REST API ids) or remove (control plane API ids).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AssetChunk {
+    /// The account-region of the runtime; the deployment's own when null. Always written: the
+    /// workflow reads `$.target`.
+    #[serde(default)]
+    pub target: Option<Target>,
     pub runtime_id: String,
     pub stage: String,
     /// The state table item where this run records, for the stage, which chunks were published
@@ -190,6 +225,9 @@ impl RuntimeWindows {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MetricsChunk {
+    /// The account-region of the runtimes; the deployment's own when null. Always written.
+    #[serde(default)]
+    pub target: Option<Target>,
     pub runtimes: Vec<RuntimeWindows>,
 }
 
@@ -316,6 +354,8 @@ pub struct ChangeSummary {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ListChangesOutput {
+    /// The input's target, for the commit.
+    pub target: Option<Target>,
     pub kind: Kind,
     pub chunks: Vec<Chunk>,
     pub watermarks: Vec<WatermarkUpdate>,
@@ -337,6 +377,9 @@ pub struct ListChangesOutput {
 pub enum Batch {
     #[serde(rename_all = "camelCase")]
     Assets {
+        /// The account-region of the runtime; the deployment's own when null. Always written.
+        #[serde(default)]
+        target: Option<Target>,
         runtime_id: String,
         stage: String,
         /// The chunk's run record, position and snapshot (see [`AssetChunk`]).
@@ -351,6 +394,15 @@ pub enum Batch {
     /// The chunk whose window reports transform stored in the state table (a report of a
     /// window with 2,500 APIs is far larger than a state payload may be).
     Metrics(MetricsChunk),
+}
+
+impl Batch {
+    pub fn target(&self) -> Option<&Target> {
+        match self {
+            Self::Assets { target, .. } => target.as_ref(),
+            Self::Metrics(chunk) => chunk.target.as_ref(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -379,9 +431,21 @@ pub enum AckRequest {
     ChunkFailed(ChunkFailure),
 }
 
+impl AckRequest {
+    pub fn target(&self) -> Option<&Target> {
+        match self {
+            Self::Commit(input) => input.target.as_ref(),
+            Self::ChunkFailed(failure) => failure.target.as_ref(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AckInput {
+    /// The deployment's own account-region when absent.
+    #[serde(default)]
+    pub target: Option<Target>,
     pub kind: Kind,
     pub execution_id: String,
     /// Empty on a failed branch: then the claims are only released.
@@ -402,6 +466,9 @@ pub struct AckInput {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ChunkFailure {
+    /// The deployment's own account-region when absent.
+    #[serde(default)]
+    pub target: Option<Target>,
     pub kind: Kind,
     pub execution_id: String,
     pub stages: Vec<String>,
@@ -452,3 +519,76 @@ pub struct AckOutput {
 
 /// The most refused APIs the execution output names; the logs and the state table name all.
 pub const REFUSED_IN_OUTPUT: usize = 20;
+
+/// The input of `targets`, the fan-out's function.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "camelCase", deny_unknown_fields)]
+pub enum TargetsRequest {
+    /// Lists the targets, each with the execution input of its run.
+    #[serde(rename_all = "camelCase")]
+    Plan {
+        /// The fan-out execution's input: `{}`, `{"mode":"full"}`, optionally `stages`.
+        input: serde_json::Value,
+        /// `$$.Execution.Id`: each run names it as the execution that started it.
+        execution_id: String,
+    },
+    /// A target's run failed (`error` as the Map's Catch gives it): its reason, kept short.
+    #[serde(rename_all = "camelCase")]
+    Failed { target: Target, error: CaughtError },
+    /// Every target's outcome: the execution's output, and each target's metric.
+    #[serde(rename_all = "camelCase")]
+    Report { results: Vec<TargetOutcome> },
+}
+
+/// The runs of a fan-out execution: one execution of the sync workflow per target.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetPlan {
+    pub runs: Vec<ExecutionInput>,
+    /// How many targets run at once (`TARGET_CONCURRENCY`): the Map's `MaxConcurrencyPath`.
+    pub concurrency: u64,
+}
+
+/// How one target's run ended: `failure` is set when it failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TargetOutcome {
+    pub target: Target,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<TargetFailure>,
+}
+
+/// Why a target's run failed: its error type and a short cause.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetFailure {
+    pub error: String,
+    pub cause: String,
+}
+
+/// The fan-out execution's output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetsReport {
+    pub targets: usize,
+    pub succeeded: usize,
+    /// Each failed target and why; the next run tries it again.
+    pub failed: Vec<FailedTarget>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FailedTarget {
+    pub target: Target,
+    pub error: String,
+    pub cause: String,
+}
+
+/// The answer of `targets`, by request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum TargetsAnswer {
+    Plan(TargetPlan),
+    Failed(TargetOutcome),
+    Report(TargetsReport),
+}

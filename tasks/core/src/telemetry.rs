@@ -5,13 +5,15 @@
 use serde_json::{Value, json};
 
 use crate::model::Kind;
+use crate::target::Target;
 
 /// Namespace of the agent's own metrics (the CDK stack's alarms use the same).
 pub const NAMESPACE: &str = "ApiGatewayApicpAgent";
 
-/// How far behind now the oldest watermark of a branch's stages is (its worst stage).
-pub fn sync_lag_record(kind: Kind, lag_seconds: i64, now: i64) -> Value {
-    json!({
+/// How far behind now the oldest watermark of a branch's stages is (its worst stage); by kind, and
+/// by kind and target (`<account>/<region>`) for the dashboard when the run names one.
+pub fn sync_lag_record(kind: Kind, lag_seconds: i64, target: Option<&Target>, now: i64) -> Value {
+    let mut record = json!({
         "_aws": {
             "Timestamp": now * 1000,
             "CloudWatchMetrics": [{
@@ -22,19 +24,65 @@ pub fn sync_lag_record(kind: Kind, lag_seconds: i64, now: i64) -> Value {
         },
         "Kind": kind,
         "SyncLagSeconds": lag_seconds,
-    })
+    });
+    by_target(&mut record, &["Kind"], target);
+    record
+}
+
+/// Adds the target's own series (`dimensions` and `Target`) to `record`.
+fn by_target(record: &mut Value, dimensions: &[&str], target: Option<&Target>) {
+    let Some(target) = target else { return };
+    let mut with_target: Vec<&str> = dimensions.to_vec();
+    with_target.push("Target");
+    if let Some(sets) = record["_aws"]["CloudWatchMetrics"][0]["Dimensions"].as_array_mut() {
+        sets.push(json!(with_target));
+    }
+    record["Target"] = json!(target.to_string());
 }
 
 /// Metrics windows whose answer was lost: recorded as sent (never resent), so possibly missing
 /// in the control plane; worth an alarm.
-pub fn windows_in_doubt_record(count: usize, now: i64) -> Value {
-    count_record("MetricsWindowsInDoubt", count, now)
+pub fn windows_in_doubt_record(count: usize, target: Option<&Target>, now: i64) -> Value {
+    let mut record = count_record("MetricsWindowsInDoubt", count, now);
+    by_target(&mut record, &[], target);
+    record
+}
+
+/// Metrics windows the control plane accepted, by target for the dashboard.
+pub fn windows_sent_record(count: usize, target: Option<&Target>, now: i64) -> Value {
+    let mut record = count_record("MetricsWindowsSent", count, now);
+    by_target(&mut record, &[], target);
+    record
 }
 
 /// How many APIs the control plane refuses in the stages an assets run committed (retried by
 /// the next runs): worth an alarm while it stays above zero.
-pub fn refused_apis_record(count: usize, now: i64) -> Value {
-    count_record("RefusedApis", count, now)
+pub fn refused_apis_record(count: usize, target: Option<&Target>, now: i64) -> Value {
+    let mut record = count_record("RefusedApis", count, now);
+    by_target(&mut record, &[], target);
+    record
+}
+
+/// Whether a target's run failed (1) or not (0), by target (`<account>/<region>`): the
+/// dashboard's per-target line.
+pub fn target_failed_record(target: &Target, failed: bool, now: i64) -> Value {
+    json!({
+        "_aws": {
+            "Timestamp": now * 1000,
+            "CloudWatchMetrics": [{
+                "Namespace": NAMESPACE,
+                "Dimensions": [["Target"]],
+                "Metrics": [{"Name": "TargetFailed", "Unit": "Count"}],
+            }],
+        },
+        "Target": target.to_string(),
+        "TargetFailed": u8::from(failed),
+    })
+}
+
+/// How many targets' runs failed in a fan-out execution: the failed-target alarm's metric.
+pub fn targets_failed_record(count: usize, now: i64) -> Value {
+    count_record("TargetsFailed", count, now)
 }
 
 /// A count without dimensions.
@@ -63,7 +111,7 @@ mod tests {
 
     #[test]
     fn sync_lag_is_an_emf_record_with_the_kind_as_dimension() {
-        let record = sync_lag_record(Kind::Assets, 312, 1_800_000_000);
+        let record = sync_lag_record(Kind::Assets, 312, None, 1_800_000_000);
         assert_eq!(record["_aws"]["Timestamp"], 1_800_000_000_000_i64);
         assert_eq!(record["_aws"]["CloudWatchMetrics"][0]["Namespace"], NAMESPACE);
         assert_eq!(record["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"], "SyncLagSeconds");
@@ -73,10 +121,26 @@ mod tests {
 
     #[test]
     fn counts_are_emf_records_without_dimensions() {
-        let record = refused_apis_record(3, 1_800_000_000);
+        let record = refused_apis_record(3, None, 1_800_000_000);
         assert_eq!(record["_aws"]["CloudWatchMetrics"][0]["Dimensions"], json!([[]]));
         assert_eq!(record["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"], "RefusedApis");
         assert_eq!(record["RefusedApis"], 3);
-        assert_eq!(windows_in_doubt_record(1, 1_800_000_000)["MetricsWindowsInDoubt"], 1);
+        assert_eq!(windows_in_doubt_record(1, None, 1_800_000_000)["MetricsWindowsInDoubt"], 1);
+    }
+
+    #[test]
+    fn a_named_target_gets_its_own_series_beside_the_deployments() {
+        let target = Target::new("444455556666", "us-east-1");
+        let lag = sync_lag_record(Kind::Metrics, 60, Some(&target), 1_800_000_000);
+        assert_eq!(lag["_aws"]["CloudWatchMetrics"][0]["Dimensions"], json!([["Kind"], ["Kind", "Target"]]));
+        assert_eq!(lag["Target"], "444455556666/us-east-1");
+        let sent = windows_sent_record(6, Some(&target), 1_800_000_000);
+        assert_eq!(sent["_aws"]["CloudWatchMetrics"][0]["Dimensions"], json!([[], ["Target"]]));
+        assert_eq!(sent["MetricsWindowsSent"], 6);
+        let failed = target_failed_record(&target, true, 1_800_000_000);
+        assert_eq!(
+            (failed["TargetFailed"].as_u64(), failed["Target"].as_str()),
+            (Some(1), Some("444455556666/us-east-1"))
+        );
     }
 }

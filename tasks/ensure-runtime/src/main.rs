@@ -1,33 +1,26 @@
 //! `ensure-runtime` Lambda: registers one control plane runtime per stage and sends heartbeats.
 
 use agent_core::aws::executions::SdkExecutions;
-use agent_core::aws::{apigateway::SdkApiGateway, identity, state::DynamoStateStore};
-use agent_core::bootstrap::{self, now};
+use agent_core::bootstrap::{self, Targets, now};
 use agent_core::config::Config;
 use agent_core::control_plane::HttpControlPlane;
 use agent_core::handlers::ensure_runtime::EnsureRuntime;
+use agent_core::model::EnsureRuntimeInput;
 
 struct Dependencies {
     config: Config,
-    account: String,
-    region: String,
-    gateway: SdkApiGateway,
+    targets: Targets,
     control_plane: HttpControlPlane,
-    state: DynamoStateStore,
     executions: SdkExecutions,
 }
 
 async fn dependencies() -> agent_core::Result<Dependencies> {
     let config = Config::from_env()?;
     let aws = bootstrap::aws_config("ensure-runtime").await;
-    let state = bootstrap::state_store(&config, &aws);
     Ok(Dependencies {
-        account: identity::account_id(&aws_sdk_sts::Client::new(&aws)).await?,
-        region: bootstrap::region(&aws)?,
-        gateway: bootstrap::api_gateway(&config, &aws, &state),
+        targets: Targets::new(&config, &aws).await?,
         control_plane: bootstrap::control_plane(&config, &aws)?,
         executions: SdkExecutions::new(aws_sdk_sfn::Client::new(&aws)),
-        state,
         config,
     })
 }
@@ -35,14 +28,16 @@ async fn dependencies() -> agent_core::Result<Dependencies> {
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     bootstrap::init_tracing();
-    bootstrap::serve("ensure-runtime", dependencies, |input, deps, _deadline| async move {
+    bootstrap::serve("ensure-runtime", dependencies, |input: EnsureRuntimeInput, deps, _deadline| async move {
+        let execution_input = input.execution_input()?;
+        let target = deps.targets.open(execution_input.target.as_ref()).await?;
         let task = EnsureRuntime {
             config: &deps.config,
-            account: &deps.account,
-            region: &deps.region,
-            gateway: &deps.gateway,
+            account: &target.target.account,
+            region: &target.target.region,
+            gateway: &bootstrap::api_gateway(&deps.config, &target.aws, &target.state),
             control_plane: &deps.control_plane,
-            state: &deps.state,
+            state: &target.state,
             executions: &deps.executions,
         };
         task.run(input, now()).await

@@ -1,30 +1,26 @@
 //! `list-changes` Lambda: decides what a branch publishes this run, in chunks.
 
+use agent_core::aws::cloudtrail::CloudTrailFeed;
 use agent_core::aws::executions::SdkExecutions;
-use agent_core::aws::{apigateway::SdkApiGateway, cloudtrail::CloudTrailFeed, state::DynamoStateStore};
-use agent_core::bootstrap::{self, now};
+use agent_core::bootstrap::{self, Targets, now};
 use agent_core::config::Config;
 use agent_core::control_plane::HttpControlPlane;
 use agent_core::handlers::list_changes::ListChanges;
+use agent_core::model::ListChangesInput;
 
 struct Dependencies {
     config: Config,
-    gateway: SdkApiGateway,
+    targets: Targets,
     control_plane: HttpControlPlane,
-    state: DynamoStateStore,
-    feed: CloudTrailFeed,
     executions: SdkExecutions,
 }
 
 async fn dependencies() -> agent_core::Result<Dependencies> {
     let config = Config::from_env()?;
     let aws = bootstrap::aws_config("list-changes").await;
-    let state = bootstrap::state_store(&config, &aws);
     Ok(Dependencies {
-        gateway: bootstrap::api_gateway(&config, &aws, &state),
+        targets: Targets::new(&config, &aws).await?,
         control_plane: bootstrap::control_plane(&config, &aws)?,
-        state,
-        feed: CloudTrailFeed::new(aws_sdk_cloudtrail::Client::new(&aws)),
         executions: SdkExecutions::new(aws_sdk_sfn::Client::new(&aws)),
         config,
     })
@@ -33,13 +29,14 @@ async fn dependencies() -> agent_core::Result<Dependencies> {
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     bootstrap::init_tracing();
-    bootstrap::serve("list-changes", dependencies, |input, deps, _deadline| async move {
+    bootstrap::serve("list-changes", dependencies, |input: ListChangesInput, deps, _deadline| async move {
+        let target = deps.targets.open(input.target.as_ref()).await?;
         let task = ListChanges {
             config: &deps.config,
-            gateway: &deps.gateway,
+            gateway: &bootstrap::api_gateway(&deps.config, &target.aws, &target.state),
             control_plane: &deps.control_plane,
-            state: &deps.state,
-            feed: &deps.feed,
+            state: &target.state,
+            feed: &CloudTrailFeed::new(aws_sdk_cloudtrail::Client::new(&target.aws)),
             executions: &deps.executions,
         };
         task.run(input, now()).await

@@ -72,6 +72,31 @@ impl Serialize for StageSelection {
     }
 }
 
+/// Which accounts to federate (`TARGET_ACCOUNTS`): with the regions of `TARGET_REGIONS`, the
+/// deployment's *targets*.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetAccounts {
+    /// The deployment's own account only (`self`): no role is assumed.
+    OwnAccount,
+    /// These account ids; the deployment's own may be among them.
+    Listed(Vec<String>),
+    /// Every ACTIVE account of the AWS Organization (under `TARGET_ORGANIZATIONAL_UNITS` when given).
+    Organization,
+}
+
+impl Serialize for TargetAccounts {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            Self::OwnAccount => serializer.serialize_str("self"),
+            Self::Organization => serializer.serialize_str("organization"),
+            Self::Listed(ids) => serializer.serialize_str(&ids.join(",")),
+        }
+    }
+}
+
+/// The role assumed in every target account other than the deployment's own.
+pub const DEFAULT_TARGET_ROLE_NAME: &str = "ApicpAgentReader";
+
 /// Where the control plane credentials come from.
 #[derive(Clone, PartialEq, Eq)]
 pub enum CredentialSource {
@@ -188,6 +213,18 @@ pub struct Settings {
     pub discovery_interval_seconds: u64,
     pub orphan_grace_seconds: u64,
     pub api_gateway_requests_per_second: f64,
+    /// `TARGET_ACCOUNTS`.
+    pub target_accounts: TargetAccounts,
+    /// `TARGET_ORGANIZATIONAL_UNITS`: OU ids (or the root's) limiting `organization`.
+    pub target_organizational_units: Vec<String>,
+    /// `TARGET_REGIONS`; empty for the deployment's own region.
+    pub target_regions: Vec<String>,
+    /// `TARGET_ROLE_NAME`.
+    pub target_role_name: String,
+    /// `TARGET_ROLE_EXTERNAL_ID`: what the member role's trust policy requires of the agent.
+    pub target_role_external_id: Option<String>,
+    /// `TARGET_CONCURRENCY`: targets synced at once.
+    pub target_concurrency: u64,
     // The deployment's own settings: always given to `check-settings` (or defaulted), and to a
     // function only as far as the stack passes them.
     /// `SCHEDULE_RATE_MINUTES`: minutes between scheduled executions.
@@ -349,6 +386,15 @@ impl Settings {
             discovery_interval_seconds: env.number("DISCOVERY_INTERVAL_SECONDS", 3600)?,
             orphan_grace_seconds: env.number("ORPHAN_GRACE_SECONDS", 86_400)?,
             api_gateway_requests_per_second: env.rate("APIGATEWAY_REQUESTS_PER_SECOND", 5.0)?,
+            target_accounts: parse_target_accounts(&env.text("TARGET_ACCOUNTS", "self"))?,
+            target_organizational_units: parse_organizational_units(&env.list("TARGET_ORGANIZATIONAL_UNITS"))?,
+            target_regions: parse_regions(&env.list("TARGET_REGIONS"))?,
+            target_role_name: parse_role_name(&env.text("TARGET_ROLE_NAME", DEFAULT_TARGET_ROLE_NAME))?,
+            target_role_external_id: env
+                .optional("TARGET_ROLE_EXTERNAL_ID")
+                .map(|id| parse_external_id(&id))
+                .transpose()?,
+            target_concurrency: env.at_least("TARGET_CONCURRENCY", 10, 1, "must be at least 1")?,
             schedule_rate_minutes: deployment(
                 env.given_at_least("SCHEDULE_RATE_MINUTES", 1, "must be at least 1 minute")?,
                 1,
@@ -379,6 +425,20 @@ impl Settings {
 
     /// The rules between settings, each checked where all its values are known.
     fn check_together(&self) -> Result<()> {
+        if !self.target_organizational_units.is_empty() && self.target_accounts != TargetAccounts::Organization {
+            return Err(invalid(
+                "TARGET_ORGANIZATIONAL_UNITS",
+                "limits TARGET_ACCOUNTS=organization only; set TARGET_ACCOUNTS=organization, or remove it",
+            ));
+        }
+        if self.target_concurrency > MAX_TARGET_CONCURRENCY {
+            return Err(invalid(
+                "TARGET_CONCURRENCY",
+                format!(
+                    "must be at most {MAX_TARGET_CONCURRENCY} (an inline Map state runs at most 40 iterations at once)"
+                ),
+            ));
+        }
         if let (Some(minutes), Some(schedule)) = (self.schedule_rate_minutes, self.schedule_interval_seconds())
             && self.heartbeat_interval_seconds < schedule
         {
@@ -468,6 +528,99 @@ fn is_loopback(url: &url::Url) -> bool {
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
         None => false,
+    }
+}
+
+/// The most targets synced at once.
+pub const MAX_TARGET_CONCURRENCY: u64 = 40;
+
+/// `self`, `organization`, or a comma-separated list of 12-digit account ids.
+pub fn parse_target_accounts(value: &str) -> Result<TargetAccounts> {
+    match value.trim() {
+        "self" => return Ok(TargetAccounts::OwnAccount),
+        "organization" => return Ok(TargetAccounts::Organization),
+        _ => {}
+    }
+    let mut ids: Vec<String> = value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect();
+    if let Some(bad) = ids.iter().find(|id| !is_account_id(id)) {
+        return Err(invalid(
+            "TARGET_ACCOUNTS",
+            format!("{bad:?} is not an account id: use self, organization, or comma-separated 12-digit account ids"),
+        ));
+    }
+    if ids.is_empty() {
+        return Err(invalid("TARGET_ACCOUNTS", "must be self, organization, or comma-separated 12-digit account ids"));
+    }
+    ids.sort();
+    ids.dedup();
+    Ok(TargetAccounts::Listed(ids))
+}
+
+pub fn is_account_id(id: &str) -> bool {
+    id.len() == 12 && id.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// AWS Organizations ids: an OU (`ou-` root part, `-`, 8-32 characters) or the root (`r-...`).
+fn parse_organizational_units(ids: &[String]) -> Result<Vec<String>> {
+    let lower_alnum = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    let valid = |id: &str| match (id.strip_prefix("ou-"), id.strip_prefix("r-")) {
+        (Some(rest), _) => rest.split_once('-').is_some_and(|(root, ou)| {
+            (4..=32).contains(&root.len()) && lower_alnum(root) && (8..=32).contains(&ou.len()) && lower_alnum(ou)
+        }),
+        (_, Some(root)) => (4..=32).contains(&root.len()) && lower_alnum(root),
+        _ => false,
+    };
+    match ids.iter().find(|id| !valid(id)) {
+        Some(bad) => Err(invalid(
+            "TARGET_ORGANIZATIONAL_UNITS",
+            format!("{bad:?} is not an organizational unit id (ou-xxxx-xxxxxxxx) or a root id (r-xxxx)"),
+        )),
+        None => Ok(ids.to_vec()),
+    }
+}
+
+/// AWS region names such as `eu-west-1`, `us-gov-west-1` or `ap-southeast-5`.
+fn parse_regions(regions: &[String]) -> Result<Vec<String>> {
+    let valid = |name: &str| {
+        let parts: Vec<&str> = name.split('-').collect();
+        parts.len() >= 3
+            && parts[0].len() == 2
+            && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()))
+            && parts.last().is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+    };
+    if let Some(bad) = regions.iter().find(|r| !valid(r)) {
+        return Err(invalid("TARGET_REGIONS", format!("{bad:?} is not an AWS region name such as eu-west-1")));
+    }
+    let mut unique: Vec<String> = Vec::new();
+    for region in regions {
+        if !unique.contains(region) {
+            unique.push(region.clone());
+        }
+    }
+    Ok(unique)
+}
+
+/// IAM role names: 1-64 characters of letters, digits and `+=,.@_-`.
+fn parse_role_name(name: &str) -> Result<String> {
+    let valid =
+        (1..=64).contains(&name.len()) && name.chars().all(|c| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c));
+    match valid {
+        true => Ok(name.to_owned()),
+        false => Err(invalid(
+            "TARGET_ROLE_NAME",
+            format!("{name:?} is not an IAM role name (1-64 of letters, digits, +=,.@_-)"),
+        )),
+    }
+}
+
+/// STS external ids: 2-1224 characters of letters, digits and `+=,.@:/_-`.
+fn parse_external_id(id: &str) -> Result<String> {
+    let valid =
+        (2..=1224).contains(&id.len()) && id.chars().all(|c| c.is_ascii_alphanumeric() || "+=,.@:/_-".contains(c));
+    match valid {
+        true => Ok(id.to_owned()),
+        // The value is not echoed: whoever reads the error need not learn it.
+        false => Err(invalid("TARGET_ROLE_EXTERNAL_ID", "must be 2-1224 characters of letters, digits and +=,.@:/_-")),
     }
 }
 

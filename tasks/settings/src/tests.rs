@@ -285,3 +285,70 @@ fn the_workflow_logs_errors_without_execution_data_unless_told_and_a_kms_key_is_
         "invalid configuration APICP_SECRET_KMS_KEY_ARN: \"alias/apicp\" is not a KMS key ARN (arn:aws:kms:<region>:<account>:key/<id>)"
     );
 }
+
+#[test]
+fn targets_default_to_the_deployments_own_account_and_region() {
+    let settings = read(Scope::Function, &minimal()).unwrap();
+    assert_eq!(settings.target_accounts, TargetAccounts::OwnAccount);
+    assert!(settings.target_regions.is_empty(), "the deployment's region");
+    assert!(settings.target_organizational_units.is_empty());
+    assert_eq!(settings.target_role_name, "ApicpAgentReader");
+    assert_eq!(settings.target_role_external_id, None);
+    assert_eq!(settings.target_concurrency, 10);
+}
+
+#[test]
+fn targets_are_read_and_normalized() {
+    let settings = read(
+        Scope::Deployment,
+        &with(&[
+            ("TARGET_ACCOUNTS", " 222233334444, 111122223333,222233334444 "),
+            ("TARGET_REGIONS", "eu-west-1, us-gov-west-1,eu-west-1"),
+            ("TARGET_ROLE_NAME", "Apicp.Reader@team"),
+            ("TARGET_ROLE_EXTERNAL_ID", "hub:team-a/42"),
+            ("TARGET_CONCURRENCY", "40"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(settings.target_accounts, TargetAccounts::Listed(vec!["111122223333".into(), "222233334444".into()]));
+    assert_eq!(settings.target_regions, ["eu-west-1", "us-gov-west-1"]);
+    assert_eq!(settings.target_role_name, "Apicp.Reader@team");
+    assert_eq!(settings.target_role_external_id.as_deref(), Some("hub:team-a/42"));
+    let printed = serde_json::to_value(&settings).unwrap();
+    assert_eq!(printed["targetAccounts"], "111122223333,222233334444");
+    assert_eq!(printed["targetRegions"], serde_json::json!(["eu-west-1", "us-gov-west-1"]));
+    let organization = read(
+        Scope::Function,
+        &with(&[("TARGET_ACCOUNTS", "organization"), ("TARGET_ORGANIZATIONAL_UNITS", "ou-ab12-cdef3456,r-ab12")]),
+    )
+    .unwrap();
+    assert_eq!(organization.target_accounts, TargetAccounts::Organization);
+    assert_eq!(organization.target_organizational_units, ["ou-ab12-cdef3456", "r-ab12"]);
+}
+
+#[test]
+fn bad_targets_are_refused_naming_the_variable() {
+    let cases: [(&[(&str, &str)], &str); 9] = [
+        (&[("TARGET_ACCOUNTS", "12345")], "TARGET_ACCOUNTS: \"12345\" is not an account id"),
+        (&[("TARGET_ACCOUNTS", "self,111122223333")], "TARGET_ACCOUNTS: \"self\" is not an account id"),
+        (&[("TARGET_ACCOUNTS", ",")], "TARGET_ACCOUNTS: must be self, organization"),
+        (&[("TARGET_REGIONS", "Europe")], "TARGET_REGIONS: \"Europe\" is not an AWS region"),
+        (&[("TARGET_ROLE_NAME", "a role")], "TARGET_ROLE_NAME: \"a role\" is not an IAM role name"),
+        (&[("TARGET_ROLE_EXTERNAL_ID", "x")], "TARGET_ROLE_EXTERNAL_ID: must be 2-1224 characters"),
+        (&[("TARGET_CONCURRENCY", "0")], "TARGET_CONCURRENCY: must be at least 1"),
+        (&[("TARGET_CONCURRENCY", "41")], "TARGET_CONCURRENCY: must be at most 40"),
+        (
+            &[("TARGET_ORGANIZATIONAL_UNITS", "ou-ab12-cdef3456")],
+            "TARGET_ORGANIZATIONAL_UNITS: limits TARGET_ACCOUNTS=organization only",
+        ),
+    ];
+    for (overrides, expected) in cases {
+        let message = refusal(Scope::Function, overrides);
+        assert!(message.contains(expected), "{overrides:?}: {message}");
+    }
+    let message =
+        refusal(Scope::Function, &[("TARGET_ACCOUNTS", "organization"), ("TARGET_ORGANIZATIONAL_UNITS", "ou-x")]);
+    assert!(message.contains("\"ou-x\" is not an organizational unit id"), "{message}");
+    let secret = "bad external id!";
+    assert!(!refusal(Scope::Function, &[("TARGET_ROLE_EXTERNAL_ID", secret)]).contains(secret), "never echoed");
+}

@@ -5,8 +5,10 @@ pub mod cloudtrail;
 pub mod cloudwatch;
 pub mod executions;
 pub mod identity;
+pub mod organizations;
 pub mod pace;
 pub mod secrets;
+pub mod sessions;
 pub mod state;
 
 use aws_smithy_runtime_api::client::result::SdkError;

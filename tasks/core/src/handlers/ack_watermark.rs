@@ -89,10 +89,10 @@ async fn commit(input: AckInput, state: &impl StateStore, now: i64) -> Result<Ac
     }
     let lag_seconds = worst_lag(&input, &acked, state, now).await?;
     if let Some(lag) = lag_seconds {
-        telemetry::emit(&telemetry::sync_lag_record(kind, lag, now));
+        telemetry::emit(&telemetry::sync_lag_record(kind, lag, input.target.as_ref(), now));
     }
     if kind == Kind::Assets && !input.branch_failed {
-        telemetry::emit(&telemetry::refused_apis_record(refused.len(), now));
+        telemetry::emit(&telemetry::refused_apis_record(refused.len(), input.target.as_ref(), now));
     }
     let refused_count = refused.len();
     refused.truncate(REFUSED_IN_OUTPUT);

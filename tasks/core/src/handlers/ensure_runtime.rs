@@ -16,6 +16,7 @@ use crate::mapping::{StageLocation, runtime_id, runtime_registration};
 use crate::model::{
     EnsureRuntimeInput, InactiveReason, InactiveRuntime, OrphanedRuntime, RuntimeRef, RuntimesReady, SyncMode,
 };
+use crate::target::Target;
 
 pub struct EnsureRuntime<'a, G, C, S, E> {
     pub config: &'a Config,
@@ -45,6 +46,10 @@ enum Planned {
 }
 
 impl<G: ApiGateway, C: ControlPlane, S: StateStore, E: Executions> EnsureRuntime<'_, G, C, S, E> {
+    fn target(&self) -> Target {
+        Target::new(self.account, self.region)
+    }
+
     pub async fn run(&self, request: EnsureRuntimeInput, now: i64) -> Result<RuntimesReady> {
         let input = request.execution_input()?;
         let Stages { names: stages, listing, configured } = match self
@@ -55,6 +60,7 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, E: Executions> EnsureRuntime
             Planned::DiscoveryElsewhere(holder) => {
                 tracing::info!(?holder, "the account's first discovery runs in another execution; nothing to do yet");
                 return Ok(RuntimesReady {
+                    target: self.target(),
                     mode: input.mode,
                     runtimes: Vec::new(),
                     inactive: Vec::new(),
@@ -137,7 +143,14 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, E: Executions> EnsureRuntime
             true => self.clean_up_orphans(&runtimes, now).await?,
             false => Vec::new(),
         };
-        Ok(RuntimesReady { mode: input.mode, runtimes, inactive, orphaned, discovery_in_progress: None })
+        Ok(RuntimesReady {
+            target: self.target(),
+            mode: input.mode,
+            runtimes,
+            inactive,
+            orphaned,
+            discovery_in_progress: None,
+        })
     }
 
     /// Keeps the registry of runtimes current and cleans up the runtimes it holds that no

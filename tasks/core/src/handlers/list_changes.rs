@@ -110,9 +110,21 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed, E: Executions
             Kind::Metrics => self.metrics(&runtimes, now).await,
         };
         match listed {
-            Ok(Listed { chunks, watermarks, deferred, held_back, summary }) => {
+            Ok(Listed { mut chunks, watermarks, deferred, held_back, summary }) => {
                 skipped.extend(deferred);
-                Ok(ListChangesOutput { kind: input.kind, chunks, watermarks, claimed, skipped, held_back, summary })
+                for chunk in &mut chunks {
+                    chunk.set_target(input.target.clone());
+                }
+                Ok(ListChangesOutput {
+                    target: input.target.clone(),
+                    kind: input.kind,
+                    chunks,
+                    watermarks,
+                    claimed,
+                    skipped,
+                    held_back,
+                    summary,
+                })
             }
             Err(error) => {
                 for stage in &claimed {
@@ -550,7 +562,7 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed, E: Executions
     async fn metrics(&self, runtimes: &[&RuntimeRef], now: i64) -> Result<Listed> {
         let mut output = Listed::default();
         let timing = self.config.window_timing();
-        let mut open = MetricsChunk { runtimes: vec![] };
+        let mut open = MetricsChunk { target: None, runtimes: vec![] };
         let mut open_windows = 0;
         for runtime in runtimes {
             let state = self.state.load(&runtime.stage).await?;
@@ -569,7 +581,10 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed, E: Executions
             };
             let windows = due.windows().len();
             if !open.runtimes.is_empty() && open_windows + windows > WINDOWS_PER_METRICS_CHUNK {
-                output.chunks.push(Chunk::Metrics(std::mem::replace(&mut open, MetricsChunk { runtimes: vec![] })));
+                output.chunks.push(Chunk::Metrics(std::mem::replace(
+                    &mut open,
+                    MetricsChunk { target: None, runtimes: vec![] },
+                )));
                 open_windows = 0;
             }
             open.runtimes.push(due);

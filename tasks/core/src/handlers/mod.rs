@@ -3,6 +3,7 @@
 
 pub mod ack_watermark;
 pub mod ensure_runtime;
+pub mod fan_out;
 pub mod list_changes;
 pub mod publish;
 pub mod transform;

@@ -27,6 +27,7 @@ use crate::control_plane::{ControlPlane, Upserted};
 use crate::error::{AgentError, Result};
 use crate::mapping::aws_api_id;
 use crate::model::{AssetChunk, Batch, Chunk, MetricsChunk, Operation, PublishOutput, Refused, RuntimeWindows};
+use crate::target::Target;
 use crate::telemetry;
 
 /// A request's time besides the control plane's answer: the state writes around it.
@@ -51,7 +52,7 @@ struct AssetBatch<'b> {
 impl<C: ControlPlane, S: StateStore> Publish<'_, C, S> {
     pub async fn run(&self, batch: Batch, now: i64) -> Result<PublishOutput> {
         match batch {
-            Batch::Assets { runtime_id, stage, run, index, snapshot, upserts, deletes, next } => {
+            Batch::Assets { target, runtime_id, stage, run, index, snapshot, upserts, deletes, next } => {
                 let batch = AssetBatch { runtime_id: &runtime_id, stage: &stage, run: &run };
                 let mut output = PublishOutput { runtime_ids: vec![runtime_id.clone()], ..PublishOutput::default() };
                 let left = self.assets(&batch, &upserts, &deletes, now, &mut output).await?;
@@ -64,7 +65,7 @@ impl<C: ControlPlane, S: StateStore> Publish<'_, C, S> {
                             deletes.extend(next.deletes);
                         }
                         let (runtime_id, stage, run) = (runtime_id.clone(), stage.clone(), run.clone());
-                        Some(AssetChunk { runtime_id, stage, run, index, upserts, deletes, snapshot })
+                        Some(AssetChunk { target, runtime_id, stage, run, index, upserts, deletes, snapshot })
                     }
                 };
                 if rest.is_none() {
@@ -172,13 +173,14 @@ impl<C: ControlPlane, S: StateStore> Publish<'_, C, S> {
         let mut output = PublishOutput::default();
         let mut first_failure = None;
         let mut left = Vec::new();
+        let target = chunk.target;
         for runtime in chunk.runtimes {
             output.runtime_ids.push(runtime.runtime_id.clone());
             if !runtime.reports_stored {
                 left.push(runtime);
                 continue;
             }
-            match self.send_windows(&runtime, now, &mut output).await {
+            match self.send_windows(&runtime, target.as_ref(), now, &mut output).await {
                 Ok(true) => {}
                 Ok(false) => left.push(runtime),
                 Err(error) => {
@@ -193,15 +195,24 @@ impl<C: ControlPlane, S: StateStore> Publish<'_, C, S> {
             left = left.len(),
             "metrics published"
         );
+        if output.windows_sent > 0 {
+            telemetry::emit(&telemetry::windows_sent_record(output.windows_sent, target.as_ref(), now));
+        }
         if let Some(error) = first_failure {
             return Err(error);
         }
-        output.next = (!left.is_empty()).then_some(Chunk::Metrics(MetricsChunk { runtimes: left }));
+        output.next = (!left.is_empty()).then_some(Chunk::Metrics(MetricsChunk { target, runtimes: left }));
         Ok(output)
     }
 
     /// Sends the runtime's windows not sent yet; `false` when time ran out before the last.
-    async fn send_windows(&self, runtime: &RuntimeWindows, now: i64, output: &mut PublishOutput) -> Result<bool> {
+    async fn send_windows(
+        &self,
+        runtime: &RuntimeWindows,
+        target: Option<&Target>,
+        now: i64,
+        output: &mut PublishOutput,
+    ) -> Result<bool> {
         let stage = &runtime.stage;
         let stored = self.state.load(stage).await?;
         let mut sent_until = stored.metrics_watermark;
@@ -213,7 +224,7 @@ impl<C: ControlPlane, S: StateStore> Publish<'_, C, S> {
             // never resent. (Windows go in order: only the next one can have been in flight.)
             self.state.advance_metrics_watermark(stage, end, now).await?;
             sent_until = Some(end);
-            self.window_in_doubt(runtime, end, "the task sending it was cut off", now);
+            self.window_in_doubt(runtime, target, end, "the task sending it was cut off", now);
         }
         for (_, end) in windows {
             if sent_until.is_some_and(|sent| sent >= end) {
@@ -230,7 +241,7 @@ impl<C: ControlPlane, S: StateStore> Publish<'_, C, S> {
                 Ok(()) => {}
                 Err(AgentError::DeliveryUnknown(cause)) => {
                     self.state.advance_metrics_watermark(stage, end, now).await?;
-                    self.window_in_doubt(runtime, end, &cause, now);
+                    self.window_in_doubt(runtime, target, end, &cause, now);
                     // The runtime's later windows wait for the workflow's retry, after its backoff.
                     return Err(AgentError::ControlPlaneUnavailable(format!(
                         "runtime {}: the answer to the window ending {end} was lost; it is recorded as sent and not resent",
@@ -253,7 +264,14 @@ impl<C: ControlPlane, S: StateStore> Publish<'_, C, S> {
         Ok(true)
     }
 
-    fn window_in_doubt(&self, runtime: &RuntimeWindows, window_end: i64, cause: &str, now: i64) {
+    fn window_in_doubt(
+        &self,
+        runtime: &RuntimeWindows,
+        target: Option<&Target>,
+        window_end: i64,
+        cause: &str,
+        now: i64,
+    ) {
         tracing::warn!(
             runtime_id = runtime.runtime_id,
             stage = runtime.stage,
@@ -261,6 +279,6 @@ impl<C: ControlPlane, S: StateStore> Publish<'_, C, S> {
             cause,
             "metrics window in doubt: recorded as sent, never resent"
         );
-        telemetry::emit(&telemetry::windows_in_doubt_record(1, now));
+        telemetry::emit(&telemetry::windows_in_doubt_record(1, target, now));
     }
 }

@@ -93,6 +93,7 @@ impl<M: MetricSource, S: StateStore> Transform<'_, M, S> {
                 let mut rest = vec![api_id];
                 rest.extend(pending);
                 next = Some(Box::new(AssetChunk {
+                    target: chunk.target.clone(),
                     runtime_id: chunk.runtime_id.clone(),
                     stage: chunk.stage.clone(),
                     run: chunk.run.clone(),
@@ -107,6 +108,7 @@ impl<M: MetricSource, S: StateStore> Transform<'_, M, S> {
             upserts.push(document);
         }
         Ok(Batch::Assets {
+            target: chunk.target,
             runtime_id: chunk.runtime_id,
             stage: chunk.stage,
             run: chunk.run,

@@ -144,7 +144,7 @@ impl DynamoStateStore {
             .client
             .put_item()
             .table_name(&self.table)
-            .item(KEY, AttributeValue::S(key.to_owned()))
+            .item(KEY, self.key(key))
             .item(attribute, AttributeValue::B(Blob::new(body)));
         if let Some(at) = expires_at {
             request = request.item(EXPIRES_AT, AttributeValue::N(at.to_string()));
@@ -249,7 +249,7 @@ impl Documents for DynamoStateStore {
         self.client
             .put_item()
             .table_name(&self.table)
-            .item(KEY, AttributeValue::S(DISCOVERY_KEY.to_owned()))
+            .item(KEY, self.key(DISCOVERY_KEY))
             .item("stages", AttributeValue::L(stages))
             .item("discoveredAt", AttributeValue::N(discovery.at.to_string()))
             .item("discoveredBy", AttributeValue::S(discovery.execution_id.clone()))

@@ -50,6 +50,9 @@ impl<T: StageProgress + Claims + Documents + Runs + Registry> StateStore for T {
 pub struct DynamoStateStore {
     client: Client,
     table: String,
+    /// The prefix of every key this store reads and writes: its target's (see
+    /// [`crate::target::Target::state_scope`]); empty for the deployment's own account-region.
+    scope: String,
 }
 
 /// The table's partition key (string).
@@ -64,7 +67,24 @@ pub const WORK_TTL_SECONDS: i64 = 86_400;
 
 impl DynamoStateStore {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
-        Self { client, table: table.into() }
+        Self { client, table: table.into(), scope: String::new() }
+    }
+
+    /// The same table, reading and writing only the items of the target whose scope is `scope`.
+    pub fn scoped(&self, scope: impl Into<String>) -> Self {
+        Self { client: self.client.clone(), table: self.table.clone(), scope: scope.into() }
+    }
+
+    /// The table key of the item this store calls `key`.
+    fn key(&self, key: &str) -> AttributeValue {
+        AttributeValue::S(format!("{}{key}", self.scope))
+    }
+
+    /// The name this store gives the item under the table key `stored`; `None` when the item
+    /// belongs to another target.
+    fn unscoped<'k>(&self, stored: &'k str) -> Option<&'k str> {
+        let key = stored.strip_prefix(&self.scope)?;
+        (!key.contains('/')).then_some(key)
     }
 
     /// The item under `key`, read consistently: watermarks and claims must not be stale.
@@ -73,7 +93,7 @@ impl DynamoStateStore {
             .client
             .get_item()
             .table_name(&self.table)
-            .key(KEY, AttributeValue::S(key.to_owned()))
+            .key(KEY, self.key(key))
             .consistent_read(true)
             .send()
             .await
@@ -83,13 +103,13 @@ impl DynamoStateStore {
 
     /// An update of the item under `key`, to be given its expression.
     fn update(&self, key: &str) -> UpdateItemFluentBuilder {
-        self.client.update_item().table_name(&self.table).key(KEY, AttributeValue::S(key.to_owned()))
+        self.client.update_item().table_name(&self.table).key(KEY, self.key(key))
     }
 
     /// Puts the item `key` holding the JSON text `json` (if any) in `attribute`, expiring at
     /// `expires_at` (if any).
     async fn put_json(&self, key: &str, attribute: &str, json: Option<String>, expires_at: Option<i64>) -> Result<()> {
-        let mut request = self.client.put_item().table_name(&self.table).item(KEY, AttributeValue::S(key.to_owned()));
+        let mut request = self.client.put_item().table_name(&self.table).item(KEY, self.key(key));
         if let Some(json) = json {
             request = request.item(attribute, AttributeValue::S(json));
         }

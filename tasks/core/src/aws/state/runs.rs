@@ -96,7 +96,7 @@ impl Runs for DynamoStateStore {
             .client
             .put_item()
             .table_name(&self.table)
-            .item(KEY, AttributeValue::S(key.to_owned()))
+            .item(KEY, self.key(key))
             .item(EXPIRES_AT, AttributeValue::N(expires_at.to_string()));
         for refused in carried {
             request =
@@ -181,8 +181,11 @@ impl Registry for DynamoStateStore {
                 .await
                 .map_err(|e| sdk_error("dynamodb:Scan", e))?;
             for item in page.items() {
-                if let (Some(stage), Some(runtime_id)) = (string(item, KEY), string(item, "registeredId")) {
-                    found.push(Registered { runtime_id, stage, orphaned_since: None });
+                let stage = string(item, KEY);
+                if let (Some(stage), Some(runtime_id)) =
+                    (stage.as_deref().and_then(|key| self.unscoped(key)), string(item, "registeredId"))
+                {
+                    found.push(Registered { runtime_id, stage: stage.to_owned(), orphaned_since: None });
                 }
             }
             match page.last_evaluated_key() {

@@ -31,6 +31,7 @@ async fn assets_branch(
                 }
                 Err(error) => {
                     let failure = ChunkFailure {
+                        target: None,
                         kind: Kind::Assets,
                         execution_id: execution_id.clone(),
                         stages: vec![first.stage.clone()],
@@ -213,7 +214,7 @@ async fn a_full_sync_never_applies_a_listing_older_than_the_changes_applied_sinc
     let mut gateway = Gateway::with_apis(2, &["prod"], "x");
     let (plane, state) = (Plane::default(), Memory::default());
     // ensure-runtime lists the account for a full sync, and stores the listing.
-    let full = ExecutionInput { mode: SyncMode::Full, stages: None };
+    let full = ExecutionInput { mode: SyncMode::Full, stages: None, target: None, started_by: None };
     ensure_runtime(&config, &gateway, &plane, &state).run(started_with(full), NOW).await.unwrap();
     // Meanwhile an overlapping execution applied a change read at NOW + 100: an API created.
     gateway.apis.push(Api { id: "created".into(), name: "created".into(), ..gateway.apis[0].clone() });
@@ -283,7 +284,8 @@ async fn runtimes_of_stages_no_longer_federated_are_deleted_after_their_grace_pe
     );
     assert!(plane.deleted_runtimes.lock().unwrap().is_empty());
     // An execution run for some stages only says nothing of the others.
-    let one_stage = ExecutionInput { mode: SyncMode::Auto, stages: Some(vec!["prod".into()]) };
+    let one_stage =
+        ExecutionInput { mode: SyncMode::Auto, stages: Some(vec!["prod".into()]), target: None, started_by: None };
     assert!(task.run(started_with(one_stage), NOW + 120).await.unwrap().orphaned.is_empty());
 
     let ready = task.run(scheduled(), NOW + 60 + 3600).await.unwrap();
@@ -326,6 +328,7 @@ async fn the_lag_is_that_of_the_worst_stage() {
     let state = Memory::default();
     state.advance_assets_watermark(&watermark("stuck", NOW - 3600, Some(NOW - 3600)), &[], NOW).await.unwrap();
     let input = AckInput {
+        target: None,
         kind: Kind::Assets,
         execution_id: "run-1".into(),
         watermarks: vec![watermark("fine", NOW - 300, None)],
@@ -389,6 +392,7 @@ async fn metrics_wait_for_the_stage_catalog_and_never_outrun_it() {
     let config = config(&[("METRICS_FETCH_INTERVAL_SECONDS", "300")]);
     let (gateway, plane, state) = (Gateway::default(), Plane::default(), Memory::default());
     let input = ListChangesInput {
+        target: None,
         kind: Kind::Metrics,
         mode: SyncMode::Auto,
         runtimes: vec![runtime("new"), runtime("synced")],

@@ -72,6 +72,7 @@ async fn commit(input: AckInput, state: &Memory, now: i64) -> Result<AckOutput> 
 /// The commit of a branch after list-changes' `output`, as the workflow makes it.
 fn ack_of(output: &ListChangesOutput, execution_id: &str) -> AckInput {
     AckInput {
+        target: None,
         kind: output.kind,
         execution_id: execution_id.into(),
         watermarks: output.watermarks.clone(),
@@ -165,6 +166,7 @@ fn transform<'a, M: MetricSource>(metrics: &'a M, state: &'a Memory) -> Transfor
 
 fn assets_input(mode: SyncMode, stages: &[&str]) -> ListChangesInput {
     ListChangesInput {
+        target: None,
         kind: Kind::Assets,
         mode,
         runtimes: stages.iter().map(|s| runtime(s)).collect(),
@@ -400,7 +402,8 @@ async fn requested_stages_override_the_configuration_and_are_validated() {
     let (plane, state) = (Plane::default(), Memory::default());
     let task = ensure_runtime(&config, &gateway, &plane, &state);
 
-    let only_dev = ExecutionInput { mode: SyncMode::Full, stages: Some(vec!["dev".into()]) };
+    let only_dev =
+        ExecutionInput { mode: SyncMode::Full, stages: Some(vec!["dev".into()]), target: None, started_by: None };
     let ready = task.run(started_with(only_dev), NOW).await.unwrap();
     assert_eq!(
         ready.runtimes,
@@ -408,7 +411,8 @@ async fn requested_stages_override_the_configuration_and_are_validated() {
     );
     assert_eq!(ready.mode, SyncMode::Full);
 
-    let bad = ExecutionInput { mode: SyncMode::Auto, stages: Some(vec!["dev stage".into()]) };
+    let bad =
+        ExecutionInput { mode: SyncMode::Auto, stages: Some(vec!["dev stage".into()]), target: None, started_by: None };
     assert_eq!(task.run(started_with(bad), NOW).await.unwrap_err().error_type(), "InvalidInput");
 }
 
@@ -416,6 +420,7 @@ async fn requested_stages_override_the_configuration_and_are_validated() {
 async fn watermarks_only_move_forward() {
     let state = Memory::default();
     let ack = |position| AckInput {
+        target: None,
         kind: Kind::Assets,
         execution_id: "run-1".into(),
         watermarks: vec![watermark("prod", position, None)],
@@ -502,6 +507,7 @@ async fn acking_releases_the_claims_so_the_next_execution_proceeds() {
     assert_eq!(held, Claim::HeldBy(Some("run-1".into())));
 
     let failed_branch = AckInput {
+        target: None,
         kind: Kind::Metrics,
         execution_id: "run-1".into(),
         watermarks: vec![],
@@ -580,7 +586,7 @@ async fn discovered_stages_are_reused_until_the_interval_or_a_full_sync() {
     let after = Gateway::with_apis(2, &["prod", "qa"], "x");
     let task = ensure_runtime(&config, &after, &plane, &state);
     assert_eq!(stages_of(task.run(scheduled(), NOW + 60).await.unwrap()), vec!["prod"]);
-    let full = ExecutionInput { mode: SyncMode::Full, stages: None };
+    let full = ExecutionInput { mode: SyncMode::Full, stages: None, target: None, started_by: None };
     assert_eq!(stages_of(task.run(started_with(full), NOW + 120).await.unwrap()), vec!["prod", "qa"]);
     assert_eq!(stages_of(task.run(scheduled(), NOW + 3720).await.unwrap()), vec!["prod", "qa"]);
 }
@@ -621,7 +627,7 @@ fn chunk_of(runtimes: &[(&str, i64, i64)]) -> MetricsChunk {
             reports_stored: false,
         })
         .collect();
-    MetricsChunk { runtimes }
+    MetricsChunk { target: None, runtimes }
 }
 
 /// Transform and publish of one metrics chunk, then the windows the control plane holds.
@@ -754,6 +760,7 @@ async fn the_metrics_commit_names_a_stage_left_short_and_why_after_releasing_its
         state.advance_metrics_watermark(stage, NOW - 600, NOW).await.unwrap();
     }
     let planned = |position| AckInput {
+        target: None,
         kind: Kind::Metrics,
         execution_id: "run-1".into(),
         watermarks: vec![watermark("dev", NOW - 600, None), watermark("prod", position, None)],
@@ -776,6 +783,7 @@ async fn the_metrics_commit_names_a_stage_left_short_and_why_after_releasing_its
 
     // The chunk's own error, when it was recorded, is what the commit names.
     let unauthorized = crate::model::ChunkFailure {
+        target: None,
         kind: Kind::Metrics,
         execution_id: "run-1".into(),
         stages: vec!["prod".into()],
@@ -807,6 +815,7 @@ async fn a_catch_up_over_150_runtimes_takes_a_few_map_iterations_and_starts_with
         state.advance_assets_watermark(&watermark(stage, NOW - 300, Some(NOW - 300)), &[], NOW).await.unwrap();
     }
     let input = ListChangesInput {
+        target: None,
         kind: Kind::Metrics,
         mode: SyncMode::Auto,
         runtimes: stages.iter().map(|s| runtime(s)).collect(),
@@ -853,7 +862,7 @@ async fn a_full_sync_reads_the_listing_ensure_runtime_just_made_instead_of_listi
     // 1 KiB descriptions: each stage's listing takes several DynamoDB items.
     let gateway = Gateway::with_apis(600, &["dev", "prod"], &"d".repeat(1024));
     let (plane, state) = (Plane::default(), Memory::default());
-    let full = ExecutionInput { mode: SyncMode::Full, stages: None };
+    let full = ExecutionInput { mode: SyncMode::Full, stages: None, target: None, started_by: None };
     ensure_runtime(&config, &gateway, &plane, &state).run(started_with(full), NOW).await.unwrap();
     let discovery = state.discovery.lock().unwrap().clone().unwrap();
     assert!(discovery.listing_parts.values().all(|&parts| parts > 1), "{:?}", discovery.listing_parts);
@@ -877,7 +886,7 @@ async fn a_stored_listing_of_another_execution_or_with_a_missing_part_is_not_tru
     let config = config(&[("STAGES", "*")]);
     let gateway = Gateway::with_apis(300, &["prod"], &"d".repeat(2048));
     let (plane, state) = (Plane::default(), Memory::default());
-    let full = || ExecutionInput { mode: SyncMode::Full, stages: None };
+    let full = || ExecutionInput { mode: SyncMode::Full, stages: None, target: None, started_by: None };
     let listed = || gateway.calls.load(Ordering::SeqCst);
     let task = list_changes(&config, &gateway, &plane, &state);
 

@@ -1,0 +1,143 @@
+// The read-only role the agent assumes in every target account but its own (TARGET_ROLE_NAME): one
+// CloudFormation template, rolled out two ways from this app:
+// - by a service-managed StackSet of the agent's stack, deployed automatically to the accounts of the
+//   named organizational units (TARGET_ACCOUNTS=organization with TARGET_ORGANIZATIONAL_UNITS);
+// - as the stack `<stackName>-MemberRole`, deployed by hand in accounts outside them
+//   (`cdk deploy <stackName>-MemberRole` with the member account's credentials).
+// IAM is global: one region per account.
+import { CfnCondition, CfnParameter, CfnResource, Fn, Stack, type StackProps, Validations } from 'aws-cdk-lib';
+import type { Construct } from 'constructs';
+
+import type { AgentSettings } from './settings.ts';
+
+/** The API Gateway reads the agent makes (GET only), in every region: the role is global. */
+const API_GATEWAY_PATHS = ['/restapis', '/restapis/*', '/apis', '/apis/*', '/domainnames', '/domainnames/*', '/tags/*'];
+
+/** Where the agent runs, as the member role's trust policy names it. */
+export interface AgentPrincipal {
+  /** The account the agent is deployed in (a parameter without default when unknown at synth). */
+  readonly account?: string;
+  /** The agent's stack name: its function roles' names start with it. */
+  readonly stackName: string;
+  /** The organization (o-...) whose principals alone may assume the role; a parameter when unknown. */
+  readonly organizationId?: string;
+}
+
+/**
+ * The member role's template: a role named TARGET_ROLE_NAME that only the agent's function roles may assume
+ * (the agent's account, roles named after its stack, the external id when one is set, within the organization
+ * when its id is given), allowed only the reads the agent makes of a target.
+ */
+export function memberRoleTemplate(settings: AgentSettings, agent: AgentPrincipal): Record<string, unknown> {
+  const externalId = settings.targetRoleExternalId;
+  const conditions: Record<string, Record<string, unknown>> = {
+    ArnLike: { 'aws:PrincipalArn': { 'Fn::Sub': `arn:\${AWS::Partition}:iam::\${AgentAccountId}:role/\${AgentStackName}-*` } },
+  };
+  if (externalId) conditions.StringEquals = { 'sts:ExternalId': externalId };
+  return {
+    AWSTemplateFormatVersion: '2010-09-09',
+    Description: `Read-only role ${settings.targetRoleName} the API Gateway agent assumes to federate this account's APIs`,
+    Parameters: {
+      AgentAccountId: {
+        Type: 'String',
+        ...(agent.account ? { Default: agent.account } : {}),
+        AllowedPattern: '^\\d{12}$',
+        Description: 'The account the agent runs in',
+      },
+      AgentStackName: { Type: 'String', Default: agent.stackName, Description: "The agent's stack name (its function roles' prefix)" },
+      OrganizationId: {
+        Type: 'String',
+        Default: agent.organizationId ?? '',
+        AllowedPattern: '^(o-[a-z0-9]{10,32})?$',
+        Description: 'o-...: only principals of this organization may assume the role (optional)',
+      },
+    },
+    Conditions: { HasOrganization: { 'Fn::Not': [{ 'Fn::Equals': [{ Ref: 'OrganizationId' }, ''] }] } },
+    Resources: {
+      ReaderRole: {
+        Type: 'AWS::IAM::Role',
+        Properties: {
+          RoleName: settings.targetRoleName,
+          Description: 'Read-only access of the API Gateway agent (webMethods API Control Plane federation)',
+          MaxSessionDuration: 3600,
+          AssumeRolePolicyDocument: {
+            Version: '2012-10-17',
+            Statement: [
+              {
+                Effect: 'Allow',
+                Principal: { AWS: { 'Fn::Sub': 'arn:${AWS::Partition}:iam::${AgentAccountId}:root' } },
+                Action: 'sts:AssumeRole',
+                Condition: {
+                  'Fn::If': [
+                    'HasOrganization',
+                    { ...conditions, StringEquals: { ...conditions.StringEquals, 'aws:PrincipalOrgID': { Ref: 'OrganizationId' } } },
+                    conditions,
+                  ],
+                },
+              },
+            ],
+          },
+          Policies: [
+            {
+              PolicyName: 'ApiGatewayAgentReads',
+              PolicyDocument: {
+                Version: '2012-10-17',
+                Statement: [
+                  {
+                    Sid: 'ApiGatewayReads',
+                    Effect: 'Allow',
+                    Action: 'apigateway:GET',
+                    Resource: API_GATEWAY_PATHS.map((path) => ({ 'Fn::Sub': `arn:\${AWS::Partition}:apigateway:*::${path}` })),
+                  },
+                  {
+                    Sid: 'ChangesAndMetrics',
+                    Effect: 'Allow',
+                    // No resource-level permissions exist for these.
+                    Action: ['cloudtrail:LookupEvents', 'cloudwatch:GetMetricData', 'cloudwatch:ListMetrics'],
+                    Resource: '*',
+                  },
+                ],
+              },
+            },
+          ],
+        },
+      },
+    },
+    Outputs: { ReaderRoleArn: { Value: { 'Fn::GetAtt': ['ReaderRole', 'Arn'] } } },
+  };
+}
+
+/** The member role as a stack of its own, for accounts the StackSet does not reach (and the management account). */
+export class MemberRoleStack extends Stack {
+  constructor(scope: Construct, id: string, props: StackProps & { settings: AgentSettings; agent: AgentPrincipal }) {
+    super(scope, id, props);
+    const template = memberRoleTemplate(props.settings, props.agent) as {
+      Description: string;
+      Parameters: Record<string, Record<string, unknown>>;
+      Conditions: Record<string, unknown>;
+      Resources: Record<string, { Type: string; Properties: Record<string, unknown> }>;
+    };
+    for (const [name, parameter] of Object.entries(template.Parameters)) {
+      new CfnParameter(this, name, {
+        type: parameter.Type as string,
+        default: parameter.Default,
+        allowedPattern: parameter.AllowedPattern as string | undefined,
+        description: parameter.Description as string,
+      }).overrideLogicalId(name);
+    }
+    this.templateOptions.description = template.Description;
+    new CfnCondition(this, 'HasOrganization', {
+      expression: Fn.conditionNot(Fn.conditionEquals(Fn.ref('OrganizationId'), '')),
+    }).overrideLogicalId('HasOrganization');
+    for (const [logicalId, resource] of Object.entries(template.Resources)) {
+      const role = new CfnResource(this, logicalId, { type: resource.Type, properties: resource.Properties });
+      role.overrideLogicalId(logicalId);
+      Validations.of(role).acknowledge({
+        id: 'AwsSolutions-IAM5',
+        reason:
+          'Read-only: GET on every API, stage and custom domain of the account (the agent federates all of them, in ' +
+          'every region), and CloudTrail and CloudWatch reads that support no resource-level permissions.',
+      });
+    }
+  }
+}
