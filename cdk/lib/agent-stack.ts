@@ -465,11 +465,14 @@ export class AgentStack extends Stack {
           graph('Metrics sync lag (seconds) by target', [perTarget('SyncLagSeconds', 'Minimum', '', 'Kind,Target', ' Kind="metrics"')]),
         ],
         [
+          graph('APIs federated, by target', [perTarget('ApisFederated', 'Maximum', '')]),
           graph('Failed runs by target (1 = the last run failed)', [perTarget('TargetFailed', 'Maximum', '')]),
-          graph('APIs the control plane refuses, by target', [perTarget('RefusedApis', 'Maximum', '')]),
         ],
         [
+          graph('APIs the control plane refuses, by target', [perTarget('RefusedApis', 'Maximum', '')]),
           graph('Metrics windows sent, by target', [perTarget('MetricsWindowsSent', 'Sum', '')]),
+        ],
+        [
           graph('Metrics windows in doubt, by target', [perTarget('MetricsWindowsInDoubt', 'Sum', '')]),
         ],
       ],

@@ -8,10 +8,9 @@
 import { CfnCondition, CfnParameter, CfnResource, Fn, Stack, type StackProps, Validations } from 'aws-cdk-lib';
 import type { Construct } from 'constructs';
 
+import { apiGatewayPaths } from './agent-stack.ts';
 import type { AgentSettings } from './settings.ts';
 
-/** The API Gateway reads the agent makes (GET only), in every region: the role is global. */
-const API_GATEWAY_PATHS = ['/restapis', '/restapis/*', '/apis', '/apis/*', '/domainnames', '/domainnames/*', '/tags/*'];
 
 /** Where the agent runs, as the member role's trust policy names it. */
 export interface AgentPrincipal {
@@ -87,7 +86,10 @@ export function memberRoleTemplate(settings: AgentSettings, agent: AgentPrincipa
                     Sid: 'ApiGatewayReads',
                     Effect: 'Allow',
                     Action: 'apigateway:GET',
-                    Resource: API_GATEWAY_PATHS.map((path) => ({ 'Fn::Sub': `arn:\${AWS::Partition}:apigateway:*::${path}` })),
+                    // What the functions read at home, of the selected API types, in every region: the role is global.
+                    Resource: apiGatewayPaths(settings.apiTypes).map((path) => ({
+                      'Fn::Sub': `arn:\${AWS::Partition}:apigateway:*::${path}`,
+                    })),
                   },
                   {
                     Sid: 'ChangesAndMetrics',

@@ -545,7 +545,7 @@ describe('many accounts and regions', () => {
     }
     template.resourceCountIs('AWS::CloudWatch::Dashboard', 1);
     const dashboard = JSON.stringify(Object.values(template.findResources('AWS::CloudWatch::Dashboard'))[0]);
-    for (const metric of ['SyncLagSeconds', 'TargetFailed', 'MetricsWindowsSent', 'MetricsWindowsInDoubt', 'RefusedApis']) {
+    for (const metric of ['SyncLagSeconds', 'ApisFederated', 'TargetFailed', 'MetricsWindowsSent', 'MetricsWindowsInDoubt', 'RefusedApis']) {
       assert.ok(dashboard.includes(metric), `the dashboard shows ${metric} by target`);
     }
   });
@@ -602,6 +602,9 @@ describe('many accounts and regions', () => {
     assert.deepEqual(withOrganization.StringEquals['aws:PrincipalOrgID'], { Ref: 'OrganizationId' });
     assert.match(JSON.stringify(withoutOrganization.ArnLike), /role\/\$\{AgentStackName\}-\*/);
     const actions = role.Policies[0].PolicyDocument.Statement.flatMap((s: any) => [s.Action].flat()).sort();
+    const paths = role.Policies[0].PolicyDocument.Statement[0].Resource.map((r: any) => r['Fn::Sub'].replace(/^.*apigateway:\*::/, ''));
+    assert.deepEqual(paths.sort(), ['/apis', '/apis/*', '/domainnames', '/domainnames/*/apimappings',
+      '/domainnames/*/basepathmappings', '/restapis', '/restapis/*'], 'what the functions read, nothing more');
     assert.deepEqual(actions, ['apigateway:GET', 'cloudtrail:LookupEvents', 'cloudwatch:GetMetricData', 'cloudwatch:ListMetrics']);
   });
 

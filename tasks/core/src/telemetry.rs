@@ -48,6 +48,13 @@ pub fn windows_in_doubt_record(count: usize, target: Option<&Target>, now: i64) 
     record
 }
 
+/// The APIs a target's stages federate (their catalogs), at an assets commit: the dashboard's.
+pub fn apis_federated_record(count: usize, target: Option<&Target>, now: i64) -> Value {
+    let mut record = count_record("ApisFederated", count, now);
+    by_target(&mut record, &[], target);
+    record
+}
+
 /// Metrics windows the control plane accepted, by target for the dashboard.
 pub fn windows_sent_record(count: usize, target: Option<&Target>, now: i64) -> Value {
     let mut record = count_record("MetricsWindowsSent", count, now);
@@ -134,6 +141,12 @@ mod tests {
         let lag = sync_lag_record(Kind::Metrics, 60, Some(&target), 1_800_000_000);
         assert_eq!(lag["_aws"]["CloudWatchMetrics"][0]["Dimensions"], json!([["Kind"], ["Kind", "Target"]]));
         assert_eq!(lag["Target"], "444455556666/us-east-1");
+        let federated = apis_federated_record(41, Some(&target), 1_800_000_000);
+        assert_eq!(federated["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"], "ApisFederated");
+        assert_eq!(
+            (federated["ApisFederated"].as_u64(), federated["Target"].as_str()),
+            (Some(41), Some("444455556666/us-east-1"))
+        );
         let sent = windows_sent_record(6, Some(&target), 1_800_000_000);
         assert_eq!(sent["_aws"]["CloudWatchMetrics"][0]["Dimensions"], json!([[], ["Target"]]));
         assert_eq!(sent["MetricsWindowsSent"], 6);

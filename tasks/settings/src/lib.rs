@@ -390,10 +390,7 @@ impl Settings {
             target_organizational_units: parse_organizational_units(&env.list("TARGET_ORGANIZATIONAL_UNITS"))?,
             target_regions: parse_regions(&env.list("TARGET_REGIONS"))?,
             target_role_name: parse_role_name(&env.text("TARGET_ROLE_NAME", DEFAULT_TARGET_ROLE_NAME))?,
-            target_role_external_id: env
-                .optional("TARGET_ROLE_EXTERNAL_ID")
-                .map(|id| parse_external_id(&id))
-                .transpose()?,
+            target_role_external_id: env.external_id("TARGET_ROLE_EXTERNAL_ID")?,
             target_concurrency: env.at_least("TARGET_CONCURRENCY", 10, 1, "must be at least 1")?,
             schedule_rate_minutes: deployment(
                 env.given_at_least("SCHEDULE_RATE_MINUTES", 1, "must be at least 1 minute")?,
@@ -613,17 +610,6 @@ fn parse_role_name(name: &str) -> Result<String> {
     }
 }
 
-/// STS external ids: 2-1224 characters of letters, digits and `+=,.@:/_-`.
-fn parse_external_id(id: &str) -> Result<String> {
-    let valid =
-        (2..=1224).contains(&id.len()) && id.chars().all(|c| c.is_ascii_alphanumeric() || "+=,.@:/_-".contains(c));
-    match valid {
-        true => Ok(id.to_owned()),
-        // The value is not echoed: whoever reads the error need not learn it.
-        false => Err(invalid("TARGET_ROLE_EXTERNAL_ID", "must be 2-1224 characters of letters, digits and +=,.@:/_-")),
-    }
-}
-
 /// `*` or a comma-separated list of API Gateway stage names.
 pub fn parse_stages(value: &str) -> Result<StageSelection> {
     if value.trim() == "*" {
@@ -769,6 +755,18 @@ impl<F: Fn(&str) -> Option<String>> Env<'_, F> {
             false => {
                 Err(invalid(name, format!("{value:?} is not a KMS key ARN (arn:aws:kms:<region>:<account>:key/<id>)")))
             }
+        }
+    }
+
+    /// An STS external id (2-1224 characters of letters, digits and `+=,.@:/_-`), when given.
+    fn external_id(&self, name: &'static str) -> Result<Option<String>> {
+        let Some(id) = self.optional(name) else { return Ok(None) };
+        let valid =
+            (2..=1224).contains(&id.len()) && id.chars().all(|c| c.is_ascii_alphanumeric() || "+=,.@:/_-".contains(c));
+        match valid {
+            true => Ok(Some(id)),
+            // The value is not echoed: whoever reads the error need not learn it.
+            false => Err(invalid(name, "must be 2-1224 characters of letters, digits and +=,.@:/_-")),
         }
     }
 

@@ -87,9 +87,13 @@ async fn commit(input: AckInput, state: &impl StateStore, now: i64) -> Result<Ac
     for stage in &input.claimed {
         state.release(ClaimOn::Branch { stage, kind }, &input.execution_id).await?;
     }
-    let lag_seconds = worst_lag(&input, &acked, state, now).await?;
+    let Reach { lag_seconds, federated } = reach(&input, &acked, state, now).await?;
     if let Some(lag) = lag_seconds {
         telemetry::emit(&telemetry::sync_lag_record(kind, lag, input.target.as_ref(), now));
+    }
+    if let Some(count) = federated.filter(|_| kind == Kind::Assets && !input.branch_failed && !input.claimed.is_empty())
+    {
+        telemetry::emit(&telemetry::apis_federated_record(count, input.target.as_ref(), now));
     }
     if kind == Kind::Assets && !input.branch_failed {
         telemetry::emit(&telemetry::refused_apis_record(refused.len(), input.target.as_ref(), now));
@@ -169,31 +173,39 @@ fn kept_refusals(stage: &str, mut refused: Vec<Refused>) -> Vec<Refused> {
     refused
 }
 
-/// How far behind the control plane is for the branch's worst stage: now less the oldest
-/// watermark of the stages this run claimed (a stage held back counts with the watermark it kept).
-async fn worst_lag(
-    input: &AckInput,
-    acked: &[AckedWatermark],
-    state: &impl StateStore,
-    now: i64,
-) -> Result<Option<i64>> {
+/// Where the stages this run claimed stand after the commit.
+struct Reach {
+    /// How far behind the control plane is for the branch's worst stage: now less the oldest
+    /// watermark (a stage held back counts with the watermark it kept).
+    lag_seconds: Option<i64>,
+    /// Assets: the APIs the stages' catalogs hold, when each stage's count is known.
+    federated: Option<usize>,
+}
+
+async fn reach(input: &AckInput, acked: &[AckedWatermark], state: &impl StateStore, now: i64) -> Result<Reach> {
     let mut oldest: Option<i64> = None;
+    let mut federated = Some(0);
     for stage in &input.claimed {
-        let position = match acked.iter().find(|w| &w.stage == stage && w.advanced) {
-            Some(watermark) => Some(watermark.position),
-            None => {
-                let stored = state.load(stage).await?;
-                match input.kind {
-                    Kind::Assets => stored.assets_watermark,
-                    Kind::Metrics => stored.metrics_watermark,
-                }
-            }
+        let advanced = acked.iter().find(|w| &w.stage == stage && w.advanced).map(|w| w.position);
+        // An advanced metrics watermark is all the metrics branch needs; the assets branch reads the
+        // stage's catalog size besides.
+        let stored = match (advanced, input.kind) {
+            (Some(_), Kind::Metrics) => None,
+            _ => Some(state.load(stage).await?),
         };
+        let position = advanced.or_else(|| {
+            stored.as_ref().and_then(|stored| match input.kind {
+                Kind::Assets => stored.assets_watermark,
+                Kind::Metrics => stored.metrics_watermark,
+            })
+        });
         if let Some(position) = position {
             oldest = Some(oldest.map_or(position, |o| o.min(position)));
         }
+        let deployed = stored.and_then(|stored| stored.deployed_apis).map(|count| count as usize);
+        federated = federated.zip(deployed).map(|(sum, count)| sum + count);
     }
-    Ok(oldest.map(|position| now - position))
+    Ok(Reach { lag_seconds: oldest.map(|position| now - position), federated })
 }
 
 /// The failures by cause, in the order they were met: one entry per error type, with the first
