@@ -93,8 +93,10 @@ soak: setup
 # On demand: the benchmarks on release builds of the functions for this host (the arm64 deployables are only
 # zipped: they cannot run here); `make test` runs a 10-API smoke of them on the debug build.
 BENCH_SIZES ?= 100,600,2520
+# Accounts x regions of the fan-out's benchmark.
+BENCH_TARGETS ?= 100x3
 bench: setup lambdas
-	$(PYTHON) tests/stack/benchmarks.py --release --sizes $(BENCH_SIZES) --write docs/benchmarks.md
+	$(PYTHON) tests/stack/benchmarks.py --release --sizes $(BENCH_SIZES) --targets $(BENCH_TARGETS) --write docs/benchmarks.md
 
 # The deployable functions: target/lambda/<name>/bootstrap, built once, reused by synth and deploy;
 # and the settings checker the CDK app runs at synth (target/debug/check-settings, for this host).

@@ -4,8 +4,9 @@ report prints beside them."""
 
 from __future__ import annotations
 
-from benchmarks import (OPERATIONS, STAGES, ZIP_GOAL_BYTES, changes_bound, deployables, full_sync_bound,
-                        metrics_read_bound, quiet_read_bound, render, run)
+from benchmarks import (OPERATIONS, STAGES, ZIP_GOAL_BYTES, bench_targets, changes_bound, deployables,
+                        full_sync_bound, idle_target_cost_per_month, metrics_read_bound, quiet_read_bound, render,
+                        render_targets, run, task_binaries)
 from lambda_adapter import load_timeouts
 
 SMOKE_SIZE = 10
@@ -49,7 +50,8 @@ def test_the_benchmarks_measure_every_run_figure_and_binary_of_a_small_account()
         assert 0 < operation.report.limits["historyEvents"] < 25_000
         assert operation.report.limits["stateTransitions"] > 0
         assert operation.dynamodb_units[0] > 0 and operation.control_plane_requests > 0
-    assert set(full.peak_rss) == set(load_timeouts()) and all(rss > 1_000_000 for rss in full.peak_rss.values())
+    # Every function the workflow invokes (the fan-out's own is not one).
+    assert set(full.peak_rss) == set(task_binaries().values()) and all(rss > 1_000_000 for rss in full.peak_rss.values())
     assert {function: start.error_type for function, start in cold.items()} == {
         function: "InvalidInput" for function in load_timeouts()}
     assert all(0 < start.ready_ms[0] <= start.answered_ms[0] for start in cold.values())
@@ -65,3 +67,23 @@ def test_the_benchmarks_measure_every_run_figure_and_binary_of_a_small_account()
                     "## Tasks", "## Binaries", "Cost per month", "probed API-stage without traffic"):
         assert heading in report
     assert report.count(f"| {SMOKE_SIZE} | every ") == 2, "a cost row per schedule"
+
+
+def test_the_fan_outs_benchmark_measures_each_targets_share_and_the_idle_cost():
+    result = bench_targets(release=False, accounts=2, regions=("us-east-1", "eu-west-1"), log=lambda _: None)
+    assert result.targets == 4 and list(result.operations) == ["first run: every target's full sync", "idle run"]
+    for operation in result.operations.values():
+        limits = operation.report.limits
+        assert operation.report.output["failed"] == [] and limits["children"]["executions"] == 4
+        assert limits["stateTransitions"] <= 3 + 4, "the fan-out's own share: a transition per target, three besides"
+    first, idle = result.operations.values()
+    # The member account's role is assumed once per function container that serves it, for all its regions and runs:
+    # at most by every instance (cargo lambda watch runs 4 of each) of the three functions that read a target.
+    assumed = first.service_calls("sts", "AssumeRole") + idle.service_calls("sts", "AssumeRole")
+    assert 1 <= assumed <= 3 * 4, assumed
+    assert idle.service_calls("apigateway") == 0 and idle.service_calls("cloudtrail") == 4, "one lookup per target"
+    cost = idle_target_cost_per_month(idle, result.targets, memory_mb=256)
+    assert cost["transitions"] > 1 and cost["standard"] > 0 and cost["lambda"] > 0
+    rendered = "\n".join(render_targets(result, 256))
+    print(rendered)
+    assert "An idle target's orchestration per month" in rendered and "every 1 min" in rendered

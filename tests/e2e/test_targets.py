@@ -10,12 +10,13 @@ import pytest
 
 from conftest import FUNCTION_SETTINGS
 from seed import create_rest_api, put_traffic, recent_minutes
-from stack import HOME_ACCOUNT, EmbeddedStack, StateTable, boto
+from stack import HOME_ACCOUNT, STACK_DIR, EmbeddedStack, StateTable, boto
 
 MEMBER, LATE = "111111111111", "222222222222"  # LATE's role is missing, then admits another external id, then this one
 REGIONS = ("us-east-1", "eu-west-1")
 EXTERNAL_ID = "hub-42"
 ROLE = "ApicpAgentReader"
+SYNC_STUB = STACK_DIR / "sync-stub.asl.json"
 TRAFFIC = (20, 2, 1, 100.0, 60.0)
 
 
@@ -184,3 +185,37 @@ def test_an_organization_federates_its_active_accounts_read_at_each_run(organiza
     after = stack.run(fan_out=True)
     assert after.succeeded, after.printed
     assert (after.output["targets"], after.output["failed"]) == (2, []), after.output
+
+
+# 100 accounts x 3 regions, the scale: the fan-out's own history and payloads, with each target's run a
+# stand-in that ends at once (tests/stack/sync-stub.asl.json; each real run's limits are the workflow's, measured by
+# the benchmarks at the largest account). The accounts ending in 13 fail, as a refused role would.
+SCALE_ACCOUNTS = [f"{100_000_000_000 + n:012d}" for n in range(100)]
+SCALE_REGIONS = ("us-east-1", "eu-west-1", "ap-southeast-2")
+
+
+@pytest.fixture(scope="module")
+def scale_stack():
+    stack = EmbeddedStack(record_iam_uses=False).start({
+        **FUNCTION_SETTINGS,
+        "TARGET_ACCOUNTS": ",".join(SCALE_ACCOUNTS),
+        "TARGET_REGIONS": ",".join(SCALE_REGIONS),
+        "TARGET_CONCURRENCY": "40",
+    })
+    yield stack
+    stack.stop()
+
+
+def test_three_hundred_targets_fit_the_fan_outs_history_and_payloads(scale_stack):
+    run = scale_stack.run({"mode": "full"}, fan_out=True, child_definition=SYNC_STUB)
+    assert run.succeeded, run.printed[-3000:]
+    assert (run.output["targets"], run.output["succeeded"]) == (300, 297), run.output
+    assert {f["target"]["account"] for f in run.output["failed"]} == {"100000000013"}
+    limits = run.limits
+    assert limits["children"]["executions"] == 300 and limits["children"]["failed"] == 3
+    # A Map iteration and a .sync Task per target, three states besides: far from 25,000 events and 256 KiB.
+    assert limits["historyEvents"] < 10 * 300 + 50, limits["historyEvents"]
+    largest = max(limits["largestInput"]["bytes"], limits["largestOutput"]["bytes"])
+    assert largest < 120 * 1024, limits
+    # Three transitions besides one per target and one per failed target: the fan-out's share of the bill.
+    assert limits["stateTransitions"] <= 3 + 300 + 3 + 1, limits["stateTransitions"]

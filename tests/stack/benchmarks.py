@@ -46,8 +46,8 @@ from moto.core.cbor import CBORDecoder  # noqa: E402
 
 from lambda_adapter import FUNCTIONS_FILE, load_timeouts  # noqa: E402
 from seed import SeededApi, create_rest_api, create_v2_api, put_steady_traffic, redeploy_rest_apis  # noqa: E402
-from stack import (DEFINITION, METRICS_INTERVAL, REPO, EmbeddedStack, ExecutionReport, StateTable,  # noqa: E402
-                   boto, due_window_end, latest_window_end)
+from stack import (DEFINITION, HOME_ACCOUNT, METRICS_INTERVAL, REPO, EmbeddedStack, ExecutionReport,  # noqa: E402
+                   StateTable, boto, due_window_end, latest_window_end)
 
 SIZES = (100, 600, 2520)
 # The largest region: API Gateway's fixed REST quotas (600 regional, 120 edge, 600 private) and 600 HTTP and
@@ -198,13 +198,13 @@ class Operation:
         return sum(self.control_plane.values())
 
 
-def measure(stack: EmbeddedStack, name: str, execution_input: dict | None = None) -> Operation:
+def measure(stack: EmbeddedStack, name: str, execution_input: dict | None = None, fan_out: bool = False) -> Operation:
     stack.aws_proxy.reset()
     lookups_before = len(stack.cloudtrail.requests())
     control_plane_before = len(stack.apicp.requests())
     reset_peak_rss(stack)
     started = time.monotonic()
-    report = stack.run(execution_input)
+    report = stack.run(execution_input, fan_out=fan_out)
     seconds = time.monotonic() - started
     if not report.succeeded:
         raise BenchmarkError(f"{name}: {report.error}: {report.cause}\n{report.printed[-2000:]}")
@@ -588,6 +588,107 @@ def monthly_cost(result: SizeResult, schedule_minutes: int, memory_mb: int) -> d
     return totals
 
 
+# --- many accounts and regions ----------------------------------------------------------------------------------
+
+# `make bench`'s fan-out: 100 accounts x 3 regions, each target an account-region with one REST API deployed to one
+# stage (the fan-out's own figures do not depend on a target's size; one target's are the sizes above).
+TARGET_ACCOUNTS, TARGET_REGIONS = 100, ("us-east-1", "eu-west-1", "ap-southeast-2")
+TARGET_EXTERNAL_ID = "bench"
+
+
+@dataclass
+class TargetsResult:
+    accounts: int
+    regions: int
+    operations: dict[str, Operation] = field(default_factory=dict)
+
+    @property
+    def targets(self) -> int:
+        return self.accounts * self.regions
+
+
+def bench_targets(release: bool, accounts: int = TARGET_ACCOUNTS, regions: tuple[str, ...] = TARGET_REGIONS,
+                  log=print) -> TargetsResult:
+    ids = [HOME_ACCOUNT] + [f"{300_000_000_000 + n:012d}" for n in range(1, accounts)]
+    stack = EmbeddedStack(release=release, record_iam_uses=False).start({
+        "TARGET_ACCOUNTS": ",".join(ids), "TARGET_REGIONS": ",".join(regions),
+        "TARGET_ROLE_EXTERNAL_ID": TARGET_EXTERNAL_ID,
+        # No metrics window is due before the fetch interval: the second run is idle in both branches.
+        "METRICS_BACKFILL_SECONDS": "0"})
+    result = TargetsResult(accounts, len(regions))
+    try:
+        log(f"{accounts} accounts x {len(regions)} regions: seeding")
+        trust = json.dumps({"Version": "2012-10-17", "Statement": [{
+            "Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{HOME_ACCOUNT}:root"}, "Action": "sts:AssumeRole",
+            "Condition": {"StringEquals": {"sts:ExternalId": TARGET_EXTERNAL_ID}}}]})
+        for account in ids:
+            if account != HOME_ACCOUNT:
+                boto("iam", stack.moto_url, account).create_role(RoleName="ApicpAgentReader",
+                                                                  AssumeRolePolicyDocument=trust)
+            for region in regions:
+                create_rest_api(stack.moto_url, f"api-{account[-3:]}", {}, {"prod": {}}, account=account, region=region)
+        for name in ("first run: every target's full sync", "idle run"):
+            log(f"  {name}")
+            result.operations[name] = measure(stack, name, fan_out=True)
+            time.sleep(1.5)
+    finally:
+        stack.stop()
+    return result
+
+
+def idle_target_cost_per_month(operation: Operation, targets: int, memory_mb: int, schedule_minutes: int = 1) -> dict:
+    """An idle target's orchestration per month, from an idle fan-out run: its share of the fan-out's transitions and
+    its run's, and its Lambda invocations and their time."""
+    limits = operation.report.limits
+    children = limits["children"]
+    runs = SECONDS_PER_MONTH // (60 * schedule_minutes)
+    transitions = (limits["stateTransitions"] + children["stateTransitions"]) / targets
+    invocations = (limits["lambdaInvocations"] + children["lambdaInvocations"]) / targets
+    gb_seconds = (limits["lambdaMs"] + children["lambdaMs"]) / 1000 / targets * memory_mb / 1024
+    return {"transitions": transitions, "invocations": invocations,
+            "standard": transitions * PRICES["sfn_transition"] * runs,
+            "lambda": (invocations * PRICES["lambda_request"] + gb_seconds * PRICES["lambda_arm64_gb_second"]) * runs}
+
+
+def render_targets(result: TargetsResult, memory_mb: int) -> list[str]:
+    out = [f"## Many accounts and regions: {result.accounts} accounts x {result.regions} regions\n",
+           f"The fan-out (`statemachine/targets.asl.json`) over {number(result.targets)} targets, each an account-region "
+           "with one REST API, every account but the deployment's own reached through its member role; each "
+           "target's run is an execution of the workflow of its own (the local runner runs each as a process of its "
+           "own, with its own history and payload limits). Per target: the AWS calls at the wire divided by the "
+           "targets.\n",
+           "| run | wall time | fan-out history | fan-out transitions | fan-out largest payload | runs | largest run "
+           "history | largest run payload | per target: API Gateway, CloudTrail, STS, DynamoDB calls | per target: "
+           "control plane requests |",
+           "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |"]
+    for name, operation in result.operations.items():
+        limits, children = operation.report.limits, operation.report.limits["children"]
+        per = lambda service: operation.service_calls(service) / result.targets  # noqa: E731
+        largest = max(limits["largestInput"]["bytes"], limits["largestOutput"]["bytes"])
+        out.append(f"| {name} | {operation.seconds:,.0f} s | {number(limits['historyEvents'])} | "
+                   f"{number(limits['stateTransitions'])} | {kib(largest)} | {children['executions']} "
+                   f"({children['failed']} failed) | {number(children['maxHistoryEvents'])} | "
+                   f"{kib(children['largestPayloadBytes'])} | {per('apigateway'):.1f}, {per('cloudtrail'):.1f}, "
+                   f"{per('sts'):.2f}, {per('dynamodb'):.1f} | "
+                   f"{operation.control_plane_requests / result.targets:.1f} |")
+    out.append("")
+    idle = result.operations["idle run"]
+    out.append("An idle target's orchestration per month at a 1-minute schedule (43,200 runs), from the idle run: "
+               "(its share of the fan-out's transitions + its run's transitions) x $0.025 per 1,000, plus its Lambda "
+               f"invocations x $0.20 per million and their time x {memory_mb} MB x $0.0000133334 per GB-second. "
+               "The goal is $0.50.\n")
+    out.append("| schedule | transitions per target and run | Lambda invocations per target and run | Step Functions | "
+               "Lambda | total per idle target |")
+    out.append("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for minutes in (1, 5, 15):
+        cost = idle_target_cost_per_month(idle, result.targets, memory_mb, minutes)
+        out.append(f"| every {minutes} min | {cost['transitions']:.1f} | {cost['invocations']:.1f} | "
+                   f"{dollars(cost['standard'])} | {dollars(cost['lambda'])} | "
+                   f"{dollars(cost['standard'] + cost['lambda'])} |")
+    out.append("")
+    return out
+
+
 # --- the report -------------------------------------------------------------------------------------------------
 
 
@@ -829,6 +930,7 @@ def main() -> int:
     parser.add_argument("--cold-starts", type=int, default=5, help="cold starts per binary")
     parser.add_argument("--write", type=Path, help="also write the report to this file")
     parser.add_argument("--raw", type=Path, help="also write each run's calls, requests and states as JSON here")
+    parser.add_argument("--targets", help="also the fan-out over ACCOUNTSxREGIONS targets, e.g. 100x3")
     parser.add_argument("--binaries-only", action="store_true",
                         help="only each function's cold start and zip (to compare build profiles); prints, writes nothing")
     args = parser.parse_args()
@@ -838,9 +940,15 @@ def main() -> int:
         return 0
     sizes = [int(size) for size in args.sizes.split(",")]
     results, cold, zips = run(sizes, args.release, args.cold_starts, log=lambda m: print(m, file=sys.stderr))
-    command = "make bench" if args.release and sizes == list(SIZES) else " ".join(["python tests/stack/benchmarks.py",
+    command = "make bench" if args.release and sizes == list(SIZES) and args.targets == "100x3" else " ".join(["python tests/stack/benchmarks.py",
                                                                                   *sys.argv[1:]])
     report = render(results, cold, zips, args.release, command)
+    if args.targets:
+        accounts, regions = (int(n) for n in args.targets.lower().split("x"))
+        if regions > len(TARGET_REGIONS):
+            raise SystemExit(f"--targets: at most {len(TARGET_REGIONS)} regions")
+        targets = bench_targets(args.release, accounts, TARGET_REGIONS[:regions], log=lambda m: print(m, file=sys.stderr))
+        report += "\n" + "\n".join(render_targets(targets, function_memory_mb()))
     print(report)
     if args.raw:
         args.raw.write_text(json.dumps(raw_figures(results), indent=1))

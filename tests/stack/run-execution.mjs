@@ -100,6 +100,10 @@ const largest = { input: { state: null, bytes: 0 }, output: { state: null, bytes
 let history = 0;
 // What Step Functions Standard bills: a transition per state entered, and one per retry.
 let transitions = 0;
+// What the execution's Lambda invocations took (what Lambda bills), and what its child executions did.
+const lambdaUse = { invocations: 0, ms: 0 };
+const children = { executions: 0, failed: 0, maxHistoryEvents: 0, largestPayloadBytes: 0, stateTransitions: 0,
+  lambdaInvocations: 0, lambdaMs: 0 };
 let failure = null;
 // Records the size of a state's (or its Lambda invocation's) input or output; the quota's cause when over it.
 const measure = (kind, state, bytes) => {
@@ -131,7 +135,11 @@ const invoke = (state, resource) => async (input) => {
   if (tooLarge) throw terminal('States.DataLimitExceeded', tooLarge);
   // A failed Invoke call reaches the state as Step Functions names it: Lambda.ServiceException,
   // Lambda.TooManyRequestsException and so on, which the definition's Retry matches.
-  const response = await lambda.send(new InvokeCommand({ FunctionName: resource, Payload: payload })).catch((error) => {
+  const invokedAt = Date.now();
+  lambdaUse.invocations += 1;
+  const response = await lambda.send(new InvokeCommand({ FunctionName: resource, Payload: payload })).finally(() => {
+    lambdaUse.ms += Date.now() - invokedAt;
+  }).catch((error) => {
     throw Object.assign(new Error(error.message), { name: `Lambda.${error.name}` });
   });
   const result = response.Payload ? JSON.parse(new TextDecoder().decode(response.Payload)) : null;
@@ -189,6 +197,14 @@ const startExecutionSync = (state) => async (input) => {
   });
   if (args['sfn-endpoint']) await stepFunctions('StopExecution', { executionArn }).catch(() => {});
   const result = JSON.parse(readFileSync(report, 'utf8'));
+  children.executions += 1;
+  children.failed += result.status === 'SUCCEEDED' ? 0 : 1;
+  children.maxHistoryEvents = Math.max(children.maxHistoryEvents, result.limits.historyEvents);
+  children.largestPayloadBytes = Math.max(children.largestPayloadBytes, result.limits.largestInput.bytes,
+    result.limits.largestOutput.bytes);
+  children.stateTransitions += result.limits.stateTransitions;
+  children.lambdaInvocations += result.limits.lambdaInvocations;
+  children.lambdaMs += result.limits.lambdaMs;
   const description = {
     ExecutionArn: executionArn, Input: childInput, InputDetails: { Included: true }, Name: name,
     StartDate: startDate, StateMachineArn: childMachineArn, Status: status === 0 ? 'SUCCEEDED' : 'FAILED',
@@ -301,6 +317,7 @@ const collect = (async () => {
 const outcome = await execution.result.then((output) => ({ output }), (error) => ({ error: error.cause ?? error }));
 await collect;
 const limits = {
+  lambdaInvocations: lambdaUse.invocations, lambdaMs: lambdaUse.ms, ...(children.executions ? { children } : {}),
   maxPayloadBytes: MAX_PAYLOAD_BYTES, largestInput: largest.input, largestOutput: largest.output,
   maxHistoryEvents: MAX_HISTORY_EVENTS, historyEvents: history, stateTransitions: transitions,
 };

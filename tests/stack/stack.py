@@ -45,6 +45,7 @@ from iam_check import Use  # noqa: E402
 from lambda_adapter import LambdaAdapter, load_timeouts  # noqa: E402
 
 REPO = HERE.parents[1]
+STACK_DIR = HERE
 DEFINITION = REPO / "statemachine" / "agent.asl.json"
 # The fan-out over account-regions: one execution of DEFINITION per target.
 FAN_OUT_DEFINITION = REPO / "statemachine" / "targets.asl.json"
@@ -245,12 +246,13 @@ class EmbeddedStack:
         return self._processes[-1]
 
     def run(self, execution_input: dict | None = None, echo: bool = False, history: bool = False,
-            fan_out: bool = False) -> ExecutionReport:
+            fan_out: bool = False, child_definition: Path = DEFINITION) -> ExecutionReport:
         """Runs one execution; with `history`, every history event and its payloads are kept beside the
         stack's logs (`history-*.jsonl`). On the embedded AWS, Step Functions (moto) holds the execution
         as running until it ends, as a claim's `DescribeExecution` expects; safe to call from several
         threads at once (overlapping executions). With `fan_out`, the execution is the fan-out's
-        (statemachine/targets.asl.json), each target's run an execution of its own (run-execution.mjs)."""
+        (statemachine/targets.asl.json), each target's run an execution of its own (run-execution.mjs) of
+        `child_definition` (the workflow, or a stand-in for a test of the fan-out alone)."""
         stamp = time.time_ns()
         report_path = self.log_dir / f"execution-{stamp}.json"
         history_args = ["--history", str(self.log_dir / f"history-{stamp}.jsonl")] if history else []
@@ -260,7 +262,8 @@ class EmbeddedStack:
         definition = DEFINITION
         if fan_out:
             definition = FAN_OUT_DEFINITION
-            arn_args += ["--child", f"SyncStateMachineArn={DEFINITION}", "--child-machine-name", STATE_MACHINE_NAME]
+            arn_args += ["--child", f"SyncStateMachineArn={child_definition}", "--child-machine-name",
+                         STATE_MACHINE_NAME]
             if self.moto_url:
                 ensure_state_machine(self.moto_url, STATE_MACHINE_NAME)  # where the runs are registered
                 arn_args += ["--sfn-endpoint", self.moto_url]
