@@ -895,6 +895,9 @@ def test_execution_report_holds_the_largest_payloads_and_the_history_length(tmp_
         "historyEvents": 25,
         # What Standard bills: Start, Each, Item twice, Both, Left, Right, Done.
         "stateTransitions": 8,
+        # No Task: no Lambda invocation.
+        "lambdaInvocations": 0,
+        "lambdaMs": 0,
     }
     done = next(state for state in report["states"] if state["name"] == "Done")
     assert (done["inputBytes"], done["outputBytes"]) == (final, final)
@@ -938,3 +941,44 @@ def test_cloudtrail_answers_each_account_region_with_its_own_events():
         assert lookup(fake, {}, authorization=member_us).json() == {"Events": []}
         # One request a second for each account-region: the three above each had their own window.
         assert_aws_error(lookup(fake, {}, authorization=member_eu), 400, "ThrottlingException")
+
+
+def test_child_executions_run_as_executions_of_their_own_and_answer_as_sync_2(tmp_path):
+    # The child fails for "bad" and outgrows the payload limit for "big": each its own execution, its own limits.
+    child = machine("Which", {
+        "Which": {"Type": "Choice", "Choices": [
+            {"Variable": "$.name", "StringEquals": "bad", "Next": "Refused"},
+            {"Variable": "$.name", "StringEquals": "big", "Next": "Grow"}], "Default": "Fine"},
+        "Fine": {"Type": "Pass", "Parameters": {"synced.$": "$.name"}, "End": True},
+        "Refused": {"Type": "Fail", "Error": "TargetUnreachable", "Cause": "no role"},
+        "Grow": {"Type": "Pass", "Parameters": {"blob": "x" * 300_000}, "End": True},
+    })
+    child_path = tmp_path / "child.json"
+    child_path.write_text(json.dumps(child))
+    run = {"Type": "Task", "Resource": "arn:aws:states:::states:startExecution.sync:2",
+           "Parameters": {"StateMachineArn": "${ChildArn}", "Input.$": "$"},
+           "ResultSelector": {"output.$": "$.Output", "status.$": "$.Status"},
+           "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "Caught"}], "End": True}
+    definition = machine("Each", {"Each": {
+        "Type": "Map", "ItemsPath": "$.items", "MaxConcurrency": 2, "End": True,
+        "ItemProcessor": machine("Run", {"Run": run, "Caught": {"Type": "Pass", "End": True}})}})
+    path, report_path = tmp_path / "definition.json", tmp_path / "report.json"
+    path.write_text(json.dumps(definition))
+    items = [{"name": name} for name in ("good", "bad", "big")]
+    subprocess.run([STACK / "node_modules" / ".bin" / "node", STACK / "run-execution.mjs", "--definition", path,
+                    "--input", json.dumps({"items": items}), "--report", report_path,
+                    "--child", f"ChildArn={child_path}", "--child-machine-name", "child"],
+                   capture_output=True, timeout=120)
+    report = json.loads(report_path.read_text())
+
+    assert report["status"] == "SUCCEEDED"
+    good, bad, big = report["output"]
+    assert good == {"output": {"synced": "good"}, "status": "SUCCEEDED"}, "Output as JSON, as .sync:2 answers"
+    assert bad["error"]["Error"] == "States.TaskFailed"
+    described = json.loads(bad["error"]["Cause"])
+    assert (described["Status"], described["Error"], described["Cause"]) == ("FAILED", "TargetUnreachable", "no role")
+    assert described["StateMachineArn"].endswith(":stateMachine:child")
+    assert json.loads(big["error"]["Cause"])["Error"] == "States.DataLimitExceeded", "the child's own limit"
+    children = report["limits"]["children"]
+    assert (children["executions"], children["failed"]) == (3, 2)
+    assert children["largestPayloadBytes"] > 262_144 > report["limits"]["largestOutput"]["bytes"], "not the parent's"
