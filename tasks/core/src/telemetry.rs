@@ -43,31 +43,23 @@ fn by_target(record: &mut Value, dimensions: &[&str], target: Option<&Target>) {
 /// Metrics windows whose answer was lost: recorded as sent (never resent), so possibly missing
 /// in the control plane; worth an alarm.
 pub fn windows_in_doubt_record(count: usize, target: Option<&Target>, now: i64) -> Value {
-    let mut record = count_record("MetricsWindowsInDoubt", count, now);
-    by_target(&mut record, &[], target);
-    record
+    count_by_target("MetricsWindowsInDoubt", count, target, now)
 }
 
 /// The APIs a target's stages federate (their catalogs), at an assets commit: the dashboard's.
 pub fn apis_federated_record(count: usize, target: Option<&Target>, now: i64) -> Value {
-    let mut record = count_record("ApisFederated", count, now);
-    by_target(&mut record, &[], target);
-    record
+    count_by_target("ApisFederated", count, target, now)
 }
 
 /// Metrics windows the control plane accepted, by target for the dashboard.
 pub fn windows_sent_record(count: usize, target: Option<&Target>, now: i64) -> Value {
-    let mut record = count_record("MetricsWindowsSent", count, now);
-    by_target(&mut record, &[], target);
-    record
+    count_by_target("MetricsWindowsSent", count, target, now)
 }
 
 /// How many APIs the control plane refuses in the stages an assets run committed (retried by
 /// the next runs): worth an alarm while it stays above zero.
 pub fn refused_apis_record(count: usize, target: Option<&Target>, now: i64) -> Value {
-    let mut record = count_record("RefusedApis", count, now);
-    by_target(&mut record, &[], target);
-    record
+    count_by_target("RefusedApis", count, target, now)
 }
 
 /// Whether a target's run failed (1) or not (0), by target (`<account>/<region>`): the
@@ -90,6 +82,13 @@ pub fn target_failed_record(target: &Target, failed: bool, now: i64) -> Value {
 /// How many targets' runs failed in a fan-out execution: the failed-target alarm's metric.
 pub fn targets_failed_record(count: usize, now: i64) -> Value {
     count_record("TargetsFailed", count, now)
+}
+
+/// A count without dimensions, and the target's own series when one is named.
+fn count_by_target(name: &str, count: usize, target: Option<&Target>, now: i64) -> Value {
+    let mut record = count_record(name, count, now);
+    by_target(&mut record, &[], target);
+    record
 }
 
 /// A count without dimensions.
