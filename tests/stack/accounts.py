@@ -34,6 +34,13 @@ class Accounts:
         self._moto_url = moto_url
         self._lock = threading.Lock()
         self._issued: dict[str, str] = {}  # access key id -> account
+        self._admins: dict[tuple[str, str], boto3.Session] = {}  # (account, region) -> admin session
+
+    def forget(self) -> None:
+        """After moto's reset: the keys it issued, and the admins', are gone with its state."""
+        with self._lock:
+            self._issued.clear()
+            self._admins.clear()
 
     def account_of(self, access_key: str) -> str:
         """The account a request signed with `access_key` acts in: an assumed role's, else the home account."""
@@ -83,13 +90,19 @@ class Accounts:
         return denied
 
     def admin_session(self, account: str, region: str) -> boto3.Session:
-        """Credentials that act in `account` (moto's own AssumeRole, unchecked): how tests set up an account."""
+        """Credentials that act in `account` (moto's own AssumeRole, unchecked): how tests set up an account. Kept:
+        moto's credentials do not expire."""
+        with self._lock:
+            if (account, region) in self._admins:
+                return self._admins[account, region]
         sts = boto3.client("sts", region_name=region, endpoint_url=self._moto_url, aws_access_key_id="local",
                            aws_secret_access_key="local")
         issued = sts.assume_role(RoleArn=f"arn:aws:iam::{account}:role/local-stack-admin",
                                  RoleSessionName="local-stack")["Credentials"]
-        return boto3.Session(aws_access_key_id=issued["AccessKeyId"], aws_secret_access_key=issued["SecretAccessKey"],
-                             aws_session_token=issued["SessionToken"], region_name=region)
+        session = boto3.Session(aws_access_key_id=issued["AccessKeyId"], aws_secret_access_key=issued["SecretAccessKey"],
+                                aws_session_token=issued["SessionToken"], region_name=region)
+        with self._lock:
+            return self._admins.setdefault((account, region), session)
 
     def _trust_policy(self, account: str, role_name: str) -> dict | None:
         session = self.admin_session(account, "us-east-1")

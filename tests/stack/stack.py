@@ -201,6 +201,9 @@ class EmbeddedStack:
         """A clean account on the embedded AWS and control plane: nothing deployed, an empty state table, the
         control plane secret, no calls counted."""
         urllib.request.urlopen(urllib.request.Request(f"{self.moto_url}/moto-api/reset", method="POST")).close()
+        # moto's reset forgets the credentials it issued: so do the proxy and the tests' own.
+        _ACCOUNT_CREDENTIALS.clear()
+        self.aws_proxy.accounts.forget()
         create_state_table(self.moto_url)
         put_control_plane_secret(self.moto_url, APICP_USER, APICP_PASSWORD)
         self.apicp.reset()

@@ -119,6 +119,11 @@ impl Targets {
         self.sessions.home()
     }
 
+    /// The functions' own AWS configuration (home account and region).
+    pub fn home_config(&self) -> &SdkConfig {
+        self.sessions.home_config()
+    }
+
     /// The target `named` by an input (the deployment's own when none), checked, with its AWS
     /// configuration and its part of the state table. A role that cannot be assumed fails
     /// here, as `TargetUnreachable`.

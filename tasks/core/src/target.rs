@@ -27,10 +27,7 @@ impl Target {
 
     /// Refuses a target a task input names that is no account-region (`InvalidInput`).
     pub fn checked(self) -> Result<Self> {
-        let region_ok = !self.region.is_empty()
-            && self.region.split('-').count() >= 3
-            && self.region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-        if !agent_settings::is_account_id(&self.account) || !region_ok {
+        if !agent_settings::is_account_id(&self.account) || !agent_settings::is_region_name(&self.region) {
             return Err(AgentError::invalid_input(format!(
                 "target {self} is not a 12-digit account id and a region name"
             )));

@@ -553,6 +553,15 @@ pub fn parse_target_accounts(value: &str) -> Result<TargetAccounts> {
     Ok(TargetAccounts::Listed(ids))
 }
 
+/// An AWS region name such as `eu-west-1`, `us-gov-west-1` or `ap-southeast-5`.
+pub fn is_region_name(name: &str) -> bool {
+    let parts: Vec<&str> = name.split('-').collect();
+    parts.len() >= 3
+        && parts[0].len() == 2
+        && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()))
+        && parts.last().is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+}
+
 pub fn is_account_id(id: &str) -> bool {
     id.len() == 12 && id.bytes().all(|b| b.is_ascii_digit())
 }
@@ -578,14 +587,7 @@ fn parse_organizational_units(ids: &[String]) -> Result<Vec<String>> {
 
 /// AWS region names such as `eu-west-1`, `us-gov-west-1` or `ap-southeast-5`.
 fn parse_regions(regions: &[String]) -> Result<Vec<String>> {
-    let valid = |name: &str| {
-        let parts: Vec<&str> = name.split('-').collect();
-        parts.len() >= 3
-            && parts[0].len() == 2
-            && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()))
-            && parts.last().is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
-    };
-    if let Some(bad) = regions.iter().find(|r| !valid(r)) {
+    if let Some(bad) = regions.iter().find(|r| !is_region_name(r)) {
         return Err(invalid("TARGET_REGIONS", format!("{bad:?} is not an AWS region name such as eu-west-1")));
     }
     let mut unique: Vec<String> = Vec::new();

@@ -22,17 +22,22 @@ async fn dependencies() -> agent_core::Result<Dependencies> {
 async fn main() -> Result<(), lambda_runtime::Error> {
     bootstrap::init_tracing();
     bootstrap::serve("transform", dependencies, |chunk: Chunk, deps, deadline| async move {
-        let target = deps.targets.open(chunk.target()).await?;
-        let metrics = CloudWatchMetrics::new(aws_sdk_cloudwatch::Client::new(&target.aws));
-        let task = Transform {
-            region: &target.target.region,
-            api_types: &deps.config.api_types,
-            metrics: &metrics,
-            state: &target.state,
-        };
+        let api_types = &deps.config.api_types;
         match chunk {
-            Chunk::Assets(chunk) => task.assets(chunk).await,
-            Chunk::Metrics(chunk) => task.metrics(chunk, now(), deadline).await,
+            // Documents come from the stored snapshot: no call of the target's AWS, so no role assumed.
+            Chunk::Assets(chunk) => {
+                let state = deps.targets.state_of(chunk.target.as_ref())?;
+                let region = chunk.target.as_ref().unwrap_or(deps.targets.home()).region.clone();
+                let metrics = CloudWatchMetrics::new(aws_sdk_cloudwatch::Client::new(deps.targets.home_config()));
+                Transform { region: &region, api_types, metrics: &metrics, state: &state }.assets(chunk).await
+            }
+            Chunk::Metrics(chunk) => {
+                let target = deps.targets.open(chunk.target.as_ref()).await?;
+                let metrics = CloudWatchMetrics::new(aws_sdk_cloudwatch::Client::new(&target.aws));
+                let task =
+                    Transform { region: &target.target.region, api_types, metrics: &metrics, state: &target.state };
+                task.metrics(chunk, now(), deadline).await
+            }
         }
     })
     .await

@@ -125,17 +125,6 @@ impl<A: RoleAssumer> std::fmt::Debug for AssumedRole<A> {
     }
 }
 
-impl<A: RoleAssumer> ProvideCredentials for AssumedRole<A> {
-    fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
-    where
-        Self: 'a,
-    {
-        future::ProvideCredentials::new(async move {
-            self.fresh(SystemTime::now()).await.map_err(CredentialsError::provider_error)
-        })
-    }
-}
-
 /// The AWS configuration of each target, for the container's life.
 pub struct TargetSessions<A = StsRoleAssumer> {
     base: SdkConfig,
@@ -162,6 +151,11 @@ impl<A: RoleAssumer> TargetSessions<A> {
 
     pub fn home(&self) -> &Target {
         &self.home
+    }
+
+    /// The functions' own configuration: the home account and region.
+    pub fn home_config(&self) -> &SdkConfig {
+        &self.base
     }
 
     /// The configuration that reaches `target`: its region, and in another account the
@@ -198,7 +192,8 @@ impl<A: RoleAssumer> TargetSessions<A> {
     }
 }
 
-/// An account's role as the SDK's credentials provider.
+/// An account's role as the SDK's credentials provider (a wrapper: the provider is shared, the
+/// role stays the container's).
 struct RoleProvider<A: RoleAssumer>(Arc<AssumedRole<A>>);
 
 impl<A: RoleAssumer> std::fmt::Debug for RoleProvider<A> {
@@ -212,7 +207,9 @@ impl<A: RoleAssumer> ProvideCredentials for RoleProvider<A> {
     where
         Self: 'a,
     {
-        self.0.provide_credentials()
+        future::ProvideCredentials::new(async move {
+            self.0.fresh(SystemTime::now()).await.map_err(CredentialsError::provider_error)
+        })
     }
 }
 
