@@ -1,6 +1,6 @@
-// The agent in one stack: five Rust functions (arm64, provided.al2023) behind aliases, the state
-// machine from statemachine/agent.asl.json, its schedule, the state table, the control plane
-// secret, and alarms. Every role holds only the actions its function calls.
+// The agent in one stack: the five tasks' Rust functions (arm64, provided.al2023) behind aliases,
+// the state machine from statemachine/agent.asl.json, the tick its schedule invokes, the state
+// table, the control plane secret, and alarms. Every role holds only the actions its function calls.
 import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 
@@ -74,6 +74,13 @@ export function functionSpecs(
 /** Namespace of the metrics the agent publishes itself (embedded metric format). */
 export const METRICS_NAMESPACE = 'ApiGatewayApicpAgent';
 
+/**
+ * The tick's timeout: its passes stop 10 s before it to start the execution. The claims a tick
+ * takes last 300 s (TICK_CLAIM_SECONDS in tasks/core/src/handlers/tick.rs), longer than this, so
+ * a tick cut off holding them only delays the workflow's run of those stages.
+ */
+export const TICK_TIMEOUT_SECONDS = 120;
+
 export class AgentStack extends Stack {
   readonly stateMachine: sfn.StateMachine;
   /** The fan-out over account-regions, when the settings name more than the deployment's own. */
@@ -113,13 +120,17 @@ export class AgentStack extends Stack {
       });
     }
 
-    const environment = { ...functionEnvironment(settings), STATE_TABLE: this.table.tableName, APICP_SECRET_ARN: secret.secretArn };
+    const environment: Record<string, string> = {
+      ...functionEnvironment(settings),
+      STATE_TABLE: this.table.tableName,
+      APICP_SECRET_ARN: secret.secretArn,
+    };
     const fanOut = fansOut(settings);
     const aliases = {} as Record<Placeholder, lambda.Alias>;
     const roles = {} as Record<Placeholder, iam.Role>;
     const functions = functionSpecs(props.definitionFile, fanOut);
-    for (const [placeholder, spec] of Object.entries(functions) as [Placeholder, { binary: string; timeout: Duration }][]) {
-      const name = pascal(spec.binary);
+    // A function named `name` (its role, log group and alias `live` after it) running `binary`.
+    const deploy = (name: string, binary: string, task: string, timeout: Duration, variables = environment) => {
       const logGroup = new logs.LogGroup(this, `${name}Logs`, {
         retention: settings.logRetention,
         removalPolicy: RemovalPolicy.DESTROY,
@@ -127,7 +138,7 @@ export class AgentStack extends Stack {
       // One role per function, without managed policies: its own log group and X-Ray only.
       const role = new iam.Role(this, `${name}Role`, {
         assumedBy: new iam.ServicePrincipal('lambda.amazonaws.com'),
-        description: `${spec.binary} task of the API Gateway agent`,
+        description: `${task} task of the API Gateway agent`,
       });
       role.addToPolicy(
         new iam.PolicyStatement({
@@ -136,20 +147,24 @@ export class AgentStack extends Stack {
         }),
       );
       const fn = new lambda.Function(this, name, {
-        description: `API Gateway agent: ${spec.binary}`,
+        description: `API Gateway agent: ${task}`,
         runtime: lambda.Runtime.PROVIDED_AL2023,
         architecture: lambda.Architecture.ARM_64,
         handler: 'bootstrap',
-        code: lambda.Code.fromAsset(join(props.lambdaAssetsDir, spec.binary)),
+        code: lambda.Code.fromAsset(join(props.lambdaAssetsDir, binary)),
         memorySize: settings.functionMemoryMb,
-        timeout: spec.timeout,
+        timeout,
         role,
         logGroup,
         loggingFormat: lambda.LoggingFormat.JSON,
         tracing: lambda.Tracing.ACTIVE,
-        environment,
+        environment: variables,
       });
-      aliases[placeholder] = new lambda.Alias(this, `${name}Live`, { aliasName: 'live', version: fn.currentVersion });
+      return { fn, role, alias: new lambda.Alias(this, `${name}Live`, { aliasName: 'live', version: fn.currentVersion }) };
+    };
+    for (const [placeholder, spec] of Object.entries(functions) as [Placeholder, { binary: string; timeout: Duration }][]) {
+      const { role, alias } = deploy(pascal(spec.binary), spec.binary, spec.binary, spec.timeout);
+      aliases[placeholder] = alias;
       roles[placeholder] = role;
     }
 
@@ -161,14 +176,12 @@ export class AgentStack extends Stack {
     for (const placeholder of ['EnsureRuntimeFunctionArn', 'ListChangesFunctionArn'] as const) {
       roles[placeholder].addToPolicy(readApiGateway);
     }
-    for (const placeholder of ['EnsureRuntimeFunctionArn', 'ListChangesFunctionArn', 'PublishFunctionArn'] as const) {
+    const readSecret = (role: iam.Role) => {
       // GetSecretValue only: `grantRead` would add DescribeSecret, which no task calls.
-      roles[placeholder].addToPolicy(
-        new iam.PolicyStatement({ actions: ['secretsmanager:GetSecretValue'], resources: [secret.secretArn] }),
-      );
+      role.addToPolicy(new iam.PolicyStatement({ actions: ['secretsmanager:GetSecretValue'], resources: [secret.secretArn] }));
       if (settings.controlPlaneSecretKmsKeyArn) {
         // A secret encrypted with a customer managed key: reading it decrypts with that key.
-        roles[placeholder].addToPolicy(
+        role.addToPolicy(
           new iam.PolicyStatement({
             actions: ['kms:Decrypt'],
             resources: [settings.controlPlaneSecretKmsKeyArn],
@@ -176,26 +189,19 @@ export class AgentStack extends Stack {
           }),
         );
       }
+    };
+    for (const placeholder of ['EnsureRuntimeFunctionArn', 'ListChangesFunctionArn', 'PublishFunctionArn'] as const) {
+      readSecret(roles[placeholder]);
     }
     // Each task reads and writes only the state items it needs, by their key (see
     // tasks/core/src/aws/state): a stage's item is named by the stage, every other item's key starts
     // with `#` and its kind.
-    const table = (placeholder: Placeholder, actions: string[], items: StateItem[]) =>
-      grantStateItems(roles[placeholder], this.table, actions, items, fanOut);
+    const table = (grantee: Placeholder | iam.Role, actions: string[], items: StateItem[]) =>
+      grantStateItems(typeof grantee === 'string' ? roles[grantee] : grantee, this.table, actions, items, fanOut);
     table('EnsureRuntimeFunctionArn', ['dynamodb:GetItem'], ['stage', '#discovery', '#catalog#*', '#registry', '#lock#listing']);
     table('EnsureRuntimeFunctionArn', ['dynamodb:UpdateItem'], ['stage', '#registry', '#lock#listing', '#pace#apigateway']);
     table('EnsureRuntimeFunctionArn', ['dynamodb:PutItem'], ['#discovery', '#listing#*']);
-    // The one-off scan that starts the registry of an installation from before it: keys and runtime ids only.
-    roles.EnsureRuntimeFunctionArn.addToPolicy(
-      new iam.PolicyStatement({
-        actions: ['dynamodb:Scan'],
-        resources: [this.table.tableArn],
-        conditions: {
-          'ForAllValues:StringEquals': { 'dynamodb:Attributes': ['stage', 'registeredId'] },
-          StringEquals: { 'dynamodb:Select': 'SPECIFIC_ATTRIBUTES' },
-        },
-      }),
-    );
+    roles.EnsureRuntimeFunctionArn.addToPolicy(registryScan(this.table));
     table('ListChangesFunctionArn', ['dynamodb:GetItem'], ['stage', '#discovery', '#listing#*', '#catalog#*', '#applied#*', '#lock#listing']);
     table('ListChangesFunctionArn', ['dynamodb:UpdateItem'], ['stage', '#lock#listing', '#pace#apigateway']);
     table('ListChangesFunctionArn', ['dynamodb:PutItem'], ['#discovery', '#snapshot#*', '#catalog#*', '#applied#*', '#run#*']);
@@ -208,12 +214,15 @@ export class AgentStack extends Stack {
     // so this grant need not reference it: the machine already depends on the functions.)
     const stateMachineName = `${this.stackName}-workflow`;
     const executions = `arn:${Aws.PARTITION}:states:${Aws.REGION}:${Aws.ACCOUNT_ID}:execution:${stateMachineName}:*`;
-    for (const placeholder of ['EnsureRuntimeFunctionArn', 'ListChangesFunctionArn'] as const) {
-      roles[placeholder].addToPolicy(new iam.PolicyStatement({ actions: ['states:DescribeExecution'], resources: [executions] }));
-      Validations.of(roles[placeholder]).acknowledge({
+    const describeExecutions = (role: iam.Role) => {
+      role.addToPolicy(new iam.PolicyStatement({ actions: ['states:DescribeExecution'], resources: [executions] }));
+      Validations.of(role).acknowledge({
         id: `AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:${stateMachineName}:*]`,
         reason: 'DescribeExecution of this state machine\'s own executions, whose names Step Functions generates.',
       });
+    };
+    for (const placeholder of ['EnsureRuntimeFunctionArn', 'ListChangesFunctionArn'] as const) {
+      describeExecutions(roles[placeholder]);
     }
     // LookupEvents, GetMetricData and ListMetrics support no resource-level permissions.
     roles.ListChangesFunctionArn.addToPolicy(
@@ -222,7 +231,6 @@ export class AgentStack extends Stack {
     roles.TransformFunctionArn.addToPolicy(
       new iam.PolicyStatement({ actions: ['cloudwatch:GetMetricData', 'cloudwatch:ListMetrics'], resources: ['*'] }),
     );
-    if (fanOut) this.grantTargets(settings, roles);
     if (settings.targetAccounts === 'organization' && settings.targetOrganizationalUnits.length > 0) {
       this.addMemberRoleStackSet(settings);
     }
@@ -287,48 +295,78 @@ export class AgentStack extends Stack {
       reason: 'grantInvoke also allows the qualified ARNs of the alias; the alias is still the only function reachable.',
     });
 
-    // The schedule may only start this state machine.
+    // With more than one account-region, the tick hands its targets over to the fan-out, which starts one
+    // run of the workflow per target.
+    this.fanOut = fanOut
+      ? this.addFanOut(props, settings, aliases.TargetsFunctionArn, workflowLogs)
+      : undefined;
+    // What the schedule invokes: the targets binary as the tick (tasks/core/src/handlers/tick.rs), which runs
+    // idle targets in-process with the tasks' own code and hands the others over to one execution. No state
+    // machine invokes it, so its environment may name them.
+    const tick = deploy('Tick', 'targets', 'tick', Duration.seconds(TICK_TIMEOUT_SECONDS), {
+      ...environment,
+      SYNC_STATE_MACHINE_ARN: this.stateMachine.stateMachineArn,
+      ...(this.fanOut ? { FAN_OUT_STATE_MACHINE_ARN: this.fanOut.stateMachineArn } : {}),
+    });
+    // An idle run's calls (ensure-runtime's heartbeats, list-changes of a quiet window, ack-watermark),
+    // without API Gateway: a target that needs it (a discovery, a change) is handed over.
+    readSecret(tick.role);
+    tick.role.addToPolicy(new iam.PolicyStatement({ actions: ['cloudtrail:LookupEvents'], resources: ['*'] }));
+    table(tick.role, ['dynamodb:GetItem'], ['stage', '#discovery', '#catalog#*', '#registry', '#applied#*', '#run#*']);
+    table(tick.role, ['dynamodb:UpdateItem'], ['stage', '#registry', '#run#*']);
+    table(tick.role, ['dynamodb:PutItem'], ['#applied#*']);
+    tick.role.addToPolicy(registryScan(this.table));
+    describeExecutions(tick.role);
+    // One execution a tick, of the machine it hands over to.
+    (this.fanOut ?? this.stateMachine).grantStartExecution(tick.role);
+    if (fanOut) this.grantTargets(settings, roles, tick.role);
+    Validations.of(tick.role).acknowledge({
+      id: 'AwsSolutions-IAM5[Resource::*]',
+      reason:
+        'Only actions without resource-level permissions use "*": X-Ray trace upload, cloudtrail:LookupEvents ' +
+        'and the organization\'s account listing.',
+    });
+
+    // The schedule may only invoke the tick.
     const scheduleRole = new iam.Role(this, 'ScheduleRole', {
       assumedBy: new iam.ServicePrincipal('scheduler.amazonaws.com', {
         conditions: { StringEquals: { 'aws:SourceAccount': Aws.ACCOUNT_ID } },
       }),
-      description: 'Starts executions of the API Gateway agent workflow',
+      description: 'Invokes the tick of the API Gateway agent',
     });
-    // With more than one account-region, the schedule starts the fan-out, which starts one run of the
-    // workflow per target.
-    this.fanOut = fanOut
-      ? this.addFanOut(props, settings, aliases.TargetsFunctionArn, workflowLogs)
-      : undefined;
-    const scheduled = this.fanOut ?? this.stateMachine;
-    scheduled.grantStartExecution(scheduleRole);
+    tick.alias.grantInvoke(scheduleRole);
     new scheduler.CfnSchedule(this, 'Schedule', {
-      description: fanOut ? 'Runs the API Gateway agent over every target account-region' : 'Runs the API Gateway agent workflow',
+      description: 'Runs the API Gateway agent\'s tick: idle targets in-process, the others in one execution',
       scheduleExpression: rateExpression(settings.scheduleRate),
       flexibleTimeWindow: { mode: 'OFF' },
       state: settings.scheduleEnabled ? 'ENABLED' : 'DISABLED',
       target: {
-        arn: scheduled.stateMachineArn,
+        arn: tick.alias.functionArn,
         roleArn: scheduleRole.roleArn,
-        input: '{}',
+        // The tick names its execution after the scheduled time: a repeated invocation starts none.
+        input: JSON.stringify({ action: 'tick', scheduledTime: '<aws.scheduler.scheduled-time>' }),
         // A missed run is caught up by the next one: the watermarks make runs cumulative.
         retryPolicy: { maximumRetryAttempts: 0 },
       },
     });
+    // The same for Lambda's own retries of the asynchronous invocation (two by default).
+    tick.alias.configureAsyncInvoke({ retryAttempts: 0 });
 
     this.addAlarms(settings);
     this.addDashboard();
 
     new CfnOutput(this, 'StateMachineArn', { value: this.stateMachine.stateMachineArn });
     if (this.fanOut) new CfnOutput(this, 'FanOutStateMachineArn', { value: this.fanOut.stateMachineArn });
+    new CfnOutput(this, 'TickFunctionName', { value: tick.fn.functionName });
     new CfnOutput(this, 'StateTableName', { value: this.table.tableName });
     new CfnOutput(this, 'ControlPlaneSecretArn', { value: secret.secretArn });
   }
 
   /**
    * The functions' way into the target accounts: the member role (TARGET_ROLE_NAME) of each listed account, or
-   * of every account of the organization; and the organization's account listing for the fan-out.
+   * of every account of the organization; and the organization's account listing for the fan-out and the tick.
    */
-  private grantTargets(settings: AgentSettings, roles: Record<Placeholder, iam.Role>): void {
+  private grantTargets(settings: AgentSettings, roles: Record<Placeholder, iam.Role>, tick: iam.Role): void {
     const roleArn = (account: string) => `arn:${Aws.PARTITION}:iam::${account}:role/${settings.targetRoleName}`;
     const accounts = settings.targetAccounts;
     const organization = accounts === 'organization';
@@ -338,10 +376,10 @@ export class AgentStack extends Stack {
       // Within the organization only: the member role's ARN names any account.
       conditions: organization ? { StringEquals: { 'aws:ResourceOrgID': '${aws:PrincipalOrgID}' } } : undefined,
     });
-    for (const placeholder of ['EnsureRuntimeFunctionArn', 'ListChangesFunctionArn', 'TransformFunctionArn'] as const) {
-      if (assume.resources.length > 0) roles[placeholder].addToPolicy(assume);
+    for (const role of [roles.EnsureRuntimeFunctionArn, roles.ListChangesFunctionArn, roles.TransformFunctionArn, tick]) {
+      if (assume.resources.length > 0) role.addToPolicy(assume);
       if (organization) {
-        Validations.of(roles[placeholder]).acknowledge({
+        Validations.of(role).acknowledge({
           id: `AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:iam::*:role/${settings.targetRoleName}]`,
           reason: 'The read-only member role in every account of the organization (aws:ResourceOrgID limits it to the organization).',
         });
@@ -349,14 +387,14 @@ export class AgentStack extends Stack {
     }
     if (organization) {
       // Organizations' listings support no resource-level permissions.
-      roles.TargetsFunctionArn.addToPolicy(
-        new iam.PolicyStatement({
-          actions: settings.targetOrganizationalUnits.length
-            ? ['organizations:ListAccountsForParent', 'organizations:ListOrganizationalUnitsForParent']
-            : ['organizations:ListAccounts'],
-          resources: ['*'],
-        }),
-      );
+      const listing = new iam.PolicyStatement({
+        actions: settings.targetOrganizationalUnits.length
+          ? ['organizations:ListAccountsForParent', 'organizations:ListOrganizationalUnitsForParent']
+          : ['organizations:ListAccounts'],
+        resources: ['*'],
+      });
+      roles.TargetsFunctionArn.addToPolicy(listing);
+      tick.addToPolicy(listing);
     }
   }
 
@@ -613,6 +651,18 @@ function apiGatewayResources(apiTypes: readonly ApiType[], regions: string[]): s
 /** The regions the functions read API Gateway in: the targets', or the deployment's own. */
 function targetRegions(settings: AgentSettings): string[] {
   return settings.targetRegions.length ? settings.targetRegions : [Aws.REGION];
+}
+
+/** The one-off scan that starts the registry of an installation from before it: keys and runtime ids only. */
+function registryScan(table: dynamodb.Table): iam.PolicyStatement {
+  return new iam.PolicyStatement({
+    actions: ['dynamodb:Scan'],
+    resources: [table.tableArn],
+    conditions: {
+      'ForAllValues:StringEquals': { 'dynamodb:Attributes': ['stage', 'registeredId'] },
+      StringEquals: { 'dynamodb:Select': 'SPECIFIC_ATTRIBUTES' },
+    },
+  });
 }
 
 /**

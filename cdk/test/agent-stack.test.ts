@@ -12,7 +12,7 @@ import { Match, Template } from 'aws-cdk-lib/assertions';
 import { Topic } from 'aws-cdk-lib/aws-sns';
 import { AwsSolutionsChecks } from 'cdk-nag';
 
-import { AgentStack } from '../lib/agent-stack.ts';
+import { AgentStack, TICK_TIMEOUT_SECONDS } from '../lib/agent-stack.ts';
 import { MemberRoleStack, memberRoleTemplate } from '../lib/member-role.ts';
 import {
   type AgentSettings,
@@ -72,11 +72,24 @@ function actionsOf(template: Template, rolePrefix: string): string[] {
   return statementsOf(template, rolePrefix).flatMap((s) => [s.Action].flat()).sort();
 }
 
+/** The function whose description names this task (`API Gateway agent: <task>`). */
+function functionOf(template: Template, task: string) {
+  return Object.values(template.findResources('AWS::Lambda::Function'))
+    .find((f) => f.Properties.Description === `API Gateway agent: ${task}`)!;
+}
+
+/** The logical id of the alias `live` of the function `name` (its construct id). */
+function aliasOf(template: Template, name: string): string {
+  const aliases = Object.keys(template.findResources('AWS::Lambda::Alias')).filter((id) => id.startsWith(`${name}Live`));
+  assert.equal(aliases.length, 1, `${name}'s alias`);
+  return aliases[0];
+}
+
 describe('the agent stack', () => {
   const { template } = synth();
 
-  it('deploys five arm64 provided.al2023 functions, each with a version and an alias', () => {
-    template.resourceCountIs('AWS::Lambda::Function', 5);
+  it('deploys six arm64 provided.al2023 functions (the five tasks and the tick), each with a version and an alias', () => {
+    template.resourceCountIs('AWS::Lambda::Function', 6);
     template.allResourcesProperties('AWS::Lambda::Function', {
       Runtime: 'provided.al2023',
       Architectures: ['arm64'],
@@ -85,8 +98,8 @@ describe('the agent stack', () => {
       TracingConfig: { Mode: 'Active' },
       LoggingConfig: Match.objectLike({ LogFormat: 'JSON' }),
     });
-    template.resourceCountIs('AWS::Lambda::Version', 5);
-    template.resourceCountIs('AWS::Lambda::Alias', 5);
+    template.resourceCountIs('AWS::Lambda::Version', 6);
+    template.resourceCountIs('AWS::Lambda::Alias', 6);
     template.allResourcesProperties('AWS::Lambda::Alias', { Name: 'live' });
   });
 
@@ -119,7 +132,7 @@ describe('the agent stack', () => {
       controlPlaneSecretArn: 'arn:aws:secretsmanager:eu-west-1:111122223333:secret:apicp-AbCdEf',
       controlPlaneSecretKmsKeyArn: key,
     }).template;
-    for (const role of ['EnsureRuntimeRole', 'ListChangesRole', 'PublishRole']) {
+    for (const role of ['EnsureRuntimeRole', 'ListChangesRole', 'PublishRole', 'TickRole']) {
       const decrypt = statementsOf(imported, role).filter((s) => s.Action === 'kms:Decrypt');
       assert.equal(decrypt.length, 1, role);
       assert.equal(decrypt[0].Resource, key);
@@ -145,21 +158,63 @@ describe('the agent stack', () => {
     assert.ok(result.isValid, JSON.stringify(result.errorsText?.() ?? result.errors));
   });
 
-  it('starts executions every minute from a schedule whose role may only start this machine', () => {
+  it('invokes the tick every minute from a schedule whose role may only invoke the tick', () => {
+    const tickAlias = aliasOf(template, 'Tick');
     template.hasResourceProperties('AWS::Scheduler::Schedule', {
       ScheduleExpression: 'rate(1 minute)',
       FlexibleTimeWindow: { Mode: 'OFF' },
       State: 'ENABLED',
-      Target: { Arn: { Ref: Match.stringLikeRegexp('^Workflow') }, Input: '{}' },
+      Target: {
+        Arn: { Ref: tickAlias },
+        Input: JSON.stringify({ action: 'tick', scheduledTime: '<aws.scheduler.scheduled-time>' }),
+        RetryPolicy: { MaximumRetryAttempts: 0 },
+      },
     });
-    const machine = Object.keys(template.findResources('AWS::StepFunctions::StateMachine'))[0];
+    // No retry of a failed tick by Lambda either: the next tick catches up.
+    template.hasResourceProperties('AWS::Lambda::EventInvokeConfig', { MaximumRetryAttempts: 0 });
     assert.deepEqual(statementsOf(template, 'ScheduleRole'), [
-      { Action: 'states:StartExecution', Effect: 'Allow', Resource: { Ref: machine } },
+      { Action: 'lambda:InvokeFunction', Effect: 'Allow', Resource: { Ref: tickAlias } },
     ]);
     const [role] = Object.values(template.findResources('AWS::IAM::Role', {
       Properties: { AssumeRolePolicyDocument: { Statement: [Match.objectLike({ Principal: { Service: 'scheduler.amazonaws.com' } })] } },
     }));
     assert.ok(role, 'the schedule has a role of its own');
+    assert.ok(template.toJSON().Outputs.TickFunctionName, 'the tick\'s name is an output');
+  });
+
+  it('runs the tick with the targets binary, for 120 s, telling it the workflow only', () => {
+    const tick = functionOf(template, 'tick');
+    assert.equal(tick.Properties.Timeout, TICK_TIMEOUT_SECONDS);
+    assert.equal(TICK_TIMEOUT_SECONDS, 120);
+    const workflow = Object.keys(template.findResources('AWS::StepFunctions::StateMachine'))[0];
+    const variables = tick.Properties.Environment.Variables;
+    assert.deepEqual(variables.SYNC_STATE_MACHINE_ARN, { Ref: workflow });
+    assert.equal(variables.FAN_OUT_STATE_MACHINE_ARN, undefined);
+    // The tasks' settings too: the tick runs their code.
+    const { SYNC_STATE_MACHINE_ARN: _, ...shared } = variables;
+    assert.deepEqual(shared, functionOf(template, 'ack-watermark').Properties.Environment.Variables);
+    // The same code as the targets function (its asset).
+    const { template: listed } = synth({ targetRegions: 'eu-west-1,us-east-1' });
+    const code = (task: string) => functionOf(listed, task).Properties.Code.S3Key;
+    assert.ok(code('tick'));
+    assert.equal(code('tick'), code('targets'));
+    assert.notEqual(code('tick'), code('ack-watermark'));
+  });
+
+  it('lets the tick start the workflow and do an idle run\'s calls, without API Gateway', () => {
+    const workflow = Object.keys(template.findResources('AWS::StepFunctions::StateMachine'))[0];
+    const start = statementsOf(template, 'TickRole').filter((s) => [s.Action].flat().includes('states:StartExecution'));
+    assert.deepEqual(start, [{ Action: 'states:StartExecution', Effect: 'Allow', Resource: { Ref: workflow } }]);
+    const keys = (action: string) =>
+      statementsOf(template, 'TickRole')
+        .filter((s) => [s.Action].flat().includes(action))
+        .flatMap((s) => Object.values((s as { Condition?: Record<string, Record<string, string[]>> }).Condition ?? {}))
+        .flatMap((condition) => condition['dynamodb:LeadingKeys'] ?? []);
+    assert.deepEqual(keys('dynamodb:GetItem'), ['#*', '#discovery', '#catalog#*', '#registry', '#applied#*', '#run#*']);
+    assert.deepEqual(keys('dynamodb:UpdateItem'), ['#*', '#registry', '#run#*']);
+    assert.deepEqual(keys('dynamodb:PutItem'), ['#applied#*']);
+    const [describe] = statementsOf(template, 'TickRole').filter((s) => s.Action === 'states:DescribeExecution');
+    assert.match(JSON.stringify(describe.Resource), /:execution:Agent-workflow:\*/);
   });
 
   it('grants no wildcard action and no managed policy', () => {
@@ -202,6 +257,18 @@ describe('the agent stack', () => {
       TransformRole: [...common, 'cloudwatch:GetMetricData', 'cloudwatch:ListMetrics', 'dynamodb:GetItem', 'dynamodb:PutItem'],
       PublishRole: [...common, 'dynamodb:GetItem', 'dynamodb:UpdateItem', ...secret],
       AckWatermarkRole: [...common, 'dynamodb:GetItem', 'dynamodb:UpdateItem'],
+      // An idle run's calls, never API Gateway's: a target that needs it is handed over.
+      TickRole: [
+        ...common,
+        'cloudtrail:LookupEvents',
+        'dynamodb:GetItem',
+        'dynamodb:PutItem',
+        'dynamodb:Scan',
+        'dynamodb:UpdateItem',
+        'states:DescribeExecution',
+        'states:StartExecution',
+        ...secret,
+      ],
     };
     for (const [role, actions] of Object.entries(expected)) {
       assert.deepEqual([...new Set(actionsOf(template, role))], actions.sort(), role);
@@ -220,7 +287,7 @@ describe('the agent stack', () => {
       JSON.stringify({ 'ForAllValues:StringNotLike': { 'dynamodb:LeadingKeys': ['#*'] } }),
       JSON.stringify({ 'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': ['#run#*'] } }),
     ]);
-    for (const role of ['EnsureRuntimeRole', 'ListChangesRole', 'TransformRole', 'PublishRole', 'AckWatermarkRole']) {
+    for (const role of ['EnsureRuntimeRole', 'ListChangesRole', 'TransformRole', 'PublishRole', 'AckWatermarkRole', 'TickRole']) {
       for (const statement of statementsOf(template, role).filter((s) => [s.Action].flat().some((a) => a.startsWith('dynamodb:')))) {
         assert.ok((statement as { Condition?: unknown }).Condition, `${role}: ${JSON.stringify(statement)} is not scoped`);
       }
@@ -254,7 +321,7 @@ describe('the agent stack', () => {
   it('scopes the table and secret grants to the one table and the one secret', () => {
     const table = Object.keys(template.findResources('AWS::DynamoDB::Table'))[0];
     const secret = Object.keys(template.findResources('AWS::SecretsManager::Secret'))[0];
-    for (const role of ['EnsureRuntimeRole', 'ListChangesRole', 'PublishRole', 'AckWatermarkRole', 'TransformRole']) {
+    for (const role of ['EnsureRuntimeRole', 'ListChangesRole', 'PublishRole', 'AckWatermarkRole', 'TransformRole', 'TickRole']) {
       for (const statement of statementsOf(template, role)) {
         const actions = [statement.Action].flat();
         if (actions.some((a) => a.startsWith('dynamodb:'))) {
@@ -466,7 +533,7 @@ describe('options', () => {
       targetRoleExternalId: undefined,
     });
     const template = Template.fromStack(new AgentStack(new App(), 'Defaults', { settings, lambdaAssetsDir: assetsDir, definitionFile }));
-    template.resourceCountIs('AWS::Lambda::Function', 5);
+    template.resourceCountIs('AWS::Lambda::Function', 6);
     const [fn] = Object.values(template.findResources('AWS::Lambda::Function'));
     assert.equal(fn.Properties.Environment.Variables.SCHEDULE_RATE_MINUTES, '1');
     assert.equal(fn.Properties.Environment.Variables.ORPHAN_GRACE_SECONDS, '86400');
@@ -500,24 +567,35 @@ describe('options', () => {
 describe('many accounts and regions', () => {
   const listed = { targetAccounts: '111111111111,222222222222', targetRegions: 'eu-west-1,us-east-1', targetConcurrency: '7' };
 
-  it('keeps one account-region without a fan-out: the schedule starts the workflow', () => {
+  it('keeps one account-region without a fan-out: the tick hands over to the workflow', () => {
     const { template } = synth();
     template.resourceCountIs('AWS::StepFunctions::StateMachine', 1);
-    template.resourceCountIs('AWS::Lambda::Function', 5);
-    for (const placeholder of ['EnsureRuntime', 'ListChanges', 'Transform']) {
+    template.resourceCountIs('AWS::Lambda::Function', 6);
+    assert.equal(functionOf(template, 'targets'), undefined, 'no targets function');
+    for (const placeholder of ['EnsureRuntime', 'ListChanges', 'Transform', 'Tick']) {
       assert.ok(!actionsOf(template, `${placeholder}Role`).includes('sts:AssumeRole'), `${placeholder}: no role to assume`);
     }
   });
 
-  it('fans out over the targets from the schedule, one run of the workflow per target', () => {
+  it('fans out over the targets the tick hands over, one run of the workflow per target', () => {
     const { template } = synth(listed);
     template.resourceCountIs('AWS::StepFunctions::StateMachine', 2);
-    template.resourceCountIs('AWS::Lambda::Function', 6);
+    template.resourceCountIs('AWS::Lambda::Function', 7);
     const machines = template.findResources('AWS::StepFunctions::StateMachine');
     const fanOut = Object.entries(machines).find(([id]) => id.startsWith('FanOut'))!;
     const workflow = Object.entries(machines).find(([id]) => id.startsWith('Workflow'))!;
     const schedule = Object.values(template.findResources('AWS::Scheduler::Schedule'))[0];
-    assert.deepEqual(schedule.Properties.Target.Arn, { Ref: fanOut[0] }, 'the schedule starts the fan-out');
+    assert.deepEqual(schedule.Properties.Target.Arn, { Ref: aliasOf(template, 'Tick') }, 'the schedule invokes the tick');
+    assert.deepEqual(statementsOf(template, 'ScheduleRole').map((s) => s.Action), ['lambda:InvokeFunction']);
+    // The tick starts the fan-out, and only it.
+    const tick = functionOf(template, 'tick').Properties.Environment.Variables;
+    assert.deepEqual(tick.FAN_OUT_STATE_MACHINE_ARN, { Ref: fanOut[0] });
+    assert.deepEqual(tick.SYNC_STATE_MACHINE_ARN, { Ref: workflow[0] });
+    assert.deepEqual(
+      statementsOf(template, 'TickRole').filter((s) => [s.Action].flat().includes('states:StartExecution')),
+      [{ Action: 'states:StartExecution', Effect: 'Allow', Resource: { Ref: fanOut[0] } }],
+    );
+    assert.ok(!actionsOf(template, 'TickRole').some((a) => a.startsWith('apigateway:')), 'the tick reads no API Gateway');
     const substitutions = fanOut[1].Properties.DefinitionSubstitutions;
     assert.deepEqual(substitutions.SyncStateMachineArn, { Ref: workflow[0] });
     assert.ok(substitutions.TargetsFunctionArn, 'the targets function');
@@ -552,7 +630,7 @@ describe('many accounts and regions', () => {
 
   it('lets the functions that read a target assume only its member role, and read API Gateway in its regions', () => {
     const { template } = synth(listed);
-    for (const role of ['EnsureRuntimeRole', 'ListChangesRole', 'TransformRole']) {
+    for (const role of ['EnsureRuntimeRole', 'ListChangesRole', 'TransformRole', 'TickRole']) {
       const assume = statementsOf(template, role).find((s) => [s.Action].flat().includes('sts:AssumeRole'));
       assert.ok(assume, `${role} assumes the member role`);
       assert.match(JSON.stringify(assume.Resource), /iam::111111111111:role\/ApicpAgentReader/);
@@ -577,10 +655,14 @@ describe('many accounts and regions', () => {
       Statement & { Condition: unknown };
     assert.match(JSON.stringify(assume.Resource), /iam::\*:role\/ApicpAgentReader/);
     assert.deepEqual(assume.Condition, { StringEquals: { 'aws:ResourceOrgID': '${aws:PrincipalOrgID}' } });
-    assert.deepEqual(actionsOf(template, 'TargetsRole').filter((a) => a.startsWith('organizations:')), [
-      'organizations:ListAccountsForParent',
-      'organizations:ListOrganizationalUnitsForParent',
-    ]);
+    for (const role of ['TargetsRole', 'TickRole']) {
+      assert.deepEqual(actionsOf(template, role).filter((a) => a.startsWith('organizations:')), [
+        'organizations:ListAccountsForParent',
+        'organizations:ListOrganizationalUnitsForParent',
+      ], role);
+    }
+    const tickAssume = statementsOf(template, 'TickRole').find((s) => [s.Action].flat().includes('sts:AssumeRole'))!;
+    assert.deepEqual(tickAssume, assume, 'the tick assumes the member role as the tasks do');
     const [stackSet] = Object.values(template.findResources('AWS::CloudFormation::StackSet'));
     assert.equal(stackSet.Properties.PermissionModel, 'SERVICE_MANAGED');
     assert.deepEqual(stackSet.Properties.AutoDeployment, { Enabled: true, RetainStacksOnAccountRemoval: false });

@@ -4,7 +4,7 @@ report prints beside them."""
 
 from __future__ import annotations
 
-from benchmarks import (OPERATIONS, STAGES, ZIP_GOAL_BYTES, bench_targets, changes_bound, deployables,
+from benchmarks import (OPERATIONS, PERIODIC_HANDOVERS, STAGES, ZIP_GOAL_BYTES, bench_targets, changes_bound, deployables,
                         full_sync_bound, idle_target_cost_per_month, metrics_read_bound, quiet_read_bound, render,
                         render_targets, run, task_binaries)
 from lambda_adapter import load_timeouts
@@ -82,8 +82,12 @@ def test_the_fan_outs_benchmark_measures_each_targets_share_and_the_idle_cost():
     assumed = first.service_calls("sts", "AssumeRole") + idle.service_calls("sts", "AssumeRole")
     assert 1 <= assumed <= 3 * 4, assumed
     assert idle.service_calls("apigateway") == 0 and idle.service_calls("cloudtrail") == 4, "one lookup per target"
-    cost = idle_target_cost_per_month(idle, result.targets, memory_mb=256)
-    assert cost["transitions"] > 1 and cost["standard"] > 0 and cost["lambda"] > 0
+    # The tick serves every idle target in-process: no execution, no API Gateway call, a CloudTrail lookup each.
+    assert result.tick_report["idle"] == 4 and "execution" not in result.tick_report
+    assert result.tick_calls[("cloudtrail", "LookupEvents")] == 4 and ("apigateway", "GetRestApis") not in result.tick_calls
+    cost = idle_target_cost_per_month(idle, result.tick_seconds, result.targets, memory_mb=256)
+    assert cost["transitions"] > 1 and cost["handovers"] == PERIODIC_HANDOVERS
+    assert 0 < cost["tick"] < cost["handed_over"] < cost["ungated"], cost
     rendered = "\n".join(render_targets(result, 256))
     print(rendered)
     assert "An idle target's orchestration per month" in rendered and "every 1 min" in rendered

@@ -27,7 +27,7 @@ def test_every_call_of_the_end_to_end_suite_has_a_grant_and_every_grant_is_used(
         pytest.fail(f"{TEMPLATE} is missing: `make cdk-check` synthesizes it")
     uses = load_uses(IAM_USES_DIR)
     functions = {use.function for use in uses}
-    assert functions == {"ensure-runtime", "list-changes", "transform", "publish", "ack-watermark"}, (
+    assert functions == {"ensure-runtime", "list-changes", "transform", "publish", "ack-watermark", "tick"}, (
         f"the end-to-end suite's calls were not recorded in {IAM_USES_DIR} (run it first): {sorted(functions)}")
 
     missing, unused = check(uses, grants(json.loads(TEMPLATE.read_text()), STATE_MACHINE_NAME))

@@ -601,6 +601,11 @@ class TargetsResult:
     accounts: int
     regions: int
     operations: dict[str, Operation] = field(default_factory=dict)
+    # The schedule's tick over every target once they are idle: its answer, its wall time (the invocation's
+    # duration), and the AWS calls at the wire.
+    tick_report: dict = field(default_factory=dict)
+    tick_seconds: float = 0.0
+    tick_calls: dict[tuple[str, str], int] = field(default_factory=dict)
 
     @property
     def targets(self) -> int:
@@ -631,23 +636,48 @@ def bench_targets(release: bool, accounts: int = TARGET_ACCOUNTS, regions: tuple
             log(f"  {name}")
             result.operations[name] = measure(stack, name, fan_out=True)
             time.sleep(1.5)
+        log("  idle tick")
+        stack.aws_proxy.reset()
+        lookups_before = len(stack.cloudtrail.requests())
+        started = time.monotonic()
+        tick = stack.tick()
+        result.tick_seconds = time.monotonic() - started
+        result.tick_report = tick.report
+        result.tick_calls = {k: n for k, n in stack.aws_proxy.counts().items() if n}
+        result.tick_calls[("cloudtrail", "LookupEvents")] = len(stack.cloudtrail.requests()) - lookups_before
+        if tick.execution is not None or tick.report["idle"] != result.targets:
+            raise BenchmarkError(f"the idle tick handed targets over: {tick.report}")
     finally:
         stack.stop()
     return result
 
 
-def idle_target_cost_per_month(operation: Operation, targets: int, memory_mb: int, schedule_minutes: int = 1) -> dict:
-    """An idle target's orchestration per month, from an idle fan-out run: its share of the fan-out's transitions and
-    its run's, and its Lambda invocations and their time."""
-    limits = operation.report.limits
+# The runs an idle target still hands over to the workflow per month at the default settings: a metrics read every
+# METRICS_FETCH_INTERVAL_SECONDS (1,800), a discovery of the account's stages every DISCOVERY_INTERVAL_SECONDS (3,600,
+# with STAGES=*), a full reconciliation every RECONCILE_INTERVAL_SECONDS (86,400). At most their sum (some coincide).
+PERIODIC_HANDOVERS = SECONDS_PER_MONTH // 1800 + SECONDS_PER_MONTH // 3600 + SECONDS_PER_MONTH // 86400
+
+
+def idle_target_cost_per_month(idle_run: Operation, tick_seconds: float, targets: int, memory_mb: int,
+                               schedule_minutes: int = 1, handovers: int = PERIODIC_HANDOVERS) -> dict:
+    """An idle target's orchestration per month: its share of the tick's invocation on every run it is idle, and, for
+    the periodic runs it hands over, a run of the workflow costing what the idle fan-out run cost per target (its
+    share of the fan-out's transitions and its own run's, Lambda invocations and time). `ungated` is what every run
+    would cost as a run of the workflow, as before the tick."""
+    limits = idle_run.report.limits
     children = limits["children"]
     runs = SECONDS_PER_MONTH // (60 * schedule_minutes)
+    handovers = min(handovers, runs)
     transitions = (limits["stateTransitions"] + children["stateTransitions"]) / targets
     invocations = (limits["lambdaInvocations"] + children["lambdaInvocations"]) / targets
     gb_seconds = (limits["lambdaMs"] + children["lambdaMs"]) / 1000 / targets * memory_mb / 1024
-    return {"transitions": transitions, "invocations": invocations,
-            "standard": transitions * PRICES["sfn_transition"] * runs,
-            "lambda": (invocations * PRICES["lambda_request"] + gb_seconds * PRICES["lambda_arm64_gb_second"]) * runs}
+    workflow_run = (transitions * PRICES["sfn_transition"] + invocations * PRICES["lambda_request"]
+                    + gb_seconds * PRICES["lambda_arm64_gb_second"])
+    tick_share = (PRICES["lambda_request"] / targets
+                  + tick_seconds / targets * memory_mb / 1024 * PRICES["lambda_arm64_gb_second"])
+    return {"transitions": transitions, "invocations": invocations, "handovers": handovers,
+            "tick": (runs - handovers) * tick_share, "handed_over": handovers * workflow_run,
+            "total": (runs - handovers) * tick_share + handovers * workflow_run, "ungated": runs * workflow_run}
 
 
 def render_targets(result: TargetsResult, memory_mb: int) -> list[str]:
@@ -673,19 +703,31 @@ def render_targets(result: TargetsResult, memory_mb: int) -> list[str]:
                    f"{operation.control_plane_requests / result.targets:.1f} |")
     out.append("")
     idle = result.operations["idle run"]
-    out.append("An idle target's orchestration per month at a 1-minute schedule (43,200 runs), from the idle run: "
-               "(its share of the fan-out's transitions + its run's transitions) x $0.025 per 1,000, plus its Lambda "
-               f"invocations x $0.20 per million and their time x {memory_mb} MB x $0.0000133334 per GB-second. "
-               "The goal is $0.50.\n")
-    out.append("| schedule | transitions per target and run | Lambda invocations per target and run | Step Functions | "
-               "Lambda | total per idle target |")
+    per = lambda service: sum(n for (s, _), n in result.tick_calls.items() if s == service) / result.targets  # noqa: E731
+    out.append(f"The schedule's tick over the {number(result.targets)} idle targets: {result.tick_seconds:,.1f} s in one "
+               f"invocation ({result.tick_seconds / result.targets * 1000:,.0f} ms per target, "
+               f"{result.tick_report['idle']} idle, no execution started); per target {per('cloudtrail'):.1f} "
+               f"CloudTrail, {per('dynamodb'):.1f} DynamoDB, {per('sts'):.2f} STS and {per('apigateway'):.0f} API "
+               "Gateway calls.\n")
+    out.append("An idle target's orchestration per month: on each run it is idle, its share of the tick's invocation "
+               f"($0.20 per million requests, {memory_mb} MB x $0.0000133334 per GB-second); on each run it hands "
+               f"over (at most {number(PERIODIC_HANDOVERS)} a month at the defaults: metrics reads every 30 minutes, "
+               "discoveries every hour, a daily reconciliation), a run of the workflow as the idle fan-out run costs "
+               "per target: (its share of the fan-out's transitions + its run's) x $0.025 per 1,000 + its Lambda "
+               "invocations and time. The goal is $0.50.\n")
+    out.append("| schedule | tick share (idle runs) | handed-over runs | their cost | total per idle target | "
+               "every run a workflow run (before the tick) |")
     out.append("| --- | ---: | ---: | ---: | ---: | ---: |")
     for minutes in (1, 5, 15):
-        cost = idle_target_cost_per_month(idle, result.targets, memory_mb, minutes)
-        out.append(f"| every {minutes} min | {cost['transitions']:.1f} | {cost['invocations']:.1f} | "
-                   f"{dollars(cost['standard'])} | {dollars(cost['lambda'])} | "
-                   f"{dollars(cost['standard'] + cost['lambda'])} |")
-    out.append("")
+        cost = idle_target_cost_per_month(idle, result.tick_seconds, result.targets, memory_mb, minutes)
+        out.append(f"| every {minutes} min | {dollars(cost['tick'])} | {number(cost['handovers'])} | "
+                   f"{dollars(cost['handed_over'])} | {dollars(cost['total'])} | {dollars(cost['ungated'])} |")
+    slower = idle_target_cost_per_month(idle, result.tick_seconds, result.targets, memory_mb, 1,
+                                        handovers=SECONDS_PER_MONTH // 3600 + SECONDS_PER_MONTH // 21600
+                                        + SECONDS_PER_MONTH // 86400)
+    out.append(f"\nWith `METRICS_FETCH_INTERVAL_SECONDS=3600` and `DISCOVERY_INTERVAL_SECONDS=21600`, "
+               f"{number(slower['handovers'])} runs a month are handed over: {dollars(slower['total'])} per "
+               "idle target at a 1-minute schedule.\n")
     return out
 
 

@@ -21,7 +21,7 @@ TABLE_ARN = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/apicp-agent-state"
 SECRET_ARN = f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:apicp-agent/control-plane"
 # The role of each function in the template, by the start of its logical id.
 ROLES = {"ensure-runtime": "EnsureRuntimeRole", "list-changes": "ListChangesRole", "transform": "TransformRole",
-         "publish": "PublishRole", "ack-watermark": "AckWatermarkRole"}
+         "publish": "PublishRole", "ack-watermark": "AckWatermarkRole", "tick": "TickRole"}
 # Granted for the Lambda service itself (logs, X-Ray traces), not for calls the functions make.
 RUNTIME_ACTIONS = {"logs:CreateLogStream", "logs:PutLogEvents", "xray:PutTraceSegments", "xray:PutTelemetryRecords"}
 # Calls that need no permission.
@@ -53,7 +53,8 @@ def use_of(function: str, service: str, operation: str, method: str, path: str, 
     if service == "secretsmanager":
         return Use(function, f"secretsmanager:{operation}", SECRET_ARN)
     if service == "states":
-        return Use(function, f"states:{operation}", fields.get("executionArn", "*"))
+        # DescribeExecution acts on the execution, StartExecution on the state machine.
+        return Use(function, f"states:{operation}", fields.get("executionArn") or fields.get("stateMachineArn", "*"))
     if service == "monitoring":
         return Use(function, f"cloudwatch:{operation}", "*")
     if service == "cloudtrail":
@@ -101,7 +102,7 @@ def _matches(pattern: str, resource: str) -> bool:
 
 def grants(template: dict, state_machine_name: str) -> dict[str, list[Statement]]:
     """Each function's statements in `template`, with its tokens (partition, region, account, the table, the
-    secret, the state machine's name) resolved to the local stack's values."""
+    secret, the state machines' names and ARNs) resolved to the local stack's values."""
     resources = template["Resources"]
     tokens = {"AWS::Partition": PARTITION, "AWS::Region": REGION, "AWS::AccountId": ACCOUNT,
               "AWS::StackName": state_machine_name.removesuffix("-workflow")}
@@ -110,6 +111,10 @@ def grants(template: dict, state_machine_name: str) -> dict[str, list[Statement]
             tokens[logical_id] = TABLE_ARN
         if resource["Type"] == "AWS::SecretsManager::Secret":
             tokens[logical_id] = SECRET_ARN
+        if resource["Type"] == "AWS::StepFunctions::StateMachine":
+            # A state machine's Ref is its ARN, named as the template names it (`<stack name>-workflow`...).
+            name = _resolve(resource["Properties"].get("StateMachineName", logical_id), tokens)
+            tokens[logical_id] = f"arn:{PARTITION}:states:{REGION}:{ACCOUNT}:stateMachine:{name}"
     by_function: dict[str, list[Statement]] = {function: [] for function in ROLES}
     for resource in resources.values():
         if resource["Type"] != "AWS::IAM::Policy":

@@ -108,6 +108,15 @@ class ExecutionReport:
 
 
 @dataclass
+class TickResult:
+    """A tick's answer (`targets`, `idle`, `handedOver`, `handedOverCount`, `execution`) and the execution it
+    started, run to its end (None when every target was idle)."""
+
+    report: dict
+    execution: ExecutionReport | None
+
+
+@dataclass
 class EmbeddedStack:
     """Starts what the environment does not provide; `stop()` ends all of it."""
 
@@ -155,6 +164,11 @@ class EmbeddedStack:
             else:
                 env.update({"APICP_USERNAME": APICP_USER, "APICP_PASSWORD": APICP_PASSWORD})
         env.update(overrides or {})
+        if self.moto_url:
+            # What the tick hands targets over to (as the CDK sets them on the tick's function).
+            env["SYNC_STATE_MACHINE_ARN"] = ensure_state_machine(self.moto_url, STATE_MACHINE_NAME)
+            if env.get("TARGET_ACCOUNTS", "self") != "self" or env.get("TARGET_REGIONS"):
+                env["FAN_OUT_STATE_MACHINE_ARN"] = ensure_state_machine(self.moto_url, FAN_OUT_MACHINE_NAME)
         self.function_env = env
         self._start_functions()
         return self
@@ -248,19 +262,46 @@ class EmbeddedStack:
                                                 start_new_session=True))
         return self._processes[-1]
 
+    def tick(self, scheduled_time: str | None = None) -> TickResult:
+        """One tick of the schedule, as EventBridge Scheduler invokes it on AWS: the tick function (the `targets`
+        binary, action `tick`) serves idle targets in-process and starts one execution in Step Functions (moto)
+        for the others; that execution is then run here, under the ARN the tick started, as Step Functions
+        would run it."""
+        for variable, name in (("SYNC_STATE_MACHINE_ARN", STATE_MACHINE_NAME),
+                               ("FAN_OUT_STATE_MACHINE_ARN", FAN_OUT_MACHINE_NAME)):
+            if variable in self.function_env:  # again after a reset of moto: the same ARN
+                assert ensure_state_machine(self.moto_url, name) == self.function_env[variable]
+        payload = json.dumps({"action": "tick", "scheduledTime": scheduled_time}).encode()
+        request = urllib.request.Request(f"{self._adapter.url}/2015-03-31/functions/targets/invocations",
+                                         data=payload, method="POST", headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=300) as response:
+            answer = json.loads(response.read())
+            if response.headers.get("X-Amz-Function-Error"):
+                raise RuntimeError(f"the tick failed: {answer}")
+        arn = answer.get("execution")
+        if not arn:
+            return TickResult(answer, None)
+        described = boto("stepfunctions", self.moto_url).describe_execution(executionArn=arn)
+        fan_out = described["stateMachineArn"].endswith(f":{FAN_OUT_MACHINE_NAME}")
+        execution = self.run(json.loads(described["input"]), fan_out=fan_out, execution_arn=arn)
+        return TickResult(answer, execution)
+
     def run(self, execution_input: dict | None = None, echo: bool = False, history: bool = False,
-            fan_out: bool = False, child_definition: Path = DEFINITION) -> ExecutionReport:
+            fan_out: bool = False, child_definition: Path = DEFINITION,
+            execution_arn: str | None = None) -> ExecutionReport:
         """Runs one execution; with `history`, every history event and its payloads are kept beside the
         stack's logs (`history-*.jsonl`). On the embedded AWS, Step Functions (moto) holds the execution
         as running until it ends, as a claim's `DescribeExecution` expects; safe to call from several
         threads at once (overlapping executions). With `fan_out`, the execution is the fan-out's
         (statemachine/targets.asl.json), each target's run an execution of its own (run-execution.mjs) of
-        `child_definition` (the workflow, or a stand-in for a test of the fan-out alone)."""
+        `child_definition` (the workflow, or a stand-in for a test of the fan-out alone). `execution_arn` runs an
+        execution already started in Step Functions (moto), as the tick starts one."""
         stamp = time.time_ns()
         report_path = self.log_dir / f"execution-{stamp}.json"
         history_args = ["--history", str(self.log_dir / f"history-{stamp}.jsonl")] if history else []
         machine = FAN_OUT_MACHINE_NAME if fan_out else STATE_MACHINE_NAME
-        execution_arn = start_recorded_execution(self.moto_url, f"local-{stamp}", machine) if self.moto_url else None
+        if self.moto_url and not execution_arn:
+            execution_arn = start_recorded_execution(self.moto_url, f"local-{stamp}", machine)
         arn_args = ["--execution-arn", execution_arn] if execution_arn else []
         definition = DEFINITION
         if fan_out:

@@ -9,7 +9,7 @@ use crate::aws::secrets;
 use crate::bootstrap::parse_input;
 use crate::config::Config;
 use crate::error::AgentError;
-use crate::model::{AckRequest, EnsureRuntimeInput, ListChangesInput};
+use crate::model::{AckRequest, EnsureRuntimeInput, ListChangesInput, TargetsRequest};
 
 const ARN: &str = "arn:aws:secretsmanager:eu-west-1:111122223333:secret:apicp";
 
@@ -116,6 +116,14 @@ fn every_malformed_input_ends_in_its_typed_error_with_a_message_that_says_what_t
         (
             "ack input of an unknown action",
             parse_input::<AckRequest>(json!({"action": "rollback", "kind": "assets"})).unwrap_err(),
+        ),
+        (
+            "sync run given a fan-out's targets",
+            execution_input_error(json!({"targets": [{"account": "111122223333", "region": "eu-west-1"}]})),
+        ),
+        (
+            "tick with a scheduled time not a string",
+            parse_input::<TargetsRequest>(json!({"action": "tick", "scheduledTime": 1_800_000_000})).unwrap_err(),
         ),
     ];
     let expected = [
@@ -250,13 +258,18 @@ fn every_malformed_input_ends_in_its_typed_error_with_a_message_that_says_what_t
         ("InvalidInput", "invalid input: execution input: invalid type: string \"prod\", expected a sequence"),
         (
             "InvalidInput",
-            "invalid input: execution input: unknown field `force`, expected one of `mode`, `stages`, `target`, `AWS_STEP_FUNCTIONS_STARTED_BY_EXECUTION_ID`",
+            "invalid input: execution input: unknown field `force`, expected one of `mode`, `stages`, `target`, `AWS_STEP_FUNCTIONS_STARTED_BY_EXECUTION_ID`, `targets`",
         ),
         ("InvalidInput", "invalid input: execution input: must be a JSON object, not [\"full\"]"),
         ("InvalidInput", "invalid input: target prod/eu-west-1 is not a 12-digit account id and a region name"),
         ("InvalidInput", "invalid input: task input: missing field `runtimes`"),
         ("InvalidInput", "invalid input: task input: unknown variant `logs`, expected `assets` or `metrics`"),
         ("InvalidInput", "invalid input: task input: unknown variant `rollback`, expected `commit` or `chunkFailed`"),
+        (
+            "InvalidInput",
+            "invalid input: execution input: \"targets\" selects the runs of a fan-out execution; a sync run names one \"target\"",
+        ),
+        ("InvalidInput", "invalid input: task input: invalid type: integer `1800000000`, expected a string"),
     ];
     assert!(cases.len() >= 20);
     assert_eq!(cases.len(), expected.len());

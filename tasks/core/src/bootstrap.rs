@@ -1,4 +1,4 @@
-//! Cold-start wiring shared by the five Lambda binaries: logging, configuration, clients, and
+//! Cold-start wiring shared by the Lambda binaries: logging, configuration, clients, and
 //! the loop that answers invocations.
 
 use std::future::Future;
@@ -14,6 +14,8 @@ use serde_json::Value;
 use tokio::sync::OnceCell;
 
 use crate::aws::apigateway::SdkApiGateway;
+use crate::aws::cloudtrail::CloudTrailFeed;
+use crate::aws::executions::SdkExecutions;
 use crate::aws::pace::Pacer;
 use crate::aws::secrets::SecretCredentials;
 use crate::aws::sessions::{StsRoleAssumer, TargetSessions};
@@ -21,6 +23,7 @@ use crate::aws::state::{API_GATEWAY_SCHEDULE, DynamoStateStore, Slots};
 use crate::config::{Config, CredentialSource};
 use crate::control_plane::{Credentials, HttpControlPlane};
 use crate::error::{AgentError, Result};
+use crate::handlers::tick::{IdlePass, Pass, TargetPasses};
 use crate::target::Target;
 
 /// Structured logs as Lambda expects them (`AWS_LAMBDA_LOG_FORMAT`, `AWS_LAMBDA_LOG_LEVEL`).
@@ -144,6 +147,33 @@ impl Targets {
             Some(target) => self.state.scoped(target.clone().checked()?.state_scope(self.home())),
             None => self.state.clone(),
         })
+    }
+}
+
+/// The tick's passes, each over the clients of its target.
+pub struct SdkTargetPasses {
+    pub config: Config,
+    pub targets: Targets,
+    pub control_plane: HttpControlPlane,
+    pub executions: SdkExecutions,
+}
+
+impl TargetPasses for SdkTargetPasses {
+    async fn pass(&self, target: &Target, named: bool, tick_id: &str, now: i64) -> Result<Pass> {
+        let named = named.then_some(target);
+        let context = self.targets.open(named).await?;
+        IdlePass {
+            config: &self.config,
+            target: &context.target,
+            named,
+            gateway: &api_gateway(&self.config, &context.aws, &context.state),
+            control_plane: &self.control_plane,
+            state: &context.state,
+            feed: &CloudTrailFeed::new(aws_sdk_cloudtrail::Client::new(&context.aws)),
+            executions: &self.executions,
+        }
+        .run(tick_id, now)
+        .await
     }
 }
 

@@ -39,6 +39,9 @@ pub struct ExecutionInput {
     /// The fan-out execution that started this one: Step Functions links the two in the console.
     #[serde(rename = "AWS_STEP_FUNCTIONS_STARTED_BY_EXECUTION_ID", default, skip_serializing_if = "Option::is_none")]
     pub started_by: Option<String>,
+    /// A fan-out execution's targets instead of the configured ones (what the tick hands over).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub targets: Option<Vec<Target>>,
 }
 
 /// The input of `ensure-runtime`: the execution's input as it was given, and the execution.
@@ -55,6 +58,11 @@ impl EnsureRuntimeInput {
     /// The execution input, refused with `InvalidInput` unless it is exactly an [`ExecutionInput`].
     pub fn execution_input(&self) -> crate::Result<ExecutionInput> {
         let mut input: ExecutionInput = parse_object("execution input", self.input.clone())?;
+        if input.targets.is_some() {
+            return Err(crate::error::AgentError::invalid_input(
+                "execution input: \"targets\" selects the runs of a fan-out execution; a sync run names one \"target\"",
+            ));
+        }
         input.target = input.target.take().map(Target::checked).transpose()?;
         Ok(input)
     }
@@ -538,6 +546,14 @@ pub enum TargetsRequest {
     /// Every target's outcome: the execution's output, and each target's metric.
     #[serde(rename_all = "camelCase")]
     Report { results: Vec<TargetOutcome> },
+    /// The schedule's run: idle targets served in-process, the others handed to the workflow.
+    #[serde(rename_all = "camelCase")]
+    Tick {
+        /// EventBridge Scheduler's `<aws.scheduler.scheduled-time>`: names the execution a
+        /// tick starts, so that a repeated invocation of the same tick starts none.
+        #[serde(default)]
+        scheduled_time: Option<String>,
+    },
 }
 
 /// The runs of a fan-out execution: one execution of the sync workflow per target.
@@ -584,6 +600,32 @@ pub struct FailedTarget {
     pub cause: String,
 }
 
+/// What a tick did: its answer, and its log line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TickReport {
+    pub targets: usize,
+    /// Targets whose run was done in-process: heartbeats and an idle commit.
+    pub idle: usize,
+    /// Targets left to the workflow and why (at most [`HANDED_OVER_IN_REPORT`]).
+    pub handed_over: Vec<HandedOver>,
+    pub handed_over_count: usize,
+    /// The execution started for them; `None` when every target was idle, or when this tick
+    /// had already started it (a repeated invocation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution: Option<String>,
+}
+
+/// The most handed-over targets a tick's report names; its log names each.
+pub const HANDED_OVER_IN_REPORT: usize = 50;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HandedOver {
+    pub target: Target,
+    pub reason: String,
+}
+
 /// The answer of `targets`, by request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
@@ -591,4 +633,5 @@ pub enum TargetsAnswer {
     Plan(TargetPlan),
     Failed(TargetOutcome),
     Report(TargetsReport),
+    Tick(TickReport),
 }

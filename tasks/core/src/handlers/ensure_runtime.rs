@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 
 use crate::aws::apigateway::ApiGateway;
 use crate::aws::executions::Executions;
-use crate::aws::state::{Registered, RuntimeState, StateStore};
+use crate::aws::state::{Discovery, Registered, RuntimeState, StateStore};
 use crate::changes::{AssetPlan, plan_assets};
 use crate::config::{Config, StageSelection, is_valid_stage_name};
 use crate::control_plane::ControlPlane;
@@ -266,13 +266,26 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, E: Executions> EnsureRuntime
         Ok(Planned::Stages(stages))
     }
 
+    /// Whether a scheduled run would list the account to discover its stages (`STAGES=*` and
+    /// the last discovery older than `DISCOVERY_INTERVAL_SECONDS`).
+    pub async fn discovery_due(&self, now: i64) -> Result<bool> {
+        if self.config.stages != StageSelection::All {
+            return Ok(false);
+        }
+        let last = self.state.load_discovery().await?;
+        Ok(!last.is_some_and(|last| self.fresh(&last, now)))
+    }
+
+    fn fresh(&self, discovery: &Discovery, now: i64) -> bool {
+        now - discovery.at < self.config.discovery_interval.as_secs() as i64
+    }
+
     /// Discovery costs one GetStages per API, so it is reused for the discovery interval
     /// (a full sync always rediscovers); a stage created meanwhile joins at the next discovery.
     /// While another execution lists the account, the last discovery serves, however old.
     async fn discovered_stages(&self, mode: SyncMode, me: &str, now: i64) -> Result<Planned> {
-        let fresh_for = self.config.discovery_interval.as_secs() as i64;
         let last = self.state.load_discovery().await?;
-        if let Some(last) = last.as_ref().filter(|last| mode == SyncMode::Auto && now - last.at < fresh_for) {
+        if let Some(last) = last.as_ref().filter(|last| mode == SyncMode::Auto && self.fresh(last, now)) {
             return Ok(Planned::Stages(Stages { names: last.stages.clone(), listing: None, configured: true }));
         }
         let types = &self.config.api_types;

@@ -25,20 +25,30 @@ pub struct FanOut<'a, O> {
 
 impl<O: Organization> FanOut<'_, O> {
     /// One run per target, each with the fan-out's mode and stages. An organization that lists
-    /// no account fails the plan: an empty plan would look like a healthy idle deployment.
+    /// no account fails the plan.
+    /// `targets` in the input (what the tick hands over, or a user's selection) replaces the
+    /// configured targets.
     pub async fn plan(&self, input: serde_json::Value, execution_id: &str) -> Result<TargetPlan> {
-        let given: ExecutionInput = parse_object("execution input", input)?;
+        let mut given: ExecutionInput = parse_object("execution input", input)?;
         if given.target.is_some() {
             return Err(AgentError::invalid_input(
                 "execution input: a fan-out execution runs every target; start the sync workflow with \"target\" \
                  to run one",
             ));
         }
-        let organization_accounts = match &self.settings.accounts {
-            TargetAccounts::Organization => Some(self.organization_accounts().await?),
-            _ => None,
+        let selected = match given.targets.take() {
+            Some(selected) => {
+                let mut checked = selected.into_iter().map(Target::checked).collect::<Result<Vec<_>>>()?;
+                checked.sort();
+                checked.dedup();
+                if checked.is_empty() {
+                    return Err(AgentError::invalid_input("execution input: \"targets\" names no target"));
+                }
+                checked
+            }
+            None => self.targets().await?,
         };
-        let runs: Vec<ExecutionInput> = targets(self.settings, self.home, organization_accounts.as_deref())
+        let runs: Vec<ExecutionInput> = selected
             .into_iter()
             .map(|target| ExecutionInput {
                 target: Some(target),
@@ -46,14 +56,26 @@ impl<O: Organization> FanOut<'_, O> {
                 ..given.clone()
             })
             .collect();
-        if runs.is_empty() {
+        tracing::info!(targets = runs.len(), "targets planned");
+        Ok(TargetPlan { runs, concurrency: self.settings.concurrency })
+    }
+
+    /// The configured targets: accounts (listed from the organization when it is named) times
+    /// regions.
+    pub async fn targets(&self) -> Result<Vec<Target>> {
+        let organization_accounts = match &self.settings.accounts {
+            TargetAccounts::Organization => Some(self.organization_accounts().await?),
+            _ => None,
+        };
+        let configured = targets(self.settings, self.home, organization_accounts.as_deref());
+        // An empty plan would look like a healthy idle deployment.
+        if configured.is_empty() {
             return Err(AgentError::InvalidConfig {
                 variable: "TARGET_ORGANIZATIONAL_UNITS",
                 reason: "the organization has no ACTIVE account there".into(),
             });
         }
-        tracing::info!(targets = runs.len(), "targets planned");
-        Ok(TargetPlan { runs, concurrency: self.settings.concurrency })
+        Ok(configured)
     }
 
     async fn organization_accounts(&self) -> Result<Vec<String>> {
@@ -92,7 +114,8 @@ pub fn failed(target: Target, caught: CaughtError) -> TargetOutcome {
     TargetOutcome { target, failure: Some(TargetFailure { error, cause: shorten(&cause) }) }
 }
 
-fn shorten(text: &str) -> String {
+/// `text` cut to [`MAX_CAUSE_CHARS`] characters.
+pub(crate) fn shorten(text: &str) -> String {
     match text.char_indices().nth(MAX_CAUSE_CHARS) {
         Some((end, _)) => format!("{}…", &text[..end]),
         None => text.to_owned(),

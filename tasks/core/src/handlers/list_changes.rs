@@ -64,6 +64,13 @@ struct Lookups {
     mappings: HashMap<Generation, Vec<DomainMapping>>,
 }
 
+/// What the stages of one assets run share.
+#[derive(Default)]
+struct Shared {
+    listing: Listing,
+    lookups: Lookups,
+}
+
 /// One branch's work, before it is wrapped with the claims.
 #[derive(Default)]
 struct Listed {
@@ -73,6 +80,8 @@ struct Listed {
     deferred: Vec<String>,
     held_back: Vec<StageFailure>,
     summary: ChangeSummary,
+    /// Set when only an idle pass was asked for and a stage has work: why.
+    busy: Option<String>,
 }
 
 /// What one stage's assets branch does this run.
@@ -81,6 +90,8 @@ enum StagePlan {
     /// Its full sync waits for another execution's listing of the account.
     Deferred,
     Work(StageWork),
+    /// An idle pass found work (why): it is left to the workflow.
+    Busy(String),
 }
 
 /// One stage's assets work.
@@ -90,6 +101,15 @@ struct StageWork {
     watermark: WatermarkUpdate,
     /// Refused APIs this run does not try again: kept for the next runs.
     carried: Vec<Refused>,
+}
+
+/// What [`ListChanges::run_if_idle`] found.
+#[derive(Debug)]
+pub enum IdleListing {
+    /// Nothing to publish: the branch's output, whose watermarks the commit moves.
+    Idle(ListChangesOutput),
+    /// Work for the workflow, and why.
+    Busy(String),
 }
 
 pub struct ListChanges<'a, G, C, S, F, E> {
@@ -103,14 +123,47 @@ pub struct ListChanges<'a, G, C, S, F, E> {
 
 impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed, E: Executions> ListChanges<'_, G, C, S, F, E> {
     pub async fn run(&self, input: ListChangesInput, now: i64) -> Result<ListChangesOutput> {
-        let (claimed, mut skipped) = self.claim(&input, now).await?;
+        let (claimed, skipped) = self.claim(&input, now).await?;
+        let listed = self.list(&input, &claimed, false, now).await;
+        self.finish(input, claimed, skipped, listed, now).await
+    }
+
+    /// The branch's work when it is idle: no chunk, only watermarks to commit (a quiet CloudTrail
+    /// window, no metrics window due). `Busy`, with the claims given back and nothing written,
+    /// as soon as a stage has more than that to do: a full sync, a change, a refusal to retry,
+    /// windows due. What the tick does in-process instead of starting an execution.
+    pub async fn run_if_idle(&self, input: ListChangesInput, now: i64) -> Result<IdleListing> {
+        let (claimed, skipped) = self.claim(&input, now).await?;
+        let mut listed = self.list(&input, &claimed, true, now).await;
+        if let Ok(Listed { busy: reason @ Some(_), .. }) = &mut listed {
+            let reason = reason.take().unwrap_or_default();
+            tracing::info!(kind = ?input.kind, reason, "not idle: left to the workflow");
+            self.give_back(&input, &claimed).await;
+            return Ok(IdleListing::Busy(reason));
+        }
+        self.finish(input, claimed, skipped, listed, now).await.map(IdleListing::Idle)
+    }
+
+    async fn list(&self, input: &ListChangesInput, claimed: &[String], idle_only: bool, now: i64) -> Result<Listed> {
         let runtimes: Vec<&RuntimeRef> = input.runtimes.iter().filter(|r| claimed.contains(&r.stage)).collect();
-        let listed = match input.kind {
-            Kind::Assets => self.assets(input.mode, &runtimes, &input.execution_id, now).await,
-            Kind::Metrics => self.metrics(&runtimes, now).await,
-        };
+        match input.kind {
+            Kind::Assets => self.assets(input.mode, &runtimes, &input.execution_id, idle_only, now).await,
+            Kind::Metrics => self.metrics(&runtimes, idle_only, now).await,
+        }
+    }
+
+    /// The branch's output; on failure the claimed stages' runs are recorded as failed and
+    /// their claims given back.
+    async fn finish(
+        &self,
+        input: ListChangesInput,
+        claimed: Vec<String>,
+        mut skipped: Vec<String>,
+        listed: Result<Listed>,
+        now: i64,
+    ) -> Result<ListChangesOutput> {
         match listed {
-            Ok(Listed { mut chunks, watermarks, deferred, held_back, summary }) => {
+            Ok(Listed { mut chunks, watermarks, deferred, held_back, summary, busy: _ }) => {
                 skipped.extend(deferred);
                 for chunk in &mut chunks {
                     chunk.set_target(input.target.clone());
@@ -170,17 +223,28 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed, E: Executions
         Ok((claimed, skipped))
     }
 
-    async fn assets(&self, mode: SyncMode, runtimes: &[&RuntimeRef], execution_id: &str, now: i64) -> Result<Listed> {
+    async fn assets(
+        &self,
+        mode: SyncMode,
+        runtimes: &[&RuntimeRef],
+        execution_id: &str,
+        idle_only: bool,
+        now: i64,
+    ) -> Result<Listed> {
         let mut output = Listed::default();
         // Shared across runtimes: one listing of the account, one CloudTrail read per window,
         // one GetStages and one GetApi per touched API.
-        let mut listing = Listing::default();
-        let mut lookups = Lookups::default();
+        let mut shared = Shared::default();
         for runtime in runtimes {
             let stage = &runtime.stage;
-            let work = match self.stage_work(runtime, mode, execution_id, &mut listing, &mut lookups, now).await {
+            let planned = self.stage_work(runtime, mode, execution_id, idle_only, &mut shared, now).await;
+            let work = match planned {
                 Ok(StagePlan::Work(work)) => work,
                 Ok(StagePlan::UpToDate) => continue,
+                Ok(StagePlan::Busy(reason)) => {
+                    output.busy = Some(format!("stage {stage}: {reason}"));
+                    return Ok(output);
+                }
                 Ok(StagePlan::Deferred) => {
                     output.deferred.push(stage.clone());
                     continue;
@@ -230,10 +294,11 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed, E: Executions
         runtime: &RuntimeRef,
         mode: SyncMode,
         execution_id: &str,
-        listing: &mut Listing,
-        lookups: &mut Lookups,
+        idle_only: bool,
+        shared: &mut Shared,
         now: i64,
     ) -> Result<StagePlan> {
+        let Shared { listing, lookups } = shared;
         let stage = &runtime.stage;
         let state = self.state.load(stage).await?;
         let mut plan = plan_assets(mode, &state, now, self.config.change_timing());
@@ -245,6 +310,9 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed, E: Executions
                 tracing::warn!(stage, start, end, "CloudTrail record that locates no change; full sync instead");
                 plan = AssetPlan::Full { position: end };
             }
+        }
+        if idle_only && let Some(reason) = busy_reason(&plan, &window, &state) {
+            return Ok(StagePlan::Busy(reason));
         }
         let work = match plan {
             AssetPlan::UpToDate => return Ok(StagePlan::UpToDate),
@@ -559,7 +627,7 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed, E: Executions
     /// Windows are read only up to the stage's assets watermark, before which its API catalog
     /// names every API deployed: a stage not synced yet waits for its first full sync, so an
     /// API's traffic is never left out because the catalog does not know the API yet.
-    async fn metrics(&self, runtimes: &[&RuntimeRef], now: i64) -> Result<Listed> {
+    async fn metrics(&self, runtimes: &[&RuntimeRef], idle_only: bool, now: i64) -> Result<Listed> {
         let mut output = Listed::default();
         let timing = self.config.window_timing();
         let mut open = MetricsChunk { target: None, runtimes: vec![] };
@@ -571,6 +639,10 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed, E: Executions
                 continue;
             };
             let Some((start, end)) = due_range(state.metrics_watermark, now, covered_until, timing) else { continue };
+            if idle_only {
+                output.busy = Some(format!("stage {}: metrics windows due", runtime.stage));
+                return Ok(output);
+            }
             let due = RuntimeWindows {
                 runtime_id: runtime.runtime_id.clone(),
                 stage: runtime.stage.clone(),
@@ -596,5 +668,19 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed, E: Executions
             output.chunks.push(Chunk::Metrics(open));
         }
         Ok(output)
+    }
+}
+
+/// Why a stage's assets are more than an idle window's commit, if they are: a full sync, a
+/// CloudTrail write event to apply, or a refused API to try again.
+fn busy_reason(plan: &AssetPlan, window: &Touched, state: &RuntimeState) -> Option<String> {
+    match plan {
+        AssetPlan::Full { .. } => Some("full sync due".into()),
+        AssetPlan::UpToDate => None,
+        AssetPlan::Incremental { .. } if !window.apis.is_empty() || !window.domains.is_empty() => {
+            Some("changes in CloudTrail".into())
+        }
+        AssetPlan::Incremental { .. } if !state.assets_refused.is_empty() => Some("refused APIs to retry".into()),
+        AssetPlan::Incremental { .. } => None,
     }
 }

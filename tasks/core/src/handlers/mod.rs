@@ -1,4 +1,4 @@
-//! The five tasks, each a plain async function over the adapters' traits so tests can call it
+//! The tasks (the workflow's five, the fan-out's and the tick), each a plain async function over the adapters' traits so tests can call it
 //! with stand-ins. `main.rs` of each Lambda only wires real clients to one of these.
 
 pub mod ack_watermark;
@@ -6,6 +6,7 @@ pub mod ensure_runtime;
 pub mod fan_out;
 pub mod list_changes;
 pub mod publish;
+pub mod tick;
 pub mod transform;
 
 use std::collections::BTreeMap;

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 mod doubles;
 mod isolation;
+mod tick;
 
 use self::doubles::*;
 use super::ack_watermark::{AckAnswer, ack_watermark};
@@ -402,8 +403,13 @@ async fn requested_stages_override_the_configuration_and_are_validated() {
     let (plane, state) = (Plane::default(), Memory::default());
     let task = ensure_runtime(&config, &gateway, &plane, &state);
 
-    let only_dev =
-        ExecutionInput { mode: SyncMode::Full, stages: Some(vec!["dev".into()]), target: None, started_by: None };
+    let only_dev = ExecutionInput {
+        mode: SyncMode::Full,
+        stages: Some(vec!["dev".into()]),
+        target: None,
+        started_by: None,
+        targets: None,
+    };
     let ready = task.run(started_with(only_dev), NOW).await.unwrap();
     assert_eq!(
         ready.runtimes,
@@ -411,8 +417,13 @@ async fn requested_stages_override_the_configuration_and_are_validated() {
     );
     assert_eq!(ready.mode, SyncMode::Full);
 
-    let bad =
-        ExecutionInput { mode: SyncMode::Auto, stages: Some(vec!["dev stage".into()]), target: None, started_by: None };
+    let bad = ExecutionInput {
+        mode: SyncMode::Auto,
+        stages: Some(vec!["dev stage".into()]),
+        target: None,
+        started_by: None,
+        targets: None,
+    };
     assert_eq!(task.run(started_with(bad), NOW).await.unwrap_err().error_type(), "InvalidInput");
 }
 
@@ -586,7 +597,7 @@ async fn discovered_stages_are_reused_until_the_interval_or_a_full_sync() {
     let after = Gateway::with_apis(2, &["prod", "qa"], "x");
     let task = ensure_runtime(&config, &after, &plane, &state);
     assert_eq!(stages_of(task.run(scheduled(), NOW + 60).await.unwrap()), vec!["prod"]);
-    let full = ExecutionInput { mode: SyncMode::Full, stages: None, target: None, started_by: None };
+    let full = ExecutionInput { mode: SyncMode::Full, stages: None, target: None, started_by: None, targets: None };
     assert_eq!(stages_of(task.run(started_with(full), NOW + 120).await.unwrap()), vec!["prod", "qa"]);
     assert_eq!(stages_of(task.run(scheduled(), NOW + 3720).await.unwrap()), vec!["prod", "qa"]);
 }
@@ -862,7 +873,7 @@ async fn a_full_sync_reads_the_listing_ensure_runtime_just_made_instead_of_listi
     // 1 KiB descriptions: each stage's listing takes several DynamoDB items.
     let gateway = Gateway::with_apis(600, &["dev", "prod"], &"d".repeat(1024));
     let (plane, state) = (Plane::default(), Memory::default());
-    let full = ExecutionInput { mode: SyncMode::Full, stages: None, target: None, started_by: None };
+    let full = ExecutionInput { mode: SyncMode::Full, stages: None, target: None, started_by: None, targets: None };
     ensure_runtime(&config, &gateway, &plane, &state).run(started_with(full), NOW).await.unwrap();
     let discovery = state.discovery.lock().unwrap().clone().unwrap();
     assert!(discovery.listing_parts.values().all(|&parts| parts > 1), "{:?}", discovery.listing_parts);
@@ -886,7 +897,7 @@ async fn a_stored_listing_of_another_execution_or_with_a_missing_part_is_not_tru
     let config = config(&[("STAGES", "*")]);
     let gateway = Gateway::with_apis(300, &["prod"], &"d".repeat(2048));
     let (plane, state) = (Plane::default(), Memory::default());
-    let full = || ExecutionInput { mode: SyncMode::Full, stages: None, target: None, started_by: None };
+    let full = || ExecutionInput { mode: SyncMode::Full, stages: None, target: None, started_by: None, targets: None };
     let listed = || gateway.calls.load(Ordering::SeqCst);
     let task = list_changes(&config, &gateway, &plane, &state);
 

@@ -1,0 +1,287 @@
+//! `tick`: what the schedule invokes, every minute by default.
+//!
+//! A run of the sync workflow that finds nothing to do still costs its state transitions (about
+//! 13 for one target, $0.014 a month each at one run a minute), and most targets are idle most
+//! minutes. So the tick does in-process what an idle target's run does, with the workflow's own
+//! task code, claims and watermarks: the runtimes' heartbeats and the commit of a quiet
+//! CloudTrail window. A target with more to do (a change, a full sync, a discovery, metrics
+//! windows due, a refusal to retry, an error of any kind) is handed over to the workflow, all of
+//! a tick's in one execution, where the console shows the work and a failure is reported as it
+//! always was.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use futures_util::{StreamExt, stream};
+
+use crate::aws::apigateway::ApiGateway;
+use crate::aws::cloudtrail::ChangeFeed;
+use crate::aws::executions::{ExecutionStarter, Executions};
+use crate::aws::organizations::Organization;
+use crate::aws::state::StateStore;
+use crate::config::{Config, TargetSettings};
+use crate::control_plane::ControlPlane;
+use crate::error::{AgentError, Result};
+use crate::handlers::ack_watermark::{AckAnswer, ack_watermark};
+use crate::handlers::ensure_runtime::EnsureRuntime;
+use crate::handlers::fan_out::{FanOut, shorten};
+use crate::handlers::list_changes::{IdleListing, ListChanges};
+use crate::model::{
+    AckInput, AckRequest, EnsureRuntimeInput, ExecutionInput, HANDED_OVER_IN_REPORT, HandedOver, Kind,
+    ListChangesInput, SyncMode, TickReport,
+};
+use crate::target::Target;
+use crate::telemetry;
+
+/// How long a tick's claims on a target's stages last: longer than the tick function's
+/// timeout, so a pass cut off holding them blocks the workflow's run of its stages for minutes,
+/// not for the hour of an execution's claim.
+pub const TICK_CLAIM_SECONDS: u64 = 300;
+
+/// Time kept at the end of a tick to start the execution after the passes.
+const START_MARGIN: Duration = Duration::from_secs(10);
+
+/// What a pass made of a target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pass {
+    /// Heartbeats sent, the idle window committed.
+    Idle,
+    /// Left to the workflow, for this reason.
+    HandOver(String),
+}
+
+/// An idle run of one target, in-process: ensure-runtime, then each branch's list-changes and
+/// ack-watermark, as the workflow would run them, as long as there is nothing to publish.
+pub struct IdlePass<'a, G, C, S, F, E> {
+    pub config: &'a Config,
+    pub target: &'a Target,
+    /// The target as the workflow's task inputs name it: `None` in a deployment of one target.
+    pub named: Option<&'a Target>,
+    pub gateway: &'a G,
+    pub control_plane: &'a C,
+    pub state: &'a S,
+    pub feed: &'a F,
+    pub executions: &'a E,
+}
+
+impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed, E: Executions> IdlePass<'_, G, C, S, F, E> {
+    /// `tick_id` holds the pass's claims, as an execution's id does.
+    pub async fn run(&self, tick_id: &str, now: i64) -> Result<Pass> {
+        let ensure = EnsureRuntime {
+            config: self.config,
+            account: &self.target.account,
+            region: &self.target.region,
+            gateway: self.gateway,
+            control_plane: self.control_plane,
+            state: self.state,
+            executions: self.executions,
+        };
+        // A discovery lists the whole account at API Gateway's pace: the workflow's work.
+        if ensure.discovery_due(now).await? {
+            return Ok(Pass::HandOver("the account's stages are due for discovery".into()));
+        }
+        let input = ExecutionInput { target: self.named.cloned(), ..ExecutionInput::default() };
+        let request = EnsureRuntimeInput {
+            input: serde_json::to_value(input).map_err(|e| AgentError::invalid_input(e.to_string()))?,
+            execution_id: tick_id.to_owned(),
+        };
+        let ready = ensure.run(request, now).await?;
+        if ready.runtimes.is_empty() {
+            return Ok(Pass::Idle);
+        }
+        let config = Config { claim_ttl: Duration::from_secs(TICK_CLAIM_SECONDS), ..self.config.clone() };
+        let lister = ListChanges {
+            config: &config,
+            gateway: self.gateway,
+            control_plane: self.control_plane,
+            state: self.state,
+            feed: self.feed,
+            executions: self.executions,
+        };
+        for kind in [Kind::Assets, Kind::Metrics] {
+            let input = ListChangesInput {
+                target: self.named.cloned(),
+                kind,
+                mode: SyncMode::Auto,
+                runtimes: ready.runtimes.clone(),
+                execution_id: tick_id.to_owned(),
+            };
+            let listed = match lister.run_if_idle(input, now).await? {
+                IdleListing::Idle(listed) => listed,
+                IdleListing::Busy(reason) => return Ok(Pass::HandOver(reason)),
+            };
+            let commit = AckInput {
+                target: listed.target,
+                kind,
+                execution_id: tick_id.to_owned(),
+                watermarks: listed.watermarks,
+                claimed: listed.claimed,
+                held_back: listed.held_back,
+                branch_failed: false,
+            };
+            if let AckAnswer::Committed(acked) = ack_watermark(AckRequest::Commit(commit), self.state, now).await?
+                && let Some(failure) = acked.failures.first()
+            {
+                return Ok(Pass::HandOver(format!("{kind:?}: {}: {}", failure.error, failure.cause)));
+            }
+        }
+        Ok(Pass::Idle)
+    }
+}
+
+/// One target's pass, with that target's clients (see `bootstrap::SdkTargetPasses`); `named`
+/// when the workflow's tasks name their target (a deployment of several targets).
+pub trait TargetPasses: Send + Sync {
+    fn pass(&self, target: &Target, named: bool, tick_id: &str, now: i64) -> impl Future<Output = Result<Pass>> + Send;
+}
+
+/// The state machines a tick hands targets over to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Workflows {
+    /// The sync workflow (statemachine/agent.asl.json).
+    pub sync: String,
+    /// The fan-out (statemachine/targets.asl.json), in a deployment of several targets.
+    pub fan_out: Option<String>,
+}
+
+impl Workflows {
+    /// `SYNC_STATE_MACHINE_ARN` and, when the deployment fans out, `FAN_OUT_STATE_MACHINE_ARN`.
+    pub fn from_env() -> Result<Self> {
+        Self::from_values(
+            std::env::var("SYNC_STATE_MACHINE_ARN").ok().as_deref(),
+            std::env::var("FAN_OUT_STATE_MACHINE_ARN").ok().filter(|v| !v.trim().is_empty()).as_deref(),
+        )
+    }
+
+    pub fn from_values(sync: Option<&str>, fan_out: Option<&str>) -> Result<Self> {
+        let checked = |variable: &'static str, value: &str| {
+            let value = value.trim();
+            match value.starts_with("arn:") && value.contains(":states:") && value.contains(":stateMachine:") {
+                true => Ok(value.to_owned()),
+                false => {
+                    Err(AgentError::InvalidConfig { variable, reason: format!("{value:?} is not a state machine ARN") })
+                }
+            }
+        };
+        let sync = match sync {
+            Some(value) if !value.trim().is_empty() => checked("SYNC_STATE_MACHINE_ARN", value)?,
+            _ => {
+                return Err(AgentError::InvalidConfig {
+                    variable: "SYNC_STATE_MACHINE_ARN",
+                    reason: "is required".into(),
+                });
+            }
+        };
+        let fan_out = fan_out.map(|value| checked("FAN_OUT_STATE_MACHINE_ARN", value)).transpose()?;
+        Ok(Self { sync, fan_out })
+    }
+}
+
+pub struct Tick<'a, O, P, X> {
+    pub settings: &'a TargetSettings,
+    pub home: &'a Target,
+    pub organization: &'a O,
+    pub passes: &'a P,
+    pub starter: &'a X,
+    pub workflows: &'a Workflows,
+}
+
+impl<O: Organization, P: TargetPasses, X: ExecutionStarter> Tick<'_, O, P, X> {
+    /// Passes over every target (`TARGET_CONCURRENCY` at once) and starts one execution for
+    /// the targets handed over. A pass that fails hands its target over: the workflow's run
+    /// meets the error again and reports it. Passes still running at `deadline` (minus the
+    /// time to start the execution) are given up and their targets handed over.
+    pub async fn run(&self, scheduled_time: Option<&str>, deadline: Option<Instant>, now: i64) -> Result<TickReport> {
+        let fan_out = FanOut { settings: self.settings, home: self.home, organization: self.organization };
+        let targets = match self.workflows.fan_out {
+            Some(_) => fan_out.targets().await?,
+            None => vec![self.home.clone()],
+        };
+        let name = execution_name(scheduled_time, now);
+        let cutoff = deadline.map(|deadline| tokio::time::Instant::from_std(deadline) - START_MARGIN);
+        let concurrency = usize::try_from(self.settings.concurrency).unwrap_or(1).max(1);
+        let named = self.workflows.fan_out.is_some();
+        let passes: Vec<(Target, Pass)> = stream::iter(targets.iter().cloned())
+            .map(|target| {
+                let name = &name;
+                async move {
+                    let pass = self.passes.pass(&target, named, name, now);
+                    let outcome = match cutoff {
+                        Some(cutoff) => tokio::time::timeout_at(cutoff, pass)
+                            .await
+                            .unwrap_or_else(|_| Ok(Pass::HandOver("no time left in this tick".into()))),
+                        None => pass.await,
+                    };
+                    let pass = outcome.unwrap_or_else(|error| {
+                        tracing::warn!(%target, error_type = error.error_type(), %error, "pass failed; handed over");
+                        Pass::HandOver(shorten(&format!("{}: {error}", error.error_type())))
+                    });
+                    (target, pass)
+                }
+            })
+            .buffer_unordered(concurrency)
+            .collect()
+            .await;
+        let mut handed_over = Vec::new();
+        for (target, pass) in passes {
+            match pass {
+                Pass::Idle => {
+                    if self.workflows.fan_out.is_some() {
+                        telemetry::emit(&telemetry::target_failed_record(&target, false, now));
+                    }
+                }
+                Pass::HandOver(reason) => {
+                    tracing::info!(%target, reason, "handed over to the workflow");
+                    handed_over.push(HandedOver { target, reason });
+                }
+            }
+        }
+        handed_over.sort_by(|a, b| a.target.cmp(&b.target));
+        let execution = match handed_over.is_empty() {
+            true => None,
+            false => self.hand_over(&name, &handed_over).await?,
+        };
+        let handed_over_count = handed_over.len();
+        handed_over.truncate(HANDED_OVER_IN_REPORT);
+        let report = TickReport {
+            targets: targets.len(),
+            idle: targets.len() - handed_over_count,
+            handed_over,
+            handed_over_count,
+            execution,
+        };
+        tracing::info!(targets = report.targets, idle = report.idle, handed_over = handed_over_count, "tick done");
+        Ok(report)
+    }
+
+    /// One execution for every target handed over: the fan-out over them, or the sync workflow
+    /// in a deployment of one target.
+    async fn hand_over(&self, name: &str, handed_over: &[HandedOver]) -> Result<Option<String>> {
+        let (state_machine, input) = match &self.workflows.fan_out {
+            Some(fan_out) => {
+                let targets = handed_over.iter().map(|h| h.target.clone()).collect();
+                (fan_out, ExecutionInput { targets: Some(targets), ..ExecutionInput::default() })
+            }
+            None => (&self.workflows.sync, ExecutionInput::default()),
+        };
+        let input = serde_json::to_string(&input).map_err(|e| AgentError::invalid_input(e.to_string()))?;
+        let started = self.starter.start(state_machine, name, &input).await?;
+        match &started {
+            Some(arn) => tracing::info!(execution = arn, "execution started"),
+            None => tracing::info!(name, "this tick's execution was started before"),
+        }
+        Ok(started)
+    }
+}
+
+/// The execution a tick starts is named after the tick (`tick-20261206T025100Z`), so that an
+/// invocation repeated for the same scheduled time starts none (Step Functions keeps names
+/// for 90 days); a tick invoked by hand is named after the second it ran.
+pub fn execution_name(scheduled_time: Option<&str>, now: i64) -> String {
+    let stamp: String =
+        scheduled_time.unwrap_or_default().chars().filter(char::is_ascii_alphanumeric).take(40).collect();
+    match stamp.is_empty() {
+        true => format!("tick-{now}"),
+        false => format!("tick-{stamp}"),
+    }
+}
