@@ -234,13 +234,7 @@ export class AgentStack extends Stack {
     if (settings.targetAccounts === 'organization' && settings.targetOrganizationalUnits.length > 0) {
       this.addMemberRoleStackSet(settings);
     }
-    for (const role of Object.values(roles)) {
-      Validations.of(role).acknowledge({
-        id: 'AwsSolutions-IAM5[Resource::*]',
-        reason:
-          'Only actions without resource-level permissions use "*": X-Ray trace upload, cloudtrail:LookupEvents, ' +
-          'cloudwatch:GetMetricData and cloudwatch:ListMetrics, and the organization\'s account listing.',
-      });
+    const acknowledgeApiGatewayReads = (role: iam.Role) => {
       for (const path of apiGatewayPaths(settings.apiTypes).filter((p) => p.includes('*'))) {
         for (const region of settings.targetRegions.length ? settings.targetRegions : ['<AWS::Region>']) {
           Validations.of(role).acknowledge({
@@ -251,6 +245,15 @@ export class AgentStack extends Stack {
           });
         }
       }
+    };
+    for (const role of Object.values(roles)) {
+      Validations.of(role).acknowledge({
+        id: 'AwsSolutions-IAM5[Resource::*]',
+        reason:
+          'Only actions without resource-level permissions use "*": X-Ray trace upload, cloudtrail:LookupEvents, ' +
+          'cloudwatch:GetMetricData and cloudwatch:ListMetrics, and the organization\'s account listing.',
+      });
+      acknowledgeApiGatewayReads(role);
     }
 
     const workflowLogs = new logs.LogGroup(this, 'WorkflowLogs', {
@@ -308,13 +311,21 @@ export class AgentStack extends Stack {
       SYNC_STATE_MACHINE_ARN: this.stateMachine.stateMachineArn,
       ...(this.fanOut ? { FAN_OUT_STATE_MACHINE_ARN: this.fanOut.stateMachineArn } : {}),
     });
-    // An idle run's calls (ensure-runtime's heartbeats, list-changes of a quiet window, ack-watermark),
-    // without API Gateway: a target that needs it (a discovery, a change) is handed over.
+    // A quiet target's run: ensure-runtime (a small account's discovery included), list-changes of a quiet
+    // window, the periodic metrics read (transform, publish), ack-watermark. It never re-reads a changed API nor
+    // stores a listing or a snapshot: a target that needs that is handed over.
     readSecret(tick.role);
+    tick.role.addToPolicy(readApiGateway);
+    acknowledgeApiGatewayReads(tick.role);
     tick.role.addToPolicy(new iam.PolicyStatement({ actions: ['cloudtrail:LookupEvents'], resources: ['*'] }));
-    table(tick.role, ['dynamodb:GetItem'], ['stage', '#discovery', '#catalog#*', '#registry', '#applied#*', '#run#*']);
-    table(tick.role, ['dynamodb:UpdateItem'], ['stage', '#registry', '#run#*']);
-    table(tick.role, ['dynamodb:PutItem'], ['#applied#*']);
+    tick.role.addToPolicy(
+      new iam.PolicyStatement({ actions: ['cloudwatch:GetMetricData', 'cloudwatch:ListMetrics'], resources: ['*'] }),
+    );
+    table(tick.role, ['dynamodb:GetItem'], [
+      'stage', '#discovery', '#catalog#*', '#registry', '#applied#*', '#run#*', '#lock#listing', '#progress#*', '#report#*',
+    ]);
+    table(tick.role, ['dynamodb:UpdateItem'], ['stage', '#registry', '#run#*', '#lock#listing', '#pace#apigateway']);
+    table(tick.role, ['dynamodb:PutItem'], ['#applied#*', '#discovery', '#progress#*', '#report#*']);
     tick.role.addToPolicy(registryScan(this.table));
     describeExecutions(tick.role);
     // One execution a tick, of the machine it hands over to.
@@ -323,8 +334,8 @@ export class AgentStack extends Stack {
     Validations.of(tick.role).acknowledge({
       id: 'AwsSolutions-IAM5[Resource::*]',
       reason:
-        'Only actions without resource-level permissions use "*": X-Ray trace upload, cloudtrail:LookupEvents ' +
-        'and the organization\'s account listing.',
+        'Only actions without resource-level permissions use "*": X-Ray trace upload, cloudtrail:LookupEvents, ' +
+        'cloudwatch:GetMetricData and cloudwatch:ListMetrics, and the organization\'s account listing.',
     });
 
     // The schedule may only invoke the tick.

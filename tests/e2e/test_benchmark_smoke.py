@@ -4,7 +4,7 @@ report prints beside them."""
 
 from __future__ import annotations
 
-from benchmarks import (OPERATIONS, PERIODIC_HANDOVERS, STAGES, ZIP_GOAL_BYTES, bench_targets, changes_bound, deployables,
+from benchmarks import (HANDOVERS, OPERATIONS, PERIODIC_IN_TICK, STAGES, ZIP_GOAL_BYTES, bench_targets, changes_bound, deployables,
                         full_sync_bound, idle_target_cost_per_month, metrics_read_bound, quiet_read_bound, render,
                         render_targets, run, task_binaries)
 from lambda_adapter import load_timeouts
@@ -82,12 +82,15 @@ def test_the_fan_outs_benchmark_measures_each_targets_share_and_the_idle_cost():
     assumed = first.service_calls("sts", "AssumeRole") + idle.service_calls("sts", "AssumeRole")
     assert 1 <= assumed <= 3 * 4, assumed
     assert idle.service_calls("apigateway") == 0 and idle.service_calls("cloudtrail") == 4, "one lookup per target"
-    # The tick serves every idle target in-process: no execution, no API Gateway call, a CloudTrail lookup each.
-    assert result.tick_report["idle"] == 4 and "execution" not in result.tick_report
-    assert result.tick_calls[("cloudtrail", "LookupEvents")] == 4 and ("apigateway", "GetRestApis") not in result.tick_calls
-    cost = idle_target_cost_per_month(idle, result.tick_seconds, result.targets, memory_mb=256)
-    assert cost["transitions"] > 1 and cost["handovers"] == PERIODIC_HANDOVERS
-    assert 0 < cost["tick"] < cost["handed_over"] < cost["ungated"], cost
+    # The tick serves every quiet target in-process: no execution; when nothing is due, no API Gateway or
+    # CloudWatch call and a CloudTrail lookup each; with every periodic read due, a listing and a metrics read each.
+    idle_tick, periodic_tick = result.ticks["idle tick"], result.ticks["periodic tick"]
+    assert idle_tick.per_target("cloudtrail") == 1 and idle_tick.per_target("apigateway") == 0
+    assert idle_tick.per_target("monitoring") == 0
+    assert periodic_tick.per_target("apigateway") >= 1 and periodic_tick.per_target("monitoring") >= 1
+    cost = idle_target_cost_per_month(idle, idle_tick, periodic_tick, memory_mb=256)
+    assert cost["transitions"] > 1 and cost["handovers"] == HANDOVERS and cost["periodic"] == PERIODIC_IN_TICK
+    assert 0 < cost["handed_over"] < cost["total"] < cost["ungated"], cost
     rendered = "\n".join(render_targets(result, 256))
     print(rendered)
-    assert "An idle target's orchestration per month" in rendered and "every 1 min" in rendered
+    assert "A quiet target's orchestration per month" in rendered and "every 1 min" in rendered

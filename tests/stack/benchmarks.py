@@ -601,15 +601,25 @@ class TargetsResult:
     accounts: int
     regions: int
     operations: dict[str, Operation] = field(default_factory=dict)
-    # The schedule's tick over every target once they are idle: its answer, its wall time (the invocation's
-    # duration), and the AWS calls at the wire.
-    tick_report: dict = field(default_factory=dict)
-    tick_seconds: float = 0.0
-    tick_calls: dict[tuple[str, str], int] = field(default_factory=dict)
+    # The schedule's ticks over every target once they are quiet, by name ("idle tick": nothing due; "periodic
+    # tick": every target's metrics read and discovery due, done in-process).
+    ticks: dict[str, Tick] = field(default_factory=dict)
 
     @property
     def targets(self) -> int:
         return self.accounts * self.regions
+
+
+@dataclass
+class Tick:
+    """One tick: its answer, its wall time (the invocation's duration), the AWS calls at the wire."""
+
+    report: dict
+    seconds: float
+    calls: dict[tuple[str, str], int]
+
+    def per_target(self, service: str) -> float:
+        return sum(n for (s, _), n in self.calls.items() if s == service) / self.report["targets"]
 
 
 def bench_targets(release: bool, accounts: int = TARGET_ACCOUNTS, regions: tuple[str, ...] = TARGET_REGIONS,
@@ -637,47 +647,71 @@ def bench_targets(release: bool, accounts: int = TARGET_ACCOUNTS, regions: tuple
             result.operations[name] = measure(stack, name, fan_out=True)
             time.sleep(1.5)
         log("  idle tick")
-        stack.aws_proxy.reset()
-        lookups_before = len(stack.cloudtrail.requests())
-        started = time.monotonic()
-        tick = stack.tick()
-        result.tick_seconds = time.monotonic() - started
-        result.tick_report = tick.report
-        result.tick_calls = {k: n for k, n in stack.aws_proxy.counts().items() if n}
-        result.tick_calls[("cloudtrail", "LookupEvents")] = len(stack.cloudtrail.requests()) - lookups_before
-        if tick.execution is not None or tick.report["idle"] != result.targets:
-            raise BenchmarkError(f"the idle tick handed targets over: {tick.report}")
+        result.ticks["idle tick"] = measure_tick(stack)
+        # Every target's periodic work due at once: its discovery an hour old, a fetch interval of metrics windows.
+        state_table, now = StateTable(stack.moto_url), time.time()
+        for account in ids:
+            for region in regions:
+                prefix = "" if (account, region) == (HOME_ACCOUNT, stack.function_env["AWS_REGION"]) \
+                    else f"{account}/{region}/"
+                state_table.put_number(f"{prefix}#discovery", "discoveredAt", int(now) - 3700)
+                state_table.put_metrics_watermark(f"{prefix}prod", latest_window_end(now) - 1800)
+        time.sleep(1.5)
+        log("  periodic tick")
+        result.ticks["periodic tick"] = measure_tick(stack)
     finally:
         stack.stop()
     return result
 
 
-# The runs an idle target still hands over to the workflow per month at the default settings: a metrics read every
-# METRICS_FETCH_INTERVAL_SECONDS (1,800), a discovery of the account's stages every DISCOVERY_INTERVAL_SECONDS (3,600,
-# with STAGES=*), a full reconciliation every RECONCILE_INTERVAL_SECONDS (86,400). At most their sum (some coincide).
-PERIODIC_HANDOVERS = SECONDS_PER_MONTH // 1800 + SECONDS_PER_MONTH // 3600 + SECONDS_PER_MONTH // 86400
+# What a quiet target does per month at the default settings besides its idle minutes: a metrics read every
+# METRICS_FETCH_INTERVAL_SECONDS (1,800) and a discovery of its stages every DISCOVERY_INTERVAL_SECONDS (3,600, with
+# STAGES=*), both in the tick for a small target; a full reconciliation every RECONCILE_INTERVAL_SECONDS (86,400),
+# handed over to the workflow.
+PERIODIC_IN_TICK = SECONDS_PER_MONTH // 1800 + SECONDS_PER_MONTH // 3600
+HANDOVERS = SECONDS_PER_MONTH // 86400
 
 
-def idle_target_cost_per_month(idle_run: Operation, tick_seconds: float, targets: int, memory_mb: int,
-                               schedule_minutes: int = 1, handovers: int = PERIODIC_HANDOVERS) -> dict:
-    """An idle target's orchestration per month: its share of the tick's invocation on every run it is idle, and, for
-    the periodic runs it hands over, a run of the workflow costing what the idle fan-out run cost per target (its
-    share of the fan-out's transitions and its own run's, Lambda invocations and time). `ungated` is what every run
-    would cost as a run of the workflow, as before the tick."""
+def measure_tick(stack: EmbeddedStack) -> Tick:
+    """One tick over quiet targets, which must all be served in-process."""
+    stack.aws_proxy.reset()
+    lookups_before = len(stack.cloudtrail.requests())
+    started = time.monotonic()
+    tick = stack.tick()
+    seconds = time.monotonic() - started
+    calls = {k: n for k, n in stack.aws_proxy.counts().items() if n}
+    calls[("cloudtrail", "LookupEvents")] = len(stack.cloudtrail.requests()) - lookups_before
+    if tick.execution is not None or tick.report["idle"] != tick.report["targets"]:
+        raise BenchmarkError(f"the tick handed targets over: {tick.report}")
+    return Tick(tick.report, seconds, calls)
+
+
+def idle_target_cost_per_month(idle_run: Operation, idle_tick: Tick, periodic_tick: Tick, memory_mb: int,
+                               schedule_minutes: int = 1) -> dict:
+    """A quiet target's orchestration per month: its share of the idle tick's invocation on its idle runs, of the
+    periodic tick's (every target's metrics read and discovery at once: an upper bound) on the runs with periodic
+    work, and, for each run it hands over (the daily reconciliation), a run of the workflow costing what the idle
+    fan-out run cost per target (its share of the fan-out's transitions and its own run's, Lambda invocations and
+    time). `ungated` is what every run would cost as a run of the workflow, as before the tick."""
+    targets = idle_tick.report["targets"]
     limits = idle_run.report.limits
     children = limits["children"]
     runs = SECONDS_PER_MONTH // (60 * schedule_minutes)
-    handovers = min(handovers, runs)
+    periodic = min(PERIODIC_IN_TICK, runs)
+    handovers = min(HANDOVERS, runs - periodic)
     transitions = (limits["stateTransitions"] + children["stateTransitions"]) / targets
     invocations = (limits["lambdaInvocations"] + children["lambdaInvocations"]) / targets
     gb_seconds = (limits["lambdaMs"] + children["lambdaMs"]) / 1000 / targets * memory_mb / 1024
     workflow_run = (transitions * PRICES["sfn_transition"] + invocations * PRICES["lambda_request"]
                     + gb_seconds * PRICES["lambda_arm64_gb_second"])
-    tick_share = (PRICES["lambda_request"] / targets
-                  + tick_seconds / targets * memory_mb / 1024 * PRICES["lambda_arm64_gb_second"])
-    return {"transitions": transitions, "invocations": invocations, "handovers": handovers,
-            "tick": (runs - handovers) * tick_share, "handed_over": handovers * workflow_run,
-            "total": (runs - handovers) * tick_share + handovers * workflow_run, "ungated": runs * workflow_run}
+
+    def share(tick: Tick) -> float:
+        return (PRICES["lambda_request"] + tick.seconds * memory_mb / 1024 * PRICES["lambda_arm64_gb_second"]) / targets
+
+    ticks = (runs - periodic - handovers) * share(idle_tick) + periodic * share(periodic_tick)
+    return {"transitions": transitions, "invocations": invocations, "periodic": periodic, "handovers": handovers,
+            "tick": ticks, "handed_over": handovers * workflow_run, "total": ticks + handovers * workflow_run,
+            "ungated": runs * workflow_run}
 
 
 def render_targets(result: TargetsResult, memory_mb: int) -> list[str]:
@@ -703,31 +737,29 @@ def render_targets(result: TargetsResult, memory_mb: int) -> list[str]:
                    f"{operation.control_plane_requests / result.targets:.1f} |")
     out.append("")
     idle = result.operations["idle run"]
-    per = lambda service: sum(n for (s, _), n in result.tick_calls.items() if s == service) / result.targets  # noqa: E731
-    out.append(f"The schedule's tick over the {number(result.targets)} idle targets: {result.tick_seconds:,.1f} s in one "
-               f"invocation ({result.tick_seconds / result.targets * 1000:,.0f} ms per target, "
-               f"{result.tick_report['idle']} idle, no execution started); per target {per('cloudtrail'):.1f} "
-               f"CloudTrail, {per('dynamodb'):.1f} DynamoDB, {per('sts'):.2f} STS and {per('apigateway'):.0f} API "
-               "Gateway calls.\n")
-    out.append("An idle target's orchestration per month: on each run it is idle, its share of the tick's invocation "
-               f"($0.20 per million requests, {memory_mb} MB x $0.0000133334 per GB-second); on each run it hands "
-               f"over (at most {number(PERIODIC_HANDOVERS)} a month at the defaults: metrics reads every 30 minutes, "
-               "discoveries every hour, a daily reconciliation), a run of the workflow as the idle fan-out run costs "
-               "per target: (its share of the fan-out's transitions + its run's) x $0.025 per 1,000 + its Lambda "
-               "invocations and time. The goal is $0.50.\n")
-    out.append("| schedule | tick share (idle runs) | handed-over runs | their cost | total per idle target | "
-               "every run a workflow run (before the tick) |")
+    idle_tick, periodic_tick = result.ticks["idle tick"], result.ticks["periodic tick"]
+    for name, tick in result.ticks.items():
+        out.append(f"The schedule's {name} over the {number(result.targets)} quiet targets: {tick.seconds:,.1f} s in "
+                   f"one invocation ({tick.seconds / result.targets * 1000:,.0f} ms per target, every target "
+                   f"in-process, no execution started); per target {tick.per_target('cloudtrail'):.1f} CloudTrail, "
+                   f"{tick.per_target('dynamodb'):.1f} DynamoDB, {tick.per_target('sts'):.2f} STS, "
+                   f"{tick.per_target('apigateway'):.1f} API Gateway and {tick.per_target('monitoring'):.1f} "
+                   "CloudWatch calls.\n")
+    out.append("A quiet target's orchestration per month: its share of the idle tick's invocation on its idle runs "
+               f"and of the periodic tick's on the {number(PERIODIC_IN_TICK)} runs with a metrics read (every 30 "
+               "minutes) or a discovery (every hour) due ($0.20 per million requests, "
+               f"{memory_mb} MB x $0.0000133334 per GB-second); on the {HANDOVERS} runs a month it hands over (the "
+               "daily reconciliation), a run of the workflow as the idle fan-out run costs per target: (its share "
+               "of the fan-out's transitions + its run's) x $0.025 per 1,000 + its Lambda invocations and time. The "
+               "goal is $0.50.\n")
+    out.append("| schedule | ticks | handed-over runs | their cost | total per quiet target | every run a workflow "
+               "run (before the tick) |")
     out.append("| --- | ---: | ---: | ---: | ---: | ---: |")
     for minutes in (1, 5, 15):
-        cost = idle_target_cost_per_month(idle, result.tick_seconds, result.targets, memory_mb, minutes)
+        cost = idle_target_cost_per_month(idle, idle_tick, periodic_tick, memory_mb, minutes)
         out.append(f"| every {minutes} min | {dollars(cost['tick'])} | {number(cost['handovers'])} | "
                    f"{dollars(cost['handed_over'])} | {dollars(cost['total'])} | {dollars(cost['ungated'])} |")
-    slower = idle_target_cost_per_month(idle, result.tick_seconds, result.targets, memory_mb, 1,
-                                        handovers=SECONDS_PER_MONTH // 3600 + SECONDS_PER_MONTH // 21600
-                                        + SECONDS_PER_MONTH // 86400)
-    out.append(f"\nWith `METRICS_FETCH_INTERVAL_SECONDS=3600` and `DISCOVERY_INTERVAL_SECONDS=21600`, "
-               f"{number(slower['handovers'])} runs a month are handed over: {dollars(slower['total'])} per "
-               "idle target at a 1-minute schedule.\n")
+    out.append("")
     return out
 
 

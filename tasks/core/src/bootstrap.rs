@@ -15,6 +15,7 @@ use tokio::sync::OnceCell;
 
 use crate::aws::apigateway::SdkApiGateway;
 use crate::aws::cloudtrail::CloudTrailFeed;
+use crate::aws::cloudwatch::CloudWatchMetrics;
 use crate::aws::executions::SdkExecutions;
 use crate::aws::pace::Pacer;
 use crate::aws::secrets::SecretCredentials;
@@ -159,7 +160,7 @@ pub struct SdkTargetPasses {
 }
 
 impl TargetPasses for SdkTargetPasses {
-    async fn pass(&self, target: &Target, named: bool, tick_id: &str, now: i64) -> Result<Pass> {
+    async fn pass(&self, target: &Target, named: bool, tick_id: &str, deadline: Instant, now: i64) -> Result<Pass> {
         let named = named.then_some(target);
         let context = self.targets.open(named).await?;
         IdlePass {
@@ -170,7 +171,10 @@ impl TargetPasses for SdkTargetPasses {
             control_plane: &self.control_plane,
             state: &context.state,
             feed: &CloudTrailFeed::new(aws_sdk_cloudtrail::Client::new(&context.aws)),
+            metrics: &CloudWatchMetrics::new(aws_sdk_cloudwatch::Client::new(&context.aws)),
             executions: &self.executions,
+            deadline,
+            longest_request: self.control_plane.longest_request(),
         }
         .run(tick_id, now)
         .await

@@ -39,6 +39,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             control_plane: &deps.control_plane,
             state: &target.state,
             executions: &deps.executions,
+            store_listing: true,
         };
         task.run(input, now()).await
     })

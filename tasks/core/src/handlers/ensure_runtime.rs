@@ -26,6 +26,19 @@ pub struct EnsureRuntime<'a, G, C, S, E> {
     pub control_plane: &'a C,
     pub state: &'a S,
     pub executions: &'a E,
+    /// Whether a listing made for the discovery is stored for the same execution's full syncs:
+    /// the workflow's; a tick hands a full sync over to an execution that could not reuse it.
+    pub store_listing: bool,
+}
+
+/// Whether a discovery of the account's stages is due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiscoveryDue {
+    No,
+    /// With the APIs the last discovery's stages deploy (`None`: unknown, or no discovery yet).
+    Yes {
+        deployed_apis: Option<usize>,
+    },
 }
 
 /// The stages of this run, and what came with them.
@@ -80,9 +93,10 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, E: Executions> EnsureRuntime
             // The assets branch's full sync reads this listing instead of making the same
             // 1 + one-per-API calls again a few seconds later.
             let timing = self.config.change_timing();
-            let full_sync_follows = states
-                .iter()
-                .any(|state| matches!(plan_assets(input.mode, state, now, timing), AssetPlan::Full { .. }));
+            let full_sync_follows = self.store_listing
+                && states
+                    .iter()
+                    .any(|state| matches!(plan_assets(input.mode, state, now, timing), AssetPlan::Full { .. }));
             super::save_discovery(self.state, &listing, &request.execution_id, now, full_sync_follows).await?;
         }
         let mut runtimes = Vec::with_capacity(stages.len());
@@ -267,13 +281,24 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, E: Executions> EnsureRuntime
     }
 
     /// Whether a scheduled run would list the account to discover its stages (`STAGES=*` and
-    /// the last discovery older than `DISCOVERY_INTERVAL_SECONDS`).
-    pub async fn discovery_due(&self, now: i64) -> Result<bool> {
+    /// the last discovery older than `DISCOVERY_INTERVAL_SECONDS`), and how large that listing
+    /// is likely to be: the APIs the last discovery's stages deploy, by their catalogs' sizes.
+    pub async fn discovery_due(&self, now: i64) -> Result<DiscoveryDue> {
         if self.config.stages != StageSelection::All {
-            return Ok(false);
+            return Ok(DiscoveryDue::No);
         }
-        let last = self.state.load_discovery().await?;
-        Ok(!last.is_some_and(|last| self.fresh(&last, now)))
+        let Some(last) = self.state.load_discovery().await? else {
+            return Ok(DiscoveryDue::Yes { deployed_apis: None });
+        };
+        if self.fresh(&last, now) {
+            return Ok(DiscoveryDue::No);
+        }
+        let mut deployed_apis = Some(0);
+        for stage in &last.stages {
+            let apis = self.state.load(stage).await?.deployed_apis.and_then(|n| usize::try_from(n).ok());
+            deployed_apis = deployed_apis.zip(apis).map(|(sum, apis)| sum + apis);
+        }
+        Ok(DiscoveryDue::Yes { deployed_apis })
     }
 
     fn fresh(&self, discovery: &Discovery, now: i64) -> bool {

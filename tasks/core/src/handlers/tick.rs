@@ -1,13 +1,13 @@
 //! `tick`: what the schedule invokes, every minute by default.
 //!
 //! A run of the sync workflow that finds nothing to do still costs its state transitions (about
-//! 13 for one target, $0.014 a month each at one run a minute), and most targets are idle most
-//! minutes. So the tick does in-process what an idle target's run does, with the workflow's own
-//! task code, claims and watermarks: the runtimes' heartbeats and the commit of a quiet
-//! CloudTrail window. A target with more to do (a change, a full sync, a discovery, metrics
-//! windows due, a refusal to retry, an error of any kind) is handed over to the workflow, all of
-//! a tick's in one execution, where the console shows the work and a failure is reported as it
-//! always was.
+//! 13 for one target, $0.014 a month each at one run a minute), and most targets are quiet most
+//! minutes. So the tick does a quiet target's run in-process, with the workflow's own task code,
+//! claims and watermarks: the runtimes' heartbeats, the commit of a quiet CloudTrail window, the
+//! periodic metrics read when it fits one chunk, the hourly discovery of a small account. A
+//! target with more to do (a change, a full sync, a large discovery or catch-up, a refusal to
+//! retry, an error of any kind) is handed over to the workflow, all of a tick's in one
+//! execution, where the console shows the work and a failure is reported as it always was.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -16,19 +16,22 @@ use futures_util::{StreamExt, stream};
 
 use crate::aws::apigateway::ApiGateway;
 use crate::aws::cloudtrail::ChangeFeed;
+use crate::aws::cloudwatch::MetricSource;
 use crate::aws::executions::{ExecutionStarter, Executions};
 use crate::aws::organizations::Organization;
-use crate::aws::state::StateStore;
+use crate::aws::state::{ClaimOn, StateStore};
 use crate::config::{Config, TargetSettings};
 use crate::control_plane::ControlPlane;
 use crate::error::{AgentError, Result};
 use crate::handlers::ack_watermark::{AckAnswer, ack_watermark};
-use crate::handlers::ensure_runtime::EnsureRuntime;
+use crate::handlers::ensure_runtime::{DiscoveryDue, EnsureRuntime};
 use crate::handlers::fan_out::{FanOut, shorten};
 use crate::handlers::list_changes::{IdleListing, ListChanges};
+use crate::handlers::publish::Publish;
+use crate::handlers::transform::Transform;
 use crate::model::{
-    AckInput, AckRequest, EnsureRuntimeInput, ExecutionInput, HANDED_OVER_IN_REPORT, HandedOver, Kind,
-    ListChangesInput, SyncMode, TickReport,
+    AckInput, AckRequest, CaughtError, Chunk, ChunkFailure, EnsureRuntimeInput, ExecutionInput, HANDED_OVER_IN_REPORT,
+    HandedOver, Kind, ListChangesInput, ListChangesOutput, MetricsChunk, SyncMode, TickReport,
 };
 use crate::target::Target;
 use crate::telemetry;
@@ -40,19 +43,29 @@ pub const TICK_CLAIM_SECONDS: u64 = 300;
 
 /// Time kept at the end of a tick to start the execution after the passes.
 const START_MARGIN: Duration = Duration::from_secs(10);
+/// Time a pass keeps after its work to commit it.
+const PASS_MARGIN: Duration = Duration::from_secs(10);
+/// A pass's time when the tick is given no deadline (a test).
+const UNBOUNDED_PASS: Duration = Duration::from_secs(3600);
 
 /// What a pass made of a target.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Pass {
-    /// Heartbeats sent, the idle window committed.
+    /// Its run done in-process: heartbeats, the quiet window committed, its metrics read if due.
     Idle,
     /// Left to the workflow, for this reason.
     HandOver(String),
 }
 
-/// An idle run of one target, in-process: ensure-runtime, then each branch's list-changes and
-/// ack-watermark, as the workflow would run them, as long as there is nothing to publish.
-pub struct IdlePass<'a, G, C, S, F, E> {
+/// The largest account a pass discovers in-process (the APIs its stages deploy): about 20 s of
+/// API Gateway calls at the default pace, well inside a tick.
+pub const DISCOVERY_APIS_IN_PROCESS: usize = 100;
+
+/// One target's run in-process, with the workflow's own tasks: ensure-runtime (its discovery
+/// too when the account is small), the assets branch when its window is quiet, and the metrics
+/// branch when its due windows fit one chunk (read, sent and committed here as the workflow's
+/// Map iteration would). Anything larger is left to the workflow, untouched.
+pub struct IdlePass<'a, G, C, S, F, M, E> {
     pub config: &'a Config,
     pub target: &'a Target,
     /// The target as the workflow's task inputs name it: `None` in a deployment of one target.
@@ -61,10 +74,23 @@ pub struct IdlePass<'a, G, C, S, F, E> {
     pub control_plane: &'a C,
     pub state: &'a S,
     pub feed: &'a F,
+    pub metrics: &'a M,
     pub executions: &'a E,
+    /// When the pass must have ended its work (the tick's deadline, less its margin).
+    pub deadline: Instant,
+    /// The longest one control plane request can take with its repetitions.
+    pub longest_request: Duration,
 }
 
-impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed, E: Executions> IdlePass<'_, G, C, S, F, E> {
+impl<G, C, S, F, M, E> IdlePass<'_, G, C, S, F, M, E>
+where
+    G: ApiGateway,
+    C: ControlPlane,
+    S: StateStore,
+    F: ChangeFeed,
+    M: MetricSource,
+    E: Executions,
+{
     /// `tick_id` holds the pass's claims, as an execution's id does.
     pub async fn run(&self, tick_id: &str, now: i64) -> Result<Pass> {
         let ensure = EnsureRuntime {
@@ -75,10 +101,16 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed, E: Executions
             control_plane: self.control_plane,
             state: self.state,
             executions: self.executions,
+            store_listing: false,
         };
-        // A discovery lists the whole account at API Gateway's pace: the workflow's work.
-        if ensure.discovery_due(now).await? {
-            return Ok(Pass::HandOver("the account's stages are due for discovery".into()));
+        // A discovery lists the whole account at API Gateway's pace: a small one is done here.
+        if let DiscoveryDue::Yes { deployed_apis } = ensure.discovery_due(now).await?
+            && deployed_apis.is_none_or(|apis| apis > DISCOVERY_APIS_IN_PROCESS)
+        {
+            return Ok(Pass::HandOver(match deployed_apis {
+                Some(apis) => format!("a discovery of {apis} APIs is due"),
+                None => "the account's stages are due for discovery".into(),
+            }));
         }
         let input = ExecutionInput { target: self.named.cloned(), ..ExecutionInput::default() };
         let request = EnsureRuntimeInput {
@@ -98,41 +130,121 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed, E: Executions
             feed: self.feed,
             executions: self.executions,
         };
-        for kind in [Kind::Assets, Kind::Metrics] {
-            let input = ListChangesInput {
-                target: self.named.cloned(),
-                kind,
-                mode: SyncMode::Auto,
-                runtimes: ready.runtimes.clone(),
-                execution_id: tick_id.to_owned(),
-            };
-            let listed = match lister.run_if_idle(input, now).await? {
-                IdleListing::Idle(listed) => listed,
-                IdleListing::Busy(reason) => return Ok(Pass::HandOver(reason)),
-            };
-            let commit = AckInput {
-                target: listed.target,
-                kind,
-                execution_id: tick_id.to_owned(),
-                watermarks: listed.watermarks,
-                claimed: listed.claimed,
-                held_back: listed.held_back,
-                branch_failed: false,
-            };
-            if let AckAnswer::Committed(acked) = ack_watermark(AckRequest::Commit(commit), self.state, now).await?
-                && let Some(failure) = acked.failures.first()
-            {
-                return Ok(Pass::HandOver(format!("{kind:?}: {}: {}", failure.error, failure.cause)));
+        let input = |kind| ListChangesInput {
+            target: self.named.cloned(),
+            kind,
+            mode: SyncMode::Auto,
+            runtimes: ready.runtimes.clone(),
+            execution_id: tick_id.to_owned(),
+        };
+        let assets = match lister.run_if_idle(input(Kind::Assets), now).await? {
+            IdleListing::Idle(listed) => listed,
+            IdleListing::Busy(reason) => return Ok(Pass::HandOver(reason)),
+        };
+        if let Some(reason) = self.commit(assets, tick_id, now).await? {
+            return Ok(Pass::HandOver(reason));
+        }
+        let metrics = lister.run(input(Kind::Metrics), now).await?;
+        if metrics.chunks.len() > 1 {
+            self.release(&metrics.claimed, tick_id).await;
+            return Ok(Pass::HandOver(format!("{} metrics windows due: a catch-up", metrics.summary.windows)));
+        }
+        if let Some(Chunk::Metrics(chunk)) = metrics.chunks.first()
+            && let Some(reason) = self.send(chunk.clone(), tick_id, now).await?
+        {
+            self.release(&metrics.claimed, tick_id).await;
+            return Ok(Pass::HandOver(reason));
+        }
+        Ok(match self.commit(metrics, tick_id, now).await? {
+            Some(reason) => Pass::HandOver(reason),
+            None => Pass::Idle,
+        })
+    }
+
+    /// Reads and sends one metrics chunk as the workflow's Map iteration does (transform, then
+    /// publish, until publish has nothing left); a reason to hand over when the chunk failed or
+    /// did not finish in time. Every window the control plane accepted is recorded as it is,
+    /// so the workflow's run goes on from there and never sends one twice.
+    async fn send(&self, chunk: MetricsChunk, tick_id: &str, now: i64) -> Result<Option<String>> {
+        let transform = Transform {
+            region: &self.target.region,
+            api_types: &self.config.api_types,
+            metrics: self.metrics,
+            state: self.state,
+        };
+        let publish = Publish {
+            control_plane: self.control_plane,
+            state: self.state,
+            deadline: self.deadline,
+            longest_request: self.longest_request,
+        };
+        let stages: Vec<String> = chunk.runtimes.iter().map(|r| r.stage.clone()).collect();
+        let mut next = Some(Chunk::Metrics(chunk));
+        while let Some(Chunk::Metrics(chunk)) = next.take() {
+            if Instant::now() >= self.deadline {
+                return Ok(Some("metrics read unfinished in this tick".into()));
+            }
+            let sent = async { publish.run(transform.metrics(chunk, now, self.deadline).await?, now).await }.await;
+            match sent {
+                Ok(published) => next = published.next,
+                Err(error) => {
+                    // As the Map iteration's Catch records it: the commit names it.
+                    let failure = ChunkFailure {
+                        target: self.named.cloned(),
+                        kind: Kind::Metrics,
+                        execution_id: tick_id.to_owned(),
+                        stages,
+                        error: CaughtError { error: error.error_type().into(), cause: error.to_string() },
+                    };
+                    ack_watermark(AckRequest::ChunkFailed(failure), self.state, now).await?;
+                    return Ok(None);
+                }
             }
         }
-        Ok(Pass::Idle)
+        Ok(None)
+    }
+
+    /// Commits a branch as ack-watermark does; the first failure it names, if any.
+    async fn commit(&self, listed: ListChangesOutput, tick_id: &str, now: i64) -> Result<Option<String>> {
+        let commit = AckInput {
+            target: listed.target,
+            kind: listed.kind,
+            execution_id: tick_id.to_owned(),
+            watermarks: listed.watermarks,
+            claimed: listed.claimed,
+            held_back: listed.held_back,
+            branch_failed: false,
+        };
+        Ok(match ack_watermark(AckRequest::Commit(commit), self.state, now).await? {
+            AckAnswer::Committed(acked) => {
+                acked.failures.first().map(|failure| format!("{:?}: {}: {}", listed.kind, failure.error, failure.cause))
+            }
+            AckAnswer::Recorded {} => None,
+        })
+    }
+
+    /// Gives back the claims of a branch left to the workflow.
+    async fn release(&self, claimed: &[String], tick_id: &str) {
+        for stage in claimed {
+            if let Err(error) = self.state.release(ClaimOn::Branch { stage, kind: Kind::Metrics }, tick_id).await {
+                tracing::warn!(stage, %error, "claim not released; it expires within minutes");
+            }
+        }
     }
 }
 
 /// One target's pass, with that target's clients (see `bootstrap::SdkTargetPasses`); `named`
-/// when the workflow's tasks name their target (a deployment of several targets).
+/// when the workflow's tasks name their target (a deployment of several targets); its work ends
+/// by `deadline`.
 pub trait TargetPasses: Send + Sync {
-    fn pass(&self, target: &Target, named: bool, tick_id: &str, now: i64) -> impl Future<Output = Result<Pass>> + Send;
+    fn pass(
+        &self,
+        target: &Target,
+        named: bool,
+        tick_id: &str,
+        deadline: Instant,
+        now: i64,
+    ) -> impl Future<Output = Result<Pass>> + Send;
 }
 
 /// The state machines a tick hands targets over to.
@@ -198,14 +310,19 @@ impl<O: Organization, P: TargetPasses, X: ExecutionStarter> Tick<'_, O, P, X> {
             None => vec![self.home.clone()],
         };
         let name = execution_name(scheduled_time, now);
+        // Passes end their work by `work_until`; one still running at `cutoff` is dropped.
         let cutoff = deadline.map(|deadline| tokio::time::Instant::from_std(deadline) - START_MARGIN);
+        let work_until = match cutoff {
+            Some(cutoff) => cutoff.into_std() - PASS_MARGIN,
+            None => Instant::now() + UNBOUNDED_PASS,
+        };
         let concurrency = usize::try_from(self.settings.concurrency).unwrap_or(1).max(1);
         let named = self.workflows.fan_out.is_some();
         let passes: Vec<(Target, Pass)> = stream::iter(targets.iter().cloned())
             .map(|target| {
                 let name = &name;
                 async move {
-                    let pass = self.passes.pass(&target, named, name, now);
+                    let pass = self.passes.pass(&target, named, name, work_until, now);
                     let outcome = match cutoff {
                         Some(cutoff) => tokio::time::timeout_at(cutoff, pass)
                             .await

@@ -135,6 +135,7 @@ fn ensure_runtime<'a>(
         control_plane: plane,
         state,
         executions: &StillRunning,
+        store_listing: true,
     }
 }
 

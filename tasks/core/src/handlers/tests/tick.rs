@@ -10,7 +10,9 @@ use crate::aws::executions::ExecutionStarter;
 use crate::aws::organizations::Organization;
 use crate::config::{TargetAccounts, TargetSettings};
 use crate::handlers::fan_out::FanOut;
-use crate::handlers::tick::{IdlePass, Pass, TICK_CLAIM_SECONDS, TargetPasses, Tick, Workflows, execution_name};
+use crate::handlers::tick::{
+    DISCOVERY_APIS_IN_PROCESS, IdlePass, Pass, TICK_CLAIM_SECONDS, TargetPasses, Tick, Workflows, execution_name,
+};
 use crate::target::Target;
 
 const TICK: &str = "tick-20270115T080000Z";
@@ -22,8 +24,20 @@ fn idle_pass<'a, F: ChangeFeed>(
     plane: &'a Plane,
     state: &'a Memory,
     feed: &'a F,
-) -> IdlePass<'a, Gateway, Plane, Memory, F, StillRunning> {
-    IdlePass { config, target, named: None, gateway, control_plane: plane, state, feed, executions: &StillRunning }
+) -> IdlePass<'a, Gateway, Plane, Memory, F, Traffic, StillRunning> {
+    IdlePass {
+        config,
+        target,
+        named: None,
+        gateway,
+        control_plane: plane,
+        state,
+        feed,
+        metrics: &NO_TRAFFIC,
+        executions: &StillRunning,
+        deadline: far_deadline(),
+        longest_request: Duration::from_secs(31),
+    }
 }
 
 fn home() -> Target {
@@ -106,19 +120,63 @@ async fn a_change_in_cloudtrail_hands_the_target_over_untouched() {
 }
 
 #[tokio::test]
-async fn metrics_windows_due_hand_over_after_the_idle_assets_window_is_committed() {
+async fn the_periodic_metrics_read_is_done_in_process_and_a_catch_up_is_handed_over() {
     let (config, gateway, plane, state) = synced().await;
     let before = state.load("prod").await.unwrap();
+    let sent = plane.metrics.lock().unwrap().len();
     let target = home();
     let now = NOW + 1800 + 300;
 
     let pass = idle_pass(&config, &target, &gateway, &plane, &state, &NoEvents).run(TICK, now).await.unwrap();
 
-    assert_eq!(pass, Pass::HandOver("stage prod: metrics windows due".into()));
+    assert_eq!(pass, Pass::Idle);
     let after = state.load("prod").await.unwrap();
     assert!(after.assets_watermark > before.assets_watermark, "the quiet assets window is done");
-    assert_eq!(after.metrics_watermark, before.metrics_watermark);
+    assert!(after.metrics_watermark > before.metrics_watermark, "{before:?} -> {after:?}");
+    let windows = plane.metrics.lock().unwrap()[sent..].to_vec();
+    assert!(!windows.is_empty() && windows.iter().all(|(runtime, _)| runtime.ends_with("_prod")), "{windows:?}");
     assert!(free(&state, Kind::Metrics, now).await);
+    // Sent once: the next minute has nothing due.
+    let again = idle_pass(&config, &target, &gateway, &plane, &state, &NoEvents).run(TICK, now + 60).await.unwrap();
+    assert_eq!((again, plane.metrics.lock().unwrap().len()), (Pass::Idle, sent + windows.len()));
+
+    // Two stages of 1-minute windows 50 minutes behind: more windows than one Map iteration's, the
+    // workflow's work.
+    let two = super::config(&[("STAGES", "prod,dev"), ("METRICS_INTERVAL_SECONDS", "60")]);
+    let gateway = Gateway::with_apis(3, &["prod", "dev"], "an API");
+    let (plane, state) = (Plane::default(), Memory::default());
+    workflow_run(&two, &gateway, &plane, &state, NOW).await;
+    let behind = NOW + 3000;
+    let pass = idle_pass(&two, &target, &gateway, &plane, &state, &NoEvents).run(TICK, behind).await.unwrap();
+    assert!(matches!(&pass, Pass::HandOver(reason) if reason.ends_with("metrics windows due: a catch-up")), "{pass:?}");
+    assert!(free(&state, Kind::Metrics, behind).await, "the claims are given back");
+}
+
+#[tokio::test]
+async fn a_small_accounts_discovery_is_done_in_process_a_large_ones_handed_over() {
+    let every_stage = config(&[]);
+    let gateway = Gateway::with_apis(3, &["prod"], "an API");
+    let (plane, state) = (Plane::default(), Memory::default());
+    let target = home();
+    let first = idle_pass(&every_stage, &target, &gateway, &plane, &state, &NoEvents).run(TICK, NOW).await.unwrap();
+    assert_eq!(first, Pass::HandOver("the account's stages are due for discovery".into()), "never discovered");
+    workflow_run(&every_stage, &gateway, &plane, &state, NOW).await;
+    let calls = gateway.calls.load(Ordering::SeqCst);
+    let later = NOW + 3600 + 60;
+
+    let pass = idle_pass(&every_stage, &target, &gateway, &plane, &state, &NoEvents).run(TICK, later).await.unwrap();
+
+    assert_eq!(pass, Pass::Idle);
+    assert_eq!(state.load_discovery().await.unwrap().unwrap().at, later, "discovered by the tick");
+    assert_eq!(gateway.calls.load(Ordering::SeqCst), calls + 3 + LISTING_OVERHEAD, "one listing of the account");
+
+    let large = Gateway::with_apis(DISCOVERY_APIS_IN_PROCESS + 1, &["prod"], "an API");
+    let (plane, state) = (Plane::default(), Memory::default());
+    workflow_run(&every_stage, &large, &plane, &state, NOW).await;
+    let calls = large.calls.load(Ordering::SeqCst);
+    let pass = idle_pass(&every_stage, &target, &large, &plane, &state, &NoEvents).run(TICK, later).await.unwrap();
+    assert_eq!(pass, Pass::HandOver(format!("a discovery of {} APIs is due", DISCOVERY_APIS_IN_PROCESS + 1)));
+    assert_eq!(large.calls.load(Ordering::SeqCst), calls, "left to the workflow untouched");
 }
 
 #[tokio::test]
@@ -188,7 +246,7 @@ struct ScriptedPasses {
 }
 
 impl TargetPasses for ScriptedPasses {
-    async fn pass(&self, target: &Target, named: bool, tick_id: &str, _: i64) -> Result<Pass> {
+    async fn pass(&self, target: &Target, named: bool, tick_id: &str, _: Instant, _: i64) -> Result<Pass> {
         self.asked.lock().unwrap().push((target.to_string(), named, tick_id.to_owned()));
         let (_, answer) = self.answers.iter().find(|(account, _)| *account == target.account).expect("scripted");
         answer.clone()
@@ -303,7 +361,7 @@ async fn a_single_target_deployment_starts_its_sync_workflow_only_when_there_is_
     assert!(!idle.asked.lock().unwrap()[0].1, "the tasks of a one-target deployment name no target");
 
     let busy = ScriptedPasses {
-        answers: vec![("111122223333", Ok(Pass::HandOver("stage prod: metrics windows due".into())))],
+        answers: vec![("111122223333", Ok(Pass::HandOver("stage prod: changes in CloudTrail".into())))],
         ..ScriptedPasses::default()
     };
     let report = tick(&busy).run(None, None, NOW).await.unwrap();
