@@ -6,17 +6,21 @@
 //!   overlapping or replayed execution can never move one back.
 //! - [`Claims`]: a branch *claims* a stage before listing its work, and an execution claims the
 //!   account's listing, so two overlapping executions never do the same work twice.
-//! - [`Documents`]: what one task hands the next without passing it through a state payload
-//!   (snapshots, catalogs, listings, metrics reports, applied CloudTrail events, progress).
+//! - What one task hands the next without passing it through a state payload, by concern:
+//!   [`Catalogs`] (the stages' API catalogs, the discovery, stored listings, chunk snapshots),
+//!   [`Reports`] (metrics window reports, a CloudWatch read's progress) and [`AppliedEvents`]
+//!   (the CloudTrail events a window applied). Large values are stored gzipped.
 //! - [`Runs`]: what a branch's run did per stage (chunks published, APIs refused, a failure), read
 //!   by `ack-watermark`; and [`Registry`]: every runtime the agent registered, to find orphans.
 //! - [`Slots`]: the account's API Gateway pace, shared by every container (see [`crate::aws::pace`]).
 //!
 //! Items other than a stage's start with `#`, which no API Gateway stage name can.
 
+mod applied;
+mod catalogs;
 mod claims;
-mod documents;
 mod progress;
+mod reports;
 mod runs;
 mod slots;
 
@@ -24,6 +28,7 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
+use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
 use flate2::Compression;
 use flate2::read::GzDecoder;
@@ -31,20 +36,20 @@ use flate2::write::GzEncoder;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+pub use self::applied::{AppliedEvents, applied_events_key};
+pub use self::catalogs::{CatalogEntry, Catalogs, Discovery, listing_key, snapshot_key};
 pub use self::claims::{Claim, ClaimOn, Claims};
-pub use self::documents::{
-    CatalogEntry, Discovery, Documents, applied_events_key, listing_key, progress_key, report_key, snapshot_key,
-};
 pub use self::progress::{Outcomes, RuntimeState, StageProgress};
+pub use self::reports::{Reports, progress_key, report_key};
 pub use self::runs::{Registered, Registry, RunEntry, RunRecord, Runs};
 pub use self::slots::{API_GATEWAY_SCHEDULE, Slots};
 use super::sdk_error;
 use crate::error::{AgentError, Result};
 
 /// Everything the tasks keep in the state table.
-pub trait StateStore: StageProgress + Claims + Documents + Runs + Registry {}
+pub trait StateStore: StageProgress + Claims + Catalogs + Reports + AppliedEvents + Runs + Registry {}
 
-impl<T: StageProgress + Claims + Documents + Runs + Registry> StateStore for T {}
+impl<T: StageProgress + Claims + Catalogs + Reports + AppliedEvents + Runs + Registry> StateStore for T {}
 
 #[derive(Debug, Clone)]
 pub struct DynamoStateStore {
@@ -140,6 +145,32 @@ impl DynamoStateStore {
         };
         request.send().await.map_err(|e| sdk_error("dynamodb:UpdateItem", e))?;
         Ok(())
+    }
+}
+
+impl DynamoStateStore {
+    /// Puts the item `key` holding `body` (gzipped JSON) in `attribute`, expiring at `expires_at`.
+    async fn put_gzipped(&self, key: &str, attribute: &str, body: Vec<u8>, expires_at: Option<i64>) -> Result<()> {
+        let mut request = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item(KEY, self.key(key))
+            .item(attribute, AttributeValue::B(Blob::new(body)));
+        if let Some(at) = expires_at {
+            request = request.item(EXPIRES_AT, AttributeValue::N(at.to_string()));
+        }
+        request.send().await.map_err(|e| sdk_error("dynamodb:PutItem", e))?;
+        Ok(())
+    }
+
+    /// The gzipped JSON in `attribute` of the item `key`; `None` when the item or the attribute
+    /// is absent.
+    async fn load_gzipped<T: DeserializeOwned>(&self, key: &str, attribute: &str) -> Result<Option<T>> {
+        match self.item(key).await?.as_ref().and_then(|item| item.get(attribute)) {
+            Some(AttributeValue::B(body)) => gunzip_json(key, body.as_ref()).map(Some),
+            _ => Ok(None),
+        }
     }
 }
 

@@ -140,7 +140,7 @@ const METRICS_IN_FLIGHT: &str = "metricsInFlight";
 const APPLIED_EVENTS: &str = "assetsAppliedEvents";
 /// The refused APIs, a JSON list (bounded by `ack-watermark`).
 const REFUSED: &str = "assetsRefused";
-/// The stage attribute counting the APIs of the catalog (see `Documents::put_catalog`).
+/// The stage attribute counting the APIs of the catalog (see `Catalogs::put_catalog`).
 pub(super) const DEPLOYED_APIS: &str = "deployedApis";
 
 /// What [`DynamoStateStore::advance`]'s update expression sets.

@@ -13,8 +13,8 @@ use crate::aws::cloudtrail::{ApiEvent, ChangeFeed};
 use crate::aws::cloudwatch::{MetricSource, MetricSubject};
 use crate::aws::executions::Executions;
 use crate::aws::state::{
-    CatalogEntry, Claim, ClaimOn, Claims, Discovery, Documents, Registered, Registry, RunEntry, RunRecord, Runs,
-    RuntimeState, StageProgress,
+    AppliedEvents, CatalogEntry, Catalogs, Claim, ClaimOn, Claims, Discovery, Registered, Registry, Reports, RunEntry,
+    RunRecord, Runs, RuntimeState, StageProgress,
 };
 use crate::config::ApiTypes;
 use crate::control_plane::types::{AgentMetricsModel, ApiDocument, Heartbeat, Runtime};
@@ -300,7 +300,7 @@ impl Claims for Memory {
     }
 }
 
-impl Documents for Memory {
+impl Catalogs for Memory {
     async fn put_snapshot(&self, key: &str, apis: &[DeployedApi], _: i64) -> Result<()> {
         self.snapshots.lock().unwrap().insert(key.to_owned(), apis.to_vec());
         Ok(())
@@ -317,6 +317,16 @@ impl Documents for Memory {
     async fn load_catalog(&self, stage: &str) -> Result<Option<Vec<CatalogEntry>>> {
         Ok(self.catalogs.lock().unwrap().get(stage).cloned())
     }
+    async fn load_discovery(&self) -> Result<Option<Discovery>> {
+        Ok(self.discovery.lock().unwrap().clone())
+    }
+    async fn save_discovery(&self, discovery: &Discovery) -> Result<()> {
+        *self.discovery.lock().unwrap() = Some(discovery.clone());
+        Ok(())
+    }
+}
+
+impl Reports for Memory {
     async fn put_report(&self, key: &str, report: &AgentMetricsModel, _: i64) -> Result<()> {
         self.reports.lock().unwrap().insert(key.to_owned(), report.clone());
         Ok(())
@@ -333,19 +343,15 @@ impl Documents for Memory {
         let documents = self.documents.lock().unwrap();
         Ok(documents.get(key).map(|value| serde_json::from_value(value.clone()).unwrap()))
     }
+}
+
+impl AppliedEvents for Memory {
     async fn put_applied_events(&self, key: &str, ids: &[String], _: i64) -> Result<()> {
         self.applied_events.lock().unwrap().insert(key.to_owned(), ids.to_vec());
         Ok(())
     }
     async fn load_applied_events(&self, key: &str) -> Result<Option<Vec<String>>> {
         Ok(self.applied_events.lock().unwrap().get(key).cloned())
-    }
-    async fn load_discovery(&self) -> Result<Option<Discovery>> {
-        Ok(self.discovery.lock().unwrap().clone())
-    }
-    async fn save_discovery(&self, discovery: &Discovery) -> Result<()> {
-        *self.discovery.lock().unwrap() = Some(discovery.clone());
-        Ok(())
     }
 }
 

@@ -19,7 +19,7 @@ use super::transform::{BATCH_BUDGET_BYTES, Transform};
 use crate::aws::apigateway::{Api, ApiGateway, ApiKind, DomainMapping, Generation, Stage};
 use crate::aws::cloudtrail::{ApiEvent, ChangeFeed};
 use crate::aws::cloudwatch::{MetricSource, MetricSubject};
-use crate::aws::state::{Claim, ClaimOn, Claims, Documents, StageProgress, report_key};
+use crate::aws::state::{Catalogs, Claim, ClaimOn, Claims, Reports, StageProgress, report_key};
 use crate::config::{ApiTypes, Config};
 use crate::control_plane::types::ApiDocument;
 use crate::error::{AgentError, Result};
