@@ -20,7 +20,7 @@ RUNS         ?= 2
 # pytest workers of `make test`, each with a local stack of its own: the tests mostly wait (paces, retries).
 TEST_WORKERS ?= 3
 
-.PHONY: help setup run run-org test test-large test-properties soak bench lambdas cdk-check deploy clean
+.PHONY: help setup run run-org tick test test-large test-properties soak bench lambdas cdk-check deploy clean
 
 help:
 	@echo "make setup   install the local stack (Python venv, Node 22, interpreter, validator)"
@@ -28,6 +28,8 @@ help:
 	@echo "             the second sends their metrics); INPUT='{\"mode\":\"full\"}' for full syncs"
 	@echo "make run-org the same over many accounts and regions: the fan-out over 3 accounts x 2 regions, one account's"
 	@echo "             role missing (its targets fail, the others sync)"
+	@echo "make tick    the schedule's way: RUNS ticks; a tick serves quiet targets itself and starts an execution"
+	@echo "             only for work (the first tick hands the first sync over, the second reads the metrics)"
 	@echo "make test    validate the ASL, check format and lints, run the Rust tests, the CDK checks, the end-to-end tests"
 	@echo "             (TEST_WORKERS at once, default 3, with a 10-API benchmark smoke), each function's AWS calls in them"
 	@echo "             against its IAM grants, and a local execution in a copy of the repository with nothing beside it"
@@ -59,6 +61,10 @@ cdk/node_modules/.installed: cdk/package.json cdk/package-lock.json
 
 run: setup
 	$(PYTHON) $(STACK)/stack.py run --input '$(INPUT)' --runs $(RUNS) --build-progress
+
+# As the schedule runs it: RUNS ticks, each starting an execution only for a target with work.
+tick: setup
+	$(PYTHON) $(STACK)/stack.py run --runs $(RUNS) --build-progress --tick
 
 # Many accounts and regions on the embedded stack: the fan-out over 3 accounts x 2 regions, one account without its role.
 run-org: setup

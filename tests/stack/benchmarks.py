@@ -58,6 +58,7 @@ STAGES = ("prod", "dev")
 # What a deployment runs with: the defaults of tasks/settings/src/lib.rs (which cdk/lib/settings.ts deploys).
 APIGATEWAY_PACE = 5.0  # APIGATEWAY_REQUESTS_PER_SECOND
 METRICS_FETCH_INTERVAL = 1800  # METRICS_FETCH_INTERVAL_SECONDS
+CHANGE_BUFFER = 300  # CHANGE_BUFFER_SECONDS: an assets watermark is this far behind its run
 RECONCILE_INTERVAL = 86_400  # RECONCILE_INTERVAL_SECONDS
 CHANGES = 10
 # Metrics the agent requests per API-stage and read (README, "What the metrics cost"): of an active one, and the probe
@@ -298,13 +299,25 @@ def bench_size(stack: EmbeddedStack, total: int, log=print) -> SizeResult:
 
     measured("full sync", {"mode": "full"})
     measured("idle incremental")
-    # The latest window a read covers also ends before the stages' assets watermark (their catalogs' reach).
-    synced = min(StateTable(stack.moto_url).item(stage)["assetsWatermark"] for stage in STAGES)
+
+    def last_window_read() -> int:
+        """The end of the last window the next run reads. It also ends before the stages' assets watermark (their
+        catalogs' reach), which that run's assets branch moves, maybe before its metrics branch plans: so the next
+        90 s are kept clear of a window boundary, and an idle run first moves the watermark into the same window."""
+        since_boundary = (time.time() - CHANGE_BUFFER) % METRICS_INTERVAL
+        if since_boundary > METRICS_INTERVAL - 90:
+            time.sleep(METRICS_INTERVAL - since_boundary + 1)
+        if not stack.run().succeeded:
+            raise BenchmarkError("the idle run before a metrics read failed")
+        time.sleep(1.5)
+        synced = min(StateTable(stack.moto_url).item(stage)["assetsWatermark"] for stage in STAGES)
+        return due_window_end(time.time(), synced)
+
     # No API-stage has had traffic yet, so `ListMetrics` lists none and the read probes each: what an account's idle
     # APIs cost on every read. It starts a window earlier than the read below, so that one plans afresh.
-    put_metrics_watermarks(stack, due_window_end(time.time(), synced) - METRICS_FETCH_INTERVAL - METRICS_INTERVAL)
+    put_metrics_watermarks(stack, last_window_read() - METRICS_FETCH_INTERVAL - METRICS_INTERVAL)
     measured("quiet metrics read")
-    latest = due_window_end(time.time(), synced)
+    latest = last_window_read()
     # A minute of traffic in the read, and one an hour before, as an API in use has: CloudWatch lists a metric only
     # fifteen minutes after its first datapoint, and the read probes the APIs it does not list.
     put_a_minute_of_traffic(stack, account, latest - 3600)

@@ -262,7 +262,7 @@ class EmbeddedStack:
                                                 start_new_session=True))
         return self._processes[-1]
 
-    def tick(self, scheduled_time: str | None = None) -> TickResult:
+    def tick(self, scheduled_time: str | None = None, echo: bool = False) -> TickResult:
         """One tick of the schedule, as EventBridge Scheduler invokes it on AWS: the tick function (the `targets`
         binary, action `tick`) serves idle targets in-process and starts one execution in Step Functions (moto)
         for the others; that execution is then run here, under the ARN the tick started, as Step Functions
@@ -283,7 +283,7 @@ class EmbeddedStack:
             return TickResult(answer, None)
         described = boto("stepfunctions", self.moto_url).describe_execution(executionArn=arn)
         fan_out = described["stateMachineArn"].endswith(f":{FAN_OUT_MACHINE_NAME}")
-        execution = self.run(json.loads(described["input"]), fan_out=fan_out, execution_arn=arn)
+        execution = self.run(json.loads(described["input"]), echo=echo, fan_out=fan_out, execution_arn=arn)
         return TickResult(answer, execution)
 
     def run(self, execution_input: dict | None = None, echo: bool = False, history: bool = False,
@@ -524,6 +524,8 @@ def main() -> int:
                      help="show cargo's progress while the functions build (the first build takes minutes)")
     run.add_argument("--targets", action="store_true",
                      help="many accounts and regions: the fan-out over DEMO_TARGETS, one account of which has no role")
+    run.add_argument("--tick", action="store_true",
+                     help="as the schedule runs it: each run is a tick, which starts an execution only for work")
     args = parser.parse_args()
 
     stack = EmbeddedStack(build_progress=args.build_progress)
@@ -541,11 +543,19 @@ def main() -> int:
             print(f"embedded stack: moto {stack.moto_url}, seeded with demo APIs (logs in {stack.log_dir})")
         if stack.apicp:
             print(f"embedded control plane fake at {stack.apicp.url}")
+        report = None
         for number in range(1, args.runs + 1):
             if args.runs > 1:
-                print(f"\n=== execution {number} of {args.runs}")
+                print(f"\n=== {'tick' if args.tick else 'execution'} {number} of {args.runs}")
                 time.sleep(1.5)  # watermarks are whole seconds: each run gets a CloudTrail window of its own
-            report = stack.run(json.loads(args.input), echo=True, fan_out=args.targets)
+            if args.tick:
+                ticked = stack.tick(echo=True)
+                print(f"tick: {json.dumps(ticked.report)}")
+                if ticked.execution is None:
+                    continue
+                report = ticked.execution
+            else:
+                report = stack.run(json.loads(args.input), echo=True, fan_out=args.targets)
             if not report.succeeded:
                 break
             if waiting := [i["stage"] for i in (report.output or {}).get("inactive", [])
@@ -558,7 +568,7 @@ def main() -> int:
             for runtime_id, apis in state["apis"].items():
                 print(f"  runtime {runtime_id}: " + ", ".join(f"{a['name']} ({a.get('version')})" for a in apis.values()))
             print(f"  heartbeats: {len(state['heartbeats'])}, metrics reports: {len(state['metrics'])}")
-        return 0 if report.succeeded else 1
+        return 0 if report is None or report.succeeded else 1
     finally:
         stack.stop()
 
