@@ -363,7 +363,7 @@ export class AgentStack extends Stack {
     // The same for Lambda's own retries of the asynchronous invocation (two by default).
     tick.alias.configureAsyncInvoke({ retryAttempts: 0 });
 
-    this.addAlarms(settings);
+    this.addAlarms(settings, tick.fn);
     this.addDashboard();
 
     new CfnOutput(this, 'StateMachineArn', { value: this.stateMachine.stateMachineArn });
@@ -528,7 +528,7 @@ export class AgentStack extends Stack {
     });
   }
 
-  private addAlarms(settings: AgentSettings): void {
+  private addAlarms(settings: AgentSettings, tick: lambda.Function): void {
     const topic = settings.alarmTopicArn ? sns.Topic.fromTopicArn(this, 'AlarmTopic', settings.alarmTopicArn) : undefined;
     const period = Duration.minutes(5);
     // The metrics branch acks only every fetch interval, and its windows are that much older
@@ -594,6 +594,17 @@ export class AgentStack extends Stack {
             treatMissingData: cloudwatch.TreatMissingData.BREACHING,
           }),
       ),
+      // The tick failing as a whole (its role, the organization's listing, Step Functions refusing the
+      // start) runs nothing: three ticks in a row is no passing fault.
+      new cloudwatch.Alarm(this, 'TickFailedAlarm', {
+        alarmDescription: 'The agent\'s tick fails: no target is synced (the tick function\'s log names the error).',
+        metric: tick.metricErrors({ period: settings.scheduleRate, statistic: 'Sum' }),
+        threshold: 1,
+        evaluationPeriods: 3,
+        datapointsToAlarm: 3,
+        comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+        treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+      }),
     ];
     if (this.fanOut) {
       alarms.push(

@@ -354,6 +354,16 @@ describe('the agent stack', () => {
   it('alarms on failed and timed-out executions, on metrics windows in doubt and on sync lag', () => {
     template.hasResourceProperties('AWS::CloudWatch::Alarm', { MetricName: 'ExecutionsFailed', Threshold: 1 });
     template.hasResourceProperties('AWS::CloudWatch::Alarm', { MetricName: 'ExecutionsTimedOut', Threshold: 1 });
+    // Three ticks in a row failed: nothing runs.
+    template.hasResourceProperties('AWS::CloudWatch::Alarm', {
+      Namespace: 'AWS/Lambda',
+      MetricName: 'Errors',
+      Dimensions: [{ Name: 'FunctionName', Value: { Ref: Match.stringLikeRegexp('^Tick') } }],
+      Period: 60,
+      EvaluationPeriods: 3,
+      DatapointsToAlarm: 3,
+      TreatMissingData: 'notBreaching',
+    });
     // The publish task's EMF metric: a window that may be missing is worth a look, at once.
     template.hasResourceProperties('AWS::CloudWatch::Alarm', {
       Namespace: 'ApiGatewayApicpAgent',
