@@ -142,6 +142,24 @@ def test_every_account_region_is_synced_by_its_own_run_and_a_refused_role_fails_
     synced_before_late = {runtime(a, r) for a in (HOME_ACCOUNT, MEMBER) for r in REGIONS}
     assert synced_before_late <= {runtime_id for runtime_id, _ in windows}, windows
 
+    # 5. A region the account has not enabled (AWS answers every call there UnrecognizedClientException), met by the
+    # schedule's tick: that target is handed over with its error and its run fails alone; enabled, it syncs again.
+    disabled = f"{MEMBER}/eu-west-1"
+    stack.aws_proxy.accounts.set_region_enabled(MEMBER, "eu-west-1", False)
+    time.sleep(1.5)
+    ticked = stack.tick("2027-01-15T09:00:00Z")
+    reasons = {f"{h['target']['account']}/{h['target']['region']}": h["reason"] for h in ticked.report["handedOver"]}
+    assert reasons[disabled].startswith("AwsAccessDenied: ") and "UnrecognizedClientException" in reasons[disabled]
+    assert ticked.report["targets"] == 6 and ticked.execution and ticked.execution.succeeded, ticked.report
+    assert failed_targets(ticked.execution) == {disabled: "AwsAccessDenied"}, ticked.execution.output
+    assert ticked.execution.output["succeeded"] == len(reasons) - 1, "every other target handed over synced"
+    stack.aws_proxy.accounts.set_region_enabled(MEMBER, "eu-west-1", True)
+    time.sleep(1.5)
+    again = stack.tick("2027-01-15T09:01:00Z")
+    assert disabled not in {f"{h['target']['account']}/{h['target']['region']}" for h in again.report["handedOver"]} \
+        or failed_targets(again.execution) == {}, again.report
+    assert again.execution is None or again.execution.output["failed"] == [], again.execution
+
 
 def key(account: str, region: str, stage: str = "prod") -> str:
     """A target's state item key: the home target's is the stage's name alone."""

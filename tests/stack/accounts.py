@@ -34,6 +34,7 @@ class Accounts:
         self._moto_url = moto_url
         self._lock = threading.Lock()
         self._issued: dict[str, str] = {}  # access key id -> account
+        self._disabled: set[tuple[str, str]] = set()  # (account, region): an opt-in region not enabled
         self._admins: dict[tuple[str, str], boto3.Session] = {}  # (account, region) -> admin session
 
     def forget(self) -> None:
@@ -41,6 +42,16 @@ class Accounts:
         with self._lock:
             self._issued.clear()
             self._admins.clear()
+
+    def set_region_enabled(self, account: str, region: str, enabled: bool) -> None:
+        """An opt-in region `account` has (not) enabled: AWS answers every call signed for it there with
+        `UnrecognizedClientException` (see `region_disabled`)."""
+        with self._lock:
+            (self._disabled.discard if enabled else self._disabled.add)((account, region))
+
+    def region_disabled(self, account: str, region: str) -> bool:
+        with self._lock:
+            return (account, region) in self._disabled
 
     def account_of(self, access_key: str) -> str:
         """The account a request signed with `access_key` acts in: an assumed role's, else the home account."""

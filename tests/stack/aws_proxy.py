@@ -391,6 +391,9 @@ class AwsProxy(LocalServer):
             throttle = self._draw_throttling(call)  # drawn first, so the sequence depends only on the calls
             if refusal:
                 error = (403, "AccessDenied", refusal)
+            elif call.service != "sts" and self.accounts.region_disabled(account, call.region):
+                # As AWS answers in an opt-in region the account has not enabled.
+                error = (403, "UnrecognizedClientException", "The security token included in the request is invalid.")
             elif call.service == "apigateway" and metered and not self._bucket((account, call.region)).take():
                 self._throttled[key] += 1
                 error = (429, "TooManyRequestsException", "Too Many Requests")

@@ -96,11 +96,13 @@ class FakeCloudTrail(LocalServer):
         account_id: str = "123456789012",
         log_requests: bool = False,
         account_of=None,
+        region_disabled=None,
     ):
         self._rate_per_second = rate_per_second
         self._region = region
         self._account_id = account_id
         self._account_of = account_of or (lambda access_key: account_id)
+        self._region_disabled = region_disabled or (lambda account, region: False)
         self._log_requests = log_requests
         self._lock = threading.Lock()
         self._sequence = itertools.count()  # tie-breaker for events with equal EventTime
@@ -225,6 +227,9 @@ class FakeCloudTrail(LocalServer):
         scope = CREDENTIAL.search(request.headers.get("Authorization") or "")
         access_key, region = scope.groups() if scope else ("", self._region)
         where = (self._account_of(access_key), region)
+        if self._region_disabled(*where):
+            raise _ServiceError("UnrecognizedClientException", "The security token included in the request is invalid.",
+                                403)
         with self._lock:
             self._requests.append(body)
             if app:

@@ -145,7 +145,8 @@ class EmbeddedStack:
             self.aws_proxy = AwsProxy(self.moto_url).start()
             # Each account-region has its own events: the proxy knows which account a key acts in.
             self.cloudtrail = FakeCloudTrail(rate_per_second=2, region=env["AWS_REGION"],
-                                             account_of=self.aws_proxy.accounts.account_of).start()
+                                             account_of=self.aws_proxy.accounts.account_of,
+                                             region_disabled=self.aws_proxy.accounts.region_disabled).start()
             env.update({
                 "AWS_ENDPOINT_URL": self.aws_proxy.url,
                 "AWS_ENDPOINT_URL_CLOUDTRAIL": self.cloudtrail.url,
