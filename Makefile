@@ -8,6 +8,9 @@ CDK_BIN      := $(CURDIR)/cdk/node_modules/.bin
 LAMBDA_TARGET := aarch64-unknown-linux-gnu
 # `cdk synth` needs no account: any URL satisfies the stack's required setting.
 SYNTH_CONTEXT := -c controlPlaneUrl=https://apicp.example.com
+# The fan-out deployment of tests/e2e/test_targets.py, whose calls tests/iam checks against its grants.
+TARGETS_CONTEXT := -c targetAccounts=123456789012,111111111111,222222222222 -c targetRegions=us-east-1,eu-west-1 \
+	-c targetRoleExternalId=hub-42 -c targetConcurrency=3
 # The CDK CLI must not phone home from CI (notices, telemetry, version check).
 export CDK_DISABLE_CLI_TELEMETRY := true
 export CDK_DISABLE_VERSION_CHECK := true
@@ -76,7 +79,7 @@ test: setup
 	cargo clippy --workspace --all-targets --quiet -- -D warnings
 	cargo test --workspace
 	$(MAKE) --no-print-directory cdk-check
-	rm -rf target/iam-uses
+	rm -rf target/iam-uses target/iam-uses-targets
 	cd tests && ../$(PYTHON) -m pytest -q -n $(TEST_WORKERS)
 	cd tests && ../$(PYTHON) -m pytest -q iam
 	tests/stack/standalone-check.sh
@@ -116,10 +119,11 @@ cdk-check: setup lambdas
 	cd cdk && PATH=$(CDK_BIN):$$PATH tsc --noEmit
 	cd cdk && PATH=$(CDK_BIN):$$PATH node --test test/*.test.ts
 	cd cdk && PATH=$(CDK_BIN):$$PATH cdk synth --quiet --no-notices $(SYNTH_CONTEXT) > /dev/null
-	$(VENV)/bin/cfn-lint cdk/cdk.out/ApiGatewayApicpAgent.template.json -i W3005
+	cd cdk && PATH=$(CDK_BIN):$$PATH cdk synth --quiet --no-notices $(SYNTH_CONTEXT) $(TARGETS_CONTEXT) -o cdk.out.targets > /dev/null
+	$(VENV)/bin/cfn-lint cdk/cdk.out/ApiGatewayApicpAgent.template.json cdk/cdk.out.targets/ApiGatewayApicpAgent.template.json -i W3005
 
 deploy: setup lambdas
 	cd cdk && PATH=$(CDK_BIN):$$PATH cdk deploy --no-notices $(CONTEXT)
 
 clean:
-	rm -rf .local $(STACK)/node_modules cdk/node_modules cdk/cdk.out
+	rm -rf .local $(STACK)/node_modules cdk/node_modules cdk/cdk.out cdk/cdk.out.targets

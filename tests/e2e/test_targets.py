@@ -10,7 +10,7 @@ import pytest
 
 from conftest import FUNCTION_SETTINGS
 from seed import create_rest_api, put_traffic, recent_minutes
-from stack import HOME_ACCOUNT, STACK_DIR, EmbeddedStack, StateTable, boto
+from stack import HOME_ACCOUNT, IAM_TARGETS_USES_DIR, STACK_DIR, EmbeddedStack, StateTable, boto
 
 MEMBER, LATE = "111111111111", "222222222222"  # LATE's role is missing, then admits another external id, then this one
 REGIONS = ("us-east-1", "eu-west-1")
@@ -41,7 +41,9 @@ def put_member_role(stack: EmbeddedStack, account: str, external_id: str) -> Non
 
 @pytest.fixture(scope="module")
 def targets_stack():
-    stack = EmbeddedStack(record_iam_uses=False).start({
+    # Its calls are checked against the grants of a fan-out deployment (`make cdk-check` synthesizes one with these
+    # targets) and of the member role.
+    stack = EmbeddedStack(iam_uses_dir=IAM_TARGETS_USES_DIR).start({
         **FUNCTION_SETTINGS,
         "TARGET_ACCOUNTS": f"{HOME_ACCOUNT},{MEMBER},{LATE}",
         "TARGET_REGIONS": ",".join(REGIONS),

@@ -16,10 +16,14 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "stack"))
 
-from iam_check import check, grants, load_uses  # noqa: E402
-from stack import IAM_USES_DIR, STATE_MACHINE_NAME  # noqa: E402
+from iam_check import MEMBER_ROLE, check, grants, load_uses, member_grants  # noqa: E402
+from stack import IAM_TARGETS_USES_DIR, IAM_USES_DIR, STATE_MACHINE_NAME  # noqa: E402
 
 TEMPLATE = REPO / "cdk" / "cdk.out" / "ApiGatewayApicpAgent.template.json"
+# The fan-out deployment of tests/e2e/test_targets.py (`make cdk-check` synthesizes it with its targets), and the
+# member role its functions assume in the other accounts.
+TARGETS_TEMPLATE = REPO / "cdk" / "cdk.out.targets" / "ApiGatewayApicpAgent.template.json"
+MEMBER_ROLE_TEMPLATE = REPO / "cdk" / "cdk.out.targets" / "ApiGatewayApicpAgent-MemberRole.template.json"
 
 
 def test_every_call_of_the_end_to_end_suite_has_a_grant_and_every_grant_is_used():
@@ -34,3 +38,31 @@ def test_every_call_of_the_end_to_end_suite_has_a_grant_and_every_grant_is_used(
 
     assert missing == [], "calls no grant allows:\n" + "\n".join(map(str, missing))
     assert unused == [], "grants no call used:\n" + "\n".join(map(str, unused))
+
+
+def test_every_call_of_a_fan_out_deployment_has_a_grant_there_or_in_the_member_role():
+    """The fan-out deployment's functions, with its scoped table grants and AssumeRole, and the member role, with the
+    calls made in the target accounts. Only the fan-out suite runs this deployment, which does not reach every path
+    (no HTTP API or custom domain in a member account, no read resumed across invocations): a grant it leaves unused
+    is checked by the single-target test above, whose functions hold the same grants unscoped. What only this
+    deployment grants must be used here: each member role action, and AssumeRole into each member account."""
+    for template in (TARGETS_TEMPLATE, MEMBER_ROLE_TEMPLATE):
+        if not template.exists():
+            pytest.fail(f"{template} is missing: `make cdk-check` synthesizes it")
+    uses = load_uses(IAM_TARGETS_USES_DIR)
+    functions = {use.function for use in uses}
+    assert functions == {"ensure-runtime", "list-changes", "transform", "publish", "ack-watermark", "tick",
+                         MEMBER_ROLE}, (
+        f"the fan-out suite's calls were not recorded in {IAM_TARGETS_USES_DIR} (run it first): {sorted(functions)}")
+    by_function = {**grants(json.loads(TARGETS_TEMPLATE.read_text()), STATE_MACHINE_NAME),
+                   **member_grants(json.loads(MEMBER_ROLE_TEMPLATE.read_text()))}
+
+    missing, unused = check(uses, by_function)
+
+    assert missing == [], "calls no grant allows:\n" + "\n".join(map(str, missing))
+    member_actions = {action for statement in by_function[MEMBER_ROLE] for action in statement.actions}
+    assert member_actions == {action for use in uses if use.function == MEMBER_ROLE for action in [use.action]}, (
+        "every member role action is used, and no other")
+    # The deployment's own account is listed too, but its role is never assumed: that account is a token at synth.
+    assumed = [grant for grant in unused if grant[1] == "sts:AssumeRole" and ":123456789012:" not in grant[2]]
+    assert assumed == [], "AssumeRole grants no call used:\n" + "\n".join(map(str, assumed))

@@ -40,7 +40,7 @@ from xml.sax.saxutils import escape
 from moto.core.cbor import CBORDecoder, CBOREncoder
 
 from accounts import Accounts
-from iam_check import Use, use_of
+from iam_check import MEMBER_ROLE, Use, use_of
 from local_server import LocalServer, send_json
 from v2_deployments import V2Deployments, moto_exists
 from listing_pages import ListingPages
@@ -383,8 +383,8 @@ class AwsProxy(LocalServer):
                 self._counts[key] += 1
                 self._received.append(Received(time.time(), call.service, call.operation, app))
             # A target account's calls are its member role's, not the function role's.
-            if not self.accounts.is_assumed(access_key) and (
-                    use := use_of(app, call.service, call.operation, request.command, url.path, body)):
+            caller = MEMBER_ROLE if app and self.accounts.is_assumed(access_key) else app
+            if use := use_of(caller, call.service, call.operation, request.command, url.path, body):
                 self._uses.add(use)
             delay = self._take_delay(call)
             error, throttled_at_random = None, False

@@ -38,6 +38,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from aws_proxy import app_name
+from iam_check import MEMBER_ROLE
 from local_server import LocalServer, send_json
 
 LOOKUP_EVENTS = "CloudTrail_20131101.LookupEvents"
@@ -233,7 +234,8 @@ class FakeCloudTrail(LocalServer):
         with self._lock:
             self._requests.append(body)
             if app:
-                self._callers.add(app)
+                # In a target account, the call is its member role's.
+                self._callers.add(app if where[0] == self._account_id else MEMBER_ROLE)
             if self._throttling and self._throttling[0].random() < self._throttling[1]:
                 raise _ServiceError("ThrottlingException", "Rate exceeded")  # takes no place in the rate window
             self._admit(where)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import re
+from urllib.parse import parse_qs
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,8 @@ ROLES = {"ensure-runtime": "EnsureRuntimeRole", "list-changes": "ListChangesRole
 RUNTIME_ACTIONS = {"logs:CreateLogStream", "logs:PutLogEvents", "xray:PutTraceSegments", "xray:PutTelemetryRecords"}
 # Calls that need no permission.
 UNAUTHORIZED_CALLS = {("sts", "GetCallerIdentity")}
+# What the calls a function makes in a target account, with its member role's credentials, are checked against.
+MEMBER_ROLE = "member-role"
 
 
 @dataclass(frozen=True, order=True)
@@ -43,6 +46,9 @@ def use_of(function: str, service: str, operation: str, method: str, path: str, 
     if (service, operation) in UNAUTHORIZED_CALLS or not function:
         return None
     fields = _json(body)
+    if (service, operation) == ("sts", "AssumeRole"):
+        # A query-protocol (form) body: the role is the resource.
+        return Use(function, "sts:AssumeRole", (parse_qs(body.decode(errors="replace")).get("RoleArn") or ["*"])[0])
     if service == "apigateway":
         # API Gateway authorizes by HTTP method and resource path; the v2 API's paths are /apis/..., served at /v2/apis.
         return Use(function, f"apigateway:{method}", f"arn:aws:apigateway:{REGION}::{path.removeprefix('/v2')}")
@@ -137,6 +143,22 @@ def grants(template: dict, state_machine_name: str) -> dict[str, list[Statement]
     return by_function
 
 
+def member_grants(template: dict) -> dict[str, list[Statement]]:
+    """The member role's statements in its template (`<stackName>-MemberRole`), under MEMBER_ROLE."""
+    statements = []
+    for resource in template["Resources"].values():
+        if resource["Type"] != "AWS::IAM::Role":
+            continue
+        for policy in resource["Properties"].get("Policies", []):
+            for statement in policy["PolicyDocument"]["Statement"]:
+                if statement.get("Effect") == "Allow":
+                    statements.append(Statement(actions=_list(statement["Action"]),
+                                                resources=[_resolve(r, {"AWS::Partition": PARTITION})
+                                                           for r in _list(statement["Resource"])],
+                                                leading_keys=None, not_leading_keys=None))
+    return {MEMBER_ROLE: statements}
+
+
 def _list(value) -> list:
     return value if isinstance(value, list) else [value]
 
@@ -154,6 +176,8 @@ def _resolve(value, tokens: dict[str, str]) -> str:
         return separator.join(_resolve(part, tokens) for part in parts)
     if "Ref" in value:
         return tokens.get(value["Ref"], f"<{value['Ref']}>")
+    if "Fn::Sub" in value and isinstance(value["Fn::Sub"], str):
+        return re.sub(r"\$\{([^}]+)\}", lambda m: tokens.get(m[1], f"<{m[1]}>"), value["Fn::Sub"])
     if "Fn::GetAtt" in value:
         return tokens.get(value["Fn::GetAtt"][0], f"<{value['Fn::GetAtt'][0]}>")
     return json.dumps(value)

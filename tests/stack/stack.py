@@ -63,6 +63,8 @@ STATE_MACHINE_NAME = "ApiGatewayApicpAgent-workflow"
 FAN_OUT_MACHINE_NAME = "ApiGatewayApicpAgent-targets"
 # Where stacks record their functions' AWS calls when they stop, for tests/iam (when the suite sets it).
 IAM_USES_DIR = REPO / "target" / "iam-uses"
+# The same for the stacks of a fan-out deployment (tests/e2e/test_targets.py), checked against its own template.
+IAM_TARGETS_USES_DIR = REPO / "target" / "iam-uses-targets"
 
 
 def free_port() -> int:
@@ -128,6 +130,7 @@ class EmbeddedStack:
     # Whether stop() records the functions' calls for tests/iam (which checks them against the default template's
     # grants: a stack federating other accounts makes calls only a multi-target deployment grants).
     record_iam_uses: bool = True
+    iam_uses_dir: Path = IAM_USES_DIR
     log_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="agent-stack-")))
     moto_url: str | None = None
     aws_proxy: AwsProxy | None = None  # in front of moto for the functions: AWS's quotas, counts, faults
@@ -340,7 +343,7 @@ class EmbeddedStack:
 
     def stop(self) -> None:
         if os.environ.get("AGENT_RECORD_IAM_USES") and self.record_iam_uses:
-            self.record_uses(IAM_USES_DIR)
+            self.record_uses(self.iam_uses_dir)
         if self._adapter:
             self._adapter.stop()
         for process in self._processes:
