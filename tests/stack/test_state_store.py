@@ -1,7 +1,8 @@
 """The state table's Rust module, one concern at a time, against moto's DynamoDB.
 
 `tasks/core/tests/state_store.rs` holds the tests (ignored by a plain `cargo test`, which has no DynamoDB); this
-starts a moto server of its own and runs them with `AGENT_TEST_DYNAMODB_URL` pointing at it.
+starts a moto server of its own and runs them with `AGENT_TEST_DYNAMODB_URL` pointing at it (as `cargo test
+--workspace` built them: the same flags, so nothing is built again).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ def test_each_part_of_the_state_table_against_dynamodb(tmp_path):
     try:
         wait_until(lambda: port_open(port), "moto server", 60)
         env = {**os.environ, "AGENT_TEST_DYNAMODB_URL": f"http://127.0.0.1:{port}"}
-        run = subprocess.run(["cargo", "test", "--quiet", "-p", "agent-core", "--test", "state_store", "--",
+        run = subprocess.run(["cargo", "test", "--quiet", "--workspace", "--test", "state_store", "--",
                               "--ignored"], cwd=REPO, env=env, capture_output=True, text=True)
     finally:
         moto.terminate()
