@@ -940,7 +940,10 @@ def render(results: dict[int, SizeResult], cold: dict[str, ColdStart], zips: dic
                f"not fit. API Gateway's and CloudTrail's management reads, Secrets Manager within its cache and "
                f"EventBridge Scheduler within its 14 million free invocations cost nothing here. The vendor agent's "
                f"CloudWatch bill: {VENDOR_METRICS_PER_API_STAGE} `GetMetricStatistics` calls per API-stage it sees and "
-               f"run.\n")
+               f"run. Every run is priced here as an execution of the workflow, as before the schedule's tick: the "
+               f"tick serves idle runs and one-chunk metrics reads in one Lambda invocation instead, which takes "
+               f"nearly all of the Step Functions column away (\"Many accounts and regions\" below prices a quiet "
+               f"target with the tick).\n")
     out.append("| APIs | schedule | Step Functions Standard | Step Functions Express | Lambda | CloudWatch | DynamoDB | "
                "total with Standard | vendor agent's CloudWatch (25 APIs) |")
     out.append("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
