@@ -74,7 +74,9 @@ VENDOR_METRICS_PER_API_STAGE = 7
 VENDOR_LOOKUP_SEQUENCES = 6
 PAYLOAD_LIMIT = 262_144
 HISTORY_LIMIT = 25_000
-ZIP_GOAL_BYTES = 3_000_000
+# Each deployable zip: the task functions' about 2.5-2.9 MB; targets, which also serves the tick and so holds every
+# task's code, 3.4 MB.
+ZIP_GOAL_BYTES = 3_500_000
 SECONDS_PER_MONTH = 30 * 24 * 3600
 # us-east-1 list prices (aws.amazon.com/<service>/pricing), without free tiers.
 PRICES = {
