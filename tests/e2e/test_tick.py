@@ -15,7 +15,7 @@ ACCOUNT, REGION = "123456789012", "us-east-1"
 PROD = f"{ACCOUNT}_{REGION}_prod"
 
 
-def clear_of_a_metrics_window(margin: float = 60) -> None:
+def clear_of_a_metrics_window(margin: float = 45) -> None:
     """Until the next metrics window is at least `margin` seconds from coming due: the idle minute below must not
     meet a window that came due in the meantime."""
     since_boundary = (time.time() - METRICS_BUFFER) % METRICS_INTERVAL
