@@ -37,6 +37,10 @@ def test_every_call_of_the_end_to_end_suite_has_a_grant_and_every_grant_is_used(
     missing, unused = check(uses, grants(json.loads(TEMPLATE.read_text()), STATE_MACHINE_NAME))
 
     assert missing == [], "calls no grant allows:\n" + "\n".join(map(str, missing))
+    # The tick runs the tasks' own code for a quiet target, under the tasks' grants for those paths; the suite does
+    # not drive every path through the tick (a claim held by an execution, a carried refusal, a resumed read...), so
+    # its grants are checked for the calls it made, not for use.
+    unused = [grant for grant in unused if grant[0] != "tick"]
     assert unused == [], "grants no call used:\n" + "\n".join(map(str, unused))
 
 
