@@ -191,8 +191,9 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed, E: Executions
         }
     }
 
-    /// On failure the workflow does not know the claims yet, so this task releases them itself.
-    async fn give_back(&self, input: &ListChangesInput, claimed: &[String]) {
+    /// On failure the workflow does not know the claims yet, so this task releases them itself;
+    /// the tick, too, for a branch it leaves to the workflow.
+    pub(crate) async fn give_back(&self, input: &ListChangesInput, claimed: &[String]) {
         for stage in claimed {
             let on = ClaimOn::Branch { stage, kind: input.kind };
             if let Err(error) = self.state.release(on, &input.execution_id).await {

@@ -19,7 +19,7 @@ use crate::aws::cloudtrail::ChangeFeed;
 use crate::aws::cloudwatch::MetricSource;
 use crate::aws::executions::{ExecutionStarter, Executions};
 use crate::aws::organizations::Organization;
-use crate::aws::state::{ClaimOn, StateStore};
+use crate::aws::state::StateStore;
 use crate::config::{Config, TargetSettings};
 use crate::control_plane::ControlPlane;
 use crate::error::{AgentError, Result};
@@ -146,13 +146,13 @@ where
         }
         let metrics = lister.run(input(Kind::Metrics), now).await?;
         if metrics.chunks.len() > 1 {
-            self.release(&metrics.claimed, tick_id).await;
+            lister.give_back(&input(Kind::Metrics), &metrics.claimed).await;
             return Ok(Pass::HandOver(format!("{} metrics windows due: a catch-up", metrics.summary.windows)));
         }
         if let Some(Chunk::Metrics(chunk)) = metrics.chunks.first()
             && let Some(reason) = self.send(chunk.clone(), tick_id, now).await?
         {
-            self.release(&metrics.claimed, tick_id).await;
+            lister.give_back(&input(Kind::Metrics), &metrics.claimed).await;
             return Ok(Pass::HandOver(reason));
         }
         Ok(match self.commit(metrics, tick_id, now).await? {
@@ -221,15 +221,6 @@ where
             }
             AckAnswer::Recorded {} => None,
         })
-    }
-
-    /// Gives back the claims of a branch left to the workflow.
-    async fn release(&self, claimed: &[String], tick_id: &str) {
-        for stage in claimed {
-            if let Err(error) = self.state.release(ClaimOn::Branch { stage, kind: Kind::Metrics }, tick_id).await {
-                tracing::warn!(stage, %error, "claim not released; it expires within minutes");
-            }
-        }
     }
 }
 
