@@ -14,7 +14,7 @@ from pathlib import Path
 
 from stack import REPO, free_port, port_open, wait_until
 
-TESTS = 6
+TESTS = 7
 
 
 def test_each_part_of_the_state_table_against_dynamodb(tmp_path):

@@ -103,6 +103,10 @@ fn every_malformed_input_ends_in_its_typed_error_with_a_message_that_says_what_t
             execution_input_error(json!({"target": {"account": "prod", "region": "eu-west-1"}})),
         ),
         (
+            "execution input pushed event without time",
+            execution_input_error(json!({"pushed": [{"id": "e1", "name": "UpdateStage"}]})),
+        ),
+        (
             "task input missing a field",
             parse_input::<ListChangesInput>(json!({"kind": "assets", "mode": "auto"})).unwrap_err(),
         ),
@@ -258,10 +262,11 @@ fn every_malformed_input_ends_in_its_typed_error_with_a_message_that_says_what_t
         ("InvalidInput", "invalid input: execution input: invalid type: string \"prod\", expected a sequence"),
         (
             "InvalidInput",
-            "invalid input: execution input: unknown field `force`, expected one of `mode`, `stages`, `target`, `AWS_STEP_FUNCTIONS_STARTED_BY_EXECUTION_ID`, `targets`",
+            "invalid input: execution input: unknown field `force`, expected one of `mode`, `stages`, `target`, `AWS_STEP_FUNCTIONS_STARTED_BY_EXECUTION_ID`, `targets`, `pushed`",
         ),
         ("InvalidInput", "invalid input: execution input: must be a JSON object, not [\"full\"]"),
         ("InvalidInput", "invalid input: target prod/eu-west-1 is not a 12-digit account id and a region name"),
+        ("InvalidInput", "invalid input: execution input: missing field `time`"),
         ("InvalidInput", "invalid input: task input: missing field `runtimes`"),
         ("InvalidInput", "invalid input: task input: unknown variant `logs`, expected `assets` or `metrics`"),
         ("InvalidInput", "invalid input: task input: unknown variant `rollback`, expected `commit` or `chunkFailed`"),

@@ -36,6 +36,9 @@ pub struct ChangeTiming {
     pub max_window: Duration,
     /// A full reconciliation at least this often.
     pub reconcile: Duration,
+    /// The shortest time between two reads of CloudTrail (push mode's safety-net polling; zero:
+    /// every run).
+    pub poll: Duration,
 }
 
 /// Full when asked, on a first run, when the watermark fell out of CloudTrail's history or
@@ -50,6 +53,11 @@ pub fn plan_assets(mode: SyncMode, state: &RuntimeState, now: i64, timing: Chang
     };
     match (mode, full_due, state.assets_watermark) {
         (SyncMode::Full, _, _) | (_, true, _) => AssetPlan::Full { position: end },
+        (SyncMode::Auto, false, _)
+            if state.assets_read_at.is_some_and(|read| now - read < timing.poll.as_secs() as i64) =>
+        {
+            AssetPlan::UpToDate
+        }
         (SyncMode::Auto, false, Some(watermark)) if watermark < end => AssetPlan::Incremental {
             start: watermark - timing.overlap.as_secs() as i64,
             end: end.min(watermark + timing.max_window.as_secs() as i64),
@@ -350,7 +358,25 @@ mod tests {
         overlap: Duration::from_secs(900),
         max_window: Duration::from_secs(3600),
         reconcile: Duration::from_secs(86_400),
+        poll: Duration::ZERO,
     };
+
+    #[test]
+    fn with_push_mode_cloudtrail_is_read_once_per_poll_interval_and_full_syncs_stay_due() {
+        let now = 200 * DAY;
+        let push = ChangeTiming { poll: Duration::from_secs(900), ..TIMING };
+        let read = |ago: i64, full_ago: i64| RuntimeState {
+            assets_read_at: Some(now - ago),
+            ..state(Some(now - ago - 300), Some(now - full_ago))
+        };
+        assert_eq!(plan_assets(SyncMode::Auto, &read(600, 3600), now, push), AssetPlan::UpToDate);
+        assert!(matches!(plan_assets(SyncMode::Auto, &read(900, 3600), now, push), AssetPlan::Incremental { .. }));
+        // Polling every run without push mode.
+        assert!(matches!(plan_assets(SyncMode::Auto, &read(600, 3600), now, TIMING), AssetPlan::Incremental { .. }));
+        // A reconciliation or a full sync asked for is never postponed.
+        assert!(matches!(plan_assets(SyncMode::Auto, &read(600, DAY), now, push), AssetPlan::Full { .. }));
+        assert!(matches!(plan_assets(SyncMode::Full, &read(60, 3600), now, push), AssetPlan::Full { .. }));
+    }
 
     #[test]
     fn the_plan_follows_mode_watermark_age_and_reconcile_interval() {

@@ -113,6 +113,11 @@ pub struct Config {
     /// The agent's share of API Gateway's management quota (10 requests/s per account and region).
     pub apigateway_requests_per_second: f64,
     pub targets: TargetSettings,
+    /// Whether API Gateway's changes also arrive pushed, as EventBridge events (`PUSH_MODE`).
+    pub push_mode: bool,
+    /// The shortest time between two CloudTrail reads of a stage: zero (every run) in poll mode,
+    /// `PUSH_POLL_MINUTES` with push mode, where polling is the safety net.
+    pub assets_poll: Duration,
 }
 
 impl Config {
@@ -122,6 +127,7 @@ impl Config {
             overlap: self.change_overlap,
             max_window: self.change_max_window,
             reconcile: self.reconcile_interval,
+            poll: self.assets_poll,
         }
     }
 
@@ -146,6 +152,7 @@ impl Config {
     fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
         let settings = Settings::from_lookup(Scope::Function, lookup).map_err(invalid_config)?;
         let seconds = Duration::from_secs;
+        let assets_poll = seconds(settings.assets_poll_seconds());
         Ok(Self {
             control_plane: ControlPlaneConfig {
                 url: settings.control_plane_url,
@@ -188,6 +195,8 @@ impl Config {
                 external_id: settings.target_role_external_id,
                 concurrency: settings.target_concurrency,
             },
+            push_mode: settings.push_mode,
+            assets_poll,
         })
     }
 }

@@ -42,6 +42,54 @@ pub struct ExecutionInput {
     /// A fan-out execution's targets instead of the configured ones (what the tick hands over).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub targets: Option<Vec<Target>>,
+    /// API Gateway's write events pushed through EventBridge (what the push starter starts an
+    /// execution with): applied at once, besides what CloudTrail's window holds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pushed: Vec<PushedEvent>,
+}
+
+/// A write event of API Gateway that EventBridge pushed, reduced to what locates the change: the
+/// request's top-level text fields (its path: ids, names, ARNs) and a created API's id. The id
+/// is CloudTrail's `eventID`, the same `LookupEvents` returns, so a change applied by push is not
+/// applied again by the poll that reads it later.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PushedEvent {
+    pub id: String,
+    /// When the call was made (epoch seconds).
+    pub time: i64,
+    pub name: String,
+    #[serde(default)]
+    pub request_parameters: serde_json::Map<String, serde_json::Value>,
+    #[serde(default)]
+    pub response_elements: serde_json::Map<String, serde_json::Value>,
+}
+
+impl PushedEvent {
+    /// The event as list-changes reads CloudTrail's.
+    pub fn to_api_event(&self) -> crate::aws::cloudtrail::ApiEvent {
+        crate::aws::cloudtrail::ApiEvent {
+            id: self.id.clone(),
+            time: self.time,
+            name: self.name.clone(),
+            request_parameters: serde_json::Value::Object(self.request_parameters.clone()),
+            response_elements: serde_json::Value::Object(self.response_elements.clone()),
+            unreadable: false,
+            failed: false,
+        }
+    }
+}
+
+/// Whether EventBridge can push a target's changes: it receives API Gateway's calls only where a
+/// CloudTrail trail logs management write events.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PushStatus {
+    pub available: bool,
+    /// The trail found, or why push is unavailable (or could not be checked).
+    pub reason: String,
+    /// When it was checked (epoch seconds).
+    pub checked_at: i64,
 }
 
 /// The input of `ensure-runtime`: the execution's input as it was given, and the execution.
@@ -106,6 +154,12 @@ pub struct RuntimesReady {
     /// no stage to work on and leaves the account to it.
     #[serde(default)]
     pub discovery_in_progress: Option<String>,
+    /// The execution's pushed events, for the assets branch (always present: the workflow reads it).
+    #[serde(default)]
+    pub pushed: Vec<PushedEvent>,
+    /// With push mode, whether the target's changes can be pushed (`null` without push mode).
+    #[serde(default)]
+    pub push: Option<PushStatus>,
 }
 
 /// A runtime the agent registered for a stage it no longer federates (a stage removed from
@@ -154,6 +208,9 @@ pub struct ListChangesInput {
     pub runtimes: Vec<RuntimeRef>,
     /// The execution's id (`$$.Execution.Id`): who holds the claims taken for this run.
     pub execution_id: String,
+    /// Assets: the write events pushed to this execution.
+    #[serde(default)]
+    pub pushed: Vec<PushedEvent>,
 }
 
 /// A unit of work of one Map iteration.
@@ -265,6 +322,17 @@ pub struct WatermarkUpdate {
     /// it skips them instead of applying each change again on every run within the overlap.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub applied_events: Option<String>,
+    /// Assets: the pushed events this run applied (`<time>#<id>`), remembered so that the poll
+    /// reading them later does not apply them again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pushed: Vec<String>,
+    /// Assets: remembered pushed events no window will read again (before the new position's
+    /// overlap), forgotten with the move.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forget_pushed: Vec<String>,
+    /// Assets: only pushed events were applied; the watermark stays where it is.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pushed_only: bool,
 }
 
 impl WatermarkUpdate {
@@ -278,6 +346,9 @@ impl WatermarkUpdate {
             run: None,
             full_sync_at: None,
             applied_events: None,
+            pushed: Vec::new(),
+            forget_pushed: Vec::new(),
+            pushed_only: false,
         }
     }
 }
@@ -357,6 +428,9 @@ pub struct ChangeSummary {
     pub upserts: usize,
     pub deletes: usize,
     pub windows: usize,
+    /// Pushed events applied (each counted once per stage it was applied to).
+    #[serde(default)]
+    pub pushed_events: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -556,6 +630,25 @@ pub enum TargetsRequest {
     },
 }
 
+/// What the `targets` function is invoked with: an action, or (as the push starter) a batch of
+/// SQS messages, told apart by its `Records`.
+#[derive(Debug, Clone)]
+pub enum TargetsInvocation {
+    Action(TargetsRequest),
+    Push(crate::handlers::push::SqsBatch),
+}
+
+impl<'de> Deserialize<'de> for TargetsInvocation {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        use serde::de::Error;
+        let value = serde_json::Value::deserialize(deserializer)?;
+        match value.get("Records") {
+            Some(_) => serde_json::from_value(value).map(Self::Push).map_err(D::Error::custom),
+            None => serde_json::from_value(value).map(Self::Action).map_err(D::Error::custom),
+        }
+    }
+}
+
 /// The runs of a fan-out execution: one execution of the sync workflow per target.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -634,4 +727,5 @@ pub enum TargetsAnswer {
     Failed(TargetOutcome),
     Report(TargetsReport),
     Tick(TickReport),
+    Push(crate::handlers::push::BatchResponse),
 }

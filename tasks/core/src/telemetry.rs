@@ -84,6 +84,35 @@ pub fn targets_failed_record(count: usize, now: i64) -> Value {
     count_record("TargetsFailed", count, now)
 }
 
+/// Whether a target's changes cannot be pushed (1: no trail logs management write events), at
+/// each check. No target dimension: a series per target would cost more than the target's runs;
+/// the execution output names the target.
+pub fn push_unavailable_record(unavailable: bool, now: i64) -> Value {
+    count_record("PushUnavailable", usize::from(unavailable), now)
+}
+
+/// What the push starter did with one batch: events received for federated targets, events
+/// ignored (malformed or foreign), executions started.
+pub fn push_batch_record(received: usize, ignored: usize, started: usize, now: i64) -> Value {
+    json!({
+        "_aws": {
+            "Timestamp": now * 1000,
+            "CloudWatchMetrics": [{
+                "Namespace": NAMESPACE,
+                "Dimensions": [[]],
+                "Metrics": [
+                    {"Name": "PushEventsReceived", "Unit": "Count"},
+                    {"Name": "PushEventsIgnored", "Unit": "Count"},
+                    {"Name": "PushExecutionsStarted", "Unit": "Count"},
+                ],
+            }],
+        },
+        "PushEventsReceived": received,
+        "PushEventsIgnored": ignored,
+        "PushExecutionsStarted": started,
+    })
+}
+
 /// A count without dimensions, and the target's own series when one is named.
 fn count_by_target(name: &str, count: usize, target: Option<&Target>, now: i64) -> Value {
     let mut record = count_record(name, count, now);

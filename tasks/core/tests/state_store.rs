@@ -12,10 +12,11 @@ use agent_core::aws::apigateway::ApiKind;
 use agent_core::aws::pace::SlotSource;
 use agent_core::aws::state::{
     API_GATEWAY_SCHEDULE, AppliedEvents, CatalogEntry, Catalogs, Claim, ClaimOn, Claims, Discovery, DynamoStateStore,
-    Registered, Registry, Reports, RunEntry, Runs, Slots, StageProgress, applied_events_key, report_key,
+    PushStatuses, Registered, Registry, Reports, RunEntry, Runs, Slots, StageProgress, applied_events_key,
+    pushed_entry, report_key,
 };
 use agent_core::metrics::metrics_model;
-use agent_core::model::{Kind, Operation, Refused, WatermarkUpdate};
+use agent_core::model::{Kind, Operation, PushStatus, Refused, WatermarkUpdate};
 
 const NOW: i64 = 1_800_000_000;
 
@@ -204,4 +205,32 @@ async fn each_target_sees_only_its_own_items_and_the_home_keeps_its_unscoped_key
     let first = home_slots.reserve(5, 200, NOW * 1000).await.unwrap();
     assert_eq!(member_slots.reserve(5, 200, NOW * 1000).await.unwrap(), first, "not queued behind another target");
     assert!(home_slots.reserve(5, 200, NOW * 1000).await.unwrap() >= first + 5 * 200, "queued behind its own");
+}
+
+#[tokio::test]
+#[ignore = "needs DynamoDB: run by tests/stack/test_state_store.py"]
+async fn pushed_events_are_a_set_added_to_by_push_and_trimmed_by_the_polls_move() {
+    let state = store("pushed").await;
+    state.advance_assets_watermark(&WatermarkUpdate::at("prod", NOW), &[], NOW).await.unwrap();
+    let (old, new) = (pushed_entry(NOW - 2000, "e-old"), pushed_entry(NOW + 30, "e-new"));
+    state.record_pushed("prod", &[old.clone(), new.clone()]).await.unwrap();
+    state.record_pushed("prod", std::slice::from_ref(&new)).await.unwrap();
+    state.record_pushed("prod", &[]).await.unwrap();
+    let mut remembered = state.load("prod").await.unwrap().assets_pushed;
+    remembered.sort();
+    assert_eq!(remembered, [old.clone(), new.clone()], "a set: the same event once");
+
+    // The poll's move forgets what no window reads again, in the same conditional write.
+    let moved = WatermarkUpdate { forget_pushed: vec![old.clone()], ..WatermarkUpdate::at("prod", NOW + 600) };
+    assert!(state.advance_assets_watermark(&moved, &[], NOW + 600).await.unwrap());
+    assert_eq!(state.load("prod").await.unwrap().assets_pushed, [new.clone()]);
+    // A replayed move changes nothing, not even the set.
+    let replayed = WatermarkUpdate { forget_pushed: vec![new.clone()], ..WatermarkUpdate::at("prod", NOW) };
+    assert!(!state.advance_assets_watermark(&replayed, &[], NOW + 700).await.unwrap());
+    assert_eq!(state.load("prod").await.unwrap().assets_pushed, [new]);
+
+    assert_eq!(state.load_push_status().await.unwrap(), None);
+    let status = PushStatus { available: false, reason: "no trail".into(), checked_at: NOW };
+    state.put_push_status(&status).await.unwrap();
+    assert_eq!(state.load_push_status().await.unwrap(), Some(status));
 }

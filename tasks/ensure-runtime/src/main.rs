@@ -1,10 +1,12 @@
 //! `ensure-runtime` Lambda: registers one control plane runtime per stage and sends heartbeats.
 
+use agent_core::aws::cloudtrail::CloudTrailFeed;
 use agent_core::aws::executions::SdkExecutions;
 use agent_core::bootstrap::{self, Targets, now};
 use agent_core::config::Config;
 use agent_core::control_plane::HttpControlPlane;
 use agent_core::handlers::ensure_runtime::EnsureRuntime;
+use agent_core::handlers::push::PushCheck;
 use agent_core::model::EnsureRuntimeInput;
 
 struct Dependencies {
@@ -41,7 +43,10 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             executions: &deps.executions,
             store_listing: true,
         };
-        task.run(input, now()).await
+        let mut ready = task.run(input, now()).await?;
+        let trails = CloudTrailFeed::new(aws_sdk_cloudtrail::Client::new(&target.aws));
+        ready.push = PushCheck { config: &deps.config, trails: &trails, state: &target.state }.status(now()).await;
+        Ok(ready)
     })
     .await
 }

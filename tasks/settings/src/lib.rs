@@ -225,12 +225,20 @@ pub struct Settings {
     pub target_role_external_id: Option<String>,
     /// `TARGET_CONCURRENCY`: targets synced at once.
     pub target_concurrency: u64,
+    /// `PUSH_MODE`: API Gateway's changes also arrive as EventBridge events, applied within
+    /// seconds; CloudTrail is then polled every `PUSH_POLL_MINUTES` as the safety net.
+    pub push_mode: bool,
+    /// `PUSH_POLL_MINUTES`: with push mode, how often the assets branch reads CloudTrail.
+    pub push_poll_minutes: u64,
     // The deployment's own settings: always given to `check-settings` (or defaulted), and to a
     // function only as far as the stack passes them.
     /// `SCHEDULE_RATE_MINUTES`: minutes between scheduled executions.
     pub schedule_rate_minutes: Option<u64>,
     /// `SCHEDULE_ENABLED`.
     pub schedule_enabled: Option<bool>,
+    /// `PUSH_BATCH_WINDOW_SECONDS`: how long the queue's event source gathers events into one
+    /// invocation of the push starter (Lambda's `MaximumBatchingWindowInSeconds`, 0 to 300).
+    pub push_batch_window_seconds: Option<u64>,
     /// `EXPRESS`: an Express workflow instead of a Standard one.
     pub express: Option<bool>,
     /// `FUNCTION_MEMORY_MB`.
@@ -392,11 +400,22 @@ impl Settings {
             target_role_name: parse_role_name(&env.text("TARGET_ROLE_NAME", DEFAULT_TARGET_ROLE_NAME))?,
             target_role_external_id: env.external_id("TARGET_ROLE_EXTERNAL_ID")?,
             target_concurrency: env.at_least("TARGET_CONCURRENCY", 10, 1, "must be at least 1")?,
+            push_mode: env.flag("PUSH_MODE")?.unwrap_or(false),
+            push_poll_minutes: env.at_least("PUSH_POLL_MINUTES", 15, 1, "must be at least 1 minute")?,
             schedule_rate_minutes: deployment(
                 env.given_at_least("SCHEDULE_RATE_MINUTES", 1, "must be at least 1 minute")?,
                 1,
             ),
             schedule_enabled: deployment_flag(env.flag("SCHEDULE_ENABLED")?, true),
+            push_batch_window_seconds: match env.given_number("PUSH_BATCH_WINDOW_SECONDS")? {
+                Some(seconds) if seconds > MAX_PUSH_BATCH_WINDOW_SECONDS => {
+                    return Err(invalid(
+                        "PUSH_BATCH_WINDOW_SECONDS",
+                        format!("must be at most {MAX_PUSH_BATCH_WINDOW_SECONDS} (Lambda's longest batching window)"),
+                    ));
+                }
+                given => deployment(given, 5),
+            },
             express: deployment_flag(env.flag("EXPRESS")?, false),
             function_memory_mb: deployment(env.function_memory("FUNCTION_MEMORY_MB")?, 256),
             log_retention_days: deployment(env.log_retention("LOG_RETENTION_DAYS")?, 30),
@@ -413,6 +432,15 @@ impl Settings {
         };
         settings.check_together()?;
         Ok(settings)
+    }
+
+    /// How often the assets branch reads CloudTrail at most: every run, or with push mode every
+    /// `PUSH_POLL_MINUTES`.
+    pub fn assets_poll_seconds(&self) -> u64 {
+        match self.push_mode {
+            true => self.push_poll_minutes.saturating_mul(60),
+            false => 0,
+        }
     }
 
     /// The schedule's interval in seconds, when known.
@@ -433,6 +461,19 @@ impl Settings {
                 "TARGET_CONCURRENCY",
                 format!(
                     "must be at most {MAX_TARGET_CONCURRENCY} (an inline Map state runs at most 40 iterations at once)"
+                ),
+            ));
+        }
+        if let (true, Some(minutes), Some(schedule)) =
+            (self.push_mode, self.schedule_rate_minutes, self.schedule_interval_seconds())
+            && self.push_poll_minutes.saturating_mul(60) < schedule
+        {
+            return Err(invalid(
+                "PUSH_POLL_MINUTES",
+                format!(
+                    "{} is shorter than the schedule's interval (SCHEDULE_RATE_MINUTES={minutes}): CloudTrail is read \
+                     at most once a run; make it at least {minutes}",
+                    self.push_poll_minutes
                 ),
             ));
         }
@@ -479,13 +520,19 @@ impl Settings {
             ));
         }
         if let (Some(threshold), Some(schedule)) = (self.sync_lag_threshold_minutes, self.schedule_interval_seconds()) {
-            let healthy_lag = self.change_buffer_seconds.saturating_add(schedule);
+            // With push mode, CloudTrail (and so the watermark) moves once per poll interval.
+            let between_reads = schedule.max(self.assets_poll_seconds());
+            let healthy_lag = self.change_buffer_seconds.saturating_add(between_reads);
             if threshold.saturating_mul(60) <= healthy_lag {
+                let reads = match self.push_mode {
+                    true => format!("PUSH_POLL_MINUTES ({} minutes)", self.push_poll_minutes),
+                    false => format!("the schedule's interval ({schedule} seconds)"),
+                };
                 return Err(invalid(
                     "SYNC_LAG_THRESHOLD_MINUTES",
                     format!(
-                        "{threshold} minutes does not exceed CHANGE_BUFFER_SECONDS ({}) plus the schedule's interval \
-                         ({schedule} seconds): the sync-lag alarm would fire on every healthy run; make it at least {}",
+                        "{threshold} minutes does not exceed CHANGE_BUFFER_SECONDS ({}) plus {reads}: the sync-lag \
+                         alarm would fire on every healthy run; make it at least {}",
                         self.change_buffer_seconds,
                         healthy_lag / 60 + 1
                     ),
@@ -530,6 +577,9 @@ fn is_loopback(url: &url::Url) -> bool {
 
 /// The most targets synced at once.
 pub const MAX_TARGET_CONCURRENCY: u64 = 40;
+
+/// Lambda's longest batching window of an SQS event source.
+pub const MAX_PUSH_BATCH_WINDOW_SECONDS: u64 = 300;
 
 /// `self`, `organization`, or a comma-separated list of 12-digit account ids.
 pub fn parse_target_accounts(value: &str) -> Result<TargetAccounts> {

@@ -352,3 +352,35 @@ fn bad_targets_are_refused_naming_the_variable() {
     let secret = "bad external id!";
     assert!(!refusal(Scope::Function, &[("TARGET_ROLE_EXTERNAL_ID", secret)]).contains(secret), "never echoed");
 }
+
+#[test]
+fn push_mode_polls_cloudtrail_at_its_own_pace_and_batches_within_lambdas_limit() {
+    let poll_only = read(Scope::Deployment, &minimal()).unwrap();
+    assert!(!poll_only.push_mode);
+    assert_eq!(poll_only.assets_poll_seconds(), 0, "without push, every run reads CloudTrail");
+    assert_eq!(poll_only.push_batch_window_seconds, Some(5));
+    let push = read(Scope::Deployment, &with(&[("PUSH_MODE", "true")])).unwrap();
+    assert_eq!(push.assets_poll_seconds(), 900);
+    let json = serde_json::to_value(&push).unwrap();
+    assert_eq!((json["pushMode"].clone(), json["pushPollMinutes"].clone()), (true.into(), 15.into()));
+    assert_eq!(json["pushBatchWindowSeconds"], 5);
+    assert_eq!(
+        refusal(
+            Scope::Deployment,
+            &[
+                ("PUSH_MODE", "true"),
+                ("PUSH_POLL_MINUTES", "4"),
+                ("SCHEDULE_RATE_MINUTES", "5"),
+                ("HEARTBEAT_INTERVAL_SECONDS", "300")
+            ]
+        ),
+        "invalid configuration PUSH_POLL_MINUTES: 4 is shorter than the schedule's interval (SCHEDULE_RATE_MINUTES=5): \
+         CloudTrail is read at most once a run; make it at least 5"
+    );
+    assert!(refusal(Scope::Deployment, &[("PUSH_BATCH_WINDOW_SECONDS", "301")]).contains("must be at most 300"));
+    assert!(refusal(Scope::Function, &[("PUSH_MODE", "yes")]).contains("PUSH_MODE: \"yes\" is not true or false"));
+    assert!(refusal(Scope::Function, &[("PUSH_POLL_MINUTES", "0")]).contains("must be at least 1 minute"));
+    // The sync-lag alarm must tolerate the slower poll: a threshold below it is refused.
+    let lag = refusal(Scope::Deployment, &[("PUSH_MODE", "true"), ("SYNC_LAG_THRESHOLD_MINUTES", "19")]);
+    assert!(lag.starts_with("invalid configuration SYNC_LAG_THRESHOLD_MINUTES: 19 minutes"), "{lag}");
+}

@@ -128,11 +128,28 @@ async fn commit_assets(
         let cause = format!("stage {}: {cause}", update.stage);
         return Ok(Err(StageFailure { stage: update.stage.clone(), error, cause }));
     }
+    if update.pushed_only {
+        // The watermark stays. The events are remembered only when the control plane took every
+        // change: otherwise the poll applies them again and keeps what is refused for retries.
+        let refused = kept_refusals(&update.stage, record.refused);
+        match refused.is_empty() {
+            true => state.record_pushed(&update.stage, &update.pushed).await?,
+            false => tracing::warn!(
+                stage = update.stage,
+                refused = refused.len(),
+                "pushed changes refused; left to the poll, which retries them"
+            ),
+        }
+        let watermark = AckedWatermark { stage: update.stage.clone(), position: update.position, advanced: false };
+        return Ok(Ok((watermark, refused)));
+    }
     let kept = kept_refusals(&update.stage, record.refused);
     let advanced = state.advance_assets_watermark(update, &kept, now).await?;
     if !advanced {
         tracing::info!(stage = update.stage, position = update.position, "watermark already at or past");
     }
+    // Remembered after the move, which forgets the entries no window reads any more.
+    state.record_pushed(&update.stage, &update.pushed).await?;
     let watermark = AckedWatermark { stage: update.stage.clone(), position: update.position, advanced };
     Ok(Ok((watermark, kept)))
 }

@@ -79,6 +79,8 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, E: Executions> EnsureRuntime
                     inactive: Vec::new(),
                     orphaned: Vec::new(),
                     discovery_in_progress: Some(holder.unwrap_or_default()),
+                    pushed: Vec::new(),
+                    push: None,
                 });
             }
         };
@@ -164,6 +166,8 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, E: Executions> EnsureRuntime
             inactive,
             orphaned,
             discovery_in_progress: None,
+            pushed: input.pushed,
+            push: None,
         })
     }
 

@@ -15,7 +15,7 @@ use crate::aws::cloudtrail::{ApiEvent, ChangeFeed};
 use crate::aws::executions::Executions;
 use crate::aws::state::{
     CatalogEntry, Claim, ClaimOn, Discovery, RuntimeState, StateStore, WORK_TTL_SECONDS, applied_events_key,
-    snapshot_key,
+    parse_pushed_entry, pushed_entry, snapshot_key,
 };
 use crate::changes::{ApiRef, AssetPlan, Touched, chunk_assets, events_to_remember, plan_assets, touched};
 use crate::config::{Config, StageSelection};
@@ -25,8 +25,8 @@ use crate::handlers::{AccountListing, Deployments, acquire, list_account};
 use crate::mapping::published_api_id;
 use crate::metrics::due_range;
 use crate::model::{
-    ChangeSummary, Chunk, Kind, ListChangesInput, ListChangesOutput, MetricsChunk, Refused, RuntimeRef, RuntimeWindows,
-    StageFailure, SyncMode, WatermarkUpdate, run_key,
+    ChangeSummary, Chunk, Kind, ListChangesInput, ListChangesOutput, MetricsChunk, PushedEvent, Refused, RuntimeRef,
+    RuntimeWindows, StageFailure, SyncMode, WatermarkUpdate, run_key,
 };
 
 /// The most metrics windows one Map iteration reads and sends: a whole catch-up of one runtime
@@ -36,6 +36,15 @@ pub const WINDOWS_PER_METRICS_CHUNK: usize = 60;
 /// The most refused APIs of a stage an incremental run tries again; the others wait for the
 /// next runs (and every full sync tries them all).
 pub const REFUSED_RETRIED_PER_RUN: usize = 100;
+
+/// How long an execution with pushed events waits for a stage another execution holds (which
+/// usually ends within seconds) before it leaves the events to the poll.
+pub const PUSH_CLAIM_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+const PUSH_CLAIM_RETRY: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// The most pushed events a stage remembers as applied; beyond it the poll applies the oldest
+/// again (idempotent, only slower). Far inside a DynamoDB item.
+pub const PUSHED_REMEMBERED: usize = 2_000;
 
 /// Where the full syncs of one run find what is deployed.
 #[derive(Default)]
@@ -89,7 +98,7 @@ enum StagePlan {
     UpToDate,
     /// Its full sync waits for another execution's listing of the account.
     Deferred,
-    Work(StageWork),
+    Work(Box<StageWork>),
     /// An idle pass found work (why): it is left to the workflow.
     Busy(String),
 }
@@ -147,7 +156,9 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed, E: Executions
     async fn list(&self, input: &ListChangesInput, claimed: &[String], idle_only: bool, now: i64) -> Result<Listed> {
         let runtimes: Vec<&RuntimeRef> = input.runtimes.iter().filter(|r| claimed.contains(&r.stage)).collect();
         match input.kind {
-            Kind::Assets => self.assets(input.mode, &runtimes, &input.execution_id, idle_only, now).await,
+            Kind::Assets => {
+                self.assets(input.mode, &runtimes, &input.pushed, &input.execution_id, idle_only, now).await
+            }
             Kind::Metrics => self.metrics(&runtimes, idle_only, now).await,
         }
     }
@@ -207,9 +218,28 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed, E: Executions
     async fn claim(&self, input: &ListChangesInput, now: i64) -> Result<(Vec<String>, Vec<String>)> {
         let (mut claimed, mut skipped) = (Vec::new(), Vec::new());
         let ttl = self.config.claim_ttl.as_secs() as i64;
+        // Pushed events are worth a short wait: the holder usually ends within seconds, and the
+        // poll would apply them only minutes later.
+        let mut wait_left = match input.pushed.is_empty() {
+            true => std::time::Duration::ZERO,
+            false => PUSH_CLAIM_WAIT,
+        };
+        let mut waited = 0;
         for runtime in &input.runtimes {
             let on = ClaimOn::Branch { stage: &runtime.stage, kind: input.kind };
-            match acquire(self.state, self.executions, on, &input.execution_id, now, ttl).await {
+            let mut acquired = acquire(self.state, self.executions, on, &input.execution_id, now + waited, ttl).await;
+            while matches!(acquired, Ok(Claim::HeldBy(_))) && !wait_left.is_zero() {
+                tracing::info!(
+                    stage = runtime.stage,
+                    "another execution holds the stage; waiting for it with pushed events"
+                );
+                let pause = PUSH_CLAIM_RETRY.min(wait_left);
+                tokio::time::sleep(pause).await;
+                wait_left -= pause;
+                waited += pause.as_secs() as i64;
+                acquired = acquire(self.state, self.executions, on, &input.execution_id, now + waited, ttl).await;
+            }
+            match acquired {
                 Ok(Claim::Taken) => claimed.push(runtime.stage.clone()),
                 Ok(Claim::HeldBy(_)) => {
                     tracing::info!(stage = runtime.stage, kind = ?input.kind, "another execution holds the stage; skipped");
@@ -228,6 +258,7 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed, E: Executions
         &self,
         mode: SyncMode,
         runtimes: &[&RuntimeRef],
+        pushed: &[PushedEvent],
         execution_id: &str,
         idle_only: bool,
         now: i64,
@@ -238,7 +269,7 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed, E: Executions
         let mut shared = Shared::default();
         for runtime in runtimes {
             let stage = &runtime.stage;
-            let planned = self.stage_work(runtime, mode, execution_id, idle_only, &mut shared, now).await;
+            let planned = self.stage_work(runtime, mode, pushed, execution_id, idle_only, &mut shared, now).await;
             let work = match planned {
                 Ok(StagePlan::Work(work)) => work,
                 Ok(StagePlan::UpToDate) => continue,
@@ -262,11 +293,13 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed, E: Executions
                 }
                 Err(error) => return Err(error),
             };
-            let StageWork { upserts, deletes, mut watermark, carried } = work;
-            match watermark.full_sync_at {
-                Some(_) => output.summary.full_runtimes += 1,
-                None => output.summary.incremental_runtimes += 1,
+            let StageWork { upserts, deletes, mut watermark, carried } = *work;
+            match (watermark.full_sync_at, watermark.pushed_only) {
+                (Some(_), _) => output.summary.full_runtimes += 1,
+                (None, false) => output.summary.incremental_runtimes += 1,
+                (None, true) => {}
             }
+            output.summary.pushed_events += watermark.pushed.len();
             output.summary.upserts += upserts.len();
             output.summary.deletes += deletes.len();
             let run = run_key(Kind::Assets, execution_id, stage);
@@ -290,10 +323,12 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed, E: Executions
     }
 
     /// What one stage publishes this run.
+    #[allow(clippy::too_many_arguments)]
     async fn stage_work(
         &self,
         runtime: &RuntimeRef,
         mode: SyncMode,
+        pushed: &[PushedEvent],
         execution_id: &str,
         idle_only: bool,
         shared: &mut Shared,
@@ -311,6 +346,18 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed, E: Executions
                 tracing::warn!(stage, start, end, "CloudTrail record that locates no change; full sync instead");
                 plan = AssetPlan::Full { position: end };
             }
+        }
+        // A full sync reads everything anyway; otherwise the pushed events not applied yet join
+        // the window, or make the stage's work on their own.
+        let (pushed_touched, pushed_applied) = match (plan, pushed.is_empty()) {
+            (AssetPlan::Full { .. }, _) | (_, true) => (Touched::default(), Vec::new()),
+            _ => self.unapplied_pushed(lookups, stage, &state, pushed).await?,
+        };
+        window.apis.extend(pushed_touched.apis);
+        window.domains.extend(pushed_touched.domains);
+        if plan == AssetPlan::UpToDate && !pushed_applied.is_empty() {
+            let work = self.pushed_work(lookups, stage, &state, window, pushed_applied).await?;
+            return Ok(StagePlan::Work(Box::new(work)));
         }
         if idle_only && let Some(reason) = busy_reason(&plan, &window, &state) {
             return Ok(StagePlan::Busy(reason));
@@ -356,19 +403,29 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed, E: Executions
                     }
                 };
                 let applied_events = self.remember_applied(lookups, execution_id, start, end, now).await?;
+                // What no window reads again is forgotten: the next one starts `overlap` before `end`.
+                let kept_from = end - self.config.change_overlap.as_secs() as i64;
+                let forget_pushed = state
+                    .assets_pushed
+                    .iter()
+                    .filter(|entry| parse_pushed_entry(entry).is_none_or(|(time, _)| time < kept_from))
+                    .cloned()
+                    .collect();
                 StageWork {
                     upserts,
                     deletes,
                     watermark: WatermarkUpdate {
                         read_at: Some(now),
                         applied_events,
+                        pushed: remembered(&pushed_applied, kept_from, &state),
+                        forget_pushed,
                         ..WatermarkUpdate::at(stage, end)
                     },
                     carried: carried.to_vec(),
                 }
             }
         };
-        Ok(StagePlan::Work(work))
+        Ok(StagePlan::Work(Box::new(work)))
     }
 
     /// What changed on `stage` in a CloudTrail window, and what the control plane refused before
@@ -433,6 +490,94 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed, E: Executions
         Ok((upserts, deletes.into_iter().collect()))
     }
 
+    /// The pushed events not applied to `stage` yet (by an earlier push, or by a CloudTrail window
+    /// within its overlap), what they touch, and their entries to remember once published. An event
+    /// that does not locate its change is left to the poll, which lists the stage for it.
+    async fn unapplied_pushed(
+        &self,
+        lookups: &mut Lookups,
+        stage: &str,
+        state: &RuntimeState,
+        pushed: &[PushedEvent],
+    ) -> Result<(Touched, Vec<(i64, String)>)> {
+        let applied_by_window = self.applied_before(lookups, stage, state).await?;
+        let applied_by_push: HashSet<&str> =
+            state.assets_pushed.iter().filter_map(|entry| parse_pushed_entry(entry)).map(|(_, id)| id).collect();
+        let generations = self.config.api_types.generations();
+        let mut touched_all = Touched::default();
+        let mut applied = Vec::new();
+        for event in pushed {
+            if applied_by_push.contains(event.id.as_str()) || applied_by_window.contains(&event.id) {
+                tracing::info!(stage, event = event.id, "pushed event applied before; skipped");
+                continue;
+            }
+            let touched = touched([&event.to_api_event()], &generations);
+            if touched.needs_listing() {
+                tracing::info!(
+                    stage,
+                    event = event.id,
+                    name = event.name,
+                    "pushed event locates no change: left to the poll"
+                );
+                continue;
+            }
+            touched_all.apis.extend(touched.apis);
+            touched_all.domains.extend(touched.domains);
+            applied.push((event.time, event.id.clone()));
+        }
+        Ok((touched_all, applied))
+    }
+
+    /// A stage's work when only pushed events are due (CloudTrail is not read this run): their
+    /// APIs re-read and published; the watermark stays, and the events are remembered with the
+    /// commit so that the poll reading them later skips them.
+    async fn pushed_work(
+        &self,
+        lookups: &mut Lookups,
+        stage: &str,
+        state: &RuntimeState,
+        window: Touched,
+        applied: Vec<(i64, String)>,
+    ) -> Result<StageWork> {
+        let catalog = self.state.load_catalog(stage).await?;
+        let (upserts, deletes) = self.changed_on(lookups, stage, window, catalog.as_deref(), &[]).await?;
+        if let Some(catalog) = catalog.filter(|_| !upserts.is_empty() || !deletes.is_empty()) {
+            self.update_catalog(stage, catalog, &upserts, &deletes).await?;
+        }
+        let position = state.assets_watermark.unwrap_or_default();
+        let kept_from = position - self.config.change_overlap.as_secs() as i64;
+        Ok(StageWork {
+            upserts,
+            deletes,
+            watermark: WatermarkUpdate {
+                pushed: remembered(&applied, kept_from, state),
+                pushed_only: true,
+                ..WatermarkUpdate::at(stage, position)
+            },
+            // The refused APIs stay as they are: the poll retries them.
+            carried: Vec::new(),
+        })
+    }
+
+    /// The ids of the events an earlier run applied in the overlap the stage's next window
+    /// re-reads, loaded once per run.
+    async fn applied_before(
+        &self,
+        lookups: &mut Lookups,
+        stage: &str,
+        state: &RuntimeState,
+    ) -> Result<HashSet<String>> {
+        let Some(key) = &state.assets_applied_events else { return Ok(HashSet::new()) };
+        if let Entry::Vacant(entry) = lookups.applied_before.entry(key.clone()) {
+            let ids = self.state.load_applied_events(key).await?.unwrap_or_else(|| {
+                tracing::info!(stage, key, "the applied events expired; the overlap is applied again");
+                Vec::new()
+            });
+            entry.insert(ids.into_iter().collect());
+        }
+        Ok(lookups.applied_before[key].clone())
+    }
+
     /// What the write events of `[start, end)` (read from CloudTrail once per run) touched,
     /// leaving out those an earlier run applied to the stage: the window re-reads the previous
     /// one's last minutes (its overlap) only for the events CloudTrail delivered late.
@@ -447,21 +592,18 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed, E: Executions
         if let Entry::Vacant(entry) = lookups.events_by_window.entry((start, end)) {
             entry.insert(self.feed.write_events(start, end).await?);
         }
-        if let Some(key) = &state.assets_applied_events
-            && let Entry::Vacant(entry) = lookups.applied_before.entry(key.clone())
-        {
-            let ids = self.state.load_applied_events(key).await?.unwrap_or_else(|| {
-                tracing::info!(stage, key, "the applied events expired; the overlap is applied again");
-                Vec::new()
-            });
-            entry.insert(ids.into_iter().collect());
-        }
-        let applied = state.assets_applied_events.as_ref().and_then(|key| lookups.applied_before.get(key));
+        let applied_by_window = self.applied_before(lookups, stage, state).await?;
+        let applied_by_push: HashSet<&str> =
+            state.assets_pushed.iter().filter_map(|entry| parse_pushed_entry(entry)).map(|(_, id)| id).collect();
         let (fresh, applied): (Vec<&ApiEvent>, Vec<&ApiEvent>) = lookups.events_by_window[&(start, end)]
             .iter()
-            .partition(|event| !applied.is_some_and(|ids| ids.contains(&event.id)));
+            .partition(|event| !applied_by_window.contains(&event.id) && !applied_by_push.contains(event.id.as_str()));
         if !applied.is_empty() {
-            tracing::info!(stage, events = applied.len(), "events already applied by an earlier run; skipped");
+            tracing::info!(
+                stage,
+                events = applied.len(),
+                "events already applied by an earlier run or by push; skipped"
+            );
         }
         Ok(touched(fresh, &self.config.api_types.generations()))
     }
@@ -670,6 +812,18 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed, E: Executions
         }
         Ok(output)
     }
+}
+
+/// The entries of the pushed events applied that a CloudTrail window may still read (at or
+/// after `kept_from`), within what the stage remembers at most.
+fn remembered(applied: &[(i64, String)], kept_from: i64, state: &RuntimeState) -> Vec<String> {
+    let room = PUSHED_REMEMBERED.saturating_sub(state.assets_pushed.len());
+    let mut entries: Vec<&(i64, String)> = applied.iter().filter(|(time, _)| *time >= kept_from).collect();
+    entries.sort_by_key(|entry| std::cmp::Reverse(entry.0));
+    if entries.len() > room {
+        tracing::warn!(left = entries.len() - room, "too many pushed events to remember; the poll applies them again");
+    }
+    entries.into_iter().take(room).map(|(time, id)| pushed_entry(*time, id)).collect()
 }
 
 /// Why a stage's assets are more than an idle window's commit, if they are: a full sync, a

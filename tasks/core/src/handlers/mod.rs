@@ -6,6 +6,7 @@ pub mod ensure_runtime;
 pub mod fan_out;
 pub mod list_changes;
 pub mod publish;
+pub mod push;
 pub mod tick;
 pub mod transform;
 

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use futures_util::{StreamExt, stream};
 
 use crate::aws::apigateway::ApiGateway;
-use crate::aws::cloudtrail::ChangeFeed;
+use crate::aws::cloudtrail::{ChangeFeed, Trails};
 use crate::aws::cloudwatch::MetricSource;
 use crate::aws::executions::{ExecutionStarter, Executions};
 use crate::aws::organizations::Organization;
@@ -28,6 +28,7 @@ use crate::handlers::ensure_runtime::{DiscoveryDue, EnsureRuntime};
 use crate::handlers::fan_out::{FanOut, shorten};
 use crate::handlers::list_changes::{IdleListing, ListChanges};
 use crate::handlers::publish::Publish;
+use crate::handlers::push::PushCheck;
 use crate::handlers::transform::Transform;
 use crate::model::{
     AckInput, AckRequest, CaughtError, Chunk, ChunkFailure, EnsureRuntimeInput, ExecutionInput, HANDED_OVER_IN_REPORT,
@@ -87,7 +88,7 @@ where
     G: ApiGateway,
     C: ControlPlane,
     S: StateStore,
-    F: ChangeFeed,
+    F: ChangeFeed + Trails,
     M: MetricSource,
     E: Executions,
 {
@@ -118,6 +119,8 @@ where
             execution_id: tick_id.to_owned(),
         };
         let ready = ensure.run(request, now).await?;
+        // With push mode, whether the target's trail lets EventBridge push (checked hourly).
+        PushCheck { config: self.config, trails: self.feed, state: self.state }.status(now).await;
         if ready.runtimes.is_empty() {
             return Ok(Pass::Idle);
         }
@@ -136,6 +139,7 @@ where
             mode: SyncMode::Auto,
             runtimes: ready.runtimes.clone(),
             execution_id: tick_id.to_owned(),
+            pushed: Vec::new(),
         };
         let assets = match lister.run_if_idle(input(Kind::Assets), now).await? {
             IdleListing::Idle(listed) => listed,

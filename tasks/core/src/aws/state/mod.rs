@@ -20,6 +20,7 @@ mod applied;
 mod catalogs;
 mod claims;
 mod progress;
+mod push;
 mod reports;
 mod runs;
 mod slots;
@@ -39,7 +40,8 @@ use serde::de::DeserializeOwned;
 pub use self::applied::{AppliedEvents, applied_events_key};
 pub use self::catalogs::{CatalogEntry, Catalogs, Discovery, listing_key, snapshot_key};
 pub use self::claims::{Claim, ClaimOn, Claims};
-pub use self::progress::{Outcomes, RuntimeState, StageProgress};
+pub use self::progress::{Outcomes, RuntimeState, StageProgress, parse_pushed_entry, pushed_entry};
+pub use self::push::PushStatuses;
 pub use self::reports::{Reports, progress_key, report_key};
 pub use self::runs::{Registered, Registry, RunEntry, RunRecord, Runs};
 pub use self::slots::{API_GATEWAY_SCHEDULE, Slots};
@@ -47,9 +49,12 @@ use super::sdk_error;
 use crate::error::{AgentError, Result};
 
 /// Everything the tasks keep in the state table.
-pub trait StateStore: StageProgress + Claims + Catalogs + Reports + AppliedEvents + Runs + Registry {}
+pub trait StateStore:
+    StageProgress + Claims + Catalogs + Reports + AppliedEvents + Runs + Registry + PushStatuses
+{
+}
 
-impl<T: StageProgress + Claims + Catalogs + Reports + AppliedEvents + Runs + Registry> StateStore for T {}
+impl<T: StageProgress + Claims + Catalogs + Reports + AppliedEvents + Runs + Registry + PushStatuses> StateStore for T {}
 
 #[derive(Debug, Clone)]
 pub struct DynamoStateStore {

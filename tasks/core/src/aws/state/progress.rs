@@ -28,6 +28,9 @@ pub struct RuntimeState {
     pub assets_applied_events: Option<String>,
     /// The APIs the control plane refused in the last runs, retried by the next ones.
     pub assets_refused: Vec<Refused>,
+    /// The pushed events applied to the stage that a CloudTrail window may still read
+    /// (`<time>#<id>`, see [`pushed_entry`]): the poll skips them.
+    pub assets_pushed: Vec<String>,
     pub metrics_watermark: Option<i64>,
     /// The end of the metrics window whose POST the publish task last started. Past the watermark,
     /// the task sending it ended without recording the answer (Lambda cut it off): the window may
@@ -102,6 +105,20 @@ pub trait StageProgress: Send + Sync {
     ) -> impl Future<Output = Result<()>> + Send;
     /// Records that the runtime's heartbeat was sent at `at`.
     fn record_heartbeat(&self, stage: &str, at: i64) -> impl Future<Output = Result<()>> + Send;
+    /// Adds pushed events (entries of [`pushed_entry`]) applied to the stage.
+    fn record_pushed(&self, stage: &str, entries: &[String]) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// How a pushed event applied to a stage is remembered: its time first, so that the entries no
+/// window reads any more are found without parsing ids.
+pub fn pushed_entry(time: i64, id: &str) -> String {
+    format!("{time}#{id}")
+}
+
+/// The time and id of a [`pushed_entry`]; `None` for an entry of another shape.
+pub fn parse_pushed_entry(entry: &str) -> Option<(i64, &str)> {
+    let (time, id) = entry.split_once('#')?;
+    Some((time.parse().ok()?, id))
 }
 
 /// The item attributes of one branch.
@@ -138,6 +155,8 @@ pub(super) fn attributes(kind: Kind) -> BranchAttributes {
 const METRICS_IN_FLIGHT: &str = "metricsInFlight";
 /// The stage attribute naming the item of the events applied in the next window's overlap.
 const APPLIED_EVENTS: &str = "assetsAppliedEvents";
+/// The pushed events applied (a string set of [`pushed_entry`]).
+const PUSHED: &str = "assetsPushed";
 /// The refused APIs, a JSON list (bounded by `ack-watermark`).
 const REFUSED: &str = "assetsRefused";
 /// The stage attribute counting the APIs of the catalog (see `Catalogs::put_catalog`).
@@ -166,6 +185,8 @@ impl DynamoStateStore {
 struct Clauses {
     set: Vec<String>,
     remove: Vec<&'static str>,
+    /// `DELETE` clauses: elements taken out of a set.
+    delete: Vec<String>,
     values: Vec<(&'static str, AttributeValue)>,
 }
 
@@ -180,6 +201,9 @@ impl Clauses {
         let mut expression = format!("SET {}", self.set.join(", "));
         if !self.remove.is_empty() {
             expression.push_str(&format!(" REMOVE {}", self.remove.join(", ")));
+        }
+        if !self.delete.is_empty() {
+            expression.push_str(&format!(" DELETE {}", self.delete.join(", ")));
         }
         self.values.into_iter().fold(request.update_expression(expression), |request, (name, value)| {
             request.expression_attribute_values(name, value)
@@ -208,6 +232,7 @@ impl StageProgress for DynamoStateStore {
                 Some(json) => parse_json(stage, &json)?,
                 None => Vec::new(),
             },
+            assets_pushed: item.get(PUSHED).and_then(|v| v.as_ss().ok()).cloned().unwrap_or_default(),
             metrics_watermark: number(&item, attributes(Kind::Metrics).watermark)?,
             metrics_in_flight: number(&item, METRICS_IN_FLIGHT)?,
             deployed_apis: number(&item, DEPLOYED_APIS)?,
@@ -263,6 +288,10 @@ impl StageProgress for DynamoStateStore {
             }
             true => clauses.remove.push(REFUSED),
         }
+        if !update.forget_pushed.is_empty() {
+            clauses.delete.push(format!("{PUSHED} :forget"));
+            clauses.values.push((":forget", AttributeValue::Ss(update.forget_pushed.clone())));
+        }
         let request = self.advance(&update.stage, Kind::Assets, update.position, acked_at);
         conditional_update(clauses.apply(request)).await
     }
@@ -283,5 +312,18 @@ impl StageProgress for DynamoStateStore {
 
     async fn record_heartbeat(&self, stage: &str, at: i64) -> Result<()> {
         self.set_number(stage, "lastHeartbeatAt", Some(at)).await
+    }
+
+    async fn record_pushed(&self, stage: &str, entries: &[String]) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        self.update(stage)
+            .update_expression(format!("ADD {PUSHED} :entries"))
+            .expression_attribute_values(":entries", AttributeValue::Ss(entries.to_vec()))
+            .send()
+            .await
+            .map_err(|e| sdk_error("dynamodb:UpdateItem", e))?;
+        Ok(())
     }
 }

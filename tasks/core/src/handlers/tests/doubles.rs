@@ -9,19 +9,19 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::aws::apigateway::{Api, ApiGateway, ApiKind, DeployedApi, DomainMapping, Generation, Stage};
-use crate::aws::cloudtrail::{ApiEvent, ChangeFeed};
+use crate::aws::cloudtrail::{ApiEvent, ChangeFeed, Trails};
 use crate::aws::cloudwatch::{MetricSource, MetricSubject};
 use crate::aws::executions::Executions;
 use crate::aws::state::{
-    AppliedEvents, CatalogEntry, Catalogs, Claim, ClaimOn, Claims, Discovery, Registered, Registry, Reports, RunEntry,
-    RunRecord, Runs, RuntimeState, StageProgress,
+    AppliedEvents, CatalogEntry, Catalogs, Claim, ClaimOn, Claims, Discovery, PushStatuses, Registered, Registry,
+    Reports, RunEntry, RunRecord, Runs, RuntimeState, StageProgress,
 };
 use crate::config::ApiTypes;
 use crate::control_plane::types::{AgentMetricsModel, ApiDocument, Heartbeat, Runtime};
 use crate::control_plane::{ControlPlane, Upserted};
 use crate::error::{AgentError, Result};
 use crate::metrics::ApiSeries;
-use crate::model::{Kind, Refused, WatermarkUpdate};
+use crate::model::{Kind, PushStatus, Refused, WatermarkUpdate};
 
 pub(super) const NOW: i64 = 1_800_000_000;
 
@@ -195,6 +195,7 @@ pub(super) struct Memory {
     pub applied_events: Mutex<HashMap<String, Vec<String>>>,
     pub runs: Mutex<HashMap<String, RunRecord>>,
     pub registry: Mutex<Option<BTreeMap<String, Registered>>>,
+    pub push_status: Mutex<Option<PushStatus>>,
 }
 
 /// Moves `watermark` to `position` unless it is already there or past; whether it moved.
@@ -241,6 +242,7 @@ impl StageProgress for Memory {
         }
         item.assets_applied_events = update.applied_events.clone();
         item.assets_refused = refused.to_vec();
+        item.assets_pushed.retain(|entry| !update.forget_pushed.contains(entry));
         Ok(true)
     }
     async fn advance_metrics_watermark(&self, stage: &str, position: i64, _: i64) -> Result<bool> {
@@ -263,6 +265,25 @@ impl StageProgress for Memory {
     }
     async fn record_heartbeat(&self, stage: &str, at: i64) -> Result<()> {
         self.items.lock().unwrap().entry(stage.to_owned()).or_default().last_heartbeat_at = Some(at);
+        Ok(())
+    }
+    async fn record_pushed(&self, stage: &str, entries: &[String]) -> Result<()> {
+        let mut items = self.items.lock().unwrap();
+        let pushed = &mut items.entry(stage.to_owned()).or_default().assets_pushed;
+        // A string set: no duplicates.
+        pushed.extend(entries.iter().cloned());
+        pushed.sort();
+        pushed.dedup();
+        Ok(())
+    }
+}
+
+impl PushStatuses for Memory {
+    async fn load_push_status(&self) -> Result<Option<PushStatus>> {
+        Ok(self.push_status.lock().unwrap().clone())
+    }
+    async fn put_push_status(&self, status: &PushStatus) -> Result<()> {
+        *self.push_status.lock().unwrap() = Some(status.clone());
         Ok(())
     }
 }
@@ -433,6 +454,18 @@ pub(super) struct NoEvents;
 impl ChangeFeed for NoEvents {
     async fn write_events(&self, _: i64, _: i64) -> Result<Vec<ApiEvent>> {
         Ok(Vec::new())
+    }
+}
+
+impl Trails for NoEvents {
+    async fn management_write_trail(&self) -> std::result::Result<String, String> {
+        Ok("management-events".into())
+    }
+}
+
+impl Trails for Events {
+    async fn management_write_trail(&self) -> std::result::Result<String, String> {
+        Err("no CloudTrail trail logs this account-region".into())
     }
 }
 

@@ -214,7 +214,14 @@ async fn a_full_sync_never_applies_a_listing_older_than_the_changes_applied_sinc
     let mut gateway = Gateway::with_apis(2, &["prod"], "x");
     let (plane, state) = (Plane::default(), Memory::default());
     // ensure-runtime lists the account for a full sync, and stores the listing.
-    let full = ExecutionInput { mode: SyncMode::Full, stages: None, target: None, started_by: None, targets: None };
+    let full = ExecutionInput {
+        mode: SyncMode::Full,
+        stages: None,
+        target: None,
+        started_by: None,
+        targets: None,
+        pushed: Vec::new(),
+    };
     ensure_runtime(&config, &gateway, &plane, &state).run(started_with(full), NOW).await.unwrap();
     // Meanwhile an overlapping execution applied a change read at NOW + 100: an API created.
     gateway.apis.push(Api { id: "created".into(), name: "created".into(), ..gateway.apis[0].clone() });
@@ -290,6 +297,7 @@ async fn runtimes_of_stages_no_longer_federated_are_deleted_after_their_grace_pe
         target: None,
         started_by: None,
         targets: None,
+        pushed: Vec::new(),
     };
     assert!(task.run(started_with(one_stage), NOW + 120).await.unwrap().orphaned.is_empty());
 
@@ -402,6 +410,7 @@ async fn metrics_wait_for_the_stage_catalog_and_never_outrun_it() {
         mode: SyncMode::Auto,
         runtimes: vec![runtime("new"), runtime("synced")],
         execution_id: "run-1".into(),
+        pushed: Vec::new(),
     };
     // The catalog names every API deployed up to the assets watermark, an hour and a half ago.
     let behind = (NOW - 5400) / 300 * 300;

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 mod doubles;
 mod isolation;
+mod push;
 mod tick;
 
 use self::doubles::*;
@@ -173,6 +174,7 @@ fn assets_input(mode: SyncMode, stages: &[&str]) -> ListChangesInput {
         mode,
         runtimes: stages.iter().map(|s| runtime(s)).collect(),
         execution_id: EXECUTION.into(),
+        pushed: Vec::new(),
     }
 }
 
@@ -410,6 +412,7 @@ async fn requested_stages_override_the_configuration_and_are_validated() {
         target: None,
         started_by: None,
         targets: None,
+        pushed: Vec::new(),
     };
     let ready = task.run(started_with(only_dev), NOW).await.unwrap();
     assert_eq!(
@@ -424,6 +427,7 @@ async fn requested_stages_override_the_configuration_and_are_validated() {
         target: None,
         started_by: None,
         targets: None,
+        pushed: Vec::new(),
     };
     assert_eq!(task.run(started_with(bad), NOW).await.unwrap_err().error_type(), "InvalidInput");
 }
@@ -598,7 +602,14 @@ async fn discovered_stages_are_reused_until_the_interval_or_a_full_sync() {
     let after = Gateway::with_apis(2, &["prod", "qa"], "x");
     let task = ensure_runtime(&config, &after, &plane, &state);
     assert_eq!(stages_of(task.run(scheduled(), NOW + 60).await.unwrap()), vec!["prod"]);
-    let full = ExecutionInput { mode: SyncMode::Full, stages: None, target: None, started_by: None, targets: None };
+    let full = ExecutionInput {
+        mode: SyncMode::Full,
+        stages: None,
+        target: None,
+        started_by: None,
+        targets: None,
+        pushed: Vec::new(),
+    };
     assert_eq!(stages_of(task.run(started_with(full), NOW + 120).await.unwrap()), vec!["prod", "qa"]);
     assert_eq!(stages_of(task.run(scheduled(), NOW + 3720).await.unwrap()), vec!["prod", "qa"]);
 }
@@ -832,6 +843,7 @@ async fn a_catch_up_over_150_runtimes_takes_a_few_map_iterations_and_starts_with
         mode: SyncMode::Auto,
         runtimes: stages.iter().map(|s| runtime(s)).collect(),
         execution_id: "run-1".into(),
+        pushed: Vec::new(),
     };
 
     let output = list_changes(&config, &gateway, &plane, &state).run(input, NOW).await.unwrap();
@@ -874,7 +886,14 @@ async fn a_full_sync_reads_the_listing_ensure_runtime_just_made_instead_of_listi
     // 1 KiB descriptions: each stage's listing takes several DynamoDB items.
     let gateway = Gateway::with_apis(600, &["dev", "prod"], &"d".repeat(1024));
     let (plane, state) = (Plane::default(), Memory::default());
-    let full = ExecutionInput { mode: SyncMode::Full, stages: None, target: None, started_by: None, targets: None };
+    let full = ExecutionInput {
+        mode: SyncMode::Full,
+        stages: None,
+        target: None,
+        started_by: None,
+        targets: None,
+        pushed: Vec::new(),
+    };
     ensure_runtime(&config, &gateway, &plane, &state).run(started_with(full), NOW).await.unwrap();
     let discovery = state.discovery.lock().unwrap().clone().unwrap();
     assert!(discovery.listing_parts.values().all(|&parts| parts > 1), "{:?}", discovery.listing_parts);
@@ -898,7 +917,14 @@ async fn a_stored_listing_of_another_execution_or_with_a_missing_part_is_not_tru
     let config = config(&[("STAGES", "*")]);
     let gateway = Gateway::with_apis(300, &["prod"], &"d".repeat(2048));
     let (plane, state) = (Plane::default(), Memory::default());
-    let full = || ExecutionInput { mode: SyncMode::Full, stages: None, target: None, started_by: None, targets: None };
+    let full = || ExecutionInput {
+        mode: SyncMode::Full,
+        stages: None,
+        target: None,
+        started_by: None,
+        targets: None,
+        pushed: Vec::new(),
+    };
     let listed = || gateway.calls.load(Ordering::SeqCst);
     let task = list_changes(&config, &gateway, &plane, &state);
 

@@ -55,6 +55,7 @@ async fn workflow_run(config: &Config, gateway: &Gateway, plane: &Plane, state: 
             mode: SyncMode::Auto,
             runtimes: ready.runtimes.clone(),
             execution_id: EXECUTION.into(),
+            pushed: Vec::new(),
         };
         let output = task.run(input, now).await.unwrap();
         assert!(publish_all(&output, plane, state).await.is_empty());
