@@ -28,7 +28,8 @@ TEST_WORKERS ?= 3
 help:
 	@echo "make setup   install the local stack (Python venv, Node 22, interpreter, validator)"
 	@echo "make run     run the state machine locally, RUNS executions one after another (default 2: the first syncs the APIs,"
-	@echo "             the second sends their metrics); INPUT='{\"mode\":\"full\"}' for full syncs"
+	@echo "             the second sends their metrics); INPUT='{\"mode\":\"full\"}' for full syncs; PUSH=1: push mode, then a"
+	@echo "             change made in API Gateway reaches the control plane through EventBridge and the queue in seconds"
 	@echo "make run-org the same over many accounts and regions: the fan-out over 3 accounts x 2 regions, one account's"
 	@echo "             role missing (its targets fail, the others sync)"
 	@echo "make tick    the schedule's way: RUNS ticks; a tick serves quiet targets itself and starts an execution"
@@ -63,7 +64,7 @@ cdk/node_modules/.installed: cdk/package.json cdk/package-lock.json
 	touch $@
 
 run: setup
-	$(PYTHON) $(STACK)/stack.py run --input '$(INPUT)' --runs $(RUNS) --build-progress
+	$(PYTHON) $(STACK)/stack.py run --input '$(INPUT)' --runs $(RUNS) --build-progress $(if $(PUSH),--push)
 
 # As the schedule runs it: RUNS ticks, each starting an execution only for a target with work.
 tick: setup
@@ -80,7 +81,7 @@ test: setup
 	cargo test --workspace
 	$(MAKE) --no-print-directory cdk-check
 	rm -rf target/iam-uses target/iam-uses-targets
-	cd tests && ../$(PYTHON) -m pytest -q -n $(TEST_WORKERS)
+	cd tests && ../$(PYTHON) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 	cd tests && ../$(PYTHON) -m pytest -q iam
 	tests/stack/standalone-check.sh
 
@@ -105,7 +106,7 @@ BENCH_SIZES ?= 100,600,2520
 # Accounts x regions of the fan-out's benchmark.
 BENCH_TARGETS ?= 100x3
 bench: setup lambdas
-	$(PYTHON) tests/stack/benchmarks.py --release --sizes $(BENCH_SIZES) --targets $(BENCH_TARGETS) --write docs/benchmarks.md
+	$(PYTHON) tests/stack/benchmarks.py --release --sizes $(BENCH_SIZES) --targets $(BENCH_TARGETS) --push --write docs/benchmarks.md
 
 # The deployable functions: target/lambda/<name>/bootstrap, built once, reused by synth and deploy;
 # and the settings checker the CDK app runs at synth (target/debug/check-settings, for this host).
@@ -114,11 +115,12 @@ lambdas: $(VENV)/.installed
 	cargo lambda build --release --arm64 --quiet --workspace --exclude agent-settings
 	cargo build --quiet -p agent-settings --bin check-settings
 
-# Types, template assertions and cdk-nag (node --test), then an offline synth linted by cfn-lint.
+# Types, template assertions and cdk-nag (node --test), then an offline synth linted by cfn-lint. The default
+# synth has push mode on, so that tests/iam checks its grants (trail detection) too.
 cdk-check: setup lambdas
 	cd cdk && PATH=$(CDK_BIN):$$PATH tsc --noEmit
 	cd cdk && PATH=$(CDK_BIN):$$PATH node --test test/*.test.ts
-	cd cdk && PATH=$(CDK_BIN):$$PATH cdk synth --quiet --no-notices $(SYNTH_CONTEXT) > /dev/null
+	cd cdk && PATH=$(CDK_BIN):$$PATH cdk synth --quiet --no-notices $(SYNTH_CONTEXT) -c pushMode=true > /dev/null
 	cd cdk && PATH=$(CDK_BIN):$$PATH cdk synth --quiet --no-notices $(SYNTH_CONTEXT) $(TARGETS_CONTEXT) -o cdk.out.targets > /dev/null
 	$(VENV)/bin/cfn-lint cdk/cdk.out/ApiGatewayApicpAgent.template.json cdk/cdk.out.targets/ApiGatewayApicpAgent.template.json -i W3005
 

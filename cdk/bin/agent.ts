@@ -5,8 +5,9 @@ import { fileURLToPath } from 'node:url';
 import { App, Validations } from 'aws-cdk-lib';
 import { AwsSolutionsChecks } from 'cdk-nag';
 
-import { AgentStack } from '../lib/agent-stack.ts';
+import { AgentStack, fansOut } from '../lib/agent-stack.ts';
 import { MemberRoleStack } from '../lib/member-role.ts';
+import { PushForwarderStack } from '../lib/push-forwarder.ts';
 import { type AgentSettings, settingsFromContext } from '../lib/settings.ts';
 
 const repo = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -38,6 +39,15 @@ if (settings.targetAccounts !== 'self') {
       stackName,
       organizationId: app.node.tryGetContext('organizationId'),
     },
+  });
+}
+// Push mode over several account-regions: the rule forwarding API Gateway's events to the agent's push bus, for
+// account-regions the StackSet does not reach (`cdk deploy <stackName>-PushForwarder --parameters
+// PushBusArn=<the agent stack's PushBusArn output>` with the account's credentials, in each target region).
+if (settings.pushMode && fansOut(settings)) {
+  new PushForwarderStack(app, `${stackName}-PushForwarder`, {
+    description: "Forwards this account-region's API Gateway management events to the API Gateway agent's push bus",
+    location: { account: app.node.tryGetContext('agentAccountId') },
   });
 }
 Validations.of(app).addPlugins(new AwsSolutionsChecks(app));

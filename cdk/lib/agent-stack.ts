@@ -1,6 +1,7 @@
 // The agent in one stack: the five tasks' Rust functions (arm64, provided.al2023) behind aliases,
 // the state machine from statemachine/agent.asl.json, the tick its schedule invokes, the state
-// table, the control plane secret, and alarms. Every role holds only the actions its function calls.
+// table, the control plane secret, and alarms; with push mode (-c pushMode=true), the queue of API Gateway's
+// CloudTrail events and the starter reading it. Every role holds only the actions its function calls.
 import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 
@@ -9,17 +10,22 @@ import * as cloudformation from 'aws-cdk-lib/aws-cloudformation';
 import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
 import * as cloudwatchActions from 'aws-cdk-lib/aws-cloudwatch-actions';
 import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
+import * as events from 'aws-cdk-lib/aws-events';
+import * as eventsTargets from 'aws-cdk-lib/aws-events-targets';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as kms from 'aws-cdk-lib/aws-kms';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
+import * as lambdaEventSources from 'aws-cdk-lib/aws-lambda-event-sources';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import * as scheduler from 'aws-cdk-lib/aws-scheduler';
 import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import * as sns from 'aws-cdk-lib/aws-sns';
+import * as sqs from 'aws-cdk-lib/aws-sqs';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import type { Construct } from 'constructs';
 
-import { memberRoleTemplate } from './member-role.ts';
+import { memberRoleTemplate, TRAIL_DETECTION_ACTIONS } from './member-role.ts';
+import { PUSH_EVENT_PATTERN, pushForwarderTemplate } from './push-forwarder.ts';
 import { type AgentSettings, type ApiType, functionEnvironment } from './settings.ts';
 
 export interface AgentStackProps extends StackProps {
@@ -81,6 +87,23 @@ export const METRICS_NAMESPACE = 'ApiGatewayApicpAgent';
  */
 export const TICK_TIMEOUT_SECONDS = 120;
 
+/** The push starter's timeout: it only reads a batch of events and starts an execution per target. */
+export const PUSH_STARTER_TIMEOUT_SECONDS = 30;
+
+/** A function of the stack, as `deploy` in the constructor makes it. */
+interface Deployed {
+  readonly fn: lambda.Function;
+  readonly role: iam.Role;
+  readonly alias: lambda.Alias;
+}
+
+/** What push mode adds, for the alarms and the dashboard. */
+interface Push {
+  readonly starter: lambda.Function;
+  readonly queue: sqs.Queue;
+  readonly deadLetters: sqs.Queue;
+}
+
 export class AgentStack extends Stack {
   readonly stateMachine: sfn.StateMachine;
   /** The fan-out over account-regions, when the settings name more than the deployment's own. */
@@ -130,7 +153,7 @@ export class AgentStack extends Stack {
     const roles = {} as Record<Placeholder, iam.Role>;
     const functions = functionSpecs(props.definitionFile, fanOut);
     // A function named `name` (its role, log group and alias `live` after it) running `binary`.
-    const deploy = (name: string, binary: string, task: string, timeout: Duration, variables = environment) => {
+    const deploy = (name: string, binary: string, task: string, timeout: Duration, variables = environment): Deployed => {
       const logGroup = new logs.LogGroup(this, `${name}Logs`, {
         retention: settings.logRetention,
         removalPolicy: RemovalPolicy.DESTROY,
@@ -231,6 +254,26 @@ export class AgentStack extends Stack {
     roles.TransformFunctionArn.addToPolicy(
       new iam.PolicyStatement({ actions: ['cloudwatch:GetMetricData', 'cloudwatch:ListMetrics'], resources: ['*'] }),
     );
+    // With push mode, whether a trail logs each target's management write events (PushUnavailable when none
+    // does): DescribeTrails supports no resource-level permission, and an organization trail lives in the
+    // management account, hence any account in the trails' ARN.
+    const detectTrails = (role: iam.Role) => {
+      if (!settings.pushMode) return;
+      role.addToPolicy(new iam.PolicyStatement({ actions: [...TRAIL_DETECTION_ACTIONS.anyResource], resources: ['*'] }));
+      role.addToPolicy(
+        new iam.PolicyStatement({
+          actions: [...TRAIL_DETECTION_ACTIONS.trails],
+          resources: [`arn:${Aws.PARTITION}:cloudtrail:*:*:trail/*`],
+        }),
+      );
+      Validations.of(role).acknowledge({
+        id: 'AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:cloudtrail:*:*:trail/*]',
+        reason:
+          'Reads (status and event selectors) of whichever trail logs the account-region: an organization trail ' +
+          'lives in the management account, under a name the agent does not choose.',
+      });
+    };
+    detectTrails(roles.EnsureRuntimeFunctionArn);
     if (settings.targetAccounts === 'organization' && settings.targetOrganizationalUnits.length > 0) {
       this.addMemberRoleStackSet(settings);
     }
@@ -246,13 +289,12 @@ export class AgentStack extends Stack {
         }
       }
     };
+    const anyResource =
+      'Only actions without resource-level permissions use "*": X-Ray trace upload, cloudtrail:LookupEvents, ' +
+      'cloudwatch:GetMetricData and cloudwatch:ListMetrics, the organization\'s account listing, and with push ' +
+      'mode cloudtrail:DescribeTrails.';
     for (const role of Object.values(roles)) {
-      Validations.of(role).acknowledge({
-        id: 'AwsSolutions-IAM5[Resource::*]',
-        reason:
-          'Only actions without resource-level permissions use "*": X-Ray trace upload, cloudtrail:LookupEvents, ' +
-          'cloudwatch:GetMetricData and cloudwatch:ListMetrics, and the organization\'s account listing.',
-      });
+      Validations.of(role).acknowledge({ id: 'AwsSolutions-IAM5[Resource::*]', reason: anyResource });
       acknowledgeApiGatewayReads(role);
     }
 
@@ -328,15 +370,24 @@ export class AgentStack extends Stack {
     table(tick.role, ['dynamodb:PutItem'], ['#applied#*', '#discovery', '#progress#*', '#report#*']);
     tick.role.addToPolicy(registryScan(this.table));
     describeExecutions(tick.role);
+    detectTrails(tick.role);
     // One execution a tick, of the machine it hands over to.
     (this.fanOut ?? this.stateMachine).grantStartExecution(tick.role);
     if (fanOut) this.grantTargets(settings, roles, tick.role);
-    Validations.of(tick.role).acknowledge({
-      id: 'AwsSolutions-IAM5[Resource::*]',
-      reason:
-        'Only actions without resource-level permissions use "*": X-Ray trace upload, cloudtrail:LookupEvents, ' +
-        'cloudwatch:GetMetricData and cloudwatch:ListMetrics, and the organization\'s account listing.',
-    });
+    Validations.of(tick.role).acknowledge({ id: 'AwsSolutions-IAM5[Resource::*]', reason: anyResource });
+
+    // Push mode: API Gateway's management calls, as CloudTrail events, start a run within seconds. The starter
+    // is the targets binary again (PUSH_STARTER names it in its logs): it reads the events and starts one
+    // execution of the workflow per target they name. No state machine invokes it, so its environment may name one.
+    const push = settings.pushMode
+      ? this.addPush(settings, fanOut, () =>
+          deploy('PushStarter', 'targets', 'push starter', Duration.seconds(PUSH_STARTER_TIMEOUT_SECONDS), {
+            ...environment,
+            SYNC_STATE_MACHINE_ARN: this.stateMachine.stateMachineArn,
+            PUSH_STARTER: 'true',
+          }),
+        )
+      : undefined;
 
     // The schedule may only invoke the tick.
     const scheduleRole = new iam.Role(this, 'ScheduleRole', {
@@ -363,14 +414,143 @@ export class AgentStack extends Stack {
     // The same for Lambda's own retries of the asynchronous invocation (two by default).
     tick.alias.configureAsyncInvoke({ retryAttempts: 0 });
 
-    this.addAlarms(settings, tick.fn);
-    this.addDashboard();
+    this.addAlarms(settings, tick.fn, push);
+    this.addDashboard(push);
 
     new CfnOutput(this, 'StateMachineArn', { value: this.stateMachine.stateMachineArn });
     if (this.fanOut) new CfnOutput(this, 'FanOutStateMachineArn', { value: this.fanOut.stateMachineArn });
     new CfnOutput(this, 'TickFunctionName', { value: tick.fn.functionName });
     new CfnOutput(this, 'StateTableName', { value: this.table.tableName });
     new CfnOutput(this, 'ControlPlaneSecretArn', { value: secret.secretArn });
+    if (push) {
+      new CfnOutput(this, 'PushQueueUrl', { value: push.queue.queueUrl });
+      new CfnOutput(this, 'PushDeadLettersUrl', { value: push.deadLetters.queueUrl });
+    }
+  }
+
+  /**
+   * Push mode: the default bus's rule (and with several targets, the push bus's) sends API Gateway's management
+   * events to a queue, from which the starter starts runs of the workflow. What the queue cannot deliver, and
+   * what EventBridge cannot put on the queue, ends in the dead-letter queue, which alarms.
+   */
+  private addPush(settings: AgentSettings, fanOut: boolean, deployStarter: () => Deployed): Push {
+    const starter = deployStarter();
+    // Only the workflow: one execution per target, named push-....
+    this.stateMachine.grantStartExecution(starter.role);
+    Validations.of(starter.role).acknowledge({
+      id: 'AwsSolutions-IAM5[Resource::*]',
+      reason: 'X-Ray trace upload supports no resource-level permissions.',
+    });
+    const deadLetters = new sqs.Queue(this, 'PushDeadLetters', {
+      encryption: sqs.QueueEncryption.SQS_MANAGED,
+      enforceSSL: true,
+      retentionPeriod: Duration.days(14),
+    });
+    const queue = new sqs.Queue(this, 'PushQueue', {
+      encryption: sqs.QueueEncryption.SQS_MANAGED,
+      enforceSSL: true,
+      retentionPeriod: Duration.days(1),
+      // AWS's advice for a queue a function reads: six times the function's timeout.
+      visibilityTimeout: Duration.seconds(6 * PUSH_STARTER_TIMEOUT_SECONDS),
+      deadLetterQueue: { queue: deadLetters, maxReceiveCount: 5 },
+    });
+    // The queue's policy lets events.amazonaws.com send only from these rules (aws:SourceArn).
+    const toQueue = () =>
+      new eventsTargets.SqsQueue(queue, { deadLetterQueue: deadLetters, retryAttempts: 8, maxEventAge: Duration.hours(1) });
+    const eventPattern: events.EventPattern = {
+      source: PUSH_EVENT_PATTERN.source,
+      detailType: PUSH_EVENT_PATTERN['detail-type'],
+      detail: PUSH_EVENT_PATTERN.detail,
+    };
+    new events.Rule(this, 'PushRule', {
+      description: 'API Gateway management calls in this account-region, to the agent\'s push queue',
+      eventPattern,
+      targets: [toQueue()],
+    });
+    if (fanOut) {
+      // The other account-regions forward their events here (cdk/lib/push-forwarder.ts).
+      const bus = new events.EventBus(this, 'PushBus', { eventBusName: `${this.stackName}-push` });
+      const accounts = settings.targetAccounts;
+      if (accounts === 'organization') {
+        const organizationId = this.node.tryGetContext('organizationId') as string | undefined;
+        if (!organizationId || !/^o-[a-z0-9]{10,32}$/.test(organizationId)) {
+          throw new Error(
+            'push mode with targetAccounts=organization lets the organization\'s accounts put events on the push bus: ' +
+              `pass -c organizationId=o-... (the organization's id${organizationId ? `, not ${JSON.stringify(organizationId)}` : ''})`,
+          );
+        }
+        bus.addToResourcePolicy(
+          new iam.PolicyStatement({
+            sid: 'OrganizationForwarders',
+            principals: [new iam.AnyPrincipal()],
+            actions: ['events:PutEvents'],
+            resources: [bus.eventBusArn],
+            conditions: { StringEquals: { 'aws:PrincipalOrgID': organizationId } },
+          }),
+        );
+      } else if (Array.isArray(accounts)) {
+        bus.addToResourcePolicy(
+          new iam.PolicyStatement({
+            sid: 'TargetAccountForwarders',
+            principals: accounts.map((account) => new iam.AccountPrincipal(account)),
+            actions: ['events:PutEvents'],
+            resources: [bus.eventBusArn],
+          }),
+        );
+      }
+      // With `self`, only this account's other regions forward: their roles' own grant suffices, no bus policy.
+      new events.Rule(this, 'PushForwardedRule', {
+        description: 'API Gateway management calls forwarded from the other target account-regions, to the push queue',
+        eventBus: bus,
+        eventPattern,
+        targets: [toQueue()],
+      });
+      if (accounts === 'organization' && settings.targetOrganizationalUnits.length > 0) {
+        this.addPushForwarderStackSet(settings, bus);
+      }
+      new CfnOutput(this, 'PushBusArn', { value: bus.eventBusArn });
+    }
+    // Batches of up to 100 events gathered for the batching window (more than 10 a batch needs a window of at
+    // least a second); a failed event alone is retried, and at most two starters run at once.
+    const window = settings.pushBatchWindow.toSeconds();
+    starter.alias.addEventSource(
+      new lambdaEventSources.SqsEventSource(queue, {
+        batchSize: window > 0 ? 100 : 10,
+        maxBatchingWindow: window > 0 ? settings.pushBatchWindow : undefined,
+        reportBatchItemFailures: true,
+        maxConcurrency: 2,
+      }),
+    );
+    return { starter: starter.fn, queue, deadLetters };
+  }
+
+  /**
+   * The push forwarder (cdk/lib/push-forwarder.ts) in every account of the named organizational units, in every
+   * target region, as the member role is rolled out (same administrator, `-c memberRoleCallAs`). StackSets never
+   * deploy to the management account: deploy `<stackName>-PushForwarder` there by hand if it runs APIs, as in
+   * accounts outside the units. The home account's own region needs none (the template skips it).
+   */
+  private addPushForwarderStackSet(settings: AgentSettings, bus: events.EventBus): void {
+    const callAs = (this.node.tryGetContext('memberRoleCallAs') as string | undefined) ?? 'DELEGATED_ADMIN';
+    new cloudformation.CfnStackSet(this, 'PushForwarderStackSet', {
+      stackSetName: `${this.stackName}-push-forwarder`,
+      description: 'Forwards API Gateway management events of each target account-region to the API Gateway agent',
+      permissionModel: 'SERVICE_MANAGED',
+      callAs,
+      autoDeployment: { enabled: true, retainStacksOnAccountRemoval: false },
+      capabilities: ['CAPABILITY_IAM'],
+      managedExecution: { Active: true },
+      operationPreferences: { maxConcurrentPercentage: 100, failureTolerancePercentage: 100, regionConcurrencyType: 'PARALLEL' },
+      parameters: [
+        { parameterKey: 'PushBusArn', parameterValue: bus.eventBusArn },
+        { parameterKey: 'AgentAccountId', parameterValue: Aws.ACCOUNT_ID },
+        { parameterKey: 'AgentRegion', parameterValue: Aws.REGION },
+      ],
+      stackInstancesGroup: [
+        { deploymentTargets: { organizationalUnitIds: settings.targetOrganizationalUnits }, regions: targetRegions(settings) },
+      ],
+      templateBody: this.toJsonString(pushForwarderTemplate()),
+    });
   }
 
   /**
@@ -503,9 +683,38 @@ export class AgentStack extends Stack {
   }
 
   /** What is behind, per target: sync lag, failures, metrics windows sent and in doubt, refused APIs. */
-  private addDashboard(): void {
-    const graph = (title: string, metrics: cloudwatch.IMetric[]) =>
-      new cloudwatch.GraphWidget({ title, left: metrics, width: 12, height: 6, legendPosition: cloudwatch.LegendPosition.RIGHT });
+  private addDashboard(push?: Push): void {
+    const graph = (title: string, metrics: cloudwatch.IMetric[], width = 12) =>
+      new cloudwatch.GraphWidget({ title, left: metrics, width, height: 6, legendPosition: cloudwatch.LegendPosition.RIGHT });
+    const period = Duration.minutes(5);
+    const agentSum = (metricName: string) =>
+      new cloudwatch.Metric({ namespace: METRICS_NAMESPACE, metricName, statistic: 'Sum', period });
+    // Push mode: the starter, the queue and its dead letters, the events the agent took or ignored, and the
+    // targets whose changes only polling sees (no trail logs their management write events).
+    const pushRow = push
+      ? [
+          [
+            graph('Push starter invocations and errors', [
+              push.starter.metricInvocations({ statistic: 'Sum', period }),
+              push.starter.metricErrors({ statistic: 'Sum', period }),
+            ], 6),
+            graph('Push queue: oldest message age (s), dead letters', [
+              push.queue.metricApproximateAgeOfOldestMessage({ statistic: 'Maximum', period }),
+              push.deadLetters.metricApproximateNumberOfMessagesVisible({ statistic: 'Maximum', period }),
+            ], 6),
+            graph('Push events received, ignored, executions started', [
+              agentSum('PushEventsReceived'),
+              agentSum('PushEventsIgnored'),
+              agentSum('PushExecutionsStarted'),
+            ], 6),
+            // No per-target series (one would cost more than the target's runs): the execution output names
+            // the target whose trail is missing.
+            graph('Push unavailable (1: a target has no trail logging its write events)', [
+              new cloudwatch.Metric({ namespace: METRICS_NAMESPACE, metricName: 'PushUnavailable', statistic: 'Maximum', period }),
+            ], 6),
+          ],
+        ]
+      : [];
     new cloudwatch.Dashboard(this, 'Dashboard', {
       dashboardName: `${this.stackName}`,
       widgets: [
@@ -524,11 +733,12 @@ export class AgentStack extends Stack {
         [
           graph('Metrics windows in doubt, by target', [perTarget('MetricsWindowsInDoubt', 'Sum', '')]),
         ],
+        ...pushRow,
       ],
     });
   }
 
-  private addAlarms(settings: AgentSettings, tick: lambda.Function): void {
+  private addAlarms(settings: AgentSettings, tick: lambda.Function, push?: Push): void {
     const topic = settings.alarmTopicArn ? sns.Topic.fromTopicArn(this, 'AlarmTopic', settings.alarmTopicArn) : undefined;
     const period = Duration.minutes(5);
     // The metrics branch acks only every fetch interval, and its windows are that much older
@@ -620,6 +830,26 @@ export class AgentStack extends Stack {
           'An execution of the fan-out over targets failed: no target was planned (its error names the cause).',
           this.fanOut.metricFailed({ period, statistic: 'Sum' }),
         ),
+      );
+    }
+    if (push) {
+      alarms.push(
+        // Events neither the starter nor EventBridge could deliver: their changes wait for the assets branch's
+        // polling (PUSH_POLL_MINUTES).
+        anyExecution(
+          'PushDeadLettersAlarm',
+          'Push events ended in the push dead-letter queue: the starter failed on them five times, or EventBridge could not deliver them; their changes wait for the next poll.',
+          push.deadLetters.metricApproximateNumberOfMessagesVisible({ period, statistic: 'Maximum' }),
+        ),
+        new cloudwatch.Alarm(this, 'PushStarterErrorsAlarm', {
+          alarmDescription: 'The push starter fails (its log names the error): pushed changes wait for the next poll.',
+          metric: push.starter.metricErrors({ period, statistic: 'Sum' }),
+          threshold: 1,
+          evaluationPeriods: 3,
+          datapointsToAlarm: 3,
+          comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+          treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+        }),
       );
     }
     if (topic) {

@@ -98,6 +98,7 @@ export function memberRoleTemplate(settings: AgentSettings, agent: AgentPrincipa
                     Action: ['cloudtrail:LookupEvents', 'cloudwatch:GetMetricData', 'cloudwatch:ListMetrics'],
                     Resource: '*',
                   },
+                  ...(settings.pushMode ? trailDetectionStatements() : []),
                 ],
               },
             },
@@ -107,6 +108,28 @@ export function memberRoleTemplate(settings: AgentSettings, agent: AgentPrincipa
     },
     Outputs: { ReaderRoleArn: { Value: { 'Fn::GetAtt': ['ReaderRole', 'Arn'] } } },
   };
+}
+
+/**
+ * With push mode, whether a trail logs the account-region's management write events (else its changes reach
+ * the agent only by polling): DescribeTrails supports no resource-level permission; an organization trail lives
+ * in the management account, hence any account in the trails' ARN.
+ */
+export const TRAIL_DETECTION_ACTIONS = {
+  anyResource: ['cloudtrail:DescribeTrails'],
+  trails: ['cloudtrail:GetTrailStatus', 'cloudtrail:GetEventSelectors'],
+} as const;
+
+function trailDetectionStatements(): Record<string, unknown>[] {
+  return [
+    { Sid: 'TrailDetection', Effect: 'Allow', Action: [...TRAIL_DETECTION_ACTIONS.anyResource], Resource: '*' },
+    {
+      Sid: 'TrailStatus',
+      Effect: 'Allow',
+      Action: [...TRAIL_DETECTION_ACTIONS.trails],
+      Resource: { 'Fn::Sub': 'arn:${AWS::Partition}:cloudtrail:*:*:trail/*' },
+    },
+  ];
 }
 
 /** The member role as a stack of its own, for accounts the StackSet does not reach (and the management account). */
@@ -138,7 +161,8 @@ export class MemberRoleStack extends Stack {
         id: 'AwsSolutions-IAM5',
         reason:
           'Read-only: GET on every API, stage and custom domain of the account (the agent federates all of them, in ' +
-          'every region), and CloudTrail and CloudWatch reads that support no resource-level permissions.',
+          'every region), CloudTrail and CloudWatch reads that support no resource-level permissions, and with push ' +
+          'mode the status of any trail (an organization trail lives in the management account).',
       });
     }
   }

@@ -88,6 +88,15 @@ export interface AgentSettings {
   readonly targetRoleExternalId?: string;
   /** TARGET_CONCURRENCY: targets synced at once. */
   readonly targetConcurrency: number;
+  /**
+   * PUSH_MODE: API Gateway's management calls reach the agent as CloudTrail events through EventBridge, an SQS
+   * queue and a starter function, which starts a run within seconds; the schedule's polling stays as a backstop.
+   */
+  readonly pushMode: boolean;
+  /** PUSH_POLL_MINUTES: with push mode, how often the assets branch still polls CloudTrail (passed only then). */
+  readonly pushPollInterval: Duration;
+  /** PUSH_BATCH_WINDOW_SECONDS: how long the queue gathers events before the starter reads them (0 to 300). */
+  readonly pushBatchWindow: Duration;
 }
 
 /**
@@ -132,6 +141,9 @@ export const DEFAULTS = {
   targetRegions: [] as string[],
   targetRoleName: 'ApicpAgentReader',
   targetConcurrency: 10,
+  pushMode: false,
+  pushPollInterval: Duration.minutes(15),
+  pushBatchWindow: Duration.seconds(5),
 } satisfies Partial<AgentSettings>;
 
 /**
@@ -183,6 +195,9 @@ export const CONTEXT_VARIABLES = {
   targetRoleName: 'TARGET_ROLE_NAME',
   targetRoleExternalId: 'TARGET_ROLE_EXTERNAL_ID',
   targetConcurrency: 'TARGET_CONCURRENCY',
+  pushMode: 'PUSH_MODE',
+  pushPollMinutes: 'PUSH_POLL_MINUTES',
+  pushBatchWindowSeconds: 'PUSH_BATCH_WINDOW_SECONDS',
 } as const;
 
 type ContextKey = keyof typeof CONTEXT_VARIABLES;
@@ -233,6 +248,10 @@ interface CheckedSettings {
   targetRoleName: string;
   targetRoleExternalId: string | null;
   targetConcurrency: number;
+  // Optional until the checker prints them (see pushSettings).
+  pushMode?: boolean;
+  pushPollMinutes?: number;
+  pushBatchWindowSeconds?: number | null;
 }
 
 const repo = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -319,6 +338,44 @@ export function settingsFromContext(lookup: Lookup): AgentSettings {
     targetRoleName: checked.targetRoleName,
     targetRoleExternalId: checked.targetRoleExternalId ?? undefined,
     targetConcurrency: checked.targetConcurrency,
+    ...pushSettings(checked, given),
+  };
+}
+
+/**
+ * The push settings as the checker prints them. A checker from before push mode prints none of them: then the
+ * context values as given, read the way the checker reads a flag and a whole number (no range checked), or the
+ * defaults, so that synth works with either checker.
+ */
+function pushSettings(
+  checked: CheckedSettings,
+  given: Map<ContextKey, string>,
+): Pick<AgentSettings, 'pushMode' | 'pushPollInterval' | 'pushBatchWindow'> {
+  const refuse = (key: ContextKey, reason: string): never => {
+    throw new Error(`context ${key}: invalid configuration ${CONTEXT_VARIABLES[key]}: ${reason}`);
+  };
+  const flag = (key: ContextKey, value: string | undefined): boolean | undefined => {
+    if (value === undefined) return undefined;
+    const lower = value.toLowerCase();
+    if (lower === 'true' || lower === '1') return true;
+    if (lower === 'false' || lower === '0') return false;
+    return refuse(key, `${JSON.stringify(value)} is not true or false`);
+  };
+  const whole = (key: ContextKey, value: string | undefined): number | undefined => {
+    if (value === undefined) return undefined;
+    if (!/^\d+$/.test(value)) refuse(key, `${JSON.stringify(value)} is not a whole number of 0 or more`);
+    return Number(value);
+  };
+  return {
+    pushMode: checked.pushMode ?? flag('pushMode', given.get('pushMode')) ?? DEFAULTS.pushMode,
+    pushPollInterval: Duration.minutes(
+      checked.pushPollMinutes ?? whole('pushPollMinutes', given.get('pushPollMinutes')) ?? DEFAULTS.pushPollInterval.toMinutes(),
+    ),
+    pushBatchWindow: Duration.seconds(
+      checked.pushBatchWindowSeconds ??
+        whole('pushBatchWindowSeconds', given.get('pushBatchWindowSeconds')) ??
+        DEFAULTS.pushBatchWindow.toSeconds(),
+    ),
   };
 }
 
@@ -356,6 +413,8 @@ export function functionEnvironment(settings: AgentSettings): Record<string, str
       : undefined,
     TARGET_REGIONS: settings.targetRegions.length ? settings.targetRegions.join(',') : undefined,
     TARGET_ROLE_EXTERNAL_ID: settings.targetRoleExternalId,
+    // The assets branch's polling interval means something only with push mode.
+    PUSH_POLL_MINUTES: settings.pushMode ? String(settings.pushPollInterval.toMinutes()) : undefined,
   };
   return {
     APICP_URL: settings.controlPlaneUrl,
@@ -388,6 +447,7 @@ export function functionEnvironment(settings: AgentSettings): Record<string, str
     TARGET_ACCOUNTS: Array.isArray(settings.targetAccounts) ? settings.targetAccounts.join(',') : settings.targetAccounts,
     TARGET_ROLE_NAME: settings.targetRoleName,
     TARGET_CONCURRENCY: String(settings.targetConcurrency),
+    PUSH_MODE: String(settings.pushMode),
     ...(Object.fromEntries(Object.entries(optional).filter(([, v]) => v !== undefined)) as Record<string, string>),
   };
 }

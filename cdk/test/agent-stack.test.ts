@@ -12,8 +12,9 @@ import { Match, Template } from 'aws-cdk-lib/assertions';
 import { Topic } from 'aws-cdk-lib/aws-sns';
 import { AwsSolutionsChecks } from 'cdk-nag';
 
-import { AgentStack, TICK_TIMEOUT_SECONDS } from '../lib/agent-stack.ts';
+import { AgentStack, PUSH_STARTER_TIMEOUT_SECONDS, TICK_TIMEOUT_SECONDS } from '../lib/agent-stack.ts';
 import { MemberRoleStack, memberRoleTemplate } from '../lib/member-role.ts';
+import { PUSH_EVENT_PATTERN, PushForwarderStack, pushForwarderTemplate } from '../lib/push-forwarder.ts';
 import {
   type AgentSettings,
   CONTEXT_VARIABLES,
@@ -42,7 +43,8 @@ function lambdaAssets(): string {
 const assetsDir = lambdaAssets();
 
 function build(context: Record<string, string> = {}) {
-  const app = new App();
+  // The app's context too: the stack reads some keys itself (organizationId, memberRoleCallAs).
+  const app = new App({ context });
   const settings = settingsFromContext((key) => ({ controlPlaneUrl: 'https://apicp.example.com', ...context })[key]);
   const stack = new AgentStack(app, 'Agent', { settings, lambdaAssetsDir: assetsDir, definitionFile, fanOutDefinitionFile });
   return { app, stack, settings };
@@ -711,6 +713,395 @@ describe('many accounts and regions', () => {
     assert.doesNotThrow(() => app.synth());
     const listedApp = nagged(listed).app;
     assert.doesNotThrow(() => listedApp.synth());
+  });
+});
+
+describe('push mode', () => {
+  const push = { pushMode: 'true' };
+  const listed = { targetAccounts: '111111111111,222222222222', targetRegions: 'eu-west-1,us-east-1' };
+  const organization = {
+    targetAccounts: 'organization',
+    targetOrganizationalUnits: 'ou-ab12-cdef3456',
+    targetRegions: 'eu-west-1,us-east-1',
+    organizationId: 'o-abcdef1234',
+  };
+  const pattern = {
+    source: ['aws.apigateway'],
+    'detail-type': ['AWS API Call via CloudTrail'],
+    detail: { eventSource: ['apigateway.amazonaws.com'] },
+  };
+  const idOf = (template: Template, type: string, prefix: string) => {
+    const ids = Object.keys(template.findResources(type)).filter((id) => id.startsWith(prefix));
+    assert.equal(ids.length, 1, `${type} ${prefix}: ${ids}`);
+    return ids[0];
+  };
+  const trailActions = ['cloudtrail:DescribeTrails', 'cloudtrail:GetEventSelectors', 'cloudtrail:GetTrailStatus'];
+
+  it('is off by default: no queue, rule, bus or starter, and the functions are told so', () => {
+    const { template } = synth();
+    for (const type of ['AWS::SQS::Queue', 'AWS::Events::Rule', 'AWS::Events::EventBus', 'AWS::Lambda::EventSourceMapping']) {
+      template.resourceCountIs(type, 0);
+    }
+    assert.equal(functionOf(template, 'push starter'), undefined, 'no starter');
+    const variables = functionOf(template, 'list-changes').Properties.Environment.Variables;
+    assert.equal(variables.PUSH_MODE, 'false');
+    assert.equal(variables.PUSH_POLL_MINUTES, undefined, 'the polling interval only with push mode');
+    for (const role of ['EnsureRuntimeRole', 'TickRole']) {
+      assert.deepEqual(actionsOf(template, role).filter((a) => trailActions.includes(a)), [], role);
+    }
+    const outputs = template.toJSON().Outputs;
+    for (const output of ['PushQueueUrl', 'PushDeadLettersUrl', 'PushBusArn']) assert.equal(outputs[output], undefined, output);
+    const plain = settingsFromContext((k) => ({ controlPlaneUrl: 'https://x' })[k]);
+    assert.equal(plain.pushMode, false);
+    assert.equal(plain.pushPollInterval.toMinutes(), 15);
+    assert.equal(plain.pushBatchWindow.toSeconds(), 5);
+  });
+
+  it('queues API Gateway\'s CloudTrail events of the default bus in an encrypted queue with dead letters', () => {
+    const { template } = synth(push);
+    template.resourceCountIs('AWS::SQS::Queue', 2);
+    const queue = idOf(template, 'AWS::SQS::Queue', 'PushQueue');
+    const deadLetters = idOf(template, 'AWS::SQS::Queue', 'PushDeadLetters');
+    template.hasResourceProperties('AWS::SQS::Queue', {
+      SqsManagedSseEnabled: true,
+      MessageRetentionPeriod: 86400,
+      VisibilityTimeout: 6 * PUSH_STARTER_TIMEOUT_SECONDS,
+      RedrivePolicy: { deadLetterTargetArn: { 'Fn::GetAtt': [deadLetters, 'Arn'] }, maxReceiveCount: 5 },
+    });
+    template.hasResourceProperties('AWS::SQS::Queue', { SqsManagedSseEnabled: true, MessageRetentionPeriod: 14 * 86400 });
+    // enforceSSL: each queue's policy denies requests without TLS.
+    for (const id of [queue, deadLetters]) {
+      template.hasResourceProperties('AWS::SQS::QueuePolicy', {
+        Queues: [{ Ref: id }],
+        PolicyDocument: {
+          Statement: Match.arrayWith([
+            Match.objectLike({ Effect: 'Deny', Condition: { Bool: { 'aws:SecureTransport': 'false' } } }),
+          ]),
+        },
+      });
+    }
+    template.resourceCountIs('AWS::Events::Rule', 1);
+    const rule = idOf(template, 'AWS::Events::Rule', 'PushRule');
+    template.hasResourceProperties('AWS::Events::Rule', {
+      EventBusName: Match.absent(),
+      EventPattern: pattern,
+      State: 'ENABLED',
+      Targets: [
+        Match.objectLike({
+          Arn: { 'Fn::GetAtt': [queue, 'Arn'] },
+          DeadLetterConfig: { Arn: { 'Fn::GetAtt': [deadLetters, 'Arn'] } },
+          RetryPolicy: { MaximumEventAgeInSeconds: 3600, MaximumRetryAttempts: 8 },
+        }),
+      ],
+    });
+    assert.deepEqual(PUSH_EVENT_PATTERN, pattern, 'the forwarders match the same events');
+    // EventBridge may send to the queue for this rule only.
+    template.hasResourceProperties('AWS::SQS::QueuePolicy', {
+      Queues: [{ Ref: queue }],
+      PolicyDocument: {
+        Statement: Match.arrayWith([
+          Match.objectLike({
+            Effect: 'Allow',
+            Principal: { Service: 'events.amazonaws.com' },
+            Action: ['sqs:SendMessage', 'sqs:GetQueueAttributes', 'sqs:GetQueueUrl'],
+            Condition: { ArnEquals: { 'aws:SourceArn': { 'Fn::GetAtt': [rule, 'Arn'] } } },
+          }),
+        ]),
+      },
+    });
+    const outputs = template.toJSON().Outputs;
+    assert.deepEqual(outputs.PushQueueUrl.Value, { Ref: queue });
+    assert.deepEqual(outputs.PushDeadLettersUrl.Value, { Ref: deadLetters });
+    assert.equal(outputs.PushBusArn, undefined, 'one account-region: no push bus');
+    template.resourceCountIs('AWS::Events::EventBus', 0);
+  });
+
+  it('starts runs of the workflow from the queue with the targets binary, in batches of up to 100', () => {
+    const { template } = synth(push);
+    template.resourceCountIs('AWS::Lambda::Function', 7);
+    const starter = functionOf(template, 'push starter');
+    assert.equal(starter.Properties.Timeout, PUSH_STARTER_TIMEOUT_SECONDS);
+    assert.equal(PUSH_STARTER_TIMEOUT_SECONDS, 30);
+    assert.deepEqual(starter.Properties.Code.S3Key, functionOf(template, 'tick').Properties.Code.S3Key, 'the tick\'s asset');
+    const workflow = idOf(template, 'AWS::StepFunctions::StateMachine', 'Workflow');
+    const { SYNC_STATE_MACHINE_ARN, PUSH_STARTER, ...shared } = starter.Properties.Environment.Variables;
+    assert.deepEqual(SYNC_STATE_MACHINE_ARN, { Ref: workflow });
+    assert.equal(PUSH_STARTER, 'true');
+    assert.deepEqual(shared, functionOf(template, 'ack-watermark').Properties.Environment.Variables);
+    template.hasResourceProperties('AWS::Lambda::EventSourceMapping', {
+      EventSourceArn: { 'Fn::GetAtt': [idOf(template, 'AWS::SQS::Queue', 'PushQueue'), 'Arn'] },
+      BatchSize: 100,
+      MaximumBatchingWindowInSeconds: 5,
+      FunctionResponseTypes: ['ReportBatchItemFailures'],
+      ScalingConfig: { MaximumConcurrency: 2 },
+    });
+    // The alias `live` reads the queue, as the schedule invokes the tick's.
+    const [mapping] = Object.values(template.findResources('AWS::Lambda::EventSourceMapping'));
+    assert.deepEqual(mapping.Properties.FunctionName, {
+      'Fn::Join': ['', [{ 'Fn::Select': [6, { 'Fn::Split': [':', { Ref: aliasOf(template, 'PushStarter') }] }] }, ':live']],
+    });
+    // Its own role: its logs, X-Ray, the queue, and starting the workflow; no table, no secret.
+    const starterRole = Object.keys(template.findResources('AWS::IAM::Role')).find((id) => id.startsWith('PushStarterRole'))!;
+    assert.deepEqual(starter.Properties.Role, { 'Fn::GetAtt': [starterRole, 'Arn'] });
+    assert.deepEqual([...new Set(actionsOf(template, 'PushStarterRole'))], [
+      'logs:CreateLogStream', 'logs:PutLogEvents', 'sqs:ChangeMessageVisibility', 'sqs:DeleteMessage',
+      'sqs:GetQueueAttributes', 'sqs:GetQueueUrl', 'sqs:ReceiveMessage', 'states:StartExecution',
+      'xray:PutTelemetryRecords', 'xray:PutTraceSegments',
+    ]);
+    const states = statementsOf(template, 'PushStarterRole').filter((s) => [s.Action].flat().some((a) => a.startsWith('states:')));
+    assert.deepEqual(states, [{ Action: 'states:StartExecution', Effect: 'Allow', Resource: { Ref: workflow } }]);
+    // The starter is no task of the workflow's, and the others are as without push.
+    const [machine] = Object.values(template.findResources('AWS::StepFunctions::StateMachine'));
+    assert.doesNotMatch(JSON.stringify(machine.Properties.DefinitionSubstitutions), /PushStarter/);
+  });
+
+  it('gathers no batch when the window is 0, and then reads at most 10 messages a batch', () => {
+    const { template } = synth({ ...push, pushBatchWindowSeconds: '0' });
+    template.hasResourceProperties('AWS::Lambda::EventSourceMapping', {
+      BatchSize: 10,
+      MaximumBatchingWindowInSeconds: Match.absent(),
+      FunctionResponseTypes: ['ReportBatchItemFailures'],
+    });
+    const { template: longer } = synth({ ...push, pushBatchWindowSeconds: '60' });
+    longer.hasResourceProperties('AWS::Lambda::EventSourceMapping', { BatchSize: 100, MaximumBatchingWindowInSeconds: 60 });
+  });
+
+  it('tells every function push mode is on and how often the assets branch still polls', () => {
+    // A slower poll needs a sync-lag threshold beyond it (the checker refuses 30 with the default 30 minutes).
+    const { template } = synth({ ...push, pushPollMinutes: '30', syncLagThresholdMinutes: '40' });
+    for (const fn of Object.values(template.findResources('AWS::Lambda::Function'))) {
+      assert.equal(fn.Properties.Environment.Variables.PUSH_MODE, 'true', fn.Properties.Description);
+      assert.equal(fn.Properties.Environment.Variables.PUSH_POLL_MINUTES, '30', fn.Properties.Description);
+      assert.equal(fn.Properties.Environment.Variables.PUSH_BATCH_WINDOW_SECONDS, undefined, 'a deployment setting');
+    }
+    const variables = functionEnvironment(settingsFromContext((k) => ({ controlPlaneUrl: 'https://x', pushMode: 'true' })[k]));
+    assert.equal(variables.PUSH_POLL_MINUTES, '15');
+  });
+
+  it('lets ensure-runtime and the tick find the trail logging management events, and nothing else more', () => {
+    const { template } = synth(push);
+    for (const role of ['EnsureRuntimeRole', 'TickRole']) {
+      const statements = statementsOf(template, role).filter((s) => [s.Action].flat().some((a) => a.startsWith('cloudtrail:')));
+      const describe = statements.find((s) => [s.Action].flat().includes('cloudtrail:DescribeTrails'))!;
+      assert.equal(describe.Resource, '*', role);
+      const status = statements.find((s) => [s.Action].flat().includes('cloudtrail:GetTrailStatus'))!;
+      assert.deepEqual([status.Action].flat().sort(), ['cloudtrail:GetEventSelectors', 'cloudtrail:GetTrailStatus'], role);
+      assert.deepEqual(status.Resource, { 'Fn::Join': ['', ['arn:', { Ref: 'AWS::Partition' }, ':cloudtrail:*:*:trail/*']] }, role);
+    }
+    const { template: off } = synth();
+    for (const role of ['EnsureRuntimeRole', 'ListChangesRole', 'TransformRole', 'PublishRole', 'AckWatermarkRole', 'TickRole']) {
+      const extra = new Set(actionsOf(template, role));
+      for (const action of actionsOf(off, role)) extra.delete(action);
+      assert.deepEqual([...extra].sort(), ['EnsureRuntimeRole', 'TickRole'].includes(role) ? trailActions : [], role);
+    }
+  });
+
+  it('alarms on dead letters at once and on a starter failing for 15 minutes, and shows push on the dashboard', () => {
+    const topic = 'arn:aws:sns:eu-west-1:111122223333:ops';
+    const { template } = synth({ ...push, alarmTopicArn: topic });
+    const alarms = template.findResources('AWS::CloudWatch::Alarm');
+    const deadLetters = Object.entries(alarms).find(([id]) => id.startsWith('PushDeadLettersAlarm'))![1].Properties;
+    assert.deepEqual(
+      { ...deadLetters, AlarmDescription: undefined },
+      {
+        AlarmDescription: undefined,
+        Namespace: 'AWS/SQS',
+        MetricName: 'ApproximateNumberOfMessagesVisible',
+        Dimensions: [{ Name: 'QueueName', Value: { 'Fn::GetAtt': [idOf(template, 'AWS::SQS::Queue', 'PushDeadLetters'), 'QueueName'] } }],
+        Statistic: 'Maximum',
+        Period: 300,
+        Threshold: 1,
+        EvaluationPeriods: 1,
+        ComparisonOperator: 'GreaterThanOrEqualToThreshold',
+        TreatMissingData: 'notBreaching',
+        AlarmActions: [topic],
+        OKActions: [topic],
+      },
+    );
+    const errors = Object.entries(alarms).find(([id]) => id.startsWith('PushStarterErrorsAlarm'))![1].Properties;
+    assert.equal(errors.Namespace, 'AWS/Lambda');
+    assert.equal(errors.MetricName, 'Errors');
+    assert.deepEqual(errors.Dimensions, [{ Name: 'FunctionName', Value: { Ref: idOf(template, 'AWS::Lambda::Function', 'PushStarter') } }]);
+    assert.deepEqual([errors.Statistic, errors.Period, errors.Threshold, errors.EvaluationPeriods, errors.DatapointsToAlarm], ['Sum', 300, 1, 3, 3]);
+    assert.equal(errors.TreatMissingData, 'notBreaching');
+    assert.deepEqual(errors.AlarmActions, [topic]);
+    const dashboard = JSON.stringify(Object.values(template.findResources('AWS::CloudWatch::Dashboard'))[0]);
+    for (const metric of [
+      'ApproximateAgeOfOldestMessage', 'ApproximateNumberOfMessagesVisible', 'Invocations', 'Errors',
+      'PushEventsReceived', 'PushEventsIgnored', 'PushExecutionsStarted', 'PushUnavailable',
+    ]) {
+      assert.ok(dashboard.includes(metric), `the dashboard shows ${metric}`);
+    }
+    assert.ok(!dashboard.includes('{ApiGatewayApicpAgent,Target} MetricName=\\\\\\"PushUnavailable\\\\\\"'), 'PushUnavailable has no target series');
+    const off = JSON.stringify(Object.values(synth().template.findResources('AWS::CloudWatch::Dashboard'))[0]);
+    assert.ok(!off.includes('Push'), 'no push row without push mode');
+  });
+
+  it('receives the other account-regions\' events on a push bus only the target accounts may put events on', () => {
+    const { template } = synth({ ...push, ...listed });
+    const bus = idOf(template, 'AWS::Events::EventBus', 'PushBus');
+    template.hasResourceProperties('AWS::Events::EventBus', { Name: 'Agent-push' });
+    const [policy] = Object.values(template.findResources('AWS::Events::EventBusPolicy'));
+    assert.deepEqual(policy.Properties.EventBusName, { Ref: bus });
+    assert.equal(policy.Properties.Statement.Action, 'events:PutEvents');
+    assert.deepEqual(policy.Properties.Statement.Resource, { 'Fn::GetAtt': [bus, 'Arn'] });
+    assert.match(JSON.stringify(policy.Properties.Statement.Principal), /iam::111111111111:root/);
+    assert.match(JSON.stringify(policy.Properties.Statement.Principal), /iam::222222222222:root/);
+    assert.equal(policy.Properties.Statement.Condition, undefined);
+    template.resourceCountIs('AWS::Events::Rule', 2);
+    const queue = idOf(template, 'AWS::SQS::Queue', 'PushQueue');
+    template.hasResourceProperties('AWS::Events::Rule', {
+      EventBusName: { Ref: bus },
+      EventPattern: pattern,
+      Targets: [Match.objectLike({ Arn: { 'Fn::GetAtt': [queue, 'Arn'] }, RetryPolicy: { MaximumEventAgeInSeconds: 3600, MaximumRetryAttempts: 8 } })],
+    });
+    assert.ok(idOf(template, 'AWS::Events::Rule', 'PushForwardedRule'));
+    assert.deepEqual(template.toJSON().Outputs.PushBusArn.Value, { 'Fn::GetAtt': [bus, 'Arn'] });
+    // Listed accounts deploy the forwarder by hand (`<stackName>-PushForwarder`): no StackSet.
+    template.resourceCountIs('AWS::CloudFormation::StackSet', 0);
+    // The starter starts the workflow, not the fan-out.
+    const workflow = idOf(template, 'AWS::StepFunctions::StateMachine', 'Workflow');
+    assert.deepEqual(
+      statementsOf(template, 'PushStarterRole').filter((s) => [s.Action].flat().includes('states:StartExecution')),
+      [{ Action: 'states:StartExecution', Effect: 'Allow', Resource: { Ref: workflow } }],
+    );
+  });
+
+  it('lets the organization put events on the push bus and rolls the forwarder out to its units and the target regions', () => {
+    const { template } = synth({ ...push, ...organization });
+    const [policy] = Object.values(template.findResources('AWS::Events::EventBusPolicy'));
+    assert.deepEqual(policy.Properties.Statement.Principal, { AWS: '*' });
+    assert.deepEqual(policy.Properties.Statement.Condition, { StringEquals: { 'aws:PrincipalOrgID': 'o-abcdef1234' } });
+    const stackSets = template.findResources('AWS::CloudFormation::StackSet');
+    const forwarders = Object.entries(stackSets).find(([id]) => id.startsWith('PushForwarderStackSet'))![1].Properties;
+    const memberRoles = Object.entries(stackSets).find(([id]) => id.startsWith('MemberRoleStackSet'))![1].Properties;
+    for (const key of ['PermissionModel', 'CallAs', 'AutoDeployment', 'ManagedExecution', 'OperationPreferences']) {
+      assert.deepEqual(forwarders[key], memberRoles[key], `${key} as the member role's`);
+    }
+    assert.deepEqual(forwarders.StackInstancesGroup, [
+      { DeploymentTargets: { OrganizationalUnitIds: ['ou-ab12-cdef3456'] }, Regions: ['eu-west-1', 'us-east-1'] },
+    ]);
+    assert.deepEqual(forwarders.Capabilities, ['CAPABILITY_IAM']);
+    const parameters = Object.fromEntries(
+      forwarders.Parameters.map((p: { ParameterKey: string; ParameterValue: unknown }) => [p.ParameterKey, p.ParameterValue]),
+    );
+    assert.deepEqual(parameters, {
+      PushBusArn: { 'Fn::GetAtt': [idOf(template, 'AWS::Events::EventBus', 'PushBus'), 'Arn'] },
+      AgentAccountId: { Ref: 'AWS::AccountId' },
+      AgentRegion: { Ref: 'AWS::Region' },
+    });
+    assert.deepEqual(JSON.parse(forwarders.TemplateBody), pushForwarderTemplate());
+    // The member role reads the trails too.
+    const roleTemplate = JSON.parse(memberRoles.TemplateBody);
+    const actions = roleTemplate.Resources.ReaderRole.Properties.Policies[0].PolicyDocument.Statement.flatMap(
+      (s: { Action: string | string[] }) => [s.Action].flat(),
+    );
+    for (const action of trailActions) assert.ok(actions.includes(action), action);
+    assert.throws(
+      () => synth({ ...push, ...organization, organizationId: '' }),
+      /pass -c organizationId=o-\.\.\./,
+    );
+  });
+
+  it('gives the member role the trail reads with push mode only', () => {
+    const statementsFor = (context: Record<string, string>) => {
+      const settings = settingsFromContext((k) => ({ controlPlaneUrl: 'https://x', targetAccounts: 'organization', ...context })[k]);
+      const template = memberRoleTemplate(settings, { stackName: 'Agent' }) as any;
+      return template.Resources.ReaderRole.Properties.Policies[0].PolicyDocument.Statement as any[];
+    };
+    const pushed = statementsFor(push);
+    assert.deepEqual(pushed.find((s) => s.Sid === 'TrailDetection'), {
+      Sid: 'TrailDetection', Effect: 'Allow', Action: ['cloudtrail:DescribeTrails'], Resource: '*',
+    });
+    assert.deepEqual(pushed.find((s) => s.Sid === 'TrailStatus'), {
+      Sid: 'TrailStatus',
+      Effect: 'Allow',
+      Action: ['cloudtrail:GetTrailStatus', 'cloudtrail:GetEventSelectors'],
+      Resource: { 'Fn::Sub': 'arn:${AWS::Partition}:cloudtrail:*:*:trail/*' },
+    });
+    const plain = statementsFor({}).flatMap((s) => [s.Action].flat());
+    assert.deepEqual(plain.filter((a: string) => trailActions.includes(a)), []);
+  });
+
+  it('forwards a member account-region\'s events to the push bus through a role that may only put them there', () => {
+    const template = pushForwarderTemplate({ account: '999999999999' }) as any;
+    assert.equal(template.Parameters.AgentAccountId.Default, '999999999999');
+    assert.equal(template.Parameters.PushBusArn.Default, undefined, 'the bus is always given');
+    assert.match('arn:aws:events:eu-west-1:999999999999:event-bus/Agent-push', new RegExp(template.Parameters.PushBusArn.AllowedPattern));
+    const rule = template.Resources.ForwardRule;
+    assert.equal(rule.Condition, 'Forwards');
+    assert.equal(rule.Properties.EventBusName, 'default');
+    assert.deepEqual(rule.Properties.EventPattern, pattern);
+    assert.deepEqual(rule.Properties.Targets, [
+      { Id: 'PushBus', Arn: { Ref: 'PushBusArn' }, RoleArn: { 'Fn::GetAtt': ['ForwarderRole', 'Arn'] } },
+    ]);
+    const role = template.Resources.ForwarderRole;
+    assert.equal(role.Condition, 'Forwards');
+    assert.equal(role.Properties.RoleName, undefined, 'one role per region');
+    assert.deepEqual(role.Properties.AssumeRolePolicyDocument.Statement[0].Principal, { Service: 'events.amazonaws.com' });
+    assert.deepEqual(role.Properties.Policies.flatMap((p: any) => p.PolicyDocument.Statement), [
+      { Effect: 'Allow', Action: 'events:PutEvents', Resource: { Ref: 'PushBusArn' } },
+    ]);
+    // Nothing in the bus's own account-region, whose events the agent's rule reads.
+    assert.match(JSON.stringify(template.Conditions.Forwards), /AgentAccountId.*AgentRegion/);
+    // The stack of bin/agent.ts is the same template.
+    const stack = new PushForwarderStack(new App(), 'AgentPushForwarder', { location: { account: '999999999999' } });
+    const synthesized = Template.fromStack(stack).toJSON();
+    assert.deepEqual(synthesized.Resources, template.Resources);
+    assert.deepEqual(synthesized.Conditions, template.Conditions);
+    for (const [name, parameter] of Object.entries(template.Parameters)) {
+      assert.deepEqual(synthesized.Parameters[name], parameter, name);
+    }
+  });
+
+  it('synthesizes the forwarder stack with the app when push mode spans several account-regions', () => {
+    const app = (context: Record<string, string>) => {
+      const out = mkdtempSync(join(tmpdir(), 'agent-out-'));
+      const run = spawnSync(process.execPath, [join(repo, 'cdk', 'bin', 'agent.ts')], {
+        cwd: join(repo, 'cdk'),
+        encoding: 'utf8',
+        env: { ...process.env, CDK_CONTEXT_JSON: JSON.stringify({ controlPlaneUrl: 'https://apicp.example.com', ...context }), CDK_OUTDIR: out },
+      });
+      assert.equal(run.status, 0, run.stderr);
+      return (stack: string) => {
+        try {
+          return JSON.parse(readFileSync(join(out, `${stack}.template.json`), 'utf8'));
+        } catch {
+          return undefined;
+        }
+      };
+    };
+    const spanning = app({ ...push, ...listed });
+    assert.ok(spanning('ApiGatewayApicpAgent-PushForwarder')?.Resources.ForwardRule, 'the forwarder stack');
+    assert.ok(spanning('ApiGatewayApicpAgent').Outputs.PushBusArn);
+    assert.equal(app(push)('ApiGatewayApicpAgent-PushForwarder'), undefined, 'one account-region: no forwarder');
+    assert.equal(app(listed)('ApiGatewayApicpAgent-PushForwarder'), undefined, 'no push mode: no forwarder');
+  });
+
+  it('refuses a push setting that is no flag or whole number, naming its context key', () => {
+    for (const [key, value, reason] of [
+      ['pushMode', 'maybe', /"maybe" is not true or false/],
+      ['pushPollMinutes', 'ten', /"ten" is not a whole number/],
+      ['pushBatchWindowSeconds', '-1', /./],
+    ] as const) {
+      assert.throws(
+        () => settingsFromContext((k) => ({ controlPlaneUrl: 'https://x', pushMode: 'true', [key]: value })[k]),
+        (error: Error) => {
+          assert.ok(error.message.startsWith(`context ${key}: invalid configuration ${CONTEXT_VARIABLES[key]}: `), error.message);
+          assert.match(error.message, reason);
+          return true;
+        },
+      );
+    }
+  });
+
+  it('passes cdk-nag with push mode, alone and with the bus, the StackSets and the forwarder stack', () => {
+    assert.doesNotThrow(() => nagged(push).app.synth());
+    assert.doesNotThrow(() => nagged({ ...push, pushBatchWindowSeconds: '0' }).app.synth());
+    assert.doesNotThrow(() => nagged({ ...push, ...listed }).app.synth());
+    const { app } = nagged({ ...push, ...organization });
+    new PushForwarderStack(app, 'AgentPushForwarder', {});
+    assert.doesNotThrow(() => app.synth());
   });
 });
 

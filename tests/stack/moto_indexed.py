@@ -1,4 +1,5 @@
-"""moto's server with an index in front of CloudWatch `GetMetricData`, and `ListMetrics` as CloudWatch lists.
+"""moto's server with an index in front of CloudWatch `GetMetricData`, `ListMetrics` as CloudWatch lists, and
+EventBridge's targets sent the whole event.
 
 `GetMetricData`: moto answers in time proportional to queries x periods x every datapoint stored: hours for one read
 of the largest region (13,200 metrics).
@@ -18,12 +19,19 @@ with `RecentlyActive`, three hours) ago and `MOTO_LIST_METRICS_DELAY_SECONDS` (d
 ago: a metric whose first data point is newer is not listed yet, nor one whose traffic starts again after two weeks.
 The datapoints' own timestamps stand for when their requests were made.
 
+EventBridge's targets: a target without an input transformer receives the whole matched event, as EventBridge sends it
+(`version`, `id`, `detail-type`, `source`, `account`, `time`, `region`, `resources`, `detail`). moto builds that body
+by string substitution into a template that leaves `account` out (and would rewrite any `<id>`, `<time>`... inside the
+detail); here the event itself is sent, so an SQS target's message body is the event a consumer on AWS reads (push.py).
+An input transformer is still moto's.
+
 Run as `python moto_indexed.py -H 127.0.0.1 -p PORT`, the arguments of `moto_server`.
 """
 
 from __future__ import annotations
 
 import calendar
+import copy
 import os
 import sys
 import threading
@@ -34,10 +42,14 @@ from typing import Any
 
 from moto.cloudwatch.models import CloudWatchBackend
 from moto.cloudwatch.responses import CloudWatchResponse
+from moto.events.utils import EventTemplateParser
 
 _moto_get_metric_data = CloudWatchBackend.get_metric_data
 _moto_get_filtered_metrics = CloudWatchBackend.get_filtered_metrics
 _moto_list_metrics_response = CloudWatchResponse.list_metrics
+_moto_event_template_parse = EventTemplateParser.parse
+# The fields of an event as EventBridge delivers it to a target, in its order.
+EVENT_FIELDS = ("version", "id", "detail-type", "source", "account", "time", "region", "resources", "detail")
 
 LISTING_DELAY_SECONDS = float(os.environ.get("MOTO_LIST_METRICS_DELAY_SECONDS", "900"))
 LISTED_FOR_SECONDS = 14 * 86400
@@ -113,10 +125,19 @@ def list_metrics_response(self: CloudWatchResponse):
         _request.recently_active = None
 
 
+def target_input(input_template: str | None, input_paths_map: dict[str, Any], event: dict[str, Any]) -> dict[str, Any]:
+    """What a rule's target receives: the matched event itself without an input transformer (module docstring), else
+    moto's rendering of the transformer."""
+    if input_template is None and not input_paths_map:
+        return {field: copy.deepcopy(event[field]) for field in EVENT_FIELDS if field in event}
+    return _moto_event_template_parse(input_template, input_paths_map, event)
+
+
 def install() -> None:
     CloudWatchBackend.get_metric_data = indexed_get_metric_data  # type: ignore[method-assign]
     CloudWatchBackend.get_filtered_metrics = listed_metrics  # type: ignore[method-assign]
     CloudWatchResponse.list_metrics = list_metrics_response  # type: ignore[method-assign]
+    EventTemplateParser.parse = staticmethod(target_input)  # type: ignore[method-assign]
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ Test support and the README's local run, not product code. It wires:
           -> aws_proxy (API Gateway's management quota, call counts, faults)
             -> moto server (API Gateway, CloudWatch, DynamoDB, STS, Secrets Manager)
           -> fake CloudTrail, fake APICP
+    fake CloudTrail -> moto's EventBridge -> SQS -> the event source mapping (push.py, once `enable_push()`)
 
 Whatever the environment already configures is used instead of the embedded part: real AWS when
 `AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID` or `AWS_PROFILE` is set, a real control plane when
@@ -41,8 +42,8 @@ from accounts import Accounts  # noqa: E402
 from aws_proxy import AwsProxy  # noqa: E402
 from fake_apicp import FakeControlPlane  # noqa: E402
 from fake_cloudtrail import FakeCloudTrail  # noqa: E402
-from iam_check import Use  # noqa: E402
 from lambda_adapter import LambdaAdapter, load_timeouts  # noqa: E402
+from push import EventBridgeDelivery, MotoClients, PushPipeline  # noqa: E402
 
 REPO = HERE.parents[1]
 STACK_DIR = HERE
@@ -136,6 +137,14 @@ class EmbeddedStack:
     aws_proxy: AwsProxy | None = None  # in front of moto for the functions: AWS's quotas, counts, faults
     apicp: FakeControlPlane | None = None
     cloudtrail: FakeCloudTrail | None = None
+    # How long CloudTrail takes to hand an API Gateway call to EventBridge: each event's delay is drawn uniformly from
+    # this (min, max) range in seconds, read per event (AWS publishes no latency; minutes are not unusual).
+    push_delay: tuple[float, float] = (15, 60)
+    # CloudTrail's hand-over to EventBridge (the fake CloudTrail's `on_event`): every delivery, pending or done.
+    deliveries: EventBridgeDelivery | None = None
+    # The push path from EventBridge to the executions, once `enable_push()` set it up.
+    push: PushPipeline | None = None
+    _moto_clients: MotoClients | None = None
     _processes: list[subprocess.Popen] = field(default_factory=list)
     _adapter: LambdaAdapter | None = None
     _functions: subprocess.Popen | None = None  # cargo lambda watch
@@ -150,6 +159,11 @@ class EmbeddedStack:
             self.cloudtrail = FakeCloudTrail(rate_per_second=2, region=env["AWS_REGION"],
                                              account_of=self.aws_proxy.accounts.account_of,
                                              region_disabled=self.aws_proxy.accounts.region_disabled).start()
+            self._moto_clients = MotoClients(lambda service, account, region: boto(service, self.moto_url, account,
+                                                                                   region, own_session=True))
+            # Events reach EventBridge only where a trail logs them (FakeCloudTrail.add_trail), as on AWS.
+            self.deliveries = EventBridgeDelivery(self._moto_clients, lambda: self.push_delay)
+            self.cloudtrail.on_event = self.deliveries
             env.update({
                 "AWS_ENDPOINT_URL": self.aws_proxy.url,
                 "AWS_ENDPOINT_URL_CLOUDTRAIL": self.cloudtrail.url,
@@ -215,13 +229,45 @@ class EmbeddedStack:
                     found[pid] = name
         return found
 
+    def enable_push(self, visibility_timeout: int = 30, batch_window: float = 5, batch_size: int = 100,
+                    pollers: int = 1, account: str = HOME_ACCOUNT, region: str | None = None,
+                    function_timeout: float | None = None) -> PushPipeline:
+        """The push path in the deployment's account-region (`account`, `region`: the functions' by default): the
+        queue, its dead-letter queue and the rule (push.py), and the event source mapping invoking `targets` with the
+        SQS batches, whose push executions are run here as Step Functions would run them. Events reach the queue only
+        from an account-region with a trail (`cloudtrail.add_trail`), `push_delay` after the call.
+
+        `function_timeout`, the starter's timeout as deployed, makes the mapping refuse a shorter visibility timeout,
+        as AWS does. It is not the adapter's timeout for `targets` (the tick's, from functions.json): the starter is
+        a function of its own on AWS. A batch held longer than the visibility timeout is noted in `push.errors()`."""
+        if not self.moto_url:
+            raise RuntimeError("the push path needs the embedded AWS")
+        if self.push:
+            self.push.stop()
+        machines = {STATE_MACHINE_NAME: False, FAN_OUT_MACHINE_NAME: True}
+        self.push = PushPipeline(self._moto_clients, self._adapter.url,
+                                 lambda execution_input, arn, fan_out: self.run(execution_input, execution_arn=arn,
+                                                                                fan_out=fan_out),
+                                 machines, function="targets", visibility_timeout=visibility_timeout,
+                                 batch_window=batch_window, batch_size=batch_size, pollers=pollers,
+                                 function_timeout=function_timeout)
+        self.push.setup(account, region or self.function_env["AWS_REGION"]).start()
+        return self.push
+
     def reset_account(self) -> None:
         """A clean account on the embedded AWS and control plane: nothing deployed, an empty state table, the
-        control plane secret, no calls counted."""
+        control plane secret, no calls counted, no event on its way to EventBridge; the push path (when enabled) set up
+        again with empty queues and no records."""
+        self.deliveries.reset()
+        if self.push:
+            self.push.pause()  # the batch in hand and the executions running end before moto's state goes
         urllib.request.urlopen(urllib.request.Request(f"{self.moto_url}/moto-api/reset", method="POST")).close()
         # moto's reset forgets the credentials it issued: so do the proxy and the tests' own.
         _ACCOUNT_CREDENTIALS.clear()
         self.aws_proxy.accounts.forget()
+        self._moto_clients.forget()
+        if self.push:
+            self.push.reset()
         create_state_table(self.moto_url)
         put_control_plane_secret(self.moto_url, APICP_USER, APICP_PASSWORD)
         self.apicp.reset()
@@ -335,8 +381,7 @@ class EmbeddedStack:
         `directory`, for the check of the calls against the template's grants."""
         if not self.aws_proxy:
             return
-        uses = set(self.aws_proxy.uses())
-        uses |= {Use(caller, "cloudtrail:LookupEvents", "*") for caller in self.cloudtrail.callers()}
+        uses = set(self.aws_proxy.uses()) | self.cloudtrail.uses()
         directory.mkdir(parents=True, exist_ok=True)
         lines = [json.dumps(dataclasses.asdict(use)) for use in sorted(uses)]
         (directory / f"{os.getpid()}-{id(self)}.jsonl").write_text("\n".join(lines) + "\n")
@@ -344,6 +389,11 @@ class EmbeddedStack:
     def stop(self) -> None:
         if os.environ.get("AGENT_RECORD_IAM_USES") and self.record_iam_uses:
             self.record_uses(self.iam_uses_dir)
+        # The push path first: its threads call the functions and moto.
+        if self.deliveries:
+            self.deliveries.stop()
+        if self.push:
+            self.push.stop()
         if self._adapter:
             self._adapter.stop()
         for process in self._processes:
@@ -379,10 +429,12 @@ def _processes_with_env(prefix: str) -> list[int]:
     return found
 
 
-def boto(service: str, endpoint: str, account: str | None = None, region: str | None = None):
+def boto(service: str, endpoint: str, account: str | None = None, region: str | None = None, own_session: bool = False):
     """A client of the embedded AWS at `endpoint`, in the home account and region unless told another: another
     account's calls are made with credentials moto issues for it (so `endpoint` must then be moto's own URL: the AWS
-    proxy checks every AssumeRole as STS does)."""
+    proxy checks every AssumeRole as STS does). With `own_session`, the client comes from a boto3 session of its own
+    rather than boto3's default one, which is not safe to make clients from in two threads at once (the push path's
+    threads make theirs while a test makes its own)."""
     import boto3
     from botocore.config import Config
 
@@ -390,7 +442,8 @@ def boto(service: str, endpoint: str, account: str | None = None, region: str | 
     if account and account != HOME_ACCOUNT:
         credentials = account_credentials(endpoint, account)
     # moto cannot read gzip-compressed PutMetricData bodies.
-    return boto3.client(service, endpoint_url=endpoint, region_name=region or REGION, **credentials,
+    maker = boto3.session.Session() if own_session else boto3
+    return maker.client(service, endpoint_url=endpoint, region_name=region or REGION, **credentials,
                         config=Config(disable_request_compression=True))
 
 
@@ -517,6 +570,30 @@ def seed_demo_targets(stack: EmbeddedStack) -> None:
                                                             AssumeRolePolicyDocument=json.dumps(trust))
 
 
+# `make run PUSH=1`: CloudTrail's record reaches EventBridge this long after the call (AWS publishes no figure; the
+# benchmark assumes 15-60 s).
+DEMO_PUSH_DELAY = (5.0, 10.0)
+
+
+def demonstrate_push(stack: EmbeddedStack, api) -> None:
+    """Changes `api`'s description as a user would, and follows the change through the push path to the control
+    plane."""
+    description = f"changed at {time.strftime('%H:%M:%S')}"
+    patch = [{"op": "replace", "path": "/description", "value": description}]
+    boto("apigateway", stack.moto_url).update_rest_api(restApiId=api.id, patchOperations=patch)
+    made = time.time()
+    stack.cloudtrail.add_event("UpdateRestApi", eventTime=made, requestParameters={"restApiId": api.id,
+                                                                                   "patchOperations": patch})
+    print(f"\n=== push: {api.name}'s description changed in API Gateway; CloudTrail hands the call to EventBridge "
+          f"{DEMO_PUSH_DELAY[0]:g}-{DEMO_PUSH_DELAY[1]:g} s later, the queue's batch starts an execution", flush=True)
+    stack.push.wait_for(lambda p: any(e.ended for e in p.executions()), timeout=120, what="the push execution")
+    execution = stack.push.executions()[0]
+    held = [a for apis in stack.apicp.state()["apis"].values() for a in apis.values() if a.get("description") == description]
+    print(f"push execution {execution.name}: {execution.status}; the control plane held the change "
+          f"{execution.ended - made:.1f} s after the call ({len(held)} runtime(s)), without waiting for CloudTrail's "
+          f"5-minute window")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -530,18 +607,26 @@ def main() -> int:
                      help="many accounts and regions: the fan-out over DEMO_TARGETS, one account of which has no role")
     run.add_argument("--tick", action="store_true",
                      help="as the schedule runs it: each run is a tick, which starts an execution only for work")
+    run.add_argument("--push", action="store_true",
+                     help="push mode: after the runs, a change made in API Gateway reaches the control plane through "
+                          "EventBridge, the queue and a push execution, without waiting for CloudTrail's window")
     args = parser.parse_args()
 
     stack = EmbeddedStack(build_progress=args.build_progress)
     try:
         print("starting the local stack: moto and the fakes, then the functions' build and cargo lambda watch", flush=True)
-        stack.start(DEMO_TARGET_SETTINGS if args.targets else None)
+        if args.push:
+            stack.push_delay = DEMO_PUSH_DELAY
+        stack.start({**(DEMO_TARGET_SETTINGS if args.targets else {}), **({"PUSH_MODE": "true"} if args.push else {})})
         if args.targets and not stack.moto_url:
             raise SystemExit("--targets needs the embedded AWS: unset AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_PROFILE")
         if stack.moto_url:
             import seed
 
-            seed.demo(stack.moto_url)
+            demo_apis = seed.demo(stack.moto_url)
+            if args.push:
+                stack.cloudtrail.add_trail("management-events")
+                stack.enable_push()
             if args.targets:
                 seed_demo_targets(stack)
             print(f"embedded stack: moto {stack.moto_url}, seeded with demo APIs (logs in {stack.log_dir})")
@@ -566,6 +651,8 @@ def main() -> int:
                            if i.get("reason") == "notSyncedYet"]:
                 print(f"note: the heartbeats of {', '.join(waiting)} said inactive (notSyncedYet): a runtime is active once "
                       "its stage's APIs are synced, which this execution has just done; the next one reports it active")
+        if args.push and report is not None and report.succeeded:
+            demonstrate_push(stack, next(iter(demo_apis.values())))
         if stack.apicp:
             state = stack.apicp.state()
             print("\ncontrol plane now holds:")

@@ -8,8 +8,9 @@ import json
 import pytest
 from moto.core.cbor import CBOREncoder
 
-from benchmarks import (LARGEST, Operation, account_mix, changes_bound, full_sync_bound, metric_data_queries,
-                        metrics_read_bound, path_template, run_cost, runs_per_month, task_binaries,
+from benchmarks import (LARGEST, SQS_IDLE_RECEIVES_PER_HOUR, Operation, PushResult, account_mix, changes_bound,
+                        full_sync_bound, idle_hour_costs, metric_data_queries, metrics_read_bound, path_template,
+                        percentile, replace_section, run_cost, runs_per_month, task_binaries,
                         vendor_cloudwatch_per_month, vendor_per_run, zipped_size)
 from stack import ExecutionReport
 
@@ -88,3 +89,25 @@ def test_the_metrics_requested_are_counted_in_every_protocol_a_client_speaks():
     form = "&".join(f"MetricDataQueries.member.{i}.Id=q{i}" for i in (1, 2, 3))  # awsQuery
     assert metric_data_queries(f"Action=GetMetricData&{form}".encode()) == 3
     assert metric_data_queries(b"") == 0
+
+
+def test_push_latency_percentiles_are_nearest_rank():
+    latencies = [float(n) for n in range(1, 61)]
+    assert (percentile(latencies, 0.5), percentile(latencies, 0.95), percentile(latencies, 1.0)) == (30.0, 57.0, 60.0)
+    assert percentile([42.0], 0.95) == 42.0
+
+
+def test_an_idle_hour_with_push_reads_cloudtrail_four_times_and_pays_for_the_queues_polls():
+    costs = idle_hour_costs(PushResult(tick_ms={"poll": 100.0, "push": 50.0}), memory_mb=1024)
+    tick = lambda ms: 0.2 / 1e6 + ms / 1000 * 0.0000133334  # noqa: E731
+    assert costs["poll"] == pytest.approx(60 * tick(100))
+    assert costs["push ticks"] == pytest.approx(56 * tick(50) + 4 * tick(100))
+    assert costs["push queue"] == pytest.approx(SQS_IDLE_RECEIVES_PER_HOUR * 0.40 / 1e6)
+
+
+def test_the_push_section_is_replaced_in_place_or_appended():
+    report = "# Benchmarks\n\n## A\n\na\n\n## Push mode\n\nold\n\n## B\n\nb\n"
+    assert replace_section(report, "## Push mode", "## Push mode\n\nnew\n") == \
+        "# Benchmarks\n\n## A\n\na\n\n## Push mode\n\nnew\n\n## B\n\nb\n"
+    assert replace_section("# Benchmarks\n\n## A\n", "## Push mode", "## Push mode\n\nnew") == \
+        "# Benchmarks\n\n## A\n\n## Push mode\n\nnew\n"

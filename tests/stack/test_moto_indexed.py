@@ -1,5 +1,5 @@
-"""moto_indexed.py answers GetMetricData exactly as moto does, only faster: both run on the same random data; and it lists
-metrics as CloudWatch does."""
+"""moto_indexed.py answers GetMetricData exactly as moto does, only faster: both run on the same random data; it lists
+metrics as CloudWatch does; and EventBridge's targets receive the whole event."""
 
 import random
 from datetime import datetime, timedelta, timezone
@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from moto.cloudwatch.models import CloudWatchBackend, MetricDatum
 
-from moto_indexed import LISTING_DELAY_SECONDS, indexed_get_metric_data, listed_metrics
+from moto_indexed import LISTING_DELAY_SECONDS, indexed_get_metric_data, listed_metrics, target_input
 
 NAMESPACE = "AWS/ApiGateway"
 START = datetime(2026, 11, 22, 10, 0, tzinfo=timezone.utc)
@@ -90,3 +90,16 @@ def test_a_metric_is_listed_once_whatever_its_data_points_and_only_once_listable
 
     assert LISTING_DELAY_SECONDS == 900
     assert [{d.name: d.value for d in metric.dimensions}["ApiName"] for metric in listed] == ["busy"]
+
+
+def test_a_target_without_input_transformer_receives_the_whole_event_and_a_transformer_is_still_applied():
+    event = {"version": "0", "id": "e1", "detail-type": "AWS API Call via CloudTrail", "source": "aws.apigateway",
+             "account": "111111111111", "time": 1_800_000_000, "region": "eu-west-1", "resources": [],
+             "detail": {"eventName": "CreateDeployment", "requestParameters": {"description": "<id> at <time>"}},
+             "ingestion-time": 1_800_000_001}
+
+    whole = target_input(None, {}, event)
+    assert list(whole) == ["version", "id", "detail-type", "source", "account", "time", "region", "resources",
+                           "detail"]
+    assert whole["account"] == "111111111111" and whole["detail"] == event["detail"]
+    assert target_input('{"name": "<name>"}', {"name": "$.detail.eventName"}, event) == {"name": "CreateDeployment"}
