@@ -81,7 +81,7 @@ test: setup
 	cargo test --workspace
 	$(MAKE) --no-print-directory cdk-check
 	rm -rf target/iam-uses target/iam-uses-targets
-	cd tests && ../$(PYTHON) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+	cd tests && ../$(PYTHON) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=15
 	cd tests && ../$(PYTHON) -m pytest -q iam
 	tests/stack/standalone-check.sh
 

@@ -133,6 +133,18 @@ function trailDetectionStatements(): Record<string, unknown>[] {
 }
 
 /** The member role as a stack of its own, for accounts the StackSet does not reach (and the management account). */
+/** The parameters of a raw template (one a StackSet deploys as it is) as parameters of the CDK stack that holds it. */
+export function declareParameters(stack: Stack, parameters: Record<string, Record<string, unknown>>): void {
+  for (const [name, parameter] of Object.entries(parameters)) {
+    new CfnParameter(stack, name, {
+      type: parameter.Type as string,
+      default: parameter.Default,
+      allowedPattern: parameter.AllowedPattern as string | undefined,
+      description: parameter.Description as string,
+    }).overrideLogicalId(name);
+  }
+}
+
 export class MemberRoleStack extends Stack {
   constructor(scope: Construct, id: string, props: StackProps & { settings: AgentSettings; agent: AgentPrincipal }) {
     super(scope, id, props);
@@ -142,14 +154,7 @@ export class MemberRoleStack extends Stack {
       Conditions: Record<string, unknown>;
       Resources: Record<string, { Type: string; Properties: Record<string, unknown> }>;
     };
-    for (const [name, parameter] of Object.entries(template.Parameters)) {
-      new CfnParameter(this, name, {
-        type: parameter.Type as string,
-        default: parameter.Default,
-        allowedPattern: parameter.AllowedPattern as string | undefined,
-        description: parameter.Description as string,
-      }).overrideLogicalId(name);
-    }
+    declareParameters(this, template.Parameters);
     this.templateOptions.description = template.Description;
     new CfnCondition(this, 'HasOrganization', {
       expression: Fn.conditionNot(Fn.conditionEquals(Fn.ref('OrganizationId'), '')),

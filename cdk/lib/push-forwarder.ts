@@ -7,8 +7,9 @@
 // - as the stack `<stackName>-PushForwarder`, deployed by hand in each other target account-region (listed
 //   accounts, the home account's other regions, the management account): `cdk deploy <stackName>-PushForwarder
 //   --parameters PushBusArn=<the agent stack's PushBusArn output>` with that account's credentials and region.
-import { CfnCondition, CfnParameter, CfnResource, Fn, Stack, type StackProps } from 'aws-cdk-lib';
+import { CfnCondition, CfnResource, Fn, Stack, type StackProps } from 'aws-cdk-lib';
 import type { Construct } from 'constructs';
+import { declareParameters } from './member-role.ts';
 
 /**
  * The events push mode reacts to: API Gateway's management calls as CloudTrail records them. Read-only calls
@@ -121,14 +122,7 @@ export class PushForwarderStack extends Stack {
       Parameters: Record<string, Record<string, unknown>>;
       Resources: Record<string, { Type: string; Condition?: string; Properties: Record<string, unknown> }>;
     };
-    for (const [name, parameter] of Object.entries(template.Parameters)) {
-      new CfnParameter(this, name, {
-        type: parameter.Type as string,
-        default: parameter.Default,
-        allowedPattern: parameter.AllowedPattern as string | undefined,
-        description: parameter.Description as string,
-      }).overrideLogicalId(name);
-    }
+    declareParameters(this, template.Parameters);
     this.templateOptions.description = template.Description;
     const forwards = new CfnCondition(this, 'Forwards', {
       expression: Fn.conditionNot(

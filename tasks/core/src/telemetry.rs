@@ -94,23 +94,10 @@ pub fn push_unavailable_record(unavailable: bool, now: i64) -> Value {
 /// What the push starter did with one batch: events received for federated targets, events
 /// ignored (malformed or foreign), executions started.
 pub fn push_batch_record(received: usize, ignored: usize, started: usize, now: i64) -> Value {
-    json!({
-        "_aws": {
-            "Timestamp": now * 1000,
-            "CloudWatchMetrics": [{
-                "Namespace": NAMESPACE,
-                "Dimensions": [[]],
-                "Metrics": [
-                    {"Name": "PushEventsReceived", "Unit": "Count"},
-                    {"Name": "PushEventsIgnored", "Unit": "Count"},
-                    {"Name": "PushExecutionsStarted", "Unit": "Count"},
-                ],
-            }],
-        },
-        "PushEventsReceived": received,
-        "PushEventsIgnored": ignored,
-        "PushExecutionsStarted": started,
-    })
+    counts_record(
+        &[("PushEventsReceived", received), ("PushEventsIgnored", ignored), ("PushExecutionsStarted", started)],
+        now,
+    )
 }
 
 /// A count without dimensions, and the target's own series when one is named.
@@ -122,17 +109,22 @@ fn count_by_target(name: &str, count: usize, target: Option<&Target>, now: i64) 
 
 /// A count without dimensions.
 fn count_record(name: &str, count: usize, now: i64) -> Value {
-    json!({
+    counts_record(&[(name, count)], now)
+}
+
+/// Counts without dimensions, in one record.
+fn counts_record(counts: &[(&str, usize)], now: i64) -> Value {
+    let metrics: Vec<Value> = counts.iter().map(|(name, _)| json!({"Name": name, "Unit": "Count"})).collect();
+    let mut record = json!({
         "_aws": {
             "Timestamp": now * 1000,
-            "CloudWatchMetrics": [{
-                "Namespace": NAMESPACE,
-                "Dimensions": [[]],
-                "Metrics": [{"Name": name, "Unit": "Count"}],
-            }],
+            "CloudWatchMetrics": [{"Namespace": NAMESPACE, "Dimensions": [[]], "Metrics": metrics}],
         },
-        name: count,
-    })
+    });
+    for (name, count) in counts {
+        record[*name] = json!(count);
+    }
+    record
 }
 
 /// Writes one EMF record as its own stdout line, apart from the tracing output.

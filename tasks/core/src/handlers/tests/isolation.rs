@@ -214,14 +214,7 @@ async fn a_full_sync_never_applies_a_listing_older_than_the_changes_applied_sinc
     let mut gateway = Gateway::with_apis(2, &["prod"], "x");
     let (plane, state) = (Plane::default(), Memory::default());
     // ensure-runtime lists the account for a full sync, and stores the listing.
-    let full = ExecutionInput {
-        mode: SyncMode::Full,
-        stages: None,
-        target: None,
-        started_by: None,
-        targets: None,
-        pushed: Vec::new(),
-    };
+    let full = ExecutionInput { mode: SyncMode::Full, ..ExecutionInput::default() };
     ensure_runtime(&config, &gateway, &plane, &state).run(started_with(full), NOW).await.unwrap();
     // Meanwhile an overlapping execution applied a change read at NOW + 100: an API created.
     gateway.apis.push(Api { id: "created".into(), name: "created".into(), ..gateway.apis[0].clone() });
@@ -291,14 +284,8 @@ async fn runtimes_of_stages_no_longer_federated_are_deleted_after_their_grace_pe
     );
     assert!(plane.deleted_runtimes.lock().unwrap().is_empty());
     // An execution run for some stages only says nothing of the others.
-    let one_stage = ExecutionInput {
-        mode: SyncMode::Auto,
-        stages: Some(vec!["prod".into()]),
-        target: None,
-        started_by: None,
-        targets: None,
-        pushed: Vec::new(),
-    };
+    let one_stage =
+        ExecutionInput { mode: SyncMode::Auto, stages: Some(vec!["prod".into()]), ..ExecutionInput::default() };
     assert!(task.run(started_with(one_stage), NOW + 120).await.unwrap().orphaned.is_empty());
 
     let ready = task.run(scheduled(), NOW + 60 + 3600).await.unwrap();

@@ -406,14 +406,8 @@ async fn requested_stages_override_the_configuration_and_are_validated() {
     let (plane, state) = (Plane::default(), Memory::default());
     let task = ensure_runtime(&config, &gateway, &plane, &state);
 
-    let only_dev = ExecutionInput {
-        mode: SyncMode::Full,
-        stages: Some(vec!["dev".into()]),
-        target: None,
-        started_by: None,
-        targets: None,
-        pushed: Vec::new(),
-    };
+    let only_dev =
+        ExecutionInput { mode: SyncMode::Full, stages: Some(vec!["dev".into()]), ..ExecutionInput::default() };
     let ready = task.run(started_with(only_dev), NOW).await.unwrap();
     assert_eq!(
         ready.runtimes,
@@ -421,14 +415,8 @@ async fn requested_stages_override_the_configuration_and_are_validated() {
     );
     assert_eq!(ready.mode, SyncMode::Full);
 
-    let bad = ExecutionInput {
-        mode: SyncMode::Auto,
-        stages: Some(vec!["dev stage".into()]),
-        target: None,
-        started_by: None,
-        targets: None,
-        pushed: Vec::new(),
-    };
+    let bad =
+        ExecutionInput { mode: SyncMode::Auto, stages: Some(vec!["dev stage".into()]), ..ExecutionInput::default() };
     assert_eq!(task.run(started_with(bad), NOW).await.unwrap_err().error_type(), "InvalidInput");
 }
 
@@ -602,14 +590,7 @@ async fn discovered_stages_are_reused_until_the_interval_or_a_full_sync() {
     let after = Gateway::with_apis(2, &["prod", "qa"], "x");
     let task = ensure_runtime(&config, &after, &plane, &state);
     assert_eq!(stages_of(task.run(scheduled(), NOW + 60).await.unwrap()), vec!["prod"]);
-    let full = ExecutionInput {
-        mode: SyncMode::Full,
-        stages: None,
-        target: None,
-        started_by: None,
-        targets: None,
-        pushed: Vec::new(),
-    };
+    let full = ExecutionInput { mode: SyncMode::Full, ..ExecutionInput::default() };
     assert_eq!(stages_of(task.run(started_with(full), NOW + 120).await.unwrap()), vec!["prod", "qa"]);
     assert_eq!(stages_of(task.run(scheduled(), NOW + 3720).await.unwrap()), vec!["prod", "qa"]);
 }
@@ -886,14 +867,7 @@ async fn a_full_sync_reads_the_listing_ensure_runtime_just_made_instead_of_listi
     // 1 KiB descriptions: each stage's listing takes several DynamoDB items.
     let gateway = Gateway::with_apis(600, &["dev", "prod"], &"d".repeat(1024));
     let (plane, state) = (Plane::default(), Memory::default());
-    let full = ExecutionInput {
-        mode: SyncMode::Full,
-        stages: None,
-        target: None,
-        started_by: None,
-        targets: None,
-        pushed: Vec::new(),
-    };
+    let full = ExecutionInput { mode: SyncMode::Full, ..ExecutionInput::default() };
     ensure_runtime(&config, &gateway, &plane, &state).run(started_with(full), NOW).await.unwrap();
     let discovery = state.discovery.lock().unwrap().clone().unwrap();
     assert!(discovery.listing_parts.values().all(|&parts| parts > 1), "{:?}", discovery.listing_parts);
@@ -917,14 +891,7 @@ async fn a_stored_listing_of_another_execution_or_with_a_missing_part_is_not_tru
     let config = config(&[("STAGES", "*")]);
     let gateway = Gateway::with_apis(300, &["prod"], &"d".repeat(2048));
     let (plane, state) = (Plane::default(), Memory::default());
-    let full = || ExecutionInput {
-        mode: SyncMode::Full,
-        stages: None,
-        target: None,
-        started_by: None,
-        targets: None,
-        pushed: Vec::new(),
-    };
+    let full = || ExecutionInput { mode: SyncMode::Full, ..ExecutionInput::default() };
     let listed = || gateway.calls.load(Ordering::SeqCst);
     let task = list_changes(&config, &gateway, &plane, &state);
 
