@@ -223,7 +223,7 @@ async fn pushed_events_are_a_set_added_to_by_push_and_trimmed_by_the_polls_move(
     // The poll's move forgets what no window reads again, in the same conditional write.
     let moved = WatermarkUpdate { forget_pushed: vec![old.clone()], ..WatermarkUpdate::at("prod", NOW + 600) };
     assert!(state.advance_assets_watermark(&moved, &[], NOW + 600).await.unwrap());
-    assert_eq!(state.load("prod").await.unwrap().assets_pushed, [new.clone()]);
+    assert_eq!(state.load("prod").await.unwrap().assets_pushed, std::slice::from_ref(&new));
     // A replayed move changes nothing, not even the set.
     let replayed = WatermarkUpdate { forget_pushed: vec![new.clone()], ..WatermarkUpdate::at("prod", NOW) };
     assert!(!state.advance_assets_watermark(&replayed, &[], NOW + 700).await.unwrap());
