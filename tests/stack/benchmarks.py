@@ -831,6 +831,11 @@ def idle_hour_costs(result: PushResult, memory_mb: int) -> dict[str, float]:
             "push queue": SQS_IDLE_RECEIVES_PER_HOUR * SQS_REQUEST}
 
 
+def micro_dollars(value: float) -> str:
+    """Fractions of a cent, as an idle hour costs."""
+    return f"${value:.6f}"
+
+
 def render_push(result: PushResult, memory_mb: int) -> list[str]:
     latencies = result.latencies
     events = sum(e["events"] for e in result.executions)
@@ -841,7 +846,9 @@ def render_push(result: PushResult, memory_mb: int) -> list[str]:
            f"(AWS publishes no figure for this delivery, only that it is best effort: this range is our assumption, "
            f"on the slow side), the rule's queue, the event source mapping (batches of up to 100, a "
            f"{PUSH_BATCH_WINDOW} s window), the push starter and the execution it starts. Latency: from the API "
-           f"Gateway call to the control plane holding the new description (sampled every 0.2 s).\n",
+           f"Gateway call to the control plane holding the new description (sampled every 0.2 s). Taken "
+           f"{datetime.date.today().isoformat()} (`make bench`, or alone: `python tests/stack/benchmarks.py --release "
+           f"--push-only --write docs/benchmarks.md`).\n",
            "| changes | p50 | p95 | max | executions | events per execution | batches |",
            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
            f"| {len(latencies)} | {percentile(latencies, 0.5):.1f} s | {percentile(latencies, 0.95):.1f} s | "
@@ -853,24 +860,30 @@ def render_push(result: PushResult, memory_mb: int) -> list[str]:
     per_execution = (transitions * PRICES["sfn_transition"] + invocations * PRICES["lambda_request"]
                      + lambda_ms / 1000 * memory_mb / 1024 * PRICES["lambda_arm64_gb_second"])
     out.append(f"A push execution (median): {transitions:.0f} state transitions, {invocations:.0f} Lambda invocations, "
-               f"{lambda_ms / 1000:.1f} s of Lambda time: {dollars(per_execution)}; with the queue's three requests "
-               f"per event and the starter's invocation, a burst costs about that once, not per change.\n")
+               f"{lambda_ms / 1000:.1f} s of Lambda time: {dollars(per_execution)}, plus the queue's three requests "
+               f"per event and the starter's invocation. Events that arrive together share an execution: here "
+               f"{len(result.executions)} for {len(latencies)} changes, as the simulated delays spread each burst's "
+               f"events over {PUSH_DELAY[1] - PUSH_DELAY[0]:g} s and the mapping's window is "
+               f"{PUSH_BATCH_WINDOW} s (one poller; AWS's five may split a batch further).\n")
     costs = idle_hour_costs(result, memory_mb)
     push_total = costs["push ticks"] + costs["push queue"]
     out.append(f"An idle hour of one target at the default 1-minute schedule, from the median idle tick measured here "
-               f"({result.tick_ms['poll']:.0f} ms reading CloudTrail, {result.tick_ms['push']:.0f} ms without) and "
-               f"Lambda's and SQS's list prices; the rule and EventBridge's delivery of AWS service events cost "
-               f"nothing. Push mode keeps the 1-minute schedule (metrics and heartbeats need a clock) and reads "
-               f"CloudTrail every {PUSH_POLL_MINUTES} minutes:\n")
+               f"({result.tick_ms['poll']:.0f} ms reading CloudTrail, {result.tick_ms['push']:.0f} ms without: "
+               f"`LookupEvents` of a quiet window is one short call, free of charge) and Lambda's and SQS's list "
+               f"prices; the rule and EventBridge's delivery of AWS service events cost nothing. Push mode keeps the "
+               f"1-minute schedule (metrics and heartbeats need a clock) and reads CloudTrail every "
+               f"{PUSH_POLL_MINUTES} minutes; its queue is long-polled by Lambda's event source mapping whether or "
+               f"not anything changes:\n")
     out.append("| mode | ticks | queue (empty long polls) | hour | month | a change reaches the control plane |")
     out.append("| --- | ---: | ---: | ---: | ---: | --- |")
-    out.append(f"| poll only | {dollars(costs['poll'])} | — | {dollars(costs['poll'])} | "
+    out.append(f"| poll only | {micro_dollars(costs['poll'])} | — | {micro_dollars(costs['poll'])} | "
                f"{dollars(costs['poll'] * 720)} | after the 5-minute buffer and the next run: 6 minutes or more |")
-    out.append(f"| push | {dollars(costs['push ticks'])} | {dollars(costs['push queue'])} | {dollars(push_total)} | "
-               f"{dollars(push_total * 720)} | p95 {percentile(latencies, 0.95):.0f} s (the poll as the safety net) |")
+    out.append(f"| push | {micro_dollars(costs['push ticks'])} | {micro_dollars(costs['push queue'])} | "
+               f"{micro_dollars(push_total)} | {dollars(push_total * 720)} | p95 {percentile(latencies, 0.95):.0f} s, "
+               f"the poll as the safety net |")
     out.append("")
-    out.append("The queue's polling is per deployment, not per target: with many targets the push column's queue cost "
-               "is shared, and each target's ticks are cheaper than poll-only ones.\n")
+    out.append("The queue's polls are per deployment, not per target: a deployment of many targets pays them once, "
+               "and each target's idle ticks cost what they cost without push.\n")
     return out
 
 
