@@ -118,6 +118,9 @@ pub struct Config {
     /// The shortest time between two CloudTrail reads of a stage: zero (every run) in poll mode,
     /// `PUSH_POLL_MINUTES` with push mode, where polling is the safety net.
     pub assets_poll: Duration,
+    /// How long an execution with pushed events waits for a stage another execution holds (which
+    /// usually ends within seconds) before it leaves the events to the poll. Not a setting.
+    pub push_claim_wait: Duration,
 }
 
 impl Config {
@@ -197,6 +200,7 @@ impl Config {
             },
             push_mode: settings.push_mode,
             assets_poll,
+            push_claim_wait: crate::handlers::list_changes::PUSH_CLAIM_WAIT,
         })
     }
 }

@@ -428,8 +428,8 @@ pub struct ChangeSummary {
     pub upserts: usize,
     pub deletes: usize,
     pub windows: usize,
-    /// Pushed events applied (each counted once per stage it was applied to).
-    #[serde(default)]
+    /// Pushed events applied (each counted once per stage it was applied to); absent when none.
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub pushed_events: usize,
 }
 

@@ -38,7 +38,7 @@ pub const WINDOWS_PER_METRICS_CHUNK: usize = 60;
 pub const REFUSED_RETRIED_PER_RUN: usize = 100;
 
 /// How long an execution with pushed events waits for a stage another execution holds (which
-/// usually ends within seconds) before it leaves the events to the poll.
+/// usually ends within seconds) before it leaves the events to the poll: [`Config::push_claim_wait`].
 pub const PUSH_CLAIM_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 const PUSH_CLAIM_RETRY: std::time::Duration = std::time::Duration::from_secs(3);
 
@@ -222,7 +222,7 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed, E: Executions
         // poll would apply them only minutes later.
         let mut wait_left = match input.pushed.is_empty() {
             true => std::time::Duration::ZERO,
-            false => PUSH_CLAIM_WAIT,
+            false => self.config.push_claim_wait,
         };
         let mut waited = 0;
         for runtime in &input.runtimes {
@@ -234,6 +234,7 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed, E: Executions
                     "another execution holds the stage; waiting for it with pushed events"
                 );
                 let pause = PUSH_CLAIM_RETRY.min(wait_left);
+                // Real time: the holder is another execution.
                 tokio::time::sleep(pause).await;
                 wait_left -= pause;
                 waited += pause.as_secs() as i64;

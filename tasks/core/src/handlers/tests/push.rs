@@ -313,9 +313,10 @@ async fn a_pushed_event_that_locates_no_change_is_left_to_the_poll() {
     assert!(state.load("prod").await.unwrap().assets_pushed.is_empty());
 }
 
-#[tokio::test(start_paused = true)]
+#[tokio::test]
 async fn pushed_events_wait_a_while_for_a_stage_another_execution_holds() {
-    let config = push_config();
+    // A wait of 4 s instead of the deployed 60, in real time: the holder is another execution.
+    let config = Config { push_claim_wait: Duration::from_secs(4), ..push_config() };
     let gateway = Gateway::with_apis(2, &["prod"], "x");
     let (plane, state) = (Plane::default(), Memory::default());
     synced(&config, &gateway, &plane, &state).await;
@@ -323,26 +324,26 @@ async fn pushed_events_wait_a_while_for_a_stage_another_execution_holds() {
     assert_eq!(state.claim(on, "poll-1", NOW, NOW + 3600).await.unwrap(), Claim::Taken);
     let task = list_changes(&config, &gateway, &plane, &state);
 
-    let started = tokio::time::Instant::now();
+    let started = Instant::now();
     let released = async {
-        tokio::time::sleep(Duration::from_secs(10)).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
         state.release(on, "poll-1").await.unwrap();
     };
     let (output, ()) =
         tokio::join!(task.run(pushed_input("push-1", vec![pushed("e1", NOW + 30, "0000000001")]), NOW + 60), released);
     let output = output.unwrap();
     assert_eq!(output.claimed, ["prod"], "taken once the holder released it");
-    assert!(started.elapsed() >= Duration::from_secs(10));
+    assert!(started.elapsed() >= Duration::from_secs(2));
 
     // A holder that outlasts the wait: the stage is skipped and the poll applies the events.
     state.release(on, "push-1").await.unwrap();
     assert_eq!(state.claim(on, "poll-2", NOW, NOW + 3600).await.unwrap(), Claim::Taken);
-    let started = tokio::time::Instant::now();
+    let started = Instant::now();
     let output = task.run(pushed_input("push-2", vec![pushed("e2", NOW + 40, "0000000001")]), NOW + 90).await.unwrap();
     assert_eq!(output.skipped, ["prod"]);
-    assert!(started.elapsed() >= crate::handlers::list_changes::PUSH_CLAIM_WAIT);
+    assert!(started.elapsed() >= config.push_claim_wait);
     // A scheduled run does not wait.
-    let started = tokio::time::Instant::now();
+    let started = Instant::now();
     task.run(pushed_input("poll-3", vec![]), NOW + 120).await.unwrap();
     assert!(started.elapsed() < Duration::from_secs(1));
 }
