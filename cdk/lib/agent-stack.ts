@@ -221,9 +221,13 @@ export class AgentStack extends Stack {
     // with `#` and its kind.
     const table = (grantee: Placeholder | iam.Role, actions: string[], items: StateItem[]) =>
       grantStateItems(typeof grantee === 'string' ? roles[grantee] : grantee, this.table, actions, items, fanOut);
-    table('EnsureRuntimeFunctionArn', ['dynamodb:GetItem'], ['stage', '#discovery', '#catalog#*', '#registry', '#lock#listing']);
+    // With push mode, the target's push status (its trail check), read every run and written hourly.
+    const pushStatus: StateItem[] = settings.pushMode ? ['#push'] : [];
+    table('EnsureRuntimeFunctionArn', ['dynamodb:GetItem'], [
+      'stage', '#discovery', '#catalog#*', '#registry', '#lock#listing', ...pushStatus,
+    ]);
     table('EnsureRuntimeFunctionArn', ['dynamodb:UpdateItem'], ['stage', '#registry', '#lock#listing', '#pace#apigateway']);
-    table('EnsureRuntimeFunctionArn', ['dynamodb:PutItem'], ['#discovery', '#listing#*']);
+    table('EnsureRuntimeFunctionArn', ['dynamodb:PutItem'], ['#discovery', '#listing#*', ...pushStatus]);
     roles.EnsureRuntimeFunctionArn.addToPolicy(registryScan(this.table));
     table('ListChangesFunctionArn', ['dynamodb:GetItem'], ['stage', '#discovery', '#listing#*', '#catalog#*', '#applied#*', '#lock#listing']);
     table('ListChangesFunctionArn', ['dynamodb:UpdateItem'], ['stage', '#lock#listing', '#pace#apigateway']);
@@ -365,9 +369,10 @@ export class AgentStack extends Stack {
     );
     table(tick.role, ['dynamodb:GetItem'], [
       'stage', '#discovery', '#catalog#*', '#registry', '#applied#*', '#run#*', '#lock#listing', '#progress#*', '#report#*',
+      ...pushStatus,
     ]);
     table(tick.role, ['dynamodb:UpdateItem'], ['stage', '#registry', '#run#*', '#lock#listing', '#pace#apigateway']);
-    table(tick.role, ['dynamodb:PutItem'], ['#applied#*', '#discovery', '#progress#*', '#report#*']);
+    table(tick.role, ['dynamodb:PutItem'], ['#applied#*', '#discovery', '#progress#*', '#report#*', ...pushStatus]);
     tick.role.addToPolicy(registryScan(this.table));
     describeExecutions(tick.role);
     detectTrails(tick.role);

@@ -894,6 +894,19 @@ describe('push mode', () => {
       for (const action of actionsOf(off, role)) extra.delete(action);
       assert.deepEqual([...extra].sort(), ['EnsureRuntimeRole', 'TickRole'].includes(role) ? trailActions : [], role);
     }
+    // The trail check's result is kept in the state table: its item, and only where push mode is on.
+    const itemKeys = (t: Template, role: string, action: string) =>
+      statementsOf(t, role)
+        .filter((s) => [s.Action].flat().includes(action))
+        .flatMap((s) => Object.values((s as { Condition?: Record<string, Record<string, string[]>> }).Condition ?? {}))
+        .flatMap((condition) => condition['dynamodb:LeadingKeys'] ?? []);
+    for (const role of ['EnsureRuntimeRole', 'TickRole']) {
+      for (const action of ['dynamodb:GetItem', 'dynamodb:PutItem']) {
+        assert.ok(itemKeys(template, role, action).includes('#push'), `${role} ${action}`);
+        assert.ok(!itemKeys(off, role, action).includes('#push'), `${role} ${action} without push mode`);
+      }
+    }
+    assert.ok(!itemKeys(template, 'ListChangesRole', 'dynamodb:GetItem').includes('#push'));
   });
 
   it('alarms on dead letters at once and on a starter failing for 15 minutes, and shows push on the dashboard', () => {
