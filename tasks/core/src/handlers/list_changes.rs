@@ -502,8 +502,7 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed, E: Executions
         pushed: &[PushedEvent],
     ) -> Result<(Touched, Vec<(i64, String)>)> {
         let applied_by_window = self.applied_before(lookups, stage, state).await?;
-        let applied_by_push: HashSet<&str> =
-            state.assets_pushed.iter().filter_map(|entry| parse_pushed_entry(entry)).map(|(_, id)| id).collect();
+        let applied_by_push = pushed_ids(state);
         let generations = self.config.api_types.generations();
         let mut touched_all = Touched::default();
         let mut applied = Vec::new();
@@ -594,8 +593,7 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed, E: Executions
             entry.insert(self.feed.write_events(start, end).await?);
         }
         let applied_by_window = self.applied_before(lookups, stage, state).await?;
-        let applied_by_push: HashSet<&str> =
-            state.assets_pushed.iter().filter_map(|entry| parse_pushed_entry(entry)).map(|(_, id)| id).collect();
+        let applied_by_push = pushed_ids(state);
         let (fresh, applied): (Vec<&ApiEvent>, Vec<&ApiEvent>) = lookups.events_by_window[&(start, end)]
             .iter()
             .partition(|event| !applied_by_window.contains(&event.id) && !applied_by_push.contains(event.id.as_str()));
@@ -813,6 +811,11 @@ impl<G: ApiGateway, C: ControlPlane, S: StateStore, F: ChangeFeed, E: Executions
         }
         Ok(output)
     }
+}
+
+/// The ids of the pushed events the stage remembers as applied.
+fn pushed_ids(state: &RuntimeState) -> HashSet<&str> {
+    state.assets_pushed.iter().filter_map(|entry| parse_pushed_entry(entry)).map(|(_, id)| id).collect()
 }
 
 /// The entries of the pushed events applied that a CloudTrail window may still read (at or
